@@ -1,0 +1,120 @@
+/*
+ * ps/ps.h -- the public API of libps, a parameter server in C.
+ *
+ * A libps program runs as one of three roles: the scheduler (membership,
+ * barriers, failure detection), a server (holds part of the model) or a
+ * worker (computes, pushes and pulls).  The same binary usually plays every
+ * role; `psrun` starts a local cluster and tells each process its role through
+ * the environment (see README.md).  Every call here is thread-safe.
+ *
+ * Errors: every function that can fail returns 0 (PS_OK) or a negative
+ * ps_err value; ps_strerror() names it.  Nothing here aborts the process on
+ * bad input.
+ */
+#ifndef PS_PS_H
+#define PS_PS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PS_VERSION_MAJOR 0
+#define PS_VERSION_MINOR 1
+
+/* One error enum for the whole library: 0 is success, failures negative. */
+typedef enum ps_err {
+    PS_OK = 0,
+    PS_ERR_NOMEM = -1,     /* allocation failed */
+    PS_ERR_INVAL = -2,     /* bad argument or flag */
+    PS_ERR_PROTO = -3,     /* malformed or unexpected message */
+    PS_ERR_TOOBIG = -4,    /* over a configured size cap */
+    PS_ERR_TIMEOUT = -5,   /* a deadline passed */
+    PS_ERR_CLOSED = -6,    /* the object was closed or is shutting down */
+    PS_ERR_PEER = -7,      /* the remote peer failed or is unreachable */
+    PS_ERR_TRANSPORT = -8, /* the transport (UCX) reported an error */
+    PS_ERR_SYS = -9,       /* an operating-system call failed (errno kept) */
+    PS_ERR_STATE = -10,    /* call not valid in the current state */
+    PS_ERR_CONFIG = -11,   /* bad or missing configuration (environment) */
+    PS_ERR_NOTFOUND = -12, /* no such node, table or key */
+} ps_err;
+
+/* Human-readable text for an error code; never NULL. */
+const char *ps_strerror(int err);
+
+typedef enum ps_role {
+    PS_ROLE_SCHEDULER = 0,
+    PS_ROLE_SERVER = 1,
+    PS_ROLE_WORKER = 2,
+} ps_role;
+
+/* Groups for barriers: a bit per role; PS_GROUP_ALL is every live node. */
+enum {
+    PS_GROUP_SCHEDULER = 1,
+    PS_GROUP_SERVERS = 2,
+    PS_GROUP_WORKERS = 4,
+    PS_GROUP_ALL = 7,
+};
+
+/*
+ * Start this process as a node of the cluster described by the environment
+ * (PS_ROLE, PS_SCHEDULER=host:port, PS_NUM_SERVERS, PS_NUM_WORKERS,
+ * optional PS_RANK, PS_HEARTBEAT_TIMEOUT_MS, PS_FAULT...; ps-lite's DMLC_*
+ * names are accepted too).  Returns once every expected node has joined and
+ * this node has the first cluster view, or with PS_ERR_TIMEOUT after
+ * PS_CONNECT_TIMEOUT_MS (default 30000).  Call once per process.
+ */
+int ps_start(void);
+
+/*
+ * Leave the cluster cleanly: a barrier over every live node, then the
+ * transport is closed.  Safe to call after ps_start() failed.
+ */
+int ps_finalize(void);
+
+/* Who am I, and how big is the cluster (as configured, not as alive now). */
+ps_role ps_my_role(void);
+int ps_my_rank(void);      /* rank within my role, 0-based */
+uint32_t ps_my_id(void);   /* node id given by the scheduler; scheduler is 0 */
+int ps_num_servers(void);
+int ps_num_workers(void);
+const char *ps_role_name(ps_role role);
+
+/*
+ * Block until every live member of `group` (a PS_GROUP_* mask) has called
+ * ps_barrier with the same group.  The caller must belong to the group.
+ * Returns PS_ERR_CLOSED if the cluster is shutting down.
+ */
+int ps_barrier(int group);
+
+/* A snapshot of one node as this process last heard of it. */
+typedef struct ps_node_info {
+    uint32_t id;
+    ps_role role;
+    int rank;
+    int alive;           /* 0 once the scheduler declared it dead */
+    char addr[64];       /* listen address, "host:port" */
+} ps_node_info;
+
+/*
+ * The current view: its epoch (incremented on every membership change) and
+ * up to `cap` nodes copied into `out`.  Returns the number of nodes in the
+ * view (which may exceed `cap`), or a negative ps_err.
+ */
+int ps_view(uint32_t *epoch, ps_node_info *out, int cap);
+
+/*
+ * Called (from a library thread; keep it short, do not call ps_finalize from
+ * it) every time a new view is installed.  `dead` lists the ids that the new
+ * view declares dead and the previous one did not.
+ */
+typedef void (*ps_view_cb)(uint32_t epoch, const uint32_t *dead, int ndead,
+                           void *arg);
+void ps_on_view_change(ps_view_cb cb, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PS_PS_H */

@@ -1,0 +1,90 @@
+/*
+ * transport.h -- the transport ops table: how libps moves messages between
+ * nodes.  Everything above src/net talks to a psi_transport and never to UCX.
+ *
+ * Peers are named by node id.  A node first tells the transport where a peer
+ * listens (connect), then sends to it by id; the connection is made lazily
+ * by the transport's I/O thread.  Received messages arrive, validated and
+ * decoded, through on_receive; a connection that fails (peer died, refused,
+ * reset) is reported once through on_peer_failure, after which the next send
+ * to that peer tries to connect again.
+ *
+ * Implementations: ucx.c (production: UCX active messages) and fault.c (a
+ * decorator that drops, duplicates, delays, reorders and partitions the
+ * sends of any other transport, for tests).
+ *
+ * Threads: callbacks run on the transport's I/O thread (or, for fault, on its
+ * delay thread); they must not block for long and must not call close().
+ */
+#ifndef PSI_NET_TRANSPORT_H
+#define PSI_NET_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wire/msg.h"
+
+typedef struct psi_transport psi_transport;
+
+typedef struct psi_transport_cbs {
+    /* A validated message arrived.  The callee owns `m` (psi_msg_free). */
+    void (*on_receive)(void *arg, psi_msg *m);
+    /* The connection to `peer` failed with `err` (a ps_err).  May repeat
+     * after a reconnect fails again; never for a peer that was disconnected. */
+    void (*on_peer_failure)(void *arg, uint32_t peer, int err);
+    void *arg;
+} psi_transport_cbs;
+
+typedef struct psi_transport_ops {
+    const char *name;
+    /* Listen on host:port (0 = any free port).  Writes the bound "host:port"
+     * into addr[cap].  Blocks until bound.  Once per transport. */
+    int (*listen)(psi_transport *t, const char *host, int port, char *addr,
+                  size_t cap);
+    /* Record that `peer` listens at `addr` ("host:port").  Idempotent for the
+     * same address; a new address closes the old connection.  Non-blocking. */
+    int (*connect)(psi_transport *t, uint32_t peer, const char *addr);
+    /* Queue `m` for `peer`.  Always takes ownership of `m` (freed even on
+     * error).  Non-blocking, thread-safe.  Returns PS_ERR_NOTFOUND for a peer
+     * never connected, PS_ERR_CLOSED after close; a later delivery failure
+     * is reported through on_peer_failure, not here. */
+    int (*send)(psi_transport *t, uint32_t peer, psi_msg *m);
+    /* Forget `peer` and close its connection.  Idempotent. */
+    int (*disconnect)(psi_transport *t, uint32_t peer);
+    /* Flush queued sends for at most flush_ms, stop the I/O thread, free
+     * everything including `t`.  No callback runs after it returns. */
+    void (*close)(psi_transport *t, uint64_t flush_ms);
+} psi_transport_ops;
+
+struct psi_transport {
+    const psi_transport_ops *ops;
+    psi_transport_cbs cbs;
+};
+
+/* Settings shared by every transport. */
+typedef struct psi_net_config {
+    uint64_t max_payload; /* drop received messages with a larger payload */
+} psi_net_config;
+
+/* Open the UCX transport.  Returns 0 or a ps_err; *out set on success. */
+int psi_ucx_open(const psi_net_config *cfg, const psi_transport_cbs *cbs,
+                 psi_transport **out);
+
+/*
+ * Wrap `inner` in the fault decorator configured by `spec`, a comma list of
+ * key=value: drop=P, dup=P, delay=P (probability a message is held back),
+ * delay_ms=MS (maximum hold, default 20), reorder=P (hold a message until
+ * the next one to that peer has gone), seed=N, partition=A+B+... (node ids
+ * cut off from all others: messages crossing the cut are dropped).  The
+ * decorator takes ownership of `inner` (closes it on close).  Returns 0,
+ * PS_ERR_INVAL for a bad spec (logged with the offending item), or
+ * PS_ERR_NOMEM.  Counters are readable with psi_fault_stats.
+ */
+int psi_fault_open(psi_transport *inner, const char *spec, psi_transport **out);
+
+typedef struct psi_fault_stats {
+    uint64_t sent, dropped, duplicated, delayed, reordered;
+} psi_fault_stats;
+void psi_fault_stats_get(psi_transport *t, psi_fault_stats *out);
+
+#endif /* PSI_NET_TRANSPORT_H */
