@@ -1,0 +1,764 @@
+/*
+ * ucx.c -- the production transport: UCX active messages over a listener.
+ *
+ * Design.  One UCP context and one worker per transport, in single-thread
+ * mode: only the transport's I/O thread ever touches UCX.  Application
+ * threads hand it work (listen, connect, send, disconnect, close) through a
+ * mutex-protected op list and an eventfd; the I/O thread progresses the
+ * worker, drains the op list, arms the worker and sleeps in epoll on both the
+ * UCX event fd and the eventfd.  One hop per send, no busy polling.
+ *
+ * Each message is one active message: the 104-byte encoded header is the AM
+ * header, the non-empty segments are the payload, sent as an iovec (UCX
+ * picks eager or rendezvous; a rendezvous send is zero-copy on the sender).
+ * On receive, the header is validated before anything is allocated; eager
+ * payloads are copied once into per-segment buffers; rendezvous payloads are
+ * received straight into those buffers with an iovec.
+ *
+ * Connections: one outbound endpoint per peer id, made lazily on first send,
+ * with peer error handling on.  Inbound endpoints (accepted from the
+ * listener) only receive.  A failed outbound endpoint is closed, reported
+ * once through on_peer_failure, and re-made on the next send.
+ *
+ * Never: call UCX from any thread but the I/O thread; block in a callback;
+ * trust a length from the wire before checking it.
+ *
+ * Lock order: t->lock only (guards the op list and `closing`).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <ucp/api/ucp.h>
+
+#include "net/transport.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#define AM_ID 7
+
+typedef enum op_kind { OP_LISTEN, OP_CONNECT, OP_SEND, OP_DISCONNECT, OP_CLOSE } op_kind;
+
+typedef struct ucx_op {
+    struct ucx_op *next;
+    op_kind kind;
+    uint32_t peer;
+    psi_msg *msg;
+    struct sockaddr_storage sa;
+    char addr[64];
+    int *result; /* OP_LISTEN: where to write the status; signalled by done */
+} ucx_op;
+
+typedef struct ucx_peer {
+    uint32_t id;
+    int known;               /* connect() was called and not disconnected */
+    char addr[64];
+    struct sockaddr_storage sa;
+    ucp_ep_h ep;             /* NULL until first send, or after failure */
+    struct ucx_transport *t;
+} ucx_peer;
+
+typedef struct inbound_ep {
+    struct inbound_ep *next;
+    ucp_ep_h ep;
+    struct ucx_transport *t;
+} inbound_ep;
+
+/* One in-flight send: the encoded header and iovec must live until done. */
+typedef struct send_ctx {
+    psi_msg *msg;
+    uint8_t hdr[PSI_HDR_SIZE];
+    ucp_dt_iov_t iov[PSI_NSEG];
+    struct ucx_transport *t;
+} send_ctx;
+
+/* One in-flight rendezvous receive. */
+typedef struct recv_ctx {
+    psi_msg *msg;
+    ucp_dt_iov_t iov[PSI_NSEG];
+    struct ucx_transport *t;
+} recv_ctx;
+
+typedef struct ucx_transport {
+    psi_transport base;
+    psi_net_config cfg;
+    ucp_context_h ctx;
+    ucp_worker_h worker;
+    ucp_listener_h listener;
+    int ucx_fd, wake_fd, epoll_fd;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    ucx_op *ops_head, *ops_tail;
+    int closing;             /* set by close(); sends refused after */
+    /* I/O thread only: */
+    ucx_peer **peers;
+    size_t npeers;
+    inbound_ep *inbound;
+    long inflight;           /* sends + rendezvous receives outstanding */
+    ucp_ep_h *zombies;       /* failed endpoints to close outside callbacks */
+    size_t nzombies, capzombies;
+    int stop;
+    uint64_t flush_deadline_ms;
+    char listen_addr[64];
+    uint64_t dropped;        /* invalid messages received */
+} ucx_transport;
+
+static void wake(ucx_transport *t)
+{
+    uint64_t one = 1;
+    ssize_t w = write(t->wake_fd, &one, sizeof(one));
+    (void)w;
+}
+
+static int enqueue(ucx_transport *t, ucx_op *op)
+{
+    pthread_mutex_lock(&t->lock);
+    if (t->closing && op->kind != OP_CLOSE) {
+        pthread_mutex_unlock(&t->lock);
+        psi_msg_free(op->msg);
+        free(op);
+        return PS_ERR_CLOSED;
+    }
+    op->next = NULL;
+    if (t->ops_tail) t->ops_tail->next = op;
+    else t->ops_head = op;
+    t->ops_tail = op;
+    pthread_mutex_unlock(&t->lock);
+    wake(t);
+    return PS_OK;
+}
+
+static int resolve(const char *addr, struct sockaddr_storage *sa)
+{
+    char host[256];
+    int port;
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+
+    if (psi_split_hostport(addr, host, sizeof(host), &port) != 0) return PS_ERR_INVAL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return PS_ERR_INVAL;
+    memcpy(sa, res->ai_addr, res->ai_addrlen);
+    ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    return PS_OK;
+}
+
+/* ---- peers (I/O thread) ---------------------------------------------------- */
+
+static ucx_peer *peer_get(ucx_transport *t, uint32_t id, int create)
+{
+    if (id >= t->npeers) {
+        if (!create) return NULL;
+        size_t n = PSI_MAX(t->npeers * 2, (size_t)id + 16);
+        ucx_peer **p = realloc(t->peers, n * sizeof(*p));
+        if (!p) return NULL;
+        memset(p + t->npeers, 0, (n - t->npeers) * sizeof(*p));
+        t->peers = p;
+        t->npeers = n;
+    }
+    if (!t->peers[id] && create) {
+        t->peers[id] = calloc(1, sizeof(ucx_peer));
+        if (t->peers[id]) {
+            t->peers[id]->id = id;
+            t->peers[id]->t = t;
+        }
+    }
+    return t->peers[id];
+}
+
+static void ep_close(ucx_transport *t, ucp_ep_h ep)
+{
+    ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                             .flags = UCP_EP_CLOSE_FLAG_FORCE};
+    void *req = ucp_ep_close_nbx(ep, &p);
+    if (UCS_PTR_IS_PTR(req)) {
+        while (ucp_request_check_status(req) == UCS_INPROGRESS)
+            ucp_worker_progress(t->worker);
+        ucp_request_free(req);
+    }
+}
+
+/* Endpoints fail inside ucp_worker_progress, where progress must not be
+ * called again: remember them and close them from the I/O loop. */
+static void defer_close(ucx_transport *t, ucp_ep_h ep)
+{
+    if (t->nzombies == t->capzombies) {
+        size_t n = t->capzombies ? t->capzombies * 2 : 8;
+        ucp_ep_h *z = realloc(t->zombies, n * sizeof(*z));
+        if (!z) return; /* leaks one endpoint until the worker is destroyed */
+        t->zombies = z;
+        t->capzombies = n;
+    }
+    t->zombies[t->nzombies++] = ep;
+}
+
+static void close_zombies(ucx_transport *t)
+{
+    while (t->nzombies) ep_close(t, t->zombies[--t->nzombies]);
+}
+
+static void on_ep_error(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+    ucx_peer *p = arg;
+    ucx_transport *t = p->t;
+
+    if (p->ep != ep) return; /* a stale endpoint already replaced */
+    PSI_INFO("connection to node %u (%s) failed: %s", p->id, p->addr,
+             ucs_status_string(status));
+    p->ep = NULL;
+    defer_close(t, ep);
+    if (p->known && t->base.cbs.on_peer_failure)
+        t->base.cbs.on_peer_failure(t->base.cbs.arg, p->id, PS_ERR_PEER);
+}
+
+static int peer_connect(ucx_transport *t, ucx_peer *p)
+{
+    ucp_ep_params_t ep = {
+        .field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                      UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE,
+        .flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER,
+        .sockaddr = {.addr = (struct sockaddr *)&p->sa, .addrlen = sizeof(struct sockaddr_in)},
+        .err_mode = UCP_ERR_HANDLING_MODE_PEER,
+        .err_handler = {.cb = on_ep_error, .arg = p},
+    };
+    ucs_status_t st = ucp_ep_create(t->worker, &ep, &p->ep);
+    if (st != UCS_OK) {
+        PSI_WARN("cannot connect to node %u at %s: %s", p->id, p->addr,
+                 ucs_status_string(st));
+        p->ep = NULL;
+        return PS_ERR_PEER;
+    }
+    return PS_OK;
+}
+
+/* ---- sending (I/O thread) ---------------------------------------------------- */
+
+static void send_done(void *req, ucs_status_t status, void *user)
+{
+    send_ctx *s = user;
+    if (status != UCS_OK && status != UCS_ERR_CANCELED)
+        PSI_DEBUG("send of %s to node %u failed: %s", psi_msg_type_name(s->msg->hdr.type),
+                  s->msg->hdr.receiver, ucs_status_string(status));
+    s->t->inflight--;
+    psi_msg_free(s->msg);
+    free(s);
+    ucp_request_free(req);
+}
+
+static void do_send(ucx_transport *t, uint32_t peer, psi_msg *m)
+{
+    ucx_peer *p = peer_get(t, peer, 0);
+    send_ctx *s;
+
+    if (!p || !p->known) {
+        PSI_DEBUG("send to unknown node %u dropped", peer);
+        psi_msg_free(m);
+        return;
+    }
+    if (!p->ep && peer_connect(t, p) != 0) {
+        psi_msg_free(m);
+        if (t->base.cbs.on_peer_failure) t->base.cbs.on_peer_failure(t->base.cbs.arg, peer, PS_ERR_PEER);
+        return;
+    }
+    if (!(s = calloc(1, sizeof(*s)))) {
+        psi_msg_free(m);
+        return;
+    }
+    s->msg = m;
+    s->t = t;
+    psi_hdr_encode(&m->hdr, s->hdr);
+    size_t n = 0;
+    for (int i = 0; i < PSI_NSEG; i++)
+        if (m->hdr.seg_len[i]) {
+            s->iov[n].buffer = m->seg[i];
+            s->iov[n++].length = m->hdr.seg_len[i];
+        }
+    /* One segment goes as a contiguous buffer, several as an iovec. */
+    ucp_request_param_t prm = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                        UCP_OP_ATTR_FIELD_DATATYPE,
+        .cb.send = send_done,
+        .user_data = s,
+        .datatype = n > 1 ? ucp_dt_make_iov() : ucp_dt_make_contig(1),
+    };
+    const void *buf = n > 1 ? (const void *)s->iov : n == 1 ? s->iov[0].buffer : NULL;
+    size_t count = n > 1 ? n : n == 1 ? s->iov[0].length : 0;
+    void *req = ucp_am_send_nbx(p->ep, AM_ID, s->hdr, PSI_HDR_SIZE, buf, count, &prm);
+    if (UCS_PTR_IS_PTR(req)) {
+        t->inflight++;
+        return;
+    }
+    if (UCS_PTR_IS_ERR(req))
+        PSI_DEBUG("send to node %u failed: %s", peer, ucs_status_string(UCS_PTR_STATUS(req)));
+    psi_msg_free(m);
+    free(s);
+}
+
+/* ---- receiving (I/O thread) ------------------------------------------------- */
+
+static void deliver(ucx_transport *t, psi_msg *m)
+{
+    if (t->base.cbs.on_receive) t->base.cbs.on_receive(t->base.cbs.arg, m);
+    else psi_msg_free(m);
+}
+
+static void recv_done(void *req, ucs_status_t status, size_t length, void *user)
+{
+    recv_ctx *r = user;
+    r->t->inflight--;
+    if (status == UCS_OK) deliver(r->t, r->msg);
+    else {
+        PSI_WARN("receive from node %u failed: %s", r->msg->hdr.sender, ucs_status_string(status));
+        psi_msg_free(r->msg);
+    }
+    free(r);
+    if (req) ucp_request_free(req);
+}
+
+/* Allocate the message's segment buffers from its (validated) header. */
+static psi_msg *alloc_segments(const psi_hdr *h)
+{
+    psi_msg *m = psi_msg_new((psi_msg_type)h->type);
+    if (!m) return NULL;
+    m->hdr = *h;
+    for (int i = 0; i < PSI_NSEG; i++) {
+        if (!h->seg_len[i]) continue;
+        if (!(m->seg[i] = malloc(h->seg_len[i]))) {
+            psi_msg_free(m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+static ucs_status_t recv_rndv(ucx_transport *t, psi_msg *m, void *desc)
+{
+    recv_ctx *r = calloc(1, sizeof(*r));
+    if (!r) {
+        psi_msg_free(m);
+        return UCS_ERR_NO_MEMORY;
+    }
+    r->msg = m;
+    r->t = t;
+    size_t n = 0;
+    for (int i = 0; i < PSI_NSEG; i++)
+        if (m->hdr.seg_len[i]) {
+            r->iov[n].buffer = m->seg[i];
+            r->iov[n++].length = m->hdr.seg_len[i];
+        }
+    ucp_request_param_t prm = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                        UCP_OP_ATTR_FIELD_DATATYPE,
+        .cb.recv_am = recv_done,
+        .user_data = r,
+        .datatype = n > 1 ? ucp_dt_make_iov() : ucp_dt_make_contig(1),
+    };
+    t->inflight++;
+    void *buf = n > 1 ? (void *)r->iov : r->iov[0].buffer;
+    size_t count = n > 1 ? n : r->iov[0].length;
+    void *req = ucp_am_recv_data_nbx(t->worker, desc, buf, count, &prm);
+    if (UCS_PTR_IS_ERR(req)) recv_done(NULL, UCS_PTR_STATUS(req), 0, r);
+    else if (req == NULL) recv_done(NULL, UCS_OK, 0, r);
+    return UCS_OK;
+}
+
+static ucs_status_t on_am(void *arg, const void *header, size_t header_len, void *data,
+                          size_t length, const ucp_am_recv_param_t *param)
+{
+    ucx_transport *t = arg;
+    psi_hdr h;
+    int rv;
+
+    if (header_len != PSI_HDR_SIZE) rv = PS_ERR_PROTO;
+    else rv = psi_hdr_decode(header, header_len, t->cfg.max_payload, &h);
+    if (rv == 0 && psi_msg_payload_len(&h) != length) rv = PS_ERR_PROTO;
+    if (rv != 0) {
+        t->dropped++;
+        PSI_WARN("dropped an invalid message (%zu header bytes, %zu payload bytes): %s",
+                 header_len, length, ps_strerror(rv));
+        return UCS_OK;
+    }
+    psi_msg *m = alloc_segments(&h);
+    if (!m) {
+        PSI_ERROR("out of memory receiving %zu bytes from node %u", length, h.sender);
+        return UCS_OK;
+    }
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) return recv_rndv(t, m, data);
+    const uint8_t *p = data;
+    for (int i = 0; i < PSI_NSEG; i++) {
+        if (h.seg_len[i]) memcpy(m->seg[i], p, h.seg_len[i]);
+        p += h.seg_len[i];
+    }
+    deliver(t, m);
+    return UCS_OK;
+}
+
+static void on_inbound_error(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+    inbound_ep *in = arg;
+    ucx_transport *t = in->t;
+    PSI_DEBUG("inbound connection closed: %s", ucs_status_string(status));
+    for (inbound_ep **pp = &t->inbound; *pp; pp = &(*pp)->next)
+        if (*pp == in) {
+            *pp = in->next;
+            break;
+        }
+    defer_close(t, ep);
+    free(in);
+}
+
+static void on_conn_request(ucp_conn_request_h req, void *arg)
+{
+    ucx_transport *t = arg;
+    inbound_ep *in = calloc(1, sizeof(*in));
+    if (!in || t->stop) {
+        free(in);
+        ucp_listener_reject(t->listener, req);
+        return;
+    }
+    in->t = t;
+    ucp_ep_params_t ep = {
+        .field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER |
+                      UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE,
+        .conn_request = req,
+        .err_mode = UCP_ERR_HANDLING_MODE_PEER,
+        .err_handler = {.cb = on_inbound_error, .arg = in},
+    };
+    if (ucp_ep_create(t->worker, &ep, &in->ep) != UCS_OK) {
+        free(in);
+        return;
+    }
+    in->next = t->inbound;
+    t->inbound = in;
+}
+
+/* ---- ops (I/O thread) ------------------------------------------------------- */
+
+static int do_listen(ucx_transport *t, ucx_op *op)
+{
+    ucp_listener_params_t lp = {
+        .field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER,
+        .sockaddr = {.addr = (struct sockaddr *)&op->sa, .addrlen = sizeof(struct sockaddr_in)},
+        .conn_handler = {.cb = on_conn_request, .arg = t},
+    };
+    ucp_listener_attr_t attr = {.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR};
+    ucs_status_t st = ucp_listener_create(t->worker, &lp, &t->listener);
+    if (st != UCS_OK) {
+        PSI_ERROR("cannot listen on %s: %s", op->addr, ucs_status_string(st));
+        return PS_ERR_TRANSPORT;
+    }
+    if (ucp_listener_query(t->listener, &attr) != UCS_OK) return PS_ERR_TRANSPORT;
+    char host[48];
+    int port = ntohs(((struct sockaddr_in *)&attr.sockaddr)->sin_port);
+    psi_split_hostport(op->addr, host, sizeof(host), &(int){0});
+    snprintf(t->listen_addr, sizeof(t->listen_addr), "%s:%d", host, port);
+    return PS_OK;
+}
+
+static void do_connect(ucx_transport *t, ucx_op *op)
+{
+    ucx_peer *p = peer_get(t, op->peer, 1);
+    if (!p) return;
+    if (p->known && strcmp(p->addr, op->addr) == 0) return;
+    if (p->ep) {
+        ucp_ep_h ep = p->ep;
+        p->ep = NULL;
+        ep_close(t, ep);
+    }
+    p->known = 1;
+    p->sa = op->sa;
+    snprintf(p->addr, sizeof(p->addr), "%s", op->addr);
+}
+
+static void do_disconnect(ucx_transport *t, uint32_t id)
+{
+    ucx_peer *p = peer_get(t, id, 0);
+    if (!p) return;
+    p->known = 0;
+    if (p->ep) {
+        ucp_ep_h ep = p->ep;
+        p->ep = NULL;
+        ep_close(t, ep);
+    }
+}
+
+static void run_op(ucx_transport *t, ucx_op *op)
+{
+    switch (op->kind) {
+    case OP_LISTEN:
+        pthread_mutex_lock(&t->lock);
+        *op->result = do_listen(t, op);
+        pthread_cond_broadcast(&t->done);
+        pthread_mutex_unlock(&t->lock);
+        break;
+    case OP_CONNECT: do_connect(t, op); break;
+    case OP_SEND: do_send(t, op->peer, op->msg); break;
+    case OP_DISCONNECT: do_disconnect(t, op->peer); break;
+    case OP_CLOSE:
+        t->stop = 1;
+        t->flush_deadline_ms = psi_now_ms() + op->peer; /* peer holds flush ms */
+        break;
+    }
+    free(op);
+}
+
+static void drain_ops(ucx_transport *t)
+{
+    pthread_mutex_lock(&t->lock);
+    ucx_op *op = t->ops_head;
+    t->ops_head = t->ops_tail = NULL;
+    pthread_mutex_unlock(&t->lock);
+    while (op) {
+        ucx_op *next = op->next;
+        run_op(t, op);
+        op = next;
+    }
+}
+
+static void wait_events(ucx_transport *t, int timeout_ms)
+{
+    struct epoll_event ev[4];
+    int n = epoll_wait(t->epoll_fd, ev, 4, timeout_ms);
+    for (int i = 0; i < n; i++)
+        if (ev[i].data.fd == t->wake_fd) {
+            uint64_t v;
+            ssize_t r = read(t->wake_fd, &v, sizeof(v));
+            (void)r;
+        }
+}
+
+static void *io_thread(void *arg)
+{
+    ucx_transport *t = arg;
+    for (;;) {
+        while (ucp_worker_progress(t->worker)) {
+        }
+        close_zombies(t);
+        drain_ops(t);
+        if (t->stop && (t->inflight == 0 || psi_now_ms() >= t->flush_deadline_ms)) break;
+        ucs_status_t st = ucp_worker_arm(t->worker);
+        if (st == UCS_ERR_BUSY) continue;
+        wait_events(t, t->stop ? 5 : -1);
+    }
+    return NULL;
+}
+
+/* Close every endpoint and drop what is still in flight (I/O thread gone). */
+static void teardown(ucx_transport *t)
+{
+    for (size_t i = 0; i < t->npeers; i++) {
+        ucx_peer *p = t->peers[i];
+        if (p && p->ep) {
+            ucp_ep_h ep = p->ep;
+            p->ep = NULL;
+            ep_close(t, ep);
+        }
+    }
+    while (t->inbound) {
+        inbound_ep *in = t->inbound;
+        t->inbound = in->next;
+        ep_close(t, in->ep);
+        free(in);
+    }
+    if (t->listener) ucp_listener_destroy(t->listener);
+    for (int i = 0; i < 100 && ucp_worker_progress(t->worker); i++) {
+    }
+    close_zombies(t);
+    free(t->zombies);
+    for (ucx_op *op = t->ops_head, *next; op; op = next) {
+        next = op->next;
+        psi_msg_free(op->msg);
+        free(op);
+    }
+    for (size_t i = 0; i < t->npeers; i++) free(t->peers[i]);
+    free(t->peers);
+}
+
+/* ---- ops table ------------------------------------------------------------- */
+
+static int ucx_listen(psi_transport *bt, const char *host, int port, char *addr, size_t cap)
+{
+    ucx_transport *t = (ucx_transport *)bt;
+    ucx_op *op = calloc(1, sizeof(*op));
+    int result = 1, rv;
+    if (!op) return PS_ERR_NOMEM;
+    op->kind = OP_LISTEN;
+    op->result = &result;
+    snprintf(op->addr, sizeof(op->addr), "%s:%d", host, port);
+    if ((rv = resolve(op->addr, &op->sa)) != 0) {
+        PSI_ERROR("cannot resolve listen address %s", op->addr);
+        free(op);
+        return rv;
+    }
+    if ((rv = enqueue(t, op)) != 0) return rv;
+    pthread_mutex_lock(&t->lock);
+    while (result == 1) pthread_cond_wait(&t->done, &t->lock);
+    pthread_mutex_unlock(&t->lock);
+    if (result == 0) snprintf(addr, cap, "%s", t->listen_addr);
+    return result;
+}
+
+static int ucx_connect(psi_transport *bt, uint32_t peer, const char *addr)
+{
+    ucx_op *op = calloc(1, sizeof(*op));
+    int rv;
+    if (!op) return PS_ERR_NOMEM;
+    op->kind = OP_CONNECT;
+    op->peer = peer;
+    snprintf(op->addr, sizeof(op->addr), "%s", addr);
+    if ((rv = resolve(addr, &op->sa)) != 0) {
+        PSI_ERROR("bad address for node %u: \"%s\"", peer, addr);
+        free(op);
+        return rv;
+    }
+    return enqueue((ucx_transport *)bt, op);
+}
+
+static int ucx_send(psi_transport *bt, uint32_t peer, psi_msg *m)
+{
+    ucx_op *op = calloc(1, sizeof(*op));
+    if (!op) {
+        psi_msg_free(m);
+        return PS_ERR_NOMEM;
+    }
+    op->kind = OP_SEND;
+    op->peer = peer;
+    op->msg = m;
+    return enqueue((ucx_transport *)bt, op);
+}
+
+static int ucx_disconnect(psi_transport *bt, uint32_t peer)
+{
+    ucx_op *op = calloc(1, sizeof(*op));
+    if (!op) return PS_ERR_NOMEM;
+    op->kind = OP_DISCONNECT;
+    op->peer = peer;
+    return enqueue((ucx_transport *)bt, op);
+}
+
+static void ucx_close(psi_transport *bt, uint64_t flush_ms)
+{
+    ucx_transport *t = (ucx_transport *)bt;
+    ucx_op *op = calloc(1, sizeof(*op));
+
+    pthread_mutex_lock(&t->lock);
+    t->closing = 1;
+    pthread_mutex_unlock(&t->lock);
+    if (op) {
+        op->kind = OP_CLOSE;
+        op->peer = (uint32_t)PSI_MIN(flush_ms, 600000);
+        enqueue(t, op);
+    } else {
+        t->stop = 1; /* degraded: the thread sees it on its next wake-up */
+        wake(t);
+    }
+    pthread_join(t->thread, NULL);
+    teardown(t);
+    ucp_worker_destroy(t->worker);
+    ucp_cleanup(t->ctx);
+    close(t->epoll_fd);
+    close(t->wake_fd);
+    pthread_mutex_destroy(&t->lock);
+    pthread_cond_destroy(&t->done);
+    if (t->dropped) PSI_INFO("ucx: %llu invalid messages were dropped", (unsigned long long)t->dropped);
+    free(t);
+}
+
+static const psi_transport_ops ucx_ops = {
+    .name = "ucx",
+    .listen = ucx_listen,
+    .connect = ucx_connect,
+    .send = ucx_send,
+    .disconnect = ucx_disconnect,
+    .close = ucx_close,
+};
+
+/* ---- construction ------------------------------------------------------------ */
+
+static int ucx_init_context(ucx_transport *t)
+{
+    ucp_params_t up = {
+        .field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME,
+        .features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP,
+        .name = "libps",
+    };
+    ucp_worker_params_t wp = {
+        .field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
+        .thread_mode = UCS_THREAD_MODE_SINGLE,
+    };
+    ucp_am_handler_param_t ap = {
+        .field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                      UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS,
+        .id = AM_ID,
+        .cb = on_am,
+        .arg = t,
+        .flags = UCP_AM_FLAG_WHOLE_MSG,
+    };
+    ucs_status_t st;
+    if ((st = ucp_init(&up, NULL, &t->ctx)) != UCS_OK) goto fail;
+    if ((st = ucp_worker_create(t->ctx, &wp, &t->worker)) != UCS_OK) goto fail_ctx;
+    if ((st = ucp_worker_set_am_recv_handler(t->worker, &ap)) != UCS_OK) goto fail_worker;
+    if ((st = ucp_worker_get_efd(t->worker, &t->ucx_fd)) != UCS_OK) goto fail_worker;
+    return PS_OK;
+fail_worker:
+    ucp_worker_destroy(t->worker);
+fail_ctx:
+    ucp_cleanup(t->ctx);
+fail:
+    PSI_ERROR("UCX initialisation failed: %s", ucs_status_string(st));
+    return PS_ERR_TRANSPORT;
+}
+
+static int ucx_init_fds(ucx_transport *t)
+{
+    struct epoll_event ev = {.events = EPOLLIN};
+    if ((t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) return PS_ERR_SYS;
+    if ((t->epoll_fd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+        close(t->wake_fd);
+        return PS_ERR_SYS;
+    }
+    ev.data.fd = t->wake_fd;
+    epoll_ctl(t->epoll_fd, EPOLL_CTL_ADD, t->wake_fd, &ev);
+    ev.data.fd = t->ucx_fd;
+    epoll_ctl(t->epoll_fd, EPOLL_CTL_ADD, t->ucx_fd, &ev);
+    return PS_OK;
+}
+
+int psi_ucx_open(const psi_net_config *cfg, const psi_transport_cbs *cbs, psi_transport **out)
+{
+    ucx_transport *t = calloc(1, sizeof(*t));
+    int rv;
+    if (!t) return PS_ERR_NOMEM;
+    t->base.ops = &ucx_ops;
+    t->base.cbs = *cbs;
+    t->cfg = *cfg;
+    if (!t->cfg.max_payload) t->cfg.max_payload = PSI_DEFAULT_MAX_PAYLOAD;
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->done, NULL);
+    if ((rv = ucx_init_context(t)) != 0) goto fail;
+    if ((rv = ucx_init_fds(t)) != 0) goto fail_ucx;
+    if (pthread_create(&t->thread, NULL, io_thread, t) != 0) {
+        rv = PS_ERR_SYS;
+        goto fail_fds;
+    }
+    *out = &t->base;
+    return PS_OK;
+fail_fds:
+    close(t->epoll_fd);
+    close(t->wake_fd);
+fail_ucx:
+    ucp_worker_destroy(t->worker);
+    ucp_cleanup(t->ctx);
+fail:
+    pthread_mutex_destroy(&t->lock);
+    pthread_cond_destroy(&t->done);
+    free(t);
+    return rv;
+}

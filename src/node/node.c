@@ -1,0 +1,747 @@
+/*
+ * node.c -- the post office: this process's place in the cluster.  Reads
+ * the configuration from the environment, opens the transport, joins (or, on
+ * the scheduler, runs the membership state machine of sched.c), keeps the
+ * current view, sends heartbeats, runs barriers and leaves cleanly.
+ *
+ * Threads: the transport's I/O thread delivers messages to on_receive; a
+ * timer thread wakes every TICK_MS to resend unacknowledged control
+ * messages, send heartbeats and (scheduler) detect silent nodes; application
+ * threads call the public functions.  All state is guarded by po.lock; the
+ * view callback and the DATA handler run without it.
+ *
+ * Reliability: control messages go through reliable.c (resent until ACKed,
+ * duplicates dropped), so membership works over a transport that drops,
+ * duplicates and reorders.  Heartbeats are fire-and-forget.
+ *
+ * Never: call the user's callbacks with po.lock held; block in on_receive.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "net/transport.h"
+#include "node/node.h"
+#include "node/reliable.h"
+#include "node/sched.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#define TICK_MS 5
+#define LEAVE_WAIT_MS 1000
+#define FLUSH_MS 500
+
+enum { ST_IDLE, ST_STARTING, ST_RUNNING, ST_CLOSING, ST_CLOSED };
+
+typedef struct po_config {
+    ps_role role;
+    long rank, nservers, nworkers;
+    long hb_timeout_ms, connect_timeout_ms, max_msg;
+    char sched_addr[PSI_ADDR_MAX];
+    char host[PSI_ADDR_MAX];
+    const char *fault;
+} po_config;
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int state;
+    int fatal;              /* set when the cluster is lost: barriers fail */
+    po_config cfg;
+    uint32_t id;
+    int rank;
+    char my_addr[PSI_ADDR_MAX];
+    psi_transport *tr;
+    psi_rel *rel;
+    psi_sched *sched;
+    psi_view view;
+    int join_status;        /* 1 pending, 0 accepted, <0 refused */
+    uint64_t join_ts, leave_ts;
+    int leave_acked;
+    uint64_t barrier_seq[8], barrier_done[8];
+    uint64_t last_hb_ms, hb_interval_ms;
+    pthread_t timer;
+    int timer_started, timer_stop;
+    ps_view_cb view_cb;
+    void *view_arg;
+    psi_data_handler data_cb;
+    void *data_arg;
+} po = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+const char *ps_role_name(ps_role role)
+{
+    switch (role) {
+    case PS_ROLE_SCHEDULER: return "scheduler";
+    case PS_ROLE_SERVER: return "server";
+    case PS_ROLE_WORKER: return "worker";
+    }
+    return "?";
+}
+
+/* ---- configuration ---------------------------------------------------------- */
+
+static int parse_role(po_config *c)
+{
+    static const char *const names[] = {"PS_ROLE", "DMLC_ROLE", NULL};
+    const char *v = psi_env_str(names);
+    if (!v) {
+        PSI_ERROR("PS_ROLE is not set: expected scheduler, server or worker");
+        return PS_ERR_CONFIG;
+    }
+    for (int r = PS_ROLE_SCHEDULER; r <= PS_ROLE_WORKER; r++)
+        if (strcasecmp(v, ps_role_name((ps_role)r)) == 0) {
+            c->role = (ps_role)r;
+            return PS_OK;
+        }
+    PSI_ERROR("PS_ROLE=\"%s\": expected scheduler, server or worker", v);
+    return PS_ERR_CONFIG;
+}
+
+static int parse_scheduler(po_config *c)
+{
+    static const char *const addr_names[] = {"PS_SCHEDULER", NULL};
+    static const char *const uri_names[] = {"DMLC_PS_ROOT_URI", NULL};
+    static const char *const port_names[] = {"DMLC_PS_ROOT_PORT", NULL};
+    const char *a = psi_env_str(addr_names), *uri = psi_env_str(uri_names);
+    char host[PSI_ADDR_MAX];
+    long port;
+    int p;
+
+    if (!a && uri) {
+        if (psi_env_long(port_names, -1, 1, 65535, &port) != 0 || port < 0) {
+            PSI_ERROR("DMLC_PS_ROOT_URI is set but DMLC_PS_ROOT_PORT is missing or bad");
+            return PS_ERR_CONFIG;
+        }
+        snprintf(c->sched_addr, sizeof(c->sched_addr), "%s:%ld", uri, port);
+    } else if (a) {
+        snprintf(c->sched_addr, sizeof(c->sched_addr), "%s", a);
+    } else {
+        PSI_ERROR("PS_SCHEDULER is not set: expected host:port of the scheduler");
+        return PS_ERR_CONFIG;
+    }
+    if (psi_split_hostport(c->sched_addr, host, sizeof(host), &p) != 0 || p == 0) {
+        PSI_ERROR("PS_SCHEDULER=\"%s\": expected host:port with a port in 1..65535",
+                  c->sched_addr);
+        return PS_ERR_CONFIG;
+    }
+    return PS_OK;
+}
+
+static int parse_host(po_config *c)
+{
+    static const char *const names[] = {"PS_HOST", "DMLC_NODE_HOST", NULL};
+    const char *h = psi_env_str(names);
+    int port;
+    if (h) {
+        snprintf(c->host, sizeof(c->host), "%s", h);
+        return PS_OK;
+    }
+    /* Default: listen where the scheduler's host is reachable from; for a
+     * loopback scheduler that is loopback, otherwise this host's name. */
+    psi_split_hostport(c->sched_addr, c->host, sizeof(c->host), &port);
+    if (strncmp(c->host, "127.", 4) != 0 && strcmp(c->host, "localhost") != 0 &&
+        c->role != PS_ROLE_SCHEDULER && gethostname(c->host, sizeof(c->host)) != 0)
+        return PS_ERR_CONFIG;
+    return PS_OK;
+}
+
+static int parse_config(po_config *c)
+{
+    static const char *const ns[] = {"PS_NUM_SERVERS", "DMLC_NUM_SERVER", NULL};
+    static const char *const nw[] = {"PS_NUM_WORKERS", "DMLC_NUM_WORKER", NULL};
+    static const char *const rk[] = {"PS_RANK", NULL};
+    static const char *const hb[] = {"PS_HEARTBEAT_TIMEOUT_MS", NULL};
+    static const char *const ct[] = {"PS_CONNECT_TIMEOUT_MS", NULL};
+    static const char *const mm[] = {"PS_MAX_MSG_BYTES", NULL};
+    static const char *const ft[] = {"PS_FAULT", NULL};
+    int rv;
+    memset(c, 0, sizeof(*c));
+    if ((rv = parse_role(c)) || (rv = parse_scheduler(c))) return rv;
+    if ((rv = psi_env_long(ns, -1, 0, 1024, &c->nservers)) ||
+        (rv = psi_env_long(nw, -1, 1, 1024, &c->nworkers)) ||
+        (rv = psi_env_long(rk, -1, 0, 1023, &c->rank)) ||
+        (rv = psi_env_long(hb, 1000, 50, 3600000, &c->hb_timeout_ms)) ||
+        (rv = psi_env_long(ct, 30000, 100, 3600000, &c->connect_timeout_ms)) ||
+        (rv = psi_env_long(mm, 1L << 30, 4096, 1L << 40, &c->max_msg)))
+        return rv;
+    if (c->nservers < 0 || c->nworkers < 0) {
+        PSI_ERROR("PS_NUM_SERVERS and PS_NUM_WORKERS must both be set");
+        return PS_ERR_CONFIG;
+    }
+    c->fault = psi_env_str(ft);
+    return parse_host(c);
+}
+
+/* ---- sending ---------------------------------------------------------------- */
+
+/* Fill the routing fields and hand `m` to the transport.  Caller holds lock. */
+static int do_send(uint32_t peer, psi_msg *m)
+{
+    m->hdr.sender = po.id;
+    m->hdr.receiver = peer;
+    m->hdr.epoch = po.view.epoch;
+    return po.tr->ops->send(po.tr, peer, m);
+}
+
+static void do_send_cb(void *arg, uint32_t peer, psi_msg *m)
+{
+    (void)arg;
+    do_send(peer, m);
+}
+
+static void do_send_reliable(uint32_t peer, psi_msg *m)
+{
+    if (psi_rel_track(po.rel, peer, m, psi_now_ms()) != 0) {
+        psi_msg_free(m);
+        return;
+    }
+    do_send(peer, m);
+}
+
+static void do_send_ack(uint32_t peer, uint64_t ts, int status)
+{
+    psi_msg *m = psi_msg_new(PSI_MSG_ACK);
+    if (!m) return;
+    m->hdr.flags = PSI_F_CONTROL | PSI_F_RESPONSE;
+    m->hdr.timestamp = ts;
+    m->hdr.arg = (uint32_t)status;
+    do_send(peer, m);
+}
+
+int psi_node_send(uint32_t peer, psi_msg *m)
+{
+    int rv;
+    pthread_mutex_lock(&po.lock);
+    if (po.state != ST_RUNNING && po.state != ST_CLOSING) {
+        rv = po.state == ST_CLOSED ? PS_ERR_CLOSED : PS_ERR_STATE;
+        psi_msg_free(m);
+    } else {
+        rv = do_send(peer, m);
+    }
+    pthread_mutex_unlock(&po.lock);
+    return rv;
+}
+
+void psi_node_set_data_handler(psi_data_handler fn, void *arg)
+{
+    pthread_mutex_lock(&po.lock);
+    po.data_cb = fn;
+    po.data_arg = arg;
+    pthread_mutex_unlock(&po.lock);
+}
+
+int psi_node_view(psi_view *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&po.lock);
+    int rv = psi_view_copy(out, &po.view);
+    pthread_mutex_unlock(&po.lock);
+    return rv;
+}
+
+/* ---- scheduler glue ------------------------------------------------------------ */
+
+typedef struct view_note { /* a view change to report after unlocking */
+    int pending;
+    uint32_t epoch;
+    uint32_t dead[64];
+    int ndead;
+} view_note;
+
+static view_note note;
+
+/* Install `v` as the current view (caller holds lock); connects to the
+ * living, forgets the dead, and records the change for the callback. */
+static void do_install_view(const psi_view *v)
+{
+    int nd = psi_view_newly_dead(&po.view, v, note.dead, (int)PSI_ARRAY_LEN(note.dead));
+    if (psi_view_copy(&po.view, v) != 0) return;
+    for (uint32_t i = 0; i < v->n; i++) {
+        const psi_node *n = &v->nodes[i];
+        if (n->id == po.id) continue;
+        if (n->alive) po.tr->ops->connect(po.tr, n->id, n->addr);
+        else if (po.cfg.role != PS_ROLE_SCHEDULER) po.tr->ops->disconnect(po.tr, n->id);
+    }
+    const psi_node *me = psi_view_find(v, po.id);
+    if (me && !me->alive) {
+        PSI_ERROR("the scheduler declared this node dead (view %u): leaving the cluster",
+                  v->epoch);
+        po.fatal = PS_ERR_PEER;
+    }
+    note.pending = 1;
+    note.epoch = v->epoch;
+    note.ndead = PSI_MIN(nd, (int)PSI_ARRAY_LEN(note.dead));
+    pthread_cond_broadcast(&po.cond);
+}
+
+static void sio_send_reliable(void *a, uint32_t peer, psi_msg *m) { (void)a; do_send_reliable(peer, m); }
+static void sio_send_ack(void *a, uint32_t peer, uint64_t ts, int st) { (void)a; do_send_ack(peer, ts, st); }
+static void sio_connect(void *a, uint32_t peer, const char *addr)
+{
+    (void)a;
+    po.tr->ops->connect(po.tr, peer, addr);
+}
+static void sio_forget(void *a, uint32_t peer)
+{
+    (void)a;
+    psi_rel_forget_peer(po.rel, peer);
+}
+static void sio_install_view(void *a, const psi_view *v) { (void)a; do_install_view(v); }
+static void sio_barrier_done(void *a, int group, uint64_t seq)
+{
+    (void)a;
+    if (seq > po.barrier_done[group]) po.barrier_done[group] = seq;
+    pthread_cond_broadcast(&po.cond);
+}
+
+static const psi_sched_io sched_io = {
+    .send_reliable = sio_send_reliable,
+    .send_ack = sio_send_ack,
+    .connect = sio_connect,
+    .forget = sio_forget,
+    .install_view = sio_install_view,
+    .barrier_done = sio_barrier_done,
+};
+
+/* Report a pending view change to the user's callback, without the lock. */
+static void flush_view_note(void)
+{
+    pthread_mutex_lock(&po.lock);
+    view_note n = note;
+    note.pending = 0;
+    ps_view_cb cb = po.view_cb;
+    void *arg = po.view_arg;
+    pthread_mutex_unlock(&po.lock);
+    if (n.pending && cb) cb(n.epoch, n.dead, n.ndead, arg);
+}
+
+/* ---- receiving --------------------------------------------------------------- */
+
+static void handle_ack(const psi_msg *m)
+{
+    psi_rel_acked(po.rel, m->hdr.sender, m->hdr.timestamp);
+    if (m->hdr.sender != PSI_SCHEDULER_ID) return;
+    if (po.join_status == 1 && m->hdr.timestamp == po.join_ts) {
+        int st = (int)m->hdr.arg;
+        if (st == 0) po.id = m->hdr.receiver;
+        po.join_status = st == 0 ? 0 : (st < 0 ? st : PS_ERR_PROTO);
+        pthread_cond_broadcast(&po.cond);
+    } else if (m->hdr.timestamp == po.leave_ts) {
+        po.leave_acked = 1;
+        pthread_cond_broadcast(&po.cond);
+    }
+}
+
+static void handle_view(const psi_msg *m)
+{
+    psi_view v;
+    if (po.cfg.role == PS_ROLE_SCHEDULER || m->hdr.sender != PSI_SCHEDULER_ID) return;
+    if (psi_view_decode(m->seg[PSI_SEG_AUX], m->hdr.seg_len[PSI_SEG_AUX], &v) != 0) {
+        PSI_WARN("dropped a malformed view from node %u", m->hdr.sender);
+        return;
+    }
+    if (psi_view_is_newer(&po.view, v.epoch)) do_install_view(&v);
+    psi_view_free(&v);
+}
+
+static void handle_join(const psi_msg *m)
+{
+    psi_join j;
+    if (!po.sched) return;
+    if (psi_join_decode(m->seg[PSI_SEG_AUX], m->hdr.seg_len[PSI_SEG_AUX], &j) != 0) {
+        PSI_WARN("dropped a malformed join request");
+        return;
+    }
+    psi_sched_on_join(po.sched, &j, m->hdr.timestamp, psi_now_ms());
+}
+
+static void handle_barrier_done(const psi_msg *m)
+{
+    int g = (int)m->hdr.arg;
+    if (g < 1 || g > 7 || m->hdr.sender != PSI_SCHEDULER_ID) return;
+    if (m->hdr.key_lo > po.barrier_done[g]) po.barrier_done[g] = m->hdr.key_lo;
+    pthread_cond_broadcast(&po.cond);
+}
+
+/* Handle one control message; caller holds the lock. */
+static void do_control(const psi_msg *m)
+{
+    const psi_hdr *h = &m->hdr;
+    if (po.sched) psi_sched_on_alive(po.sched, h->sender, psi_now_ms());
+    if (h->type == PSI_MSG_ACK) {
+        handle_ack(m);
+        return;
+    }
+    if ((h->flags & PSI_F_RELIABLE) && h->sender != PSI_ID_NONE) {
+        do_send_ack(h->sender, h->timestamp, 0);
+        if (psi_rel_seen(po.rel, h->sender, h->timestamp) == 1) return;
+    }
+    switch (h->type) {
+    case PSI_MSG_JOIN: handle_join(m); break;
+    case PSI_MSG_VIEW: handle_view(m); break;
+    case PSI_MSG_BARRIER:
+        if (po.sched) psi_sched_on_barrier(po.sched, h->sender, (int)h->arg, h->key_lo);
+        break;
+    case PSI_MSG_BARRIER_DONE: handle_barrier_done(m); break;
+    case PSI_MSG_LEAVE:
+        if (po.sched) psi_sched_on_leave(po.sched, h->sender);
+        break;
+    default: break; /* heartbeats only refresh liveness */
+    }
+}
+
+static void on_receive(void *arg, psi_msg *m)
+{
+    (void)arg;
+    pthread_mutex_lock(&po.lock);
+    if (m->hdr.type == PSI_MSG_DATA) {
+        psi_data_handler cb = po.data_cb;
+        void *darg = po.data_arg;
+        if (po.sched) psi_sched_on_alive(po.sched, m->hdr.sender, psi_now_ms());
+        pthread_mutex_unlock(&po.lock);
+        if (cb) cb(darg, m);
+        else psi_msg_free(m);
+        return;
+    }
+    do_control(m);
+    pthread_mutex_unlock(&po.lock);
+    psi_msg_free(m);
+    flush_view_note();
+}
+
+static void on_peer_failure(void *arg, uint32_t peer, int err)
+{
+    (void)arg;
+    pthread_mutex_lock(&po.lock);
+    if (peer == PSI_SCHEDULER_ID && po.view.epoch > 0 && po.state == ST_RUNNING &&
+        po.cfg.role != PS_ROLE_SCHEDULER && !po.fatal) {
+        PSI_ERROR("lost the connection to the scheduler (%s): %s", po.cfg.sched_addr,
+                  ps_strerror(err));
+        po.fatal = PS_ERR_PEER;
+        pthread_cond_broadcast(&po.cond);
+    }
+    pthread_mutex_unlock(&po.lock);
+}
+
+/* ---- timer ----------------------------------------------------------------- */
+
+static void do_heartbeat(uint64_t now)
+{
+    if (po.cfg.role == PS_ROLE_SCHEDULER || po.id == PSI_ID_NONE) return;
+    if (now - po.last_hb_ms < po.hb_interval_ms) return;
+    psi_msg *m = psi_msg_new(PSI_MSG_HEARTBEAT);
+    if (!m) return;
+    m->hdr.flags = PSI_F_CONTROL;
+    po.last_hb_ms = now;
+    do_send(PSI_SCHEDULER_ID, m);
+}
+
+static void *timer_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&po.lock);
+    while (!po.timer_stop) {
+        uint64_t now = psi_now_ms();
+        psi_rel_resend_due(po.rel, now, do_send_cb, NULL);
+        if (!po.leave_ts) do_heartbeat(now);
+        if (po.sched) psi_sched_tick(po.sched, now);
+        if (note.pending) {
+            pthread_mutex_unlock(&po.lock);
+            flush_view_note();
+            pthread_mutex_lock(&po.lock);
+        }
+        struct timespec ts = psi_deadline_in(TICK_MS);
+        pthread_cond_timedwait(&po.cond, &po.lock, &ts);
+    }
+    pthread_mutex_unlock(&po.lock);
+    return NULL;
+}
+
+/* ---- start ------------------------------------------------------------------- */
+
+static int open_transport(void)
+{
+    psi_net_config nc = {.max_payload = (uint64_t)po.cfg.max_msg};
+    psi_transport_cbs cbs = {.on_receive = on_receive, .on_peer_failure = on_peer_failure};
+    psi_transport *t;
+    int rv = psi_ucx_open(&nc, &cbs, &t);
+    if (rv != 0) return rv;
+    if (po.cfg.fault && (rv = psi_fault_open(t, po.cfg.fault, &po.tr)) != 0) {
+        t->ops->close(t, 0);
+        return rv;
+    }
+    if (!po.cfg.fault) po.tr = t;
+    int port = 0;
+    char host[PSI_ADDR_MAX];
+    if (po.cfg.role == PS_ROLE_SCHEDULER)
+        psi_split_hostport(po.cfg.sched_addr, host, sizeof(host), &port);
+    rv = po.tr->ops->listen(po.tr, po.cfg.role == PS_ROLE_SCHEDULER ? host : po.cfg.host, port,
+                            po.my_addr, sizeof(po.my_addr));
+    if (rv == 0 && po.cfg.role != PS_ROLE_SCHEDULER)
+        rv = po.tr->ops->connect(po.tr, PSI_SCHEDULER_ID, po.cfg.sched_addr);
+    return rv;
+}
+
+/* Wait on po.cond (lock held) until done() is true, the cluster is lost or
+ * the deadline passes.  Returns 0, po.fatal or PS_ERR_TIMEOUT. */
+static int wait_for(int (*done)(void), uint64_t deadline_ms)
+{
+    while (!done() && !po.fatal) {
+        uint64_t now = psi_now_ms();
+        if (now >= deadline_ms) return PS_ERR_TIMEOUT;
+        struct timespec ts = psi_deadline_in(PSI_MIN(deadline_ms - now, 100));
+        pthread_cond_timedwait(&po.cond, &po.lock, &ts);
+    }
+    return po.fatal ? po.fatal : PS_OK;
+}
+
+static int join_answered(void) { return po.join_status != 1; }
+static int have_view(void) { return po.view.epoch > 0; }
+static int leave_done(void) { return po.leave_acked; }
+
+static int send_join(void)
+{
+    psi_join j = {.role = (uint8_t)po.cfg.role, .rank = (int32_t)po.cfg.rank};
+    uint8_t buf[128];
+    size_t len;
+    psi_msg *m = psi_msg_new(PSI_MSG_JOIN);
+    snprintf(j.addr, sizeof(j.addr), "%s", po.my_addr);
+    if (!m || psi_join_encode(&j, buf, sizeof(buf), &len) != 0 ||
+        psi_msg_set_seg(m, PSI_SEG_AUX, buf, len) != 0) {
+        psi_msg_free(m);
+        return PS_ERR_NOMEM;
+    }
+    m->hdr.flags = PSI_F_CONTROL;
+    if (psi_rel_track(po.rel, PSI_SCHEDULER_ID, m, psi_now_ms()) != 0) {
+        psi_msg_free(m);
+        return PS_ERR_NOMEM;
+    }
+    po.join_ts = m->hdr.timestamp;
+    po.join_status = 1;
+    return do_send(PSI_SCHEDULER_ID, m);
+}
+
+/* Join (or, on the scheduler, wait for everyone) and wait for view 1. */
+static int do_join(void)
+{
+    uint64_t deadline = psi_now_ms() + (uint64_t)po.cfg.connect_timeout_ms;
+    int rv = 0;
+    if (po.cfg.role != PS_ROLE_SCHEDULER) {
+        if ((rv = send_join()) != 0) return rv;
+        rv = wait_for(join_answered, deadline);
+        if (rv == 0 && po.join_status < 0) rv = po.join_status;
+        if (rv == PS_ERR_TIMEOUT)
+            PSI_ERROR("no answer from the scheduler at %s after %ld ms", po.cfg.sched_addr,
+                      po.cfg.connect_timeout_ms);
+        else if (rv != 0)
+            PSI_ERROR("the scheduler refused this node: %s", ps_strerror(rv));
+        if (rv != 0) return rv;
+    }
+    rv = wait_for(have_view, deadline);
+    if (rv == PS_ERR_TIMEOUT)
+        PSI_ERROR("the cluster did not form within %ld ms (%ld servers, %ld workers expected)",
+                  po.cfg.connect_timeout_ms, po.cfg.nservers, po.cfg.nworkers);
+    return rv;
+}
+
+static void set_log_prefix(void)
+{
+    char p[48];
+    if (po.cfg.role == PS_ROLE_SCHEDULER) snprintf(p, sizeof(p), "scheduler");
+    else if (po.rank < 0) snprintf(p, sizeof(p), "%s ?", ps_role_name(po.cfg.role));
+    else snprintf(p, sizeof(p), "%s %d", ps_role_name(po.cfg.role), po.rank);
+    psi_log_set_prefix(p);
+}
+
+static void shutdown_all(void);
+
+int ps_start(void)
+{
+    int rv;
+    pthread_mutex_lock(&po.lock);
+    if (po.state != ST_IDLE) {
+        pthread_mutex_unlock(&po.lock);
+        return PS_ERR_STATE;
+    }
+    po.state = ST_STARTING;
+    pthread_mutex_unlock(&po.lock);
+    if ((rv = parse_config(&po.cfg)) != 0) goto fail;
+    po.rank = po.cfg.role == PS_ROLE_SCHEDULER ? 0 : (int)po.cfg.rank;
+    po.id = po.cfg.role == PS_ROLE_SCHEDULER ? PSI_SCHEDULER_ID : PSI_ID_NONE;
+    po.hb_interval_ms = (uint64_t)PSI_MAX(po.cfg.hb_timeout_ms / 5, 10);
+    set_log_prefix();
+    if (!(po.rel = psi_rel_new())) {
+        rv = PS_ERR_NOMEM;
+        goto fail;
+    }
+    if ((rv = open_transport()) != 0) goto fail;
+    pthread_mutex_lock(&po.lock);
+    if (po.cfg.role == PS_ROLE_SCHEDULER &&
+        !(po.sched = psi_sched_new((int)po.cfg.nservers, (int)po.cfg.nworkers, po.my_addr,
+                                   (uint64_t)po.cfg.hb_timeout_ms, &sched_io))) {
+        pthread_mutex_unlock(&po.lock);
+        rv = PS_ERR_NOMEM;
+        goto fail;
+    }
+    po.timer_started = pthread_create(&po.timer, NULL, timer_main, NULL) == 0;
+    rv = po.timer_started ? do_join() : PS_ERR_SYS;
+    if (rv == 0) {
+        const psi_node *me = psi_view_find(&po.view, po.id);
+        po.rank = me ? me->rank : po.rank;
+        po.state = ST_RUNNING;
+    }
+    pthread_mutex_unlock(&po.lock);
+    if (rv != 0) goto fail;
+    set_log_prefix();
+    PSI_INFO("node %u up at %s, view %u", po.id, po.my_addr, po.view.epoch);
+    flush_view_note();
+    return PS_OK;
+fail:
+    PSI_ERROR("ps_start failed: %s", ps_strerror(rv));
+    shutdown_all();
+    return rv;
+}
+
+/* ---- barriers, finalize -------------------------------------------------- */
+
+int ps_barrier(int group)
+{
+    int rv;
+    if (group < 1 || group > 7) return PS_ERR_INVAL;
+    pthread_mutex_lock(&po.lock);
+    if (po.state != ST_RUNNING) {
+        pthread_mutex_unlock(&po.lock);
+        return PS_ERR_STATE;
+    }
+    if (!psi_group_has(group, po.cfg.role)) {
+        pthread_mutex_unlock(&po.lock);
+        return PS_ERR_INVAL;
+    }
+    uint64_t seq = ++po.barrier_seq[group];
+    if (po.sched) {
+        psi_sched_on_barrier(po.sched, PSI_SCHEDULER_ID, group, seq);
+    } else {
+        psi_msg *m = psi_msg_new(PSI_MSG_BARRIER);
+        if (!m) {
+            pthread_mutex_unlock(&po.lock);
+            return PS_ERR_NOMEM;
+        }
+        m->hdr.flags = PSI_F_CONTROL;
+        m->hdr.arg = (uint32_t)group;
+        m->hdr.key_lo = m->hdr.key_hi = seq;
+        do_send_reliable(PSI_SCHEDULER_ID, m);
+    }
+    while (po.barrier_done[group] < seq && !po.fatal && po.state == ST_RUNNING)
+        pthread_cond_wait(&po.cond, &po.lock);
+    rv = po.barrier_done[group] >= seq ? PS_OK : (po.fatal ? po.fatal : PS_ERR_CLOSED);
+    pthread_mutex_unlock(&po.lock);
+    return rv;
+}
+
+/* Node: tell the scheduler we leave, wait (bounded) for its ACK. */
+static void do_leave(void)
+{
+    psi_msg *m = psi_msg_new(PSI_MSG_LEAVE);
+    if (!m) return;
+    m->hdr.flags = PSI_F_CONTROL;
+    if (psi_rel_track(po.rel, PSI_SCHEDULER_ID, m, psi_now_ms()) != 0) {
+        psi_msg_free(m);
+        return;
+    }
+    po.leave_ts = m->hdr.timestamp;
+    do_send(PSI_SCHEDULER_ID, m);
+    wait_for(leave_done, psi_now_ms() + LEAVE_WAIT_MS);
+}
+
+/* Scheduler: wait until every live node has left (dead ones are detected by
+ * the heartbeat timeout, so this is bounded). */
+static void do_wait_leaves(void)
+{
+    uint64_t deadline = psi_now_ms() + 3 * (uint64_t)po.cfg.hb_timeout_ms + LEAVE_WAIT_MS;
+    while (psi_sched_active(po.sched) > 0 && psi_now_ms() < deadline) {
+        struct timespec ts = psi_deadline_in(20);
+        pthread_cond_timedwait(&po.cond, &po.lock, &ts);
+    }
+    /* Linger briefly so that resent LEAVEs still get their ACK. */
+    uint64_t linger = psi_now_ms() + 50;
+    while (psi_now_ms() < linger) {
+        struct timespec ts = psi_deadline_in(10);
+        pthread_cond_timedwait(&po.cond, &po.lock, &ts);
+    }
+}
+
+static void shutdown_all(void)
+{
+    pthread_mutex_lock(&po.lock);
+    int had_timer = po.timer_started;
+    po.timer_started = 0;
+    po.timer_stop = 1;
+    pthread_cond_broadcast(&po.cond);
+    pthread_mutex_unlock(&po.lock);
+    if (had_timer) pthread_join(po.timer, NULL);
+    if (po.tr) po.tr->ops->close(po.tr, FLUSH_MS);
+    pthread_mutex_lock(&po.lock);
+    po.tr = NULL;
+    psi_rel_free(po.rel);
+    po.rel = NULL;
+    psi_sched_free(po.sched);
+    po.sched = NULL;
+    psi_view_free(&po.view);
+    po.state = ST_CLOSED;
+    pthread_cond_broadcast(&po.cond);
+    pthread_mutex_unlock(&po.lock);
+}
+
+int ps_finalize(void)
+{
+    int rv = PS_OK;
+    pthread_mutex_lock(&po.lock);
+    int running = po.state == ST_RUNNING, fatal = po.fatal;
+    pthread_mutex_unlock(&po.lock);
+    if (!running) return po.state == ST_CLOSED ? PS_OK : PS_ERR_STATE;
+    if (!fatal) rv = ps_barrier(PS_GROUP_ALL);
+    pthread_mutex_lock(&po.lock);
+    po.state = ST_CLOSING;
+    if (po.sched) do_wait_leaves();
+    else if (!po.fatal) do_leave();
+    if (po.fatal && rv == 0) rv = po.fatal;
+    pthread_mutex_unlock(&po.lock);
+    shutdown_all();
+    return rv;
+}
+
+/* ---- queries ------------------------------------------------------------------ */
+
+ps_role ps_my_role(void) { return po.cfg.role; }
+int ps_my_rank(void) { return po.rank; }
+uint32_t ps_my_id(void) { return po.id; }
+int ps_num_servers(void) { return (int)po.cfg.nservers; }
+int ps_num_workers(void) { return (int)po.cfg.nworkers; }
+
+void ps_on_view_change(ps_view_cb cb, void *arg)
+{
+    pthread_mutex_lock(&po.lock);
+    po.view_cb = cb;
+    po.view_arg = arg;
+    pthread_mutex_unlock(&po.lock);
+}
+
+int ps_view(uint32_t *epoch, ps_node_info *out, int cap)
+{
+    pthread_mutex_lock(&po.lock);
+    int n = (int)po.view.n;
+    if (epoch) *epoch = po.view.epoch;
+    for (int i = 0; i < n && i < cap; i++) {
+        const psi_node *nd = &po.view.nodes[i];
+        out[i].id = nd->id;
+        out[i].role = (ps_role)nd->role;
+        out[i].rank = nd->rank;
+        out[i].alive = nd->alive;
+        snprintf(out[i].addr, sizeof(out[i].addr), "%s", nd->addr);
+    }
+    pthread_mutex_unlock(&po.lock);
+    return n;
+}

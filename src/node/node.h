@@ -1,0 +1,31 @@
+/*
+ * node.h -- the membership layer's internal interface ("post office"): this
+ * process's identity, the current view, and sending to other nodes by id.
+ * Layers above (src/task, src/kv) use these; applications use ps/ps.h.
+ *
+ * Design: one post office per process, a module-level singleton guarded by
+ * one mutex, as the process has one place in one cluster.  Control traffic
+ * (join, views, barriers, heartbeats, leave) is handled here; DATA messages
+ * go to the handler a higher layer registers.
+ */
+#ifndef PSI_NODE_NODE_H
+#define PSI_NODE_NODE_H
+
+#include <stdint.h>
+
+#include "node/view.h"
+#include "wire/msg.h"
+
+/* Send `m` to node `peer`, filling sender, receiver and epoch.  Takes
+ * ownership of `m`.  0, PS_ERR_STATE before start, PS_ERR_CLOSED after. */
+int psi_node_send(uint32_t peer, psi_msg *m);
+
+/* Register the handler of DATA messages (called on the I/O thread, without
+ * the post-office lock; it owns `m`).  Replaces any earlier one. */
+typedef void (*psi_data_handler)(void *arg, psi_msg *m);
+void psi_node_set_data_handler(psi_data_handler fn, void *arg);
+
+/* Copy of the current view into *out (caller frees with psi_view_free). */
+int psi_node_view(psi_view *out);
+
+#endif /* PSI_NODE_NODE_H */

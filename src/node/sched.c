@@ -1,0 +1,293 @@
+/*
+ * sched.c -- the scheduler's membership state machine (see sched.h).
+ *
+ * State: one slot per possible node id (1 + S + W slots), each with its
+ * role, rank, address, liveness, whether it left cleanly and when it was
+ * last heard from; the current epoch; and per barrier group the number of
+ * the last completed barrier and who has arrived at the next one.
+ *
+ * Joins are idempotent: a join from an address already known gets the same
+ * id back.  A barrier completes when every alive, not-left member of its
+ * group has arrived; a death or a leave re-checks every open barrier, so a
+ * crashed node never blocks the survivors.
+ *
+ * Never: block, lock, or touch the transport directly (all via psi_sched_io).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/sched.h"
+#include "util/log.h"
+#include "util/util.h"
+
+typedef struct slot {
+    int present, alive, left;
+    uint8_t role;
+    int32_t rank;
+    char addr[PSI_ADDR_MAX];
+    uint64_t last_seen_ms;
+} slot;
+
+typedef struct barrier {
+    uint64_t done;     /* number of the last completed barrier */
+    uint8_t *arrived;  /* by node id, for barrier done + 1 */
+} barrier;
+
+struct psi_sched {
+    int nservers, nworkers, nslots, joined;
+    uint32_t epoch;
+    uint64_t timeout_ms;
+    slot *slots;
+    barrier bar[8];
+    psi_sched_io io;
+};
+
+psi_sched *psi_sched_new(int nservers, int nworkers, const char *my_addr,
+                         uint64_t hb_timeout_ms, const psi_sched_io *io)
+{
+    psi_sched *s = calloc(1, sizeof(*s));
+    if (!s) return NULL;
+    s->nservers = nservers;
+    s->nworkers = nworkers;
+    s->nslots = 1 + nservers + nworkers;
+    s->timeout_ms = hb_timeout_ms;
+    s->io = *io;
+    s->slots = calloc((size_t)s->nslots, sizeof(slot));
+    for (int g = 0; g < 8; g++) s->bar[g].arrived = calloc((size_t)s->nslots, 1);
+    if (!s->slots || !s->bar[7].arrived) goto fail;
+    for (int g = 1; g < 8; g++)
+        if (!s->bar[g].arrived) goto fail;
+    s->slots[0] = (slot){.present = 1, .alive = 1, .role = PS_ROLE_SCHEDULER};
+    snprintf(s->slots[0].addr, PSI_ADDR_MAX, "%s", my_addr);
+    return s;
+fail:
+    psi_sched_free(s);
+    return NULL;
+}
+
+void psi_sched_free(psi_sched *s)
+{
+    if (!s) return;
+    for (int g = 0; g < 8; g++) free(s->bar[g].arrived);
+    free(s->slots);
+    free(s);
+}
+
+static const char *role_name(int role) { return ps_role_name((ps_role)role); }
+
+/* ---- views ---------------------------------------------------------------- */
+
+static int build_view(const psi_sched *s, psi_view *v)
+{
+    v->epoch = s->epoch;
+    v->n = 0;
+    v->nodes = calloc((size_t)s->nslots, sizeof(psi_node));
+    if (!v->nodes) return PS_ERR_NOMEM;
+    for (int id = 0; id < s->nslots; id++) {
+        const slot *sl = &s->slots[id];
+        if (!sl->present) continue;
+        psi_node *nd = &v->nodes[v->n++];
+        nd->id = (uint32_t)id;
+        nd->role = sl->role;
+        nd->alive = (uint8_t)sl->alive;
+        nd->rank = sl->rank;
+        memcpy(nd->addr, sl->addr, PSI_ADDR_MAX);
+    }
+    return PS_OK;
+}
+
+/* Epoch + 1, then send the new view to every live node that has not left. */
+static void publish(psi_sched *s)
+{
+    psi_view v;
+    uint8_t *buf;
+    size_t len;
+
+    s->epoch++;
+    if (build_view(s, &v) != 0 || psi_view_encode(&v, &buf, &len) != 0) {
+        PSI_ERROR("out of memory publishing view %u", s->epoch);
+        psi_view_free(&v);
+        return;
+    }
+    for (int id = 1; id < s->nslots; id++) {
+        const slot *sl = &s->slots[id];
+        if (!sl->present || !sl->alive || sl->left) continue;
+        psi_msg *m = psi_msg_new(PSI_MSG_VIEW);
+        if (m && psi_msg_set_seg(m, PSI_SEG_AUX, buf, len) == 0) {
+            m->hdr.flags = PSI_F_CONTROL;
+            s->io.send_reliable(s->io.arg, (uint32_t)id, m);
+        } else {
+            psi_msg_free(m);
+        }
+    }
+    s->io.install_view(s->io.arg, &v);
+    PSI_INFO("published view %u: %d of %d nodes alive", s->epoch, psi_view_count(&v, PS_GROUP_ALL, 1),
+             (int)v.n);
+    free(buf);
+    psi_view_free(&v);
+}
+
+/* ---- barriers ------------------------------------------------------------- */
+
+static int is_member(const psi_sched *s, int id, int group)
+{
+    const slot *sl = &s->slots[id];
+    return sl->present && sl->alive && !sl->left && psi_group_has(group, sl->role);
+}
+
+static void check_barrier(psi_sched *s, int group)
+{
+    barrier *b = &s->bar[group];
+    int any = 0;
+    for (int id = 0; id < s->nslots; id++) {
+        if (b->arrived[id]) any = 1;
+        if (is_member(s, id, group) && !b->arrived[id]) return;
+    }
+    if (!any) return; /* nobody is waiting */
+    b->done++;
+    for (int id = 0; id < s->nslots; id++) {
+        int member = is_member(s, id, group) && b->arrived[id];
+        b->arrived[id] = 0;
+        if (!member) continue;
+        if (id == 0) {
+            s->io.barrier_done(s->io.arg, group, b->done);
+            continue;
+        }
+        psi_msg *m = psi_msg_new(PSI_MSG_BARRIER_DONE);
+        if (!m) continue;
+        m->hdr.flags = PSI_F_CONTROL;
+        m->hdr.arg = (uint32_t)group;
+        m->hdr.key_lo = m->hdr.key_hi = b->done;
+        s->io.send_reliable(s->io.arg, (uint32_t)id, m);
+    }
+}
+
+static void check_all_barriers(psi_sched *s)
+{
+    for (int g = 1; g < 8; g++) check_barrier(s, g);
+}
+
+void psi_sched_on_barrier(psi_sched *s, uint32_t from, int group, uint64_t seq)
+{
+    if (group < 1 || group > 7 || from >= (uint32_t)s->nslots || !s->slots[from].present) {
+        PSI_WARN("barrier request from node %u for bad group %d ignored", from, group);
+        return;
+    }
+    barrier *b = &s->bar[group];
+    if (seq <= b->done) return; /* already released; the DONE is being resent */
+    if (seq != b->done + 1 || !psi_group_has(group, s->slots[from].role)) {
+        PSI_WARN("node %u entered barrier %llu of group %d, expected %llu: ignored", from,
+                 (unsigned long long)seq, group, (unsigned long long)(b->done + 1));
+        return;
+    }
+    b->arrived[from] = 1;
+    check_barrier(s, group);
+}
+
+/* ---- joins ---------------------------------------------------------------- */
+
+static int find_addr(const psi_sched *s, const char *addr)
+{
+    for (int id = 1; id < s->nslots; id++)
+        if (s->slots[id].present && strcmp(s->slots[id].addr, addr) == 0) return id;
+    return -1;
+}
+
+/* Pick the rank for a join: the requested one if free, else the lowest
+ * free one.  Returns the rank or a ps_err (and logs why). */
+static int pick_rank(const psi_sched *s, const psi_join *j)
+{
+    int n = j->role == PS_ROLE_SERVER ? s->nservers : s->nworkers;
+    int base = j->role == PS_ROLE_SERVER ? 1 : 1 + s->nservers;
+    if (j->rank >= n) {
+        PSI_ERROR("%s at %s asked for rank %d but the cluster has %d %ss: refused",
+                  role_name(j->role), j->addr, j->rank, n, role_name(j->role));
+        return PS_ERR_CONFIG;
+    }
+    if (j->rank >= 0) {
+        if (!s->slots[base + j->rank].present) return j->rank;
+        PSI_ERROR("%s rank %d at %s is already taken by %s: refused", role_name(j->role),
+                  j->rank, j->addr, s->slots[base + j->rank].addr);
+        return PS_ERR_CONFIG;
+    }
+    for (int r = 0; r < n; r++)
+        if (!s->slots[base + r].present) return r;
+    PSI_ERROR("%s at %s cannot join: all %d %s slots are taken", role_name(j->role), j->addr, n,
+              role_name(j->role));
+    return PS_ERR_CONFIG;
+}
+
+void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t now_ms)
+{
+    int id = find_addr(s, j->addr);
+    if (id > 0) { /* a resent join: same answer */
+        s->io.send_ack(s->io.arg, (uint32_t)id, ts, 0);
+        return;
+    }
+    int rank = j->role == PS_ROLE_SCHEDULER ? PS_ERR_CONFIG : pick_rank(s, j);
+    if (rank < 0 || s->epoch > 0) {
+        if (rank >= 0) PSI_ERROR("node at %s joined after the cluster formed: refused", j->addr);
+        /* Tell it through a temporary id so its ps_start fails fast. */
+        static uint32_t temp = 0x80000000u;
+        s->io.connect(s->io.arg, temp, j->addr);
+        s->io.send_ack(s->io.arg, temp++, ts, rank < 0 ? rank : PS_ERR_STATE);
+        return;
+    }
+    id = (j->role == PS_ROLE_SERVER ? 1 : 1 + s->nservers) + rank;
+    s->slots[id] = (slot){.present = 1, .alive = 1, .role = j->role, .rank = rank,
+                          .last_seen_ms = now_ms};
+    snprintf(s->slots[id].addr, PSI_ADDR_MAX, "%s", j->addr);
+    s->joined++;
+    PSI_INFO("%s %d joined from %s as node %d (%d of %d)", role_name(j->role), rank, j->addr,
+             id, s->joined, s->nslots - 1);
+    s->io.connect(s->io.arg, (uint32_t)id, j->addr);
+    s->io.send_ack(s->io.arg, (uint32_t)id, ts, 0);
+    if (s->joined == s->nslots - 1) publish(s);
+}
+
+/* ---- liveness ------------------------------------------------------------- */
+
+void psi_sched_on_alive(psi_sched *s, uint32_t from, uint64_t now_ms)
+{
+    if (from > 0 && from < (uint32_t)s->nslots && s->slots[from].present)
+        s->slots[from].last_seen_ms = now_ms;
+}
+
+void psi_sched_on_leave(psi_sched *s, uint32_t from)
+{
+    if (from == 0 || from >= (uint32_t)s->nslots || !s->slots[from].present) return;
+    if (s->slots[from].left) return;
+    s->slots[from].left = 1;
+    s->io.forget(s->io.arg, from);
+    PSI_INFO("node %u left", from);
+    check_all_barriers(s);
+}
+
+void psi_sched_tick(psi_sched *s, uint64_t now_ms)
+{
+    int changed = 0;
+    for (int id = 1; id < s->nslots; id++) {
+        slot *sl = &s->slots[id];
+        if (!sl->present || !sl->alive || sl->left) continue;
+        if (now_ms - sl->last_seen_ms <= s->timeout_ms) continue;
+        PSI_WARN("%s %d (node %d at %s) declared dead: silent for %llu ms", role_name(sl->role),
+                 sl->rank, id, sl->addr, (unsigned long long)(now_ms - sl->last_seen_ms));
+        sl->alive = 0;
+        s->io.forget(s->io.arg, (uint32_t)id);
+        changed = 1;
+    }
+    if (!changed) return;
+    if (s->epoch > 0) publish(s);
+    check_all_barriers(s);
+}
+
+int psi_sched_active(const psi_sched *s)
+{
+    int n = 0;
+    for (int id = 1; id < s->nslots; id++)
+        if (s->slots[id].present && s->slots[id].alive && !s->slots[id].left) n++;
+    return n;
+}
+
+int psi_sched_ready(const psi_sched *s) { return s->epoch > 0; }

@@ -1,0 +1,55 @@
+/*
+ * sched.h -- the scheduler's membership state machine: assigns ids and
+ * ranks to joining nodes, publishes views, runs barriers and declares silent
+ * nodes dead.
+ *
+ * Design: a pure state machine driven by node.c under the post-office lock
+ * (never locks, never blocks); what it wants done -- send a message, connect
+ * or forget a peer, install a view locally -- goes through the psi_sched_io
+ * callbacks, which keeps it unit-testable without a network.
+ *
+ * Node ids: the scheduler is 0, server rank r is 1 + r, worker rank r is
+ * 1 + S + r, so ids are stable and derivable from role and rank.
+ */
+#ifndef PSI_NODE_SCHED_H
+#define PSI_NODE_SCHED_H
+
+#include <stdint.h>
+
+#include "node/view.h"
+#include "wire/msg.h"
+
+typedef struct psi_sched_io {
+    void *arg;
+    /* Send reliably (stamped, resent until acked); takes ownership of m. */
+    void (*send_reliable)(void *arg, uint32_t peer, psi_msg *m);
+    /* Send an ACK of `ts` to `peer` with status `status` (0 or ps_err). */
+    void (*send_ack)(void *arg, uint32_t peer, uint64_t ts, int status);
+    void (*connect)(void *arg, uint32_t peer, const char *addr);
+    void (*forget)(void *arg, uint32_t peer);         /* dead or left */
+    void (*install_view)(void *arg, const psi_view *v);
+    void (*barrier_done)(void *arg, int group, uint64_t seq); /* scheduler's own */
+} psi_sched_io;
+
+typedef struct psi_sched psi_sched;
+
+psi_sched *psi_sched_new(int nservers, int nworkers, const char *my_addr,
+                         uint64_t hb_timeout_ms, const psi_sched_io *io);
+void psi_sched_free(psi_sched *s);
+
+/* A join request with reliable timestamp `ts` arrived. */
+void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t now_ms);
+/* Any message from `from` arrived (heartbeat or other): it is alive. */
+void psi_sched_on_alive(psi_sched *s, uint32_t from, uint64_t now_ms);
+/* Node `from` (0 = the scheduler itself) entered barrier `seq` of `group`. */
+void psi_sched_on_barrier(psi_sched *s, uint32_t from, int group, uint64_t seq);
+/* Node `from` is leaving cleanly. */
+void psi_sched_on_leave(psi_sched *s, uint32_t from);
+/* Periodic: declare nodes silent for longer than the timeout dead. */
+void psi_sched_tick(psi_sched *s, uint64_t now_ms);
+/* Number of nodes alive and not yet left (excluding the scheduler). */
+int psi_sched_active(const psi_sched *s);
+/* Whether the first view has been published. */
+int psi_sched_ready(const psi_sched *s);
+
+#endif /* PSI_NODE_SCHED_H */

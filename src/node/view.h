@@ -1,0 +1,74 @@
+/*
+ * view.h -- the cluster view (which nodes exist, their roles, ranks,
+ * addresses and liveness, stamped with an epoch) and the join request, with
+ * their wire encodings.
+ *
+ * Design: the scheduler owns the authoritative view and publishes a new one
+ * (epoch + 1) on every membership change; nodes install a view only if its
+ * epoch is newer than the one they hold, so reordered or duplicated VIEW
+ * messages are harmless.  Encodings are explicit little-endian; decoders
+ * check every length and count before allocating.  Pure data: no locks, no
+ * I/O, so it is unit-testable on its own.
+ */
+#ifndef PSI_NODE_VIEW_H
+#define PSI_NODE_VIEW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps/ps.h"
+
+#define PSI_ADDR_MAX 64
+#define PSI_MAX_NODES 4096
+#define PSI_ID_NONE 0xFFFFFFFFu
+#define PSI_SCHEDULER_ID 0u
+
+typedef struct psi_node {
+    uint32_t id;
+    uint8_t role;  /* ps_role */
+    uint8_t alive; /* 0 once declared dead */
+    int32_t rank;
+    char addr[PSI_ADDR_MAX];
+} psi_node;
+
+typedef struct psi_view {
+    uint32_t epoch;
+    uint32_t n;
+    psi_node *nodes; /* owned, sorted by id */
+} psi_view;
+
+/* Encode into a malloc'ed buffer; returns 0 or PS_ERR_NOMEM. */
+int psi_view_encode(const psi_view *v, uint8_t **buf, size_t *len);
+/* Decode and validate; on success `out` owns its nodes.  PS_ERR_PROTO on
+ * any inconsistency (counts, lengths, unsorted or duplicate ids, bad role). */
+int psi_view_decode(const uint8_t *buf, size_t len, psi_view *out);
+void psi_view_free(psi_view *v);
+/* Deep copy `src` into `dst` (dst's old nodes freed). */
+int psi_view_copy(psi_view *dst, const psi_view *src);
+
+/* Node with this id, or NULL. */
+const psi_node *psi_view_find(const psi_view *v, uint32_t id);
+/* Is role `r` a member of the PS_GROUP_* mask? */
+static inline int psi_group_has(int group, int role) { return (group >> role) & 1; }
+/* Number of (alive, if alive_only) nodes whose role is in `group`. */
+int psi_view_count(const psi_view *v, int group, int alive_only);
+/* Whether a view with epoch `epoch` should replace `cur` (strictly newer). */
+static inline int psi_view_is_newer(const psi_view *cur, uint32_t epoch)
+{
+    return epoch > cur->epoch;
+}
+/* Ids alive in `old` but dead or missing in `cur`; writes up to `cap`,
+ * returns how many there are. */
+int psi_view_newly_dead(const psi_view *old, const psi_view *cur, uint32_t *out, int cap);
+
+/* The join request a node sends to the scheduler. */
+typedef struct psi_join {
+    uint8_t role;
+    int32_t rank; /* -1: let the scheduler choose */
+    char addr[PSI_ADDR_MAX];
+} psi_join;
+
+int psi_join_encode(const psi_join *j, uint8_t *buf, size_t cap, size_t *len);
+int psi_join_decode(const uint8_t *buf, size_t len, psi_join *out);
+
+#endif /* PSI_NODE_VIEW_H */
