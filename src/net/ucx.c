@@ -98,9 +98,11 @@ typedef struct ucx_transport {
     pthread_cond_t done;
     ucx_op *ops_head, *ops_tail;
     int closing;             /* set by close(); sends refused after */
+    uint32_t *known;         /* sorted ids passed to connect(), for send() */
+    size_t nknown, capknown;
     /* I/O thread only: */
-    ucx_peer **peers;
-    size_t npeers;
+    ucx_peer **peers;        /* sorted by id */
+    size_t npeers, cappeers;
     inbound_ep *inbound;
     long inflight;           /* sends + rendezvous receives outstanding */
     ucp_ep_h *zombies;       /* failed endpoints to close outside callbacks */
@@ -118,14 +120,53 @@ static void wake(ucx_transport *t)
     (void)w;
 }
 
+/* Index of the first known id >= id (caller holds t->lock). */
+static size_t known_pos(const ucx_transport *t, uint32_t id)
+{
+    size_t lo = 0, hi = t->nknown;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (t->known[mid] < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Keep the caller-side set of known peers in step with the op (lock held). */
+static int do_track_known(ucx_transport *t, const ucx_op *op)
+{
+    size_t i = known_pos(t, op->peer);
+    int present = i < t->nknown && t->known[i] == op->peer;
+    if (op->kind == OP_SEND) return present ? PS_OK : PS_ERR_NOTFOUND;
+    if (op->kind == OP_DISCONNECT && present) {
+        memmove(t->known + i, t->known + i + 1, (t->nknown - i - 1) * sizeof(uint32_t));
+        t->nknown--;
+    } else if (op->kind == OP_CONNECT && !present) {
+        if (t->nknown == t->capknown) {
+            size_t n = t->capknown ? t->capknown * 2 : 16;
+            uint32_t *k = realloc(t->known, n * sizeof(*k));
+            if (!k) return PS_ERR_NOMEM;
+            t->known = k;
+            t->capknown = n;
+        }
+        memmove(t->known + i + 1, t->known + i, (t->nknown - i) * sizeof(uint32_t));
+        t->known[i] = op->peer;
+        t->nknown++;
+    }
+    return PS_OK;
+}
+
 static int enqueue(ucx_transport *t, ucx_op *op)
 {
+    int rv = PS_OK;
     pthread_mutex_lock(&t->lock);
-    if (t->closing && op->kind != OP_CLOSE) {
+    if (t->closing && op->kind != OP_CLOSE) rv = PS_ERR_CLOSED;
+    else rv = do_track_known(t, op);
+    if (rv != 0) {
         pthread_mutex_unlock(&t->lock);
         psi_msg_free(op->msg);
         free(op);
-        return PS_ERR_CLOSED;
+        return rv;
     }
     op->next = NULL;
     if (t->ops_tail) t->ops_tail->next = op;
@@ -152,25 +193,32 @@ static int resolve(const char *addr, struct sockaddr_storage *sa)
 
 /* ---- peers (I/O thread) ---------------------------------------------------- */
 
+/* Peers sorted by id, found by binary search (ids may be sparse). */
 static ucx_peer *peer_get(ucx_transport *t, uint32_t id, int create)
 {
-    if (id >= t->npeers) {
-        if (!create) return NULL;
-        size_t n = PSI_MAX(t->npeers * 2, (size_t)id + 16);
+    size_t lo = 0, hi = t->npeers;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (t->peers[mid]->id < id) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < t->npeers && t->peers[lo]->id == id) return t->peers[lo];
+    if (!create) return NULL;
+    if (t->npeers == t->cappeers) {
+        size_t n = t->cappeers ? t->cappeers * 2 : 16;
         ucx_peer **p = realloc(t->peers, n * sizeof(*p));
         if (!p) return NULL;
-        memset(p + t->npeers, 0, (n - t->npeers) * sizeof(*p));
         t->peers = p;
-        t->npeers = n;
+        t->cappeers = n;
     }
-    if (!t->peers[id] && create) {
-        t->peers[id] = calloc(1, sizeof(ucx_peer));
-        if (t->peers[id]) {
-            t->peers[id]->id = id;
-            t->peers[id]->t = t;
-        }
-    }
-    return t->peers[id];
+    ucx_peer *np = calloc(1, sizeof(*np));
+    if (!np) return NULL;
+    np->id = id;
+    np->t = t;
+    memmove(t->peers + lo + 1, t->peers + lo, (t->npeers - lo) * sizeof(*t->peers));
+    t->peers[lo] = np;
+    t->npeers++;
+    return np;
 }
 
 static void ep_close(ucx_transport *t, ucp_ep_h ep)
@@ -579,6 +627,7 @@ static void teardown(ucx_transport *t)
     }
     for (size_t i = 0; i < t->npeers; i++) free(t->peers[i]);
     free(t->peers);
+    free(t->known);
 }
 
 /* ---- ops table ------------------------------------------------------------- */

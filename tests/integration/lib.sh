@@ -1,0 +1,52 @@
+# lib.sh -- helpers for the process-level integration tests (sourced).
+#
+# Every test starts real processes on 127.0.0.1, polls for conditions with a
+# deadline instead of sleeping, and kills everything it started on exit
+# (trap).  PS_BIN points at the build's bin/ folder (set by ctest).
+set -u
+: "${PS_BIN:?PS_BIN must point at the build/bin folder}"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ps-it.XXXXXX")
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 30 "$f"; }; done >&2; exit 1; }
+pass() { echo "ok - $*"; }
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_for DEADLINE_S CMD...: poll CMD until it succeeds or the deadline passes.
+wait_for() {
+  local deadline=$(( $(date +%s%N) / 1000000 + $1 * 1000 )); shift
+  until "$@"; do
+    [ $(( $(date +%s%N) / 1000000 )) -ge $deadline ] && return 1
+    sleep 0.05
+  done
+}
+
+# start_node NAME ROLE RANK ARGS...: start ps_testnode in the background with
+# the cluster's environment (SCHED, NS, NW must be set); log in $TMP/NAME.log.
+start_node() {
+  local name=$1 role=$2 rank=$3; shift 3
+  PS_ROLE=$role PS_RANK=$rank PS_SCHEDULER=127.0.0.1:$SCHED PS_NUM_SERVERS=$NS \
+    PS_NUM_WORKERS=$NW "$PS_BIN/ps_testnode" "$@" >"$TMP/$name.log" 2>&1 &
+  PIDS+=($!)
+  eval "PID_$name=$!"
+}
+
+# exit status of a background pid, waiting at most DEADLINE_S seconds.
+wait_exit() {
+  local pid=$1 deadline=$2
+  wait_for "$deadline" sh -c "! kill -0 $pid 2>/dev/null" || return 255
+  wait "$pid"
+}
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }

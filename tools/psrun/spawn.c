@@ -1,0 +1,170 @@
+/*
+ * spawn.c -- start one psrun node and signal node process groups.
+ *
+ * Design: each node is forked with two close-on-exec pipes (its stdout and
+ * stderr), stdin from /dev/null, and becomes the leader of its own process
+ * group (set by both parent and child, so neither order of scheduling races),
+ * so that psr_signal_node reaches every process the node started, shells'
+ * children included.  The child asks for SIGKILL when psrun dies
+ * (PR_SET_PDEATHSIG) and then checks getppid() to close the race with a
+ * psrun that died before the prctl.  The parent-death signal reaches only the
+ * node itself; grandchildren are reached by psrun's group kills, which cover
+ * every exit path of psrun except its own SIGKILL.  Between fork and exec the
+ * child only sets up fds, signals and the environment (psrun is
+ * single-threaded, so setenv is safe there) and restores the signal mask and
+ * the SIGPIPE disposition psrun changed for itself.
+ *
+ * Must never: return in the child (it execs or _exits), leave a pipe end open
+ * in the parent after a failed spawn, or let a pipe end leak into another
+ * node (all fds are O_CLOEXEC until dup2 onto 1 and 2).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "psrun.h"
+
+static const char *const role_env[] = {
+    [PSR_SCHEDULER] = "scheduler",
+    [PSR_SERVER] = "server",
+    [PSR_WORKER] = "worker",
+};
+
+int psr_pick_port(int *port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sa);
+    int rv = 0;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
+        rv = -errno;
+    else
+        *port = ntohs(sa.sin_port);
+    close(fd);
+    return rv;
+}
+
+static int set_env_int(const char *key, int v)
+{
+    char buf[16];
+    snprintf(buf, sizeof(buf), "%d", v);
+    return setenv(key, buf, 1);
+}
+
+/* The node's environment: --env values first, then PS_* (which win). */
+static int child_env(const psr_node *n, const psr_opts *o, const char *sched)
+{
+    for (int i = 0; i < o->nenv; i++)
+        if (putenv(o->env[i]) != 0) return -1;
+    if (setenv("PS_ROLE", role_env[n->role], 1) != 0 ||
+        setenv("PS_SCHEDULER", sched, 1) != 0 ||
+        set_env_int("PS_NUM_SERVERS", o->servers) != 0 ||
+        set_env_int("PS_NUM_WORKERS", o->workers) != 0 ||
+        set_env_int("PS_RANK", n->rank) != 0)
+        return -1;
+    return 0;
+}
+
+/* stdin from /dev/null, stdout and stderr into the pipes; 0 or -1. */
+static int child_fds(int outw, int errw)
+{
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null < 0 || dup2(null, 0) < 0) return -1;
+    if (dup2(outw, 1) < 0 || dup2(errw, 2) < 0) return -1;
+    return 0;
+}
+
+/* In the forked child: set up and exec; never returns. */
+static void child_main(const psr_node *n, const psr_opts *o, const char *sched,
+                       const int fds[4], pid_t parent, const sigset_t *origmask)
+{
+    setpgid(0, 0);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+    if (child_fds(fds[1], fds[3]) != 0) {
+        dprintf(fds[3], "psrun: cannot set up fds: %s\n", strerror(errno));
+        _exit(127);
+    }
+    signal(SIGPIPE, SIG_DFL);
+    sigprocmask(SIG_SETMASK, origmask, NULL);
+    if (child_env(n, o, sched) != 0) {
+        dprintf(2, "psrun: cannot set the environment: %s\n", strerror(errno));
+        _exit(127);
+    }
+    execvp(o->cmd[0], o->cmd);
+    int e = errno;
+    dprintf(2, "psrun: cannot run '%s': %s\n", o->cmd[0], strerror(e));
+    _exit(e == ENOENT ? 127 : 126);
+}
+
+static void close_fds(int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0) close(fds[i]);
+}
+
+/* Two O_CLOEXEC pipes into fds[0..3] (out read, out write, err read, err
+ * write), read ends non-blocking.  0 or -errno with nothing left open. */
+static int make_pipes(int fds[4])
+{
+    fds[0] = fds[1] = fds[2] = fds[3] = -1;
+    if (pipe2(&fds[0], O_CLOEXEC) != 0 || pipe2(&fds[2], O_CLOEXEC) != 0 ||
+        fcntl(fds[0], F_SETFL, O_NONBLOCK) != 0 ||
+        fcntl(fds[2], F_SETFL, O_NONBLOCK) != 0) {
+        int e = errno;
+        close_fds(fds, 4);
+        return -e;
+    }
+    return 0;
+}
+
+int psr_spawn(psr_node *n, const psr_opts *o, const char *sched,
+              const sigset_t *origmask)
+{
+    int fds[4];
+    int rv = make_pipes(fds);
+    if (rv != 0) return rv;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        rv = -errno;
+        close_fds(fds, 4);
+        return rv;
+    }
+    if (pid == 0) child_main(n, o, sched, fds, parent, origmask);
+    setpgid(pid, pid); /* may fail once the child has exec'd: it set it itself */
+    close(fds[1]);
+    close(fds[3]);
+    n->pid = pid;
+    n->alive = 1;
+    psr_stream_init(&n->out, fds[0], 1);
+    psr_stream_init(&n->err, fds[2], 2);
+    return 0;
+}
+
+void psr_signal_node(const psr_node *n, int sig)
+{
+    if (n->pid <= 0) return;
+    /* The group outlives its leader while grandchildren remain; ESRCH once
+     * it is empty.  Before the child's own setpgid ran, fall back to it. */
+    if (kill(-n->pid, sig) != 0 && n->alive) kill(n->pid, sig);
+}
+
+int psr_status_code(int wstatus)
+{
+    if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
+    if (WIFSIGNALED(wstatus)) return 128 + WTERMSIG(wstatus);
+    return 1;
+}
