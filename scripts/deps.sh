@@ -9,7 +9,6 @@ pkgs=(build-essential cmake pkg-config libucx-dev ucx-utils libzstd-dev libxxhas
 case "$what" in
   test) pkgs+=(libcmocka-dev clang libclang-rt-14-dev) ;;
   fuzz) pkgs+=(libcmocka-dev clang libclang-rt-14-dev) ;;
-  demo) pkgs+=(nodejs npm) ;;
   bench) pkgs+=(libcmocka-dev iperf3 hyperfine liblinear-tools gnuplot-nox) ;;
 esac
 missing=()

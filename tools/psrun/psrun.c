@@ -369,6 +369,10 @@ static int alloc_run(psr_run *r)
         complain("out of memory");
         return -1;
     }
+    int rv = psr_raise_fd_limit(2 * r->n + 32);
+    if (rv != 0) /* not fatal: a spawn that runs out of fds says so */
+        complain("cannot raise the open-file limit for %d nodes: %s", r->n,
+                 strerror(-rv));
     name_node(&r->nodes[0], PSR_SCHEDULER, 0);
     for (int i = 0; i < r->o.servers; i++)
         name_node(&r->nodes[1 + i], PSR_SERVER, i);

@@ -77,6 +77,11 @@ typedef struct psr_node {
 
 /* --- spawn.c --- */
 
+/* Raise the soft open-file limit to `needed` (two pipes per node) as far as
+ * the hard limit allows; nodes get the original limit back.  0 if enough,
+ * else -errno (-EMFILE: raised, but not enough). */
+int psr_raise_fd_limit(int needed);
+
 /* A free TCP port on 127.0.0.1 (bound, read back, closed).  0 or -errno. */
 int psr_pick_port(int *port);
 

@@ -12,7 +12,7 @@
  * every exit path of psrun except its own SIGKILL.  Between fork and exec the
  * child only sets up fds, signals and the environment (psrun is
  * single-threaded, so setenv is safe there) and restores the signal mask and
- * the SIGPIPE disposition psrun changed for itself.
+ * the SIGPIPE disposition and open-file limit psrun changed for itself.
  *
  * Must never: return in the child (it execs or _exits), leave a pipe end open
  * in the parent after a failed spawn, or let a pipe end leak into another
@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,6 +40,23 @@ static const char *const role_env[] = {
     [PSR_SERVER] = "server",
     [PSR_WORKER] = "worker",
 };
+
+static struct rlimit nofile_orig; /* restored in every node */
+static int nofile_raised;
+
+int psr_raise_fd_limit(int needed)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -errno;
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= (rlim_t)needed) return 0;
+    nofile_orig = rl;
+    rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= (rlim_t)needed)
+                      ? (rlim_t)needed
+                      : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return -errno;
+    nofile_raised = 1;
+    return rl.rlim_cur >= (rlim_t)needed ? 0 : -EMFILE;
+}
 
 int psr_pick_port(int *port)
 {
@@ -78,12 +96,12 @@ static int child_env(const psr_node *n, const psr_opts *o, const char *sched)
     return 0;
 }
 
+static int devnull = -1; /* opened once in psrun, O_CLOEXEC: the nodes' stdin */
+
 /* stdin from /dev/null, stdout and stderr into the pipes; 0 or -1. */
 static int child_fds(int outw, int errw)
 {
-    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null < 0 || dup2(null, 0) < 0) return -1;
-    if (dup2(outw, 1) < 0 || dup2(errw, 2) < 0) return -1;
+    if (dup2(devnull, 0) < 0 || dup2(outw, 1) < 0 || dup2(errw, 2) < 0) return -1;
     return 0;
 }
 
@@ -99,6 +117,7 @@ static void child_main(const psr_node *n, const psr_opts *o, const char *sched,
     }
     signal(SIGPIPE, SIG_DFL);
     sigprocmask(SIG_SETMASK, origmask, NULL);
+    if (nofile_raised) setrlimit(RLIMIT_NOFILE, &nofile_orig);
     if (child_env(n, o, sched) != 0) {
         dprintf(2, "psrun: cannot set the environment: %s\n", strerror(errno));
         _exit(127);
@@ -134,6 +153,8 @@ int psr_spawn(psr_node *n, const psr_opts *o, const char *sched,
               const sigset_t *origmask)
 {
     int fds[4];
+    if (devnull < 0 && (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
+        return -errno;
     int rv = make_pipes(fds);
     if (rv != 0) return rv;
     pid_t parent = getpid();

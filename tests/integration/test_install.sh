@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make install` gives a usable package: the README's example program,
+# extracted from README.md, compiles against the installed headers through
+# pkg-config and through the CMake package, and runs on a psrun cluster.
+. "$(dirname "$0")/lib.sh"
+
+build=$(dirname "$PS_BIN"); src=$(cd "$(dirname "$0")/../.." && pwd)
+cmake --install "$build" --prefix "$TMP/inst" >/dev/null || fail "cmake --install failed"
+for f in include/ps/ps.h lib/libps.a lib/libps.so lib/pkgconfig/libps.pc lib/cmake/libps/libpsConfig.cmake; do
+  [ -e "$TMP/inst/$f" ] || fail "install is missing $f"
+done
+awk '/^```c$/{on=1; next} /^```$/{on=0} on' "$src/README.md" > "$TMP/example.c"
+[ -s "$TMP/example.c" ] || fail "no C example in README.md"
+san=""; grep -q '^PS_SANITIZE:BOOL=ON' "$build/CMakeCache.txt" && san="-fsanitize=address,undefined"
+export PKG_CONFIG_PATH=$TMP/inst/lib/pkgconfig
+cc $san -Wall -Wextra -Werror -o "$TMP/example" "$TMP/example.c" $(pkg-config --cflags --libs libps) \
+  || fail "README example does not compile against the installed package"
+out=$(LD_LIBRARY_PATH=$TMP/inst/lib timeout 60 "$PS_BIN/psrun" -s 1 -w 2 --timeout 50 -- "$TMP/example" 2>&1) \
+  || fail "README example failed under psrun: $out"
+[ "$(echo "$out" | grep -c 'of 1 servers / 2 workers')" = 4 ] || fail "README example printed: $out"
+pass "installed package: pkg-config build of the README example runs on 1+1+2 nodes"
+
+mkdir -p "$TMP/cm" && cp "$TMP/example.c" "$TMP/cm/" && cat > "$TMP/cm/CMakeLists.txt" <<CM
+cmake_minimum_required(VERSION 3.18)
+project(example C)
+find_package(libps REQUIRED)
+add_executable(example example.c)
+target_compile_options(example PRIVATE $san)
+target_link_options(example PRIVATE $san)
+target_link_libraries(example PRIVATE libps::ps_static)
+CM
+cmake -S "$TMP/cm" -B "$TMP/cm/b" -DCMAKE_PREFIX_PATH="$TMP/inst" >/dev/null 2>"$TMP/cmake.err" &&
+  cmake --build "$TMP/cm/b" >/dev/null 2>>"$TMP/cmake.err" || fail "CMake package: $(cat "$TMP/cmake.err")"
+[ -x "$TMP/cm/b/example" ] || fail "CMake package build produced no binary"
+pass "installed CMake package: find_package(libps) + libps::ps_static links"
