@@ -34,7 +34,7 @@ test-asan:
 fuzz:
 	@scripts/deps.sh fuzz
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DPS_FUZZ=ON -DPS_TESTS=OFF >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
 	@scripts/fuzz.sh $(FUZZ_BUILD)/bin $(FUZZ_SECONDS)
 
 demo: build

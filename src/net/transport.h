@@ -13,8 +13,9 @@
  * decorator that drops, duplicates, delays, reorders and partitions the
  * sends of any other transport, for tests).
  *
- * Threads: callbacks run on the transport's I/O thread (or, for fault, on its
- * delay thread); they must not block for long and must not call close().
+ * Threads: callbacks run on the transport's I/O thread (the fault decorator
+ * never calls them itself: its inner transport does); they must not block
+ * for long and must not call close().
  */
 #ifndef PSI_NET_TRANSPORT_H
 #define PSI_NET_TRANSPORT_H
@@ -76,9 +77,10 @@ int psi_ucx_open(const psi_net_config *cfg, const psi_transport_cbs *cbs,
  * delay_ms=MS (maximum hold, default 20), reorder=P (hold a message until
  * the next one to that peer has gone), seed=N, partition=A+B+... (node ids
  * cut off from all others: messages crossing the cut are dropped).  The
- * decorator takes ownership of `inner` (closes it on close).  Returns 0,
- * PS_ERR_INVAL for a bad spec (logged with the offending item), or
- * PS_ERR_NOMEM.  Counters are readable with psi_fault_stats.
+ * decorator takes ownership of `inner` on success (closes it on close); on
+ * failure the caller keeps it and *out is NULL.  Returns 0, PS_ERR_INVAL for
+ * a bad spec (logged with the offending item), PS_ERR_NOMEM or PS_ERR_SYS.
+ * Counters are readable with psi_fault_stats_get.
  */
 int psi_fault_open(psi_transport *inner, const char *spec, psi_transport **out);
 

@@ -375,6 +375,10 @@ static void do_control(const psi_msg *m)
         handle_ack(m);
         return;
     }
+    if (h->sender != PSI_ID_NONE && h->sender >= PSI_MAX_NODES) {
+        PSI_WARN("dropped a %s from impossible node id %u", psi_msg_type_name(h->type), h->sender);
+        return;
+    }
     if ((h->flags & PSI_F_RELIABLE) && h->sender != PSI_ID_NONE) {
         do_send_ack(h->sender, h->timestamp, 0);
         if (psi_rel_seen(po.rel, h->sender, h->timestamp) == 1) return;

@@ -8,6 +8,7 @@
 #include <sys/time.h>
 
 #include "node/reliable.h"
+#include "node/view.h"
 #include "ps/ps.h"
 
 #define WINDOW 4096
@@ -142,8 +143,9 @@ size_t psi_rel_pending(const psi_rel *r, uint32_t peer)
 
 static window *window_for(psi_rel *r, uint32_t sender)
 {
+    if (sender >= PSI_MAX_NODES) return NULL; /* not a node id: cannot track */
     if (sender >= r->nwin) {
-        size_t n = sender + 16;
+        size_t n = (size_t)sender + 16;
         window **w = realloc(r->win, n * sizeof(*w));
         if (!w) return NULL;
         memset(w + r->nwin, 0, (n - r->nwin) * sizeof(*w));

@@ -221,8 +221,11 @@ static int pick_rank(const psi_sched *s, const psi_join *j)
 void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t now_ms)
 {
     int id = find_addr(s, j->addr);
-    if (id > 0) { /* a resent join: same answer */
-        s->io.send_ack(s->io.arg, (uint32_t)id, ts, 0);
+    if (id > 0) { /* a resent join: same answer, unless that node is gone */
+        const slot *sl = &s->slots[id];
+        int st = sl->alive && !sl->left ? 0 : PS_ERR_STATE;
+        if (st) PSI_ERROR("node %d at %s is dead or left and cannot rejoin", id, j->addr);
+        s->io.send_ack(s->io.arg, (uint32_t)id, ts, st);
         return;
     }
     int rank = j->role == PS_ROLE_SCHEDULER ? PS_ERR_CONFIG : pick_rank(s, j);

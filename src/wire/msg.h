@@ -53,8 +53,8 @@ typedef enum psi_msg_type {
     PSI_MSG_INVALID = 0,
     PSI_MSG_JOIN = 1,        /* node -> scheduler: aux = join request */
     PSI_MSG_VIEW = 2,        /* scheduler -> node: aux = encoded view */
-    PSI_MSG_BARRIER = 3,     /* node -> scheduler: arg = group, ts = barrier seq */
-    PSI_MSG_BARRIER_DONE = 4,/* scheduler -> node: arg = group, ts = barrier seq */
+    PSI_MSG_BARRIER = 3,     /* node -> scheduler: arg = group, key_lo = barrier number */
+    PSI_MSG_BARRIER_DONE = 4,/* scheduler -> node: arg = group, key_lo = barrier number */
     PSI_MSG_HEARTBEAT = 5,   /* node -> scheduler, unreliable */
     PSI_MSG_ACK = 6,         /* acknowledges a reliable control message */
     PSI_MSG_LEAVE = 7,       /* node -> scheduler: exiting cleanly */

@@ -7,7 +7,8 @@
 # stdout/stderr separation, partial and very long lines, exit-status
 # propagation (worker, server, killed by a signal, command not found), the
 # grace period, --timeout, SIGINT/SIGTERM to psrun, escalation to SIGKILL for
-# nodes that ignore SIGTERM, and usage errors.  After every cluster that is
+# nodes that ignore SIGTERM, children that nodes leave behind (even in their
+# own session), and usage errors.  After every cluster that is
 # killed it checks that no node process is left.
 #
 # Design: every node process that must die carries a marker unique to this run
@@ -15,6 +16,9 @@
 # finds leftovers and nothing else.  Every psrun call is bounded by timeout(1)
 # or by a deadline; conditions are polled with a deadline, never slept on.
 # Needs PS_BIN (the build's bin directory).  Exits 1 if any check fails.
+#
+# The node scripts are single-quoted on purpose: they expand in the nodes.
+# shellcheck disable=SC2016
 set -u
 
 PSRUN="${PS_BIN:?set PS_BIN to the bin directory of a build}/psrun"
@@ -26,10 +30,15 @@ SLEEP="$TMP/sleep_$MARK"
 ln -s "$(command -v sleep)" "$SLEEP"
 FAILED=0
 
-cleanup() {
+# kill_marked PATTERN: SIGKILL this run's processes whose command line matches.
+kill_marked() {
     local pids
-    pids=$(pgrep -f -- "$MARK")
-    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+    pids=$(pgrep -f -- "$1")
+    # shellcheck disable=SC2086 # one pid per word
+    [ -z "$pids" ] || kill -KILL $pids 2>/dev/null
+}
+cleanup() {
+    kill_marked "$MARK"
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -60,7 +69,8 @@ no_leftovers() { ! leftovers; }
 # Nodes are gone once psrun returns; allow a moment for the kernel to finish.
 check_no_leftovers() {
     if wait_for 3 no_leftovers; then pass "$1: no node left"; else
-        fail "$1: node processes left: $(pgrep -a -f -- "$SLEEP")"
+        fail "$1: node processes left: $(pgrep -a -f -- "$SLEEP" | tr '\n' ';')"
+        kill_marked "$SLEEP" # so later checks start clean
     fi
 }
 
@@ -160,6 +170,7 @@ test_server_failure() {
 test_killed_worker() {
     run_psrun -q -s 1 -w 1 -- sh -c '[ "$PS_ROLE" = worker ] && kill -KILL $$; exec "$0" 30' "$SLEEP"
     expect_rc "killed worker" 137
+    check "killed worker: named" grep -q 'worker 0 was killed by signal 9' "$TMP/err"
     check_no_leftovers "killed worker"
 }
 
@@ -178,6 +189,15 @@ test_grace() {
     check_no_leftovers "grace"
     run_psrun -q -s 1 -w 1 -- sh -c '[ "$PS_ROLE" = worker ] && exit 0; exit 7'
     expect_rc "grace: server exits nonzero" 7
+}
+
+test_stragglers() {
+    # Nodes exit 0 but leave children behind, one in its own session.
+    run_psrun -q -s 1 -w 1 -- sh -c '"$0" 30 & setsid "$0" 31 & echo started' "$SLEEP"
+    expect_rc "stragglers" 0
+    check "stragglers: output" [ "$(grep -c started "$TMP/out")" -eq 3 ]
+    quick "stragglers" 5000
+    check_no_leftovers "stragglers"
 }
 
 test_timeout() {
@@ -246,6 +266,7 @@ test_server_failure
 test_killed_worker
 test_not_found
 test_grace
+test_stragglers
 test_timeout
 test_signal INT 130
 test_signal TERM 143

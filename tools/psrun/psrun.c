@@ -16,7 +16,10 @@
  *   STOPPING  the exit status is decided; every node group got SIGTERM, and
  *             gets SIGKILL 2 s later if a node is still alive;
  *   DRAINING  every node is reaped; a last SIGKILL to every group removes
- *             stragglers (grandchildren), and the pipes are read to the end;
+ *             stragglers (grandchildren), the pipes are read to the end,
+ *             and the stragglers are reaped: psrun is a child subreaper, so
+ *             orphaned descendants of nodes become its children, and those
+ *             are killed by pid even if they left their process group;
  *   DONE.
  * The first failure decides the status: a node exiting nonzero (128+signo
  * if killed), --timeout (124), a signal to psrun (128+signo), the grace
@@ -39,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -62,6 +66,7 @@ typedef struct psr_run {
     enum phase phase;
     int code;          /* psrun's exit status once STOPPING */
     int killed;        /* SIGKILL was sent */
+    int children_left; /* the last waitpid found a child still running */
     int sigfd;
     sigset_t origmask;
     uint64_t timeout_at, grace_at, kill_at, give_up_at, drain_at; /* ms */
@@ -134,9 +139,9 @@ static void kill_now(psr_run *r)
 
 static void describe_exit(const psr_node *nd)
 {
-    if (nd->code > 128)
+    if (nd->signo != 0)
         complain("%s was killed by signal %d (%s); stopping the cluster", nd->name,
-                 nd->code - 128, strsignal(nd->code - 128));
+                 nd->signo, strsignal(nd->signo));
     else
         complain("%s exited with status %d; stopping the cluster", nd->name,
                  nd->code);
@@ -154,6 +159,7 @@ static void on_exit_status(psr_run *r, psr_node *nd, int wstatus)
 {
     nd->alive = 0;
     nd->code = psr_status_code(wstatus);
+    nd->signo = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
     r->alive--;
     if (nd->role == PSR_WORKER) r->workers_alive--;
     if (r->phase < STOPPING && nd->code != 0) {
@@ -162,14 +168,38 @@ static void on_exit_status(psr_run *r, psr_node *nd, int wstatus)
     }
 }
 
+/*
+ * SIGKILL every child psrun has.  Once all nodes are reaped these can only be
+ * orphaned descendants adopted as subreaper, including any that left their
+ * node's process group.  Killing by pid is safe: a child's pid cannot be
+ * reused before psrun reaps it.  Without /proc/PID/task/TID/children
+ * (CONFIG_PROC_CHILDREN) only the group kills remain.
+ */
+static void kill_adopted(void)
+{
+    char path[64];
+    long pid;
+    snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)getpid());
+    FILE *f = fopen(path, "re");
+    if (f == NULL) return;
+    while (fscanf(f, "%ld", &pid) == 1) kill((pid_t)pid, SIGKILL);
+    fclose(f);
+}
+
+/* Reap every exited child: nodes, and as subreaper their orphaned
+ * descendants too.  Notes whether some child is still running.  While
+ * draining, each death may have orphaned more descendants: kill those. */
 static void reap_all(psr_run *r)
 {
-    int wstatus;
+    int wstatus, reaped = 0;
     pid_t pid;
     while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
         psr_node *nd = find_node(r, pid);
         if (nd != NULL && nd->alive) on_exit_status(r, nd, wstatus);
+        reaped = 1;
     }
+    r->children_left = (pid == 0);
+    if (reaped && r->children_left && r->phase == DRAINING) kill_adopted();
 }
 
 static const char *signal_name(int sig)
@@ -217,6 +247,8 @@ static void enter_draining(psr_run *r, uint64_t now)
 {
     kill_now(r); /* stragglers: children of nodes that are already gone */
     r->phase = DRAINING;
+    kill_adopted();
+    reap_all(r);
     r->drain_at = now + DRAIN_MS;
 }
 
@@ -261,7 +293,8 @@ static void advance(psr_run *r)
     uint64_t now = psi_now_ms();
     if (r->phase < STOPPING) advance_running(r, now);
     if (r->phase == STOPPING) advance_stopping(r, now);
-    if (r->phase == DRAINING && (open_streams(r) == 0 || now >= r->drain_at))
+    if (r->phase == DRAINING &&
+        ((open_streams(r) == 0 && !r->children_left) || now >= r->drain_at))
         r->phase = DONE;
 }
 
@@ -381,7 +414,8 @@ static int alloc_run(psr_run *r)
     return 0;
 }
 
-/* Route SIGCHLD/SIGINT/SIGTERM/SIGHUP into a signalfd; 0 or -1. */
+/* Route SIGCHLD/SIGINT/SIGTERM/SIGHUP into a signalfd and adopt orphaned
+ * descendants; 0 or -1. */
 static int setup_signals(psr_run *r)
 {
     sigset_t set;
@@ -395,6 +429,7 @@ static int setup_signals(psr_run *r)
     signal(SIGINT, SIG_DFL); /* an inherited SIG_IGN would discard them */
     signal(SIGTERM, SIG_DFL);
     signal(SIGPIPE, SIG_IGN); /* a closed stdout must not kill psrun */
+    prctl(PR_SET_CHILD_SUBREAPER, 1); /* orphans of nodes come to psrun */
     if (sigprocmask(SIG_BLOCK, &set, &r->origmask) != 0 ||
         (r->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
         complain("cannot set up signal handling: %s", strerror(errno));

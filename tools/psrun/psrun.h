@@ -69,6 +69,7 @@ typedef struct psr_node {
     pid_t pid;  /* also its process group id; 0 if it was never started */
     int alive;  /* started and not yet reaped */
     int code;   /* exit status, 128+signo if killed; valid once reaped */
+    int signo;  /* the signal that killed it, 0 if it exited */
     char name[32];   /* "worker 3" */
     char prefix[40]; /* "[worker 3] " */
     psr_stream out;

@@ -178,8 +178,9 @@ int psr_spawn(psr_node *n, const psr_opts *o, const char *sched,
 void psr_signal_node(const psr_node *n, int sig)
 {
     if (n->pid <= 0) return;
-    /* The group outlives its leader while grandchildren remain; ESRCH once
-     * it is empty.  Before the child's own setpgid ran, fall back to it. */
+    /* The group outlives its leader while grandchildren remain (and its id
+     * cannot be reused meanwhile); ESRCH once it is empty.  If setpgid has
+     * not taken effect, signal the node itself. */
     if (kill(-n->pid, sig) != 0 && n->alive) kill(n->pid, sig);
 }
 
