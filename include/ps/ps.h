@@ -117,4 +117,7 @@ void ps_on_view_change(ps_view_cb cb, void *arg);
 #ifdef __cplusplus
 }
 #endif
+
+#include "ps/kv.h"
+
 #endif /* PS_PS_H */

@@ -31,6 +31,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "psrun.h"
@@ -58,21 +59,47 @@ int psr_raise_fd_limit(int needed)
     return rl.rlim_cur >= (rlim_t)needed ? 0 : -EMFILE;
 }
 
+/* Lowest port of the kernel's ephemeral range (where port-0 binds land). */
+static int ephemeral_low(void)
+{
+    int lo = 32768, hi;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", &lo, &hi) != 2) lo = 32768;
+        fclose(f);
+    }
+    return lo;
+}
+
+static int port_is_free(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+/*
+ * Pick the scheduler's port below the ephemeral range: the nodes listen on
+ * port 0 at the same moment the scheduler binds, and a port from the
+ * ephemeral range could be handed to one of them first.
+ */
 int psr_pick_port(int *port)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t len = sizeof(sa);
-    int rv = 0;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
-        rv = -errno;
-    else
-        *port = ntohs(sa.sin_port);
-    close(fd);
-    return rv;
+    int lo = 10000, hi = ephemeral_low() - 1;
+    if (hi <= lo) hi = lo + 1000;
+    unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    for (int tries = 0; tries < 500; tries++) {
+        int p = lo + (int)(rand_r(&seed) % (unsigned)(hi - lo));
+        if (port_is_free(p)) {
+            *port = p;
+            return 0;
+        }
+    }
+    return -EADDRINUSE;
 }
 
 static int set_env_int(const char *key, int v)

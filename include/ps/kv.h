@@ -1,0 +1,148 @@
+/*
+ * ps/kv.h -- tables of (u64 key, value) pairs held by the servers, and the
+ * asynchronous tasks that push to and pull from them.  Included by ps/ps.h.
+ *
+ * Every node (scheduler, servers, workers) opens a table with the same name
+ * and options, then calls ps_barrier(PS_GROUP_ALL) before the first push:
+ * servers hold the data and apply the table's update function, workers push
+ * and pull.  Keys are spread over the servers by a consistent-hash ring;
+ * applications hash raw feature ids into the key space with ps_hash_key().
+ *
+ * Tasks.  ps_push, ps_pull and ps_pushpull never block: each returns the
+ * task's timestamp (>= 0, increasing per table on this node) or a negative
+ * ps_err.  ps_wait(t, ts) blocks until that task finished and returns its
+ * status.  Push copies the keys and values before returning, so the caller
+ * may reuse them at once; pull writes into `vals` when the task finishes,
+ * so that buffer must stay valid until then.  A task starts only once the
+ * table's consistency model and its own dependencies (opts->deps) allow it.
+ * Completion callbacks run on a library thread: keep them short, and do not
+ * call ps_wait from them.
+ */
+#ifndef PS_KV_H
+#define PS_KV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ps_dtype { PS_F32 = 0, PS_F64 = 1, PS_I64 = 2 } ps_dtype;
+
+/* How the servers apply a pushed value g to the stored value w. */
+typedef enum ps_update {
+    PS_UPDATE_ADD = 0,    /* w += g (the default) */
+    PS_UPDATE_ASSIGN,     /* w = g */
+    PS_UPDATE_SGD,        /* w -= lr * g */
+    PS_UPDATE_ADAGRAD,    /* n += g^2; w -= lr * g / (sqrt(n) + eps) */
+    PS_UPDATE_FTRL,       /* FTRL-proximal (McMahan et al. 2013): alpha=lr, beta, l1, l2 */
+    PS_UPDATE_PROX,       /* w = soft_threshold(w - lr * g, lr * l1) / (1 + lr * l2) */
+    PS_UPDATE_CUSTOM,     /* opts.custom */
+} ps_update;
+
+typedef enum ps_init {
+    PS_INIT_ZERO = 0,
+    PS_INIT_CONST,        /* every value = init_value */
+    PS_INIT_RANDOM,       /* uniform in [-init_scale, init_scale], a function of
+                           * (init_seed, key, index): the same on every server */
+} ps_init;
+
+typedef enum ps_consistency {
+    PS_SEQUENTIAL = 0,    /* task t starts after task t-1 finished (tau = 0) */
+    PS_BOUNDED_DELAY,     /* task t starts after every task <= t - tau - 1 finished */
+    PS_EVENTUAL,          /* no ordering between tasks (tau = infinity) */
+} ps_consistency;
+
+/*
+ * A user-defined update function (PS_UPDATE_CUSTOM).  Values are f32/f64/i64
+ * per the table's dtype; `state` is state_bytes of per-key scratch, zeroed
+ * when the key is first created.  apply() runs on a server's I/O thread with
+ * no lock held that it could deadlock on; it must not block.
+ */
+typedef struct ps_update_ops {
+    size_t state_bytes;
+    /* Apply the pushed values `push[0..width)` to `val[0..width)`. */
+    void (*apply)(void *arg, uint64_t key, void *val, void *state, const void *push,
+                  int width);
+    void *arg;
+} ps_update_ops;
+
+typedef struct ps_table_opts {
+    ps_dtype dtype;               /* default PS_F32 */
+    int width;                    /* values per key, >= 1 (default 1) */
+    ps_update update;             /* default PS_UPDATE_ADD */
+    double lr, l1, l2, beta, eps; /* update parameters (defaults 0.1, 0, 0, 1, 1e-8) */
+    const ps_update_ops *custom;  /* for PS_UPDATE_CUSTOM */
+    ps_init init;                 /* default PS_INIT_ZERO */
+    double init_value, init_scale;
+    uint64_t init_seed;
+    ps_consistency consistency;   /* default PS_EVENTUAL */
+    int tau;                      /* for PS_BOUNDED_DELAY */
+    int replication;              /* chain length - 1 (fault-tolerance issue); 0 now */
+    uint64_t dense_lo, dense_hi;  /* if hi > lo: keys are [lo, hi), stored in flat
+                                   * arrays instead of a hash table */
+    size_t max_bytes;             /* per server memory cap for this table; 0 = none */
+} ps_table_opts;
+
+/* Fill `o` with the defaults above. */
+void ps_table_opts_init(ps_table_opts *o);
+
+typedef struct ps_table ps_table;
+
+/* Open (or, if this node already opened it, return) the table `name` (at
+ * most 63 bytes).  0, PS_ERR_INVAL for bad options (logged), PS_ERR_STATE
+ * before ps_start. */
+int ps_table_open(const char *name, const ps_table_opts *opts, ps_table **out);
+
+/* Per-task options; NULL means none. */
+typedef struct ps_task_opts {
+    const int64_t *deps;          /* start only after these tasks of this table */
+    int ndeps;
+    void (*done)(ps_table *t, int64_t ts, int status, void *arg); /* completion */
+    void *arg;
+} ps_task_opts;
+
+/*
+ * Push `n` keys with `n * width` values (dtype of the table).  Keys may be
+ * in any order; a key repeated within one push is an error (PS_ERR_INVAL).
+ * Returns the timestamp or a negative ps_err (only workers may push).
+ */
+int64_t ps_push(ps_table *t, const uint64_t *keys, size_t n, const void *vals,
+                const ps_task_opts *opts);
+/* Pull the values of `n` keys into vals[n * width] (caller's key order;
+ * repeated keys allowed).  Keys never pushed read as the initializer. */
+int64_t ps_pull(ps_table *t, const uint64_t *keys, size_t n, void *vals,
+                const ps_task_opts *opts);
+/* Push `push_vals`, then pull the updated values into `pull_vals` (may be
+ * the same buffer), as one round trip per server. */
+int64_t ps_pushpull(ps_table *t, const uint64_t *keys, size_t n, const void *push_vals,
+                    void *pull_vals, const ps_task_opts *opts);
+/* Range variants: every key in [lo, hi), values in key order. */
+int64_t ps_push_range(ps_table *t, uint64_t lo, uint64_t hi, const void *vals,
+                      const ps_task_opts *opts);
+int64_t ps_pull_range(ps_table *t, uint64_t lo, uint64_t hi, void *vals,
+                      const ps_task_opts *opts);
+
+/* Block until task `ts` finished; returns its status (0 or a ps_err). */
+int ps_wait(ps_table *t, int64_t ts);
+/* Block until every task of this table issued so far finished. */
+int ps_wait_all(ps_table *t);
+
+/* Spread a raw id (feature id, word id, ...) over the u64 key space. */
+uint64_t ps_hash_key(uint64_t raw);
+/* The same for a byte string (feature names, crosses). */
+uint64_t ps_hash_bytes(const void *data, size_t len);
+
+/* Counters of this node for the table (for tests and progress lines). */
+typedef struct ps_table_stats {
+    uint64_t keys;                /* server: keys stored */
+    uint64_t bytes;               /* server: bytes of the store */
+    uint64_t pushes_applied, pushes_deduped, resends;
+} ps_table_stats;
+int ps_table_stats_get(ps_table *t, ps_table_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PS_KV_H */
