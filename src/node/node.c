@@ -69,6 +69,12 @@ static struct {
     void *view_arg;
     psi_data_handler data_cb;
     void *data_arg;
+    struct {
+        ps_view_cb fn;
+        void *arg;
+    } hooks[8];
+    int nhooks;
+    void (*on_shutdown)(void);
 } po = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 const char *ps_role_name(ps_role role)
@@ -314,8 +320,39 @@ static void flush_view_note(void)
     note.pending = 0;
     ps_view_cb cb = po.view_cb;
     void *arg = po.view_arg;
+    int nh = po.nhooks;
     pthread_mutex_unlock(&po.lock);
-    if (n.pending && cb) cb(n.epoch, n.dead, n.ndead, arg);
+    if (!n.pending) return;
+    for (int i = 0; i < nh; i++) po.hooks[i].fn(n.epoch, n.dead, n.ndead, po.hooks[i].arg);
+    if (cb) cb(n.epoch, n.dead, n.ndead, arg);
+}
+
+int psi_node_add_view_hook(ps_view_cb fn, void *arg)
+{
+    pthread_mutex_lock(&po.lock);
+    int rv = po.nhooks < (int)PSI_ARRAY_LEN(po.hooks) ? PS_OK : PS_ERR_NOMEM;
+    if (rv == 0) {
+        po.hooks[po.nhooks].fn = fn;
+        po.hooks[po.nhooks].arg = arg;
+        po.nhooks++;
+    }
+    pthread_mutex_unlock(&po.lock);
+    return rv;
+}
+
+void psi_node_on_shutdown(void (*fn)(void))
+{
+    pthread_mutex_lock(&po.lock);
+    po.on_shutdown = fn;
+    pthread_mutex_unlock(&po.lock);
+}
+
+int psi_node_running(void)
+{
+    pthread_mutex_lock(&po.lock);
+    int r = po.state == ST_RUNNING;
+    pthread_mutex_unlock(&po.lock);
+    return r;
 }
 
 /* ---- receiving --------------------------------------------------------------- */
@@ -687,6 +724,7 @@ static void shutdown_all(void)
     pthread_mutex_unlock(&po.lock);
     if (had_timer) pthread_join(po.timer, NULL);
     if (po.tr) po.tr->ops->close(po.tr, FLUSH_MS);
+    if (po.on_shutdown) po.on_shutdown();
     pthread_mutex_lock(&po.lock);
     po.tr = NULL;
     psi_rel_free(po.rel);

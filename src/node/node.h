@@ -25,6 +25,17 @@ int psi_node_send(uint32_t peer, psi_msg *m);
 typedef void (*psi_data_handler)(void *arg, psi_msg *m);
 void psi_node_set_data_handler(psi_data_handler fn, void *arg);
 
+/* Internal view-change hooks (for src/kv): called like the user's
+ * ps_view_cb, before it, without the post-office lock.  At most 8. */
+int psi_node_add_view_hook(ps_view_cb fn, void *arg);
+
+/* Called by ps_finalize once the transport is closed (no callback can run
+ * any more), for the layers above to free their state.  One hook. */
+void psi_node_on_shutdown(void (*fn)(void));
+
+/* 1 once ps_start succeeded and until ps_finalize began. */
+int psi_node_running(void);
+
 /* Copy of the current view into *out (caller frees with psi_view_free). */
 int psi_node_view(psi_view *out);
 

@@ -74,6 +74,7 @@ static const char *const type_names[PSI_MSG_TYPE_MAX] = {
     [PSI_MSG_BARRIER_DONE] = "BARRIER_DONE", [PSI_MSG_HEARTBEAT] = "HEARTBEAT",
     [PSI_MSG_ACK] = "ACK",             [PSI_MSG_LEAVE] = "LEAVE",
     [PSI_MSG_DATA] = "DATA",
+    [PSI_MSG_CALL] = "CALL",
 };
 
 const char *psi_msg_type_name(int type)
@@ -104,6 +105,7 @@ void psi_msg_free(psi_msg *m)
     if (!m) return;
     for (int i = 0; i < PSI_NSEG; i++)
         if (seg_owned(m, i)) free(m->seg[i]);
+    if (m->on_free) m->on_free(m->on_free_arg);
     free(m);
 }
 

@@ -58,8 +58,9 @@ typedef enum psi_msg_type {
     PSI_MSG_HEARTBEAT = 5,   /* node -> scheduler, unreliable */
     PSI_MSG_ACK = 6,         /* acknowledges a reliable control message */
     PSI_MSG_LEAVE = 7,       /* node -> scheduler: exiting cleanly */
-    PSI_MSG_DATA = 8,        /* push / pull / remote call (src/kv, src/task) */
-    PSI_MSG_TYPE_MAX = 9     /* one past the largest valid type */
+    PSI_MSG_DATA = 8,        /* push / pull (src/kv) */
+    PSI_MSG_CALL = 9,        /* remote function call and its reply (src/task) */
+    PSI_MSG_TYPE_MAX = 10    /* one past the largest valid type */
 } psi_msg_type;
 
 /* Flags. */
@@ -99,6 +100,11 @@ typedef struct psi_msg {
     psi_hdr hdr;
     void *seg[PSI_NSEG];
     unsigned borrowed; /* bit i set: seg[i] is not freed with the message */
+    /* Called once by psi_msg_free, after the owned segments are freed: lets
+     * borrowed segments hold a reference on a shared buffer.  Not copied by
+     * psi_msg_dup. */
+    void (*on_free)(void *arg);
+    void *on_free_arg;
 } psi_msg;
 
 /* Allocate a zeroed message with version and type set; NULL on no memory. */

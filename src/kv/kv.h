@@ -1,0 +1,79 @@
+/*
+ * kv.h -- internals shared by the key-value layer: the table object, the
+ * registry of open tables, and the worker and server halves of the
+ * push/pull protocol.
+ *
+ * Protocol (PSI_MSG_DATA).  A request carries the table id, the task's
+ * timestamp, PSI_F_REQUEST plus PSI_F_PUSH and/or PSI_F_PULL, the sorted
+ * keys of one server's slice and, for pushes, their values.  A push also
+ * carries in its aux segment the sender's sequence number for that server
+ * and table (1, 2, 3, ...): the server's vector clock holds the last
+ * sequence number it applied per sender, applies a push only when it is the
+ * next one (an early one is parked until its predecessor arrives), and
+ * acknowledges without applying one it already applied.  So a worker may
+ * resend any unacknowledged request at any time.  The response echoes the
+ * timestamp, sets PSI_F_RESPONSE, carries the status in `arg` and, for
+ * pulls, the values in key order.
+ *
+ * Lock order: registry lock, then a table's lock, then the task queue's.
+ */
+#ifndef PSI_KV_KV_H
+#define PSI_KV_KV_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "kv/store.h"
+#include "kv/update.h"
+#include "node/ring.h"
+#include "ps/ps.h"
+#include "task/task.h"
+#include "wire/msg.h"
+
+#define PSI_TABLE_NAME_MAX 64
+#define PSI_MAX_TABLES 256
+
+typedef struct kv_req kv_req;
+typedef struct kv_parked kv_parked;
+
+struct ps_table {
+    char name[PSI_TABLE_NAME_MAX];
+    uint32_t id;
+    ps_table_opts opts;
+    psi_update upd;
+    size_t vbytes;               /* bytes of one key's values */
+    pthread_mutex_t lock;
+    /* worker side */
+    psi_tq *tq;
+    kv_req *reqs;                /* in flight, for responses and resends */
+    uint64_t *push_seq;          /* per server node id: last sequence sent */
+    psi_ring *ring;
+    uint32_t ring_epoch;
+    /* server side */
+    psi_store *store;
+    psi_dense *dense;
+    int64_t *applied;            /* per sender node id: last sequence applied */
+    kv_parked *parked;           /* early pushes waiting for a predecessor */
+    ps_table_stats stats;
+};
+
+/* Registry (table.c). */
+ps_table *psi_kv_find(uint32_t id);
+/* Timeout after which a worker resends an unacknowledged request. */
+uint64_t psi_kv_resend_ms(void);
+
+/* Worker half (worker.c). */
+void psi_kv_worker_on_response(ps_table *t, psi_msg *m);
+void psi_kv_worker_tick(ps_table *t, uint64_t now_ms);
+void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead);
+void psi_kv_worker_free(ps_table *t);
+
+/* Server half (server.c). */
+int psi_kv_server_init(ps_table *t);
+void psi_kv_server_on_request(ps_table *t, psi_msg *m);
+void psi_kv_server_free(ps_table *t);
+
+/* Reply to request `req` with `status` and optional values (copied). */
+void psi_kv_reply(const psi_msg *req, int status, const void *vals, size_t len);
+
+#endif /* PSI_KV_KV_H */

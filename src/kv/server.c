@@ -1,0 +1,230 @@
+/*
+ * server.c -- the server half of a table: validates requests, applies
+ * pushes through the table's update function exactly once (vector clock of
+ * push sequence numbers per sender), answers pulls (keys never pushed read
+ * as the initializer, without being inserted), and parks pushes that
+ * arrive ahead of a predecessor.
+ *
+ * Runs on the transport's I/O thread under the table lock, so a table's
+ * updates are serialised and a pull sees whole pushes only.
+ *
+ * Never: apply a push twice or out of its sender's order; apply part of a
+ * push (a push that cannot get memory for every key changes nothing but
+ * new keys' initial values, and fails with PS_ERR_TOOBIG); trust a length
+ * from the wire.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/kv.h"
+#include "node/node.h"
+#include "util/log.h"
+#include "util/util.h"
+
+struct kv_parked {
+    kv_parked *next;
+    psi_msg *msg;
+    uint64_t seq;
+};
+
+int psi_kv_server_init(ps_table *t)
+{
+    size_t bb = psi_update_block_bytes(&t->upd);
+    if (t->opts.dense_hi > t->opts.dense_lo)
+        t->dense = psi_dense_new(t->opts.dense_lo, t->opts.dense_hi, bb);
+    else if ((t->store = psi_store_new(bb)) && t->opts.max_bytes)
+        psi_store_set_limit(t->store, t->opts.max_bytes);
+    t->applied = calloc(PSI_MAX_NODES, sizeof(int64_t));
+    return (t->store || t->dense) && t->applied ? PS_OK : PS_ERR_NOMEM;
+}
+
+void psi_kv_server_free(ps_table *t)
+{
+    while (t->parked) {
+        kv_parked *p = t->parked;
+        t->parked = p->next;
+        psi_msg_free(p->msg);
+        free(p);
+    }
+    psi_store_free(t->store);
+    psi_dense_free(t->dense);
+    free(t->applied);
+    t->store = NULL;
+    t->dense = NULL;
+    t->applied = NULL;
+}
+
+void psi_kv_reply(const psi_msg *req, int status, const void *vals, size_t len)
+{
+    psi_msg *m = psi_msg_new(PSI_MSG_DATA);
+    if (!m) return;
+    m->hdr.flags = (uint16_t)(PSI_F_RESPONSE | (req->hdr.flags & (PSI_F_PUSH | PSI_F_PULL)));
+    m->hdr.table = req->hdr.table;
+    m->hdr.timestamp = req->hdr.timestamp;
+    m->hdr.arg = (uint32_t)status;
+    if (status == 0 && len && psi_msg_set_seg(m, PSI_SEG_VALS, vals, len) != 0)
+        m->hdr.arg = (uint32_t)PS_ERR_NOMEM;
+    psi_node_send(req->hdr.sender, m);
+}
+
+/* ---- validation ----------------------------------------------------------------- */
+
+static int check_request(const ps_table *t, const psi_msg *m, uint64_t *seq)
+{
+    const psi_hdr *h = &m->hdr;
+    const uint64_t *k = m->seg[PSI_SEG_KEYS];
+    int push = (h->flags & PSI_F_PUSH) != 0;
+    if (h->sender >= PSI_MAX_NODES || !(h->flags & (PSI_F_PUSH | PSI_F_PULL))) return PS_ERR_PROTO;
+    if (h->key_count == 0 || ((uintptr_t)k & 7)) return PS_ERR_PROTO;
+    for (uint64_t i = 1; i < h->key_count; i++)
+        if (k[i] < k[i - 1] || (push && k[i] == k[i - 1])) return PS_ERR_PROTO;
+    if (t->dense && (k[0] < t->opts.dense_lo || k[h->key_count - 1] >= t->opts.dense_hi))
+        return PS_ERR_INVAL;
+    if (!push) return PS_OK;
+    if (h->seg_len[PSI_SEG_VALS] != h->key_count * t->vbytes || h->seg_len[PSI_SEG_AUX] != 8)
+        return PS_ERR_PROTO;
+    *seq = psi_get_u64(m->seg[PSI_SEG_AUX]);
+    return *seq ? PS_OK : PS_ERR_PROTO;
+}
+
+/* ---- storage access ------------------------------------------------------------- */
+
+/* Blocks for every key of the push (inserting and initialising new ones);
+ * PS_ERR_TOOBIG if any could not be had. */
+static int do_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks)
+{
+    if (t->dense) {
+        for (size_t i = 0; i < n; i++) {
+            if (!(blocks[i] = psi_dense_get(t->dense, keys[i], 0))) {
+                if (!(blocks[i] = psi_dense_get(t->dense, keys[i], 1))) return PS_ERR_TOOBIG;
+                psi_update_init_block(&t->upd, keys[i], blocks[i]);
+            }
+        }
+        return PS_OK;
+    }
+    uint8_t *ins = malloc(n);
+    if (!ins) return PS_ERR_NOMEM;
+    size_t missing = psi_store_upsert_batch(t->store, keys, n, blocks, ins);
+    for (size_t i = 0; i < n; i++)
+        if (ins[i] && blocks[i]) psi_update_init_block(&t->upd, keys[i], blocks[i]);
+    free(ins);
+    return missing ? PS_ERR_TOOBIG : PS_OK;
+}
+
+static int do_apply(ps_table *t, const psi_msg *m)
+{
+    size_t n = m->hdr.key_count;
+    void **blocks = malloc(n * sizeof(void *));
+    if (!blocks) return PS_ERR_NOMEM;
+    int rv = do_blocks(t, m->seg[PSI_SEG_KEYS], n, blocks);
+    if (rv == 0) psi_update_apply_batch(&t->upd, m->seg[PSI_SEG_KEYS], blocks, m->seg[PSI_SEG_VALS], n);
+    else PSI_ERROR("table %s: push of %zu keys refused: %s", t->name, n, ps_strerror(rv));
+    free(blocks);
+    return rv;
+}
+
+/* Current values of the request's keys, in order (malloc'ed). */
+static uint8_t *do_read(ps_table *t, const psi_msg *m)
+{
+    size_t n = m->hdr.key_count, vb = t->vbytes;
+    const uint64_t *keys = m->seg[PSI_SEG_KEYS];
+    uint8_t *out = malloc(n * vb);
+    for (size_t i = 0; out && i < n; i++) {
+        const void *b = t->dense ? psi_dense_get(t->dense, keys[i], 0)
+                                 : psi_store_find(t->store, keys[i]);
+        if (b) memcpy(out + i * vb, b, vb);
+        else psi_update_init_values(&t->upd, keys[i], out + i * vb);
+    }
+    return out;
+}
+
+/* Answer a request whose push part (if any) is settled with `status`. */
+static void do_answer(ps_table *t, const psi_msg *m, int status)
+{
+    if (status != 0 || !(m->hdr.flags & PSI_F_PULL)) {
+        psi_kv_reply(m, status, NULL, 0);
+        return;
+    }
+    uint8_t *vals = do_read(t, m);
+    psi_kv_reply(m, vals ? PS_OK : PS_ERR_NOMEM, vals, m->hdr.key_count * t->vbytes);
+    free(vals);
+}
+
+/* ---- pushes in sender order ------------------------------------------------------ */
+
+static void do_park(ps_table *t, psi_msg *m, uint64_t seq)
+{
+    kv_parked *p = malloc(sizeof(*p));
+    if (!p) { /* the sender resends it */
+        psi_msg_free(m);
+        return;
+    }
+    *p = (kv_parked){t->parked, m, seq};
+    t->parked = p;
+}
+
+/* Apply parked pushes of `sender` that are now next in line. */
+static void do_drain(ps_table *t, uint32_t sender)
+{
+    for (int progress = 1; progress;) {
+        progress = 0;
+        for (kv_parked **pp = &t->parked; *pp;) {
+            kv_parked *p = *pp;
+            int64_t last = t->applied[sender];
+            if (p->msg->hdr.sender != sender || p->seq > (uint64_t)last + 1) {
+                pp = &p->next;
+                continue;
+            }
+            *pp = p->next;
+            int st = PS_OK;
+            if (p->seq == (uint64_t)last + 1) {
+                st = do_apply(t, p->msg);
+                t->applied[sender] = (int64_t)p->seq;
+                t->stats.pushes_applied++;
+                progress = 1;
+            }
+            do_answer(t, p->msg, st);
+            psi_msg_free(p->msg);
+            free(p);
+        }
+    }
+}
+
+static void do_push(ps_table *t, psi_msg *m, uint64_t seq)
+{
+    uint32_t s = m->hdr.sender;
+    uint64_t last = (uint64_t)t->applied[s];
+    if (seq <= last) { /* a resend or duplicate: already applied */
+        t->stats.pushes_deduped++;
+        do_answer(t, m, PS_OK);
+    } else if (seq == last + 1) {
+        int st = do_apply(t, m);
+        t->applied[s] = (int64_t)seq;
+        t->stats.pushes_applied++;
+        do_answer(t, m, st);
+        do_drain(t, s);
+    } else {
+        do_park(t, m, seq);
+        return;
+    }
+    psi_msg_free(m);
+}
+
+void psi_kv_server_on_request(ps_table *t, psi_msg *m)
+{
+    uint64_t seq = 0;
+    pthread_mutex_lock(&t->lock);
+    int rv = check_request(t, m, &seq);
+    if (rv != 0) {
+        PSI_WARN("table %s: bad request from node %u (%llu keys): %s", t->name, m->hdr.sender,
+                 (unsigned long long)m->hdr.key_count, ps_strerror(rv));
+        if (m->hdr.sender < PSI_MAX_NODES) psi_kv_reply(m, rv, NULL, 0);
+        psi_msg_free(m);
+    } else if (m->hdr.flags & PSI_F_PUSH) {
+        do_push(t, m, seq);
+    } else {
+        do_answer(t, m, PS_OK);
+        psi_msg_free(m);
+    }
+    pthread_mutex_unlock(&t->lock);
+}

@@ -1,0 +1,271 @@
+/*
+ * table.c -- the registry of open tables: ps_table_open, option checks,
+ * dispatch of DATA messages to the worker or server half of a table, and
+ * the timer thread that resends unacknowledged requests.
+ *
+ * Design: a table's id is a 32-bit FNV-1a hash of its name, so every node
+ * derives the same id without coordination; two names colliding is refused
+ * at open.  Tables live until the process exits (ps_finalize tears them
+ * down), so a table pointer handed to the application never dangles while
+ * the node runs.  The registry is a small array scanned linearly: a job
+ * has a handful of tables.
+ *
+ * Never: hold the registry lock while calling into a table's halves.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/kv.h"
+#include "node/node.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#define TICK_MS 10
+
+static void kv_shutdown(void);
+
+static struct {
+    pthread_mutex_t lock;
+    ps_table *tables[PSI_MAX_TABLES];
+    int n;
+    int hooked;
+    pthread_t timer;
+    int timer_started, timer_stop;
+    pthread_cond_t cond;
+    uint64_t resend_ms;
+} reg = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+void ps_table_opts_init(ps_table_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->dtype = PS_F32;
+    o->width = 1;
+    o->update = PS_UPDATE_ADD;
+    o->lr = 0.1;
+    o->beta = 1.0;
+    o->eps = 1e-8;
+    o->consistency = PS_EVENTUAL;
+}
+
+static uint32_t name_id(const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = name; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    return h ? h : 1;
+}
+
+ps_table *psi_kv_find(uint32_t id)
+{
+    ps_table *t = NULL;
+    pthread_mutex_lock(&reg.lock);
+    for (int i = 0; i < reg.n && !t; i++)
+        if (reg.tables[i]->id == id) t = reg.tables[i];
+    pthread_mutex_unlock(&reg.lock);
+    return t;
+}
+
+uint64_t psi_kv_resend_ms(void) { return reg.resend_ms; }
+
+/* ---- dispatch ------------------------------------------------------------------ */
+
+static void on_data(void *arg, psi_msg *m)
+{
+    (void)arg;
+    ps_table *t = psi_kv_find(m->hdr.table);
+    if (m->hdr.flags & PSI_F_RESPONSE) {
+        if (t && t->tq) psi_kv_worker_on_response(t, m);
+        else psi_msg_free(m);
+        return;
+    }
+    if (!t || !(t->store || t->dense)) {
+        PSI_WARN("request from node %u for table %08x, which this node does not serve",
+                 m->hdr.sender, m->hdr.table);
+        psi_kv_reply(m, t ? PS_ERR_STATE : PS_ERR_NOTFOUND, NULL, 0);
+        psi_msg_free(m);
+        return;
+    }
+    psi_kv_server_on_request(t, m);
+}
+
+static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
+{
+    (void)epoch;
+    (void)arg;
+    pthread_mutex_lock(&reg.lock);
+    int n = reg.n;
+    ps_table *ts[PSI_MAX_TABLES];
+    memcpy(ts, reg.tables, (size_t)n * sizeof(ts[0]));
+    pthread_mutex_unlock(&reg.lock);
+    for (int i = 0; i < n; i++)
+        if (ts[i]->tq) psi_kv_worker_on_view(ts[i], dead, ndead);
+}
+
+static void *timer_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&reg.lock);
+    while (!reg.timer_stop) {
+        int n = reg.n;
+        ps_table *ts[PSI_MAX_TABLES];
+        memcpy(ts, reg.tables, (size_t)n * sizeof(ts[0]));
+        pthread_mutex_unlock(&reg.lock);
+        uint64_t now = psi_now_ms();
+        for (int i = 0; i < n; i++)
+            if (ts[i]->tq) psi_kv_worker_tick(ts[i], now);
+        pthread_mutex_lock(&reg.lock);
+        struct timespec dl = psi_deadline_in(TICK_MS);
+        pthread_cond_timedwait(&reg.cond, &reg.lock, &dl);
+    }
+    pthread_mutex_unlock(&reg.lock);
+    return NULL;
+}
+
+/* First open: hook into the post office and start the resend timer. */
+static int do_hook(void)
+{
+    static const char *const rs[] = {"PS_RESEND_MS", NULL};
+    long resend;
+    int rv;
+    if (reg.hooked) return PS_OK;
+    if ((rv = psi_env_long(rs, 1000, 1, 3600000, &resend)) != 0) return rv;
+    reg.resend_ms = (uint64_t)resend;
+    psi_node_set_data_handler(on_data, NULL);
+    psi_node_on_shutdown(kv_shutdown);
+    if ((rv = psi_node_add_view_hook(on_view, NULL)) != 0) return rv;
+    reg.timer_started = pthread_create(&reg.timer, NULL, timer_main, NULL) == 0;
+    reg.hooked = 1;
+    return reg.timer_started ? PS_OK : PS_ERR_SYS;
+}
+
+/* ---- open ----------------------------------------------------------------------- */
+
+static int check_opts(const char *name, const ps_table_opts *o)
+{
+    if (!name || !*name || strlen(name) >= PSI_TABLE_NAME_MAX) {
+        PSI_ERROR("table name must be 1..%d bytes", PSI_TABLE_NAME_MAX - 1);
+        return PS_ERR_INVAL;
+    }
+    if (o->consistency > PS_EVENTUAL || (o->consistency == PS_BOUNDED_DELAY && o->tau < 0)) {
+        PSI_ERROR("table %s: bad consistency model or tau < 0", name);
+        return PS_ERR_INVAL;
+    }
+    if (o->dense_hi > o->dense_lo && o->dense_hi - o->dense_lo > (1ull << 40)) {
+        PSI_ERROR("table %s: dense range over 2^40 keys", name);
+        return PS_ERR_INVAL;
+    }
+    if (o->replication != 0) {
+        PSI_ERROR("table %s: replication is not supported yet", name);
+        return PS_ERR_INVAL;
+    }
+    return PS_OK;
+}
+
+static int same_opts(const ps_table_opts *a, const ps_table_opts *b)
+{
+    return a->dtype == b->dtype && a->width == b->width && a->update == b->update &&
+           a->consistency == b->consistency && a->tau == b->tau;
+}
+
+static void table_free(ps_table *t)
+{
+    if (!t) return;
+    psi_kv_worker_free(t);
+    psi_kv_server_free(t);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+static int table_new(const char *name, const ps_table_opts *o, ps_table **out)
+{
+    ps_table *t = calloc(1, sizeof(*t));
+    int rv;
+    if (!t) return PS_ERR_NOMEM;
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    t->id = name_id(name);
+    t->opts = *o;
+    pthread_mutex_init(&t->lock, NULL);
+    if ((rv = psi_update_from_opts(&t->upd, o)) != 0) goto fail;
+    t->vbytes = psi_update_value_bytes(&t->upd);
+    if (ps_my_role() == PS_ROLE_WORKER) {
+        int tau = o->consistency == PS_SEQUENTIAL ? 0
+                  : o->consistency == PS_BOUNDED_DELAY ? o->tau : -1;
+        t->tq = psi_tq_new(tau);
+        t->push_seq = calloc(PSI_MAX_NODES, sizeof(uint64_t));
+        rv = t->tq && t->push_seq ? PS_OK : PS_ERR_NOMEM;
+    } else if (ps_my_role() == PS_ROLE_SERVER) {
+        rv = psi_kv_server_init(t);
+    }
+    if (rv != 0) goto fail;
+    *out = t;
+    return PS_OK;
+fail:
+    table_free(t);
+    return rv;
+}
+
+int ps_table_open(const char *name, const ps_table_opts *opts, ps_table **out)
+{
+    ps_table_opts def;
+    int rv;
+    if (!out) return PS_ERR_INVAL;
+    *out = NULL;
+    if (!opts) ps_table_opts_init(&def);
+    const ps_table_opts *o = opts ? opts : &def;
+    if ((rv = check_opts(name, o)) != 0) return rv;
+    if (!psi_node_running()) return PS_ERR_STATE;
+    pthread_mutex_lock(&reg.lock);
+    if ((rv = do_hook()) != 0) goto out;
+    for (int i = 0; i < reg.n; i++) {
+        ps_table *t = reg.tables[i];
+        if (t->id != name_id(name)) continue;
+        if (strcmp(t->name, name) != 0 || !same_opts(&t->opts, o)) {
+            PSI_ERROR("table %s: already open with other options or a colliding name (%s)",
+                      name, t->name);
+            rv = PS_ERR_INVAL;
+        } else {
+            *out = t;
+        }
+        goto out;
+    }
+    if (reg.n == PSI_MAX_TABLES) {
+        rv = PS_ERR_TOOBIG;
+        goto out;
+    }
+    if ((rv = table_new(name, o, out)) == 0) reg.tables[reg.n++] = *out;
+out:
+    pthread_mutex_unlock(&reg.lock);
+    return rv;
+}
+
+int ps_table_stats_get(ps_table *t, ps_table_stats *out)
+{
+    if (!t || !out) return PS_ERR_INVAL;
+    pthread_mutex_lock(&t->lock);
+    *out = t->stats;
+    if (t->store) {
+        out->keys = psi_store_size(t->store);
+        out->bytes = psi_store_bytes(t->store);
+    } else if (t->dense) {
+        out->bytes = psi_dense_bytes(t->dense);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return PS_OK;
+}
+
+/* Called by ps_finalize after the transport is closed: no callbacks run. */
+static void kv_shutdown(void)
+{
+    pthread_mutex_lock(&reg.lock);
+    int started = reg.timer_started;
+    reg.timer_stop = 1;
+    pthread_cond_broadcast(&reg.cond);
+    pthread_mutex_unlock(&reg.lock);
+    if (started) pthread_join(reg.timer, NULL);
+    pthread_mutex_lock(&reg.lock);
+    for (int i = 0; i < reg.n; i++) table_free(reg.tables[i]);
+    reg.n = 0;
+    reg.timer_started = 0;
+    pthread_mutex_unlock(&reg.lock);
+}

@@ -1,0 +1,567 @@
+/*
+ * worker.c -- the worker half of a table: ps_push, ps_pull, ps_pushpull and
+ * their range variants, slicing by the ring, fan-out, merge, resend.
+ *
+ * A request is prepared on the caller's thread: keys are sorted (with a
+ * permutation back to the caller's order when they were not), push values
+ * are gathered in that order, and the task is submitted to the table's task
+ * queue.  When the queue starts it, the sorted keys are cut into the ring's
+ * segments and grouped per server; each server's keys (and values) are
+ * gathered into one reference-counted buffer that every send and resend of
+ * that slice borrows, so a resend costs no copy.  Responses scatter pulled
+ * values into the caller's buffer; the last one finishes the task.
+ *
+ * A slice unanswered for PS_RESEND_MS is resent (the server's vector clock
+ * makes that safe); a slice whose server the scheduler declares dead fails
+ * its task with PS_ERR_PEER (failover belongs to src/replica).
+ *
+ * Never: call the task queue or send with the table lock held; write into
+ * the caller's buffer after its task finished.
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/kv.h"
+#include "node/node.h"
+#include "util/log.h"
+#include "util/util.h"
+
+/* Keys then values of one slice, shared by every send of it. */
+typedef struct kv_buf {
+    atomic_int refs;
+    uint8_t data[];
+} kv_buf;
+
+typedef struct kv_run {
+    size_t begin, end; /* positions in the sorted key array */
+} kv_run;
+
+typedef struct kv_slice {
+    uint32_t server;
+    int done;
+    uint64_t seq;      /* push sequence number for this server */
+    size_t nkeys;
+    kv_run *runs;
+    size_t nruns;
+    kv_buf *buf;
+    uint64_t sent_ms;
+} kv_slice;
+
+struct kv_req {
+    kv_req *next;
+    ps_table *t;
+    int64_t ts;
+    unsigned flags;    /* PSI_F_PUSH and/or PSI_F_PULL */
+    size_t n;
+    uint64_t *keys;    /* sorted */
+    uint8_t *vals;     /* push values in sorted order */
+    size_t *perm;      /* sorted position -> caller position; NULL: same */
+    uint8_t *out;      /* caller's pull buffer */
+    kv_slice *slices;
+    int nslices, pending;
+    int status;
+};
+
+typedef struct user_done {
+    void (*fn)(ps_table *t, int64_t ts, int status, void *arg);
+    void *arg;
+    ps_table *t;
+} user_done;
+
+static kv_buf *buf_new(size_t len)
+{
+    kv_buf *b = malloc(sizeof(*b) + len);
+    if (b) atomic_init(&b->refs, 1);
+    return b;
+}
+
+static void buf_unref(void *arg)
+{
+    kv_buf *b = arg;
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+}
+
+static void req_free(kv_req *r)
+{
+    if (!r) return;
+    for (int i = 0; i < r->nslices; i++) {
+        free(r->slices[i].runs);
+        buf_unref(r->slices[i].buf);
+    }
+    free(r->slices);
+    free(r->keys);
+    free(r->vals);
+    free(r->perm);
+    free(r);
+}
+
+/* ---- preparing a request (caller's thread) --------------------------------- */
+
+typedef struct key_pos {
+    uint64_t key;
+    size_t pos;
+} key_pos;
+
+static int cmp_key_pos(const void *a, const void *b)
+{
+    const key_pos *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+static int is_sorted(const uint64_t *k, size_t n)
+{
+    for (size_t i = 1; i < n; i++)
+        if (k[i] < k[i - 1]) return 0;
+    return 1;
+}
+
+/* Sort keys into r->keys, setting r->perm when the order changed. */
+static int sort_keys(kv_req *r, const uint64_t *keys)
+{
+    size_t n = r->n;
+    if (!(r->keys = malloc(PSI_MAX(n, 1) * sizeof(uint64_t)))) return PS_ERR_NOMEM;
+    if (is_sorted(keys, n)) {
+        memcpy(r->keys, keys, n * sizeof(uint64_t));
+        return PS_OK;
+    }
+    key_pos *kp = malloc(n * sizeof(*kp));
+    if (!kp || !(r->perm = malloc(n * sizeof(size_t)))) {
+        free(kp);
+        return PS_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) kp[i] = (key_pos){keys[i], i};
+    qsort(kp, n, sizeof(*kp), cmp_key_pos);
+    for (size_t i = 0; i < n; i++) {
+        r->keys[i] = kp[i].key;
+        r->perm[i] = kp[i].pos;
+    }
+    free(kp);
+    return PS_OK;
+}
+
+static int gather_vals(kv_req *r, const void *vals)
+{
+    size_t vb = r->t->vbytes;
+    for (size_t i = 1; i < r->n; i++)
+        if (r->keys[i] == r->keys[i - 1]) {
+            PSI_ERROR("table %s: key %llu appears twice in one push", r->t->name,
+                      (unsigned long long)r->keys[i]);
+            return PS_ERR_INVAL;
+        }
+    if (!(r->vals = malloc(PSI_MAX(r->n * vb, 1)))) return PS_ERR_NOMEM;
+    if (!r->perm) {
+        memcpy(r->vals, vals, r->n * vb);
+        return PS_OK;
+    }
+    for (size_t i = 0; i < r->n; i++)
+        memcpy(r->vals + i * vb, (const uint8_t *)vals + r->perm[i] * vb, vb);
+    return PS_OK;
+}
+
+static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, size_t n,
+                           const void *push, void *pull, int *rv)
+{
+    kv_req *r = calloc(1, sizeof(*r));
+    *rv = PS_ERR_NOMEM;
+    if (!r) return NULL;
+    r->t = t;
+    r->flags = flags;
+    r->n = n;
+    r->out = pull;
+    if ((*rv = sort_keys(r, keys)) == 0 && (flags & PSI_F_PUSH)) *rv = gather_vals(r, push);
+    if (*rv != 0) {
+        req_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* ---- slicing (when the task starts) ----------------------------------------------- */
+
+/* Build the ring from the first view's servers (lock held). */
+static int do_ring(ps_table *t)
+{
+    if (t->ring) return PS_OK;
+    psi_view v;
+    if (psi_node_view(&v) != 0) return PS_ERR_NOMEM;
+    int ranks[PSI_MAX_NODES], n = 0;
+    uint32_t ids[PSI_MAX_NODES];
+    for (uint32_t i = 0; i < v.n; i++)
+        if (v.nodes[i].role == PS_ROLE_SERVER) {
+            ranks[n] = v.nodes[i].rank;
+            ids[n++] = v.nodes[i].id;
+        }
+    t->ring_epoch = v.epoch;
+    psi_view_free(&v);
+    if (n == 0) {
+        PSI_ERROR("table %s: the cluster has no servers to push to", t->name);
+        return PS_ERR_STATE;
+    }
+    t->ring = psi_ring_new(ranks, ids, n, PSI_RING_DEFAULT_VNODES);
+    return t->ring ? PS_OK : PS_ERR_NOMEM;
+}
+
+static kv_slice *slice_for(kv_req *r, uint32_t server)
+{
+    for (int i = 0; i < r->nslices; i++)
+        if (r->slices[i].server == server) return &r->slices[i];
+    kv_slice *s = &r->slices[r->nslices++];
+    memset(s, 0, sizeof(*s));
+    s->server = server;
+    return s;
+}
+
+static int add_run(kv_slice *s, size_t begin, size_t end)
+{
+    kv_run *runs = realloc(s->runs, (s->nruns + 1) * sizeof(*runs));
+    if (!runs) return PS_ERR_NOMEM;
+    s->runs = runs;
+    s->runs[s->nruns++] = (kv_run){begin, end};
+    s->nkeys += end - begin;
+    return PS_OK;
+}
+
+/* Gather one slice's keys and values into its shared buffer. */
+static int fill_buf(kv_req *r, kv_slice *s)
+{
+    size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0;
+    if (!(s->buf = buf_new(s->nkeys * (8 + vb)))) return PS_ERR_NOMEM;
+    uint8_t *k = s->buf->data, *v = k + s->nkeys * 8;
+    for (size_t i = 0; i < s->nruns; i++) {
+        size_t len = s->runs[i].end - s->runs[i].begin;
+        memcpy(k, r->keys + s->runs[i].begin, len * 8);
+        k += len * 8;
+        if (vb) memcpy(v, r->vals + s->runs[i].begin * vb, len * vb);
+        v += len * vb;
+    }
+    return PS_OK;
+}
+
+static int do_slice(kv_req *r)
+{
+    ps_table *t = r->t;
+    size_t nseg = psi_ring_nsegs(t->ring);
+    psi_ring_slice *ss = malloc(PSI_MAX(PSI_MIN(nseg, r->n), 1) * sizeof(*ss));
+    int rv = ss ? PS_OK : PS_ERR_NOMEM;
+    size_t ns = ss ? psi_ring_slice_keys(t->ring, r->keys, r->n, ss, PSI_MIN(nseg, r->n)) : 0;
+    if (rv == 0 && !(r->slices = calloc(PSI_MAX(ns, 1), sizeof(kv_slice)))) rv = PS_ERR_NOMEM;
+    for (size_t i = 0; rv == 0 && i < ns; i++)
+        rv = add_run(slice_for(r, ss[i].owner), ss[i].begin, ss[i].end);
+    for (int i = 0; rv == 0 && i < r->nslices; i++) {
+        kv_slice *s = &r->slices[i];
+        if ((rv = fill_buf(r, s)) == 0 && (r->flags & PSI_F_PUSH) && s->server < PSI_MAX_NODES)
+            s->seq = ++t->push_seq[s->server];
+    }
+    free(ss);
+    free(r->vals); /* now in the slices' buffers */
+    r->vals = NULL;
+    r->pending = r->nslices;
+    return rv;
+}
+
+/* A message for one (re)send of a slice, borrowing its buffer. */
+static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
+{
+    psi_msg *m = psi_msg_new(PSI_MSG_DATA);
+    if (!m) return NULL;
+    psi_hdr *h = &m->hdr;
+    h->flags = (uint16_t)(PSI_F_REQUEST | r->flags);
+    h->table = r->t->id;
+    h->timestamp = (uint64_t)r->ts;
+    h->key_count = s->nkeys;
+    h->key_lo = ((const uint64_t *)(const void *)s->buf->data)[0];
+    h->key_hi = ((const uint64_t *)(const void *)s->buf->data)[s->nkeys - 1];
+    m->seg[PSI_SEG_KEYS] = s->buf->data;
+    h->seg_len[PSI_SEG_KEYS] = s->nkeys * 8;
+    m->borrowed = 1u << PSI_SEG_KEYS;
+    if (r->flags & PSI_F_PUSH) {
+        m->seg[PSI_SEG_VALS] = s->buf->data + s->nkeys * 8;
+        h->seg_len[PSI_SEG_VALS] = s->nkeys * r->t->vbytes;
+        m->borrowed |= 1u << PSI_SEG_VALS;
+        uint8_t seq[8];
+        psi_put_u64(seq, s->seq);
+        if (psi_msg_set_seg(m, PSI_SEG_AUX, seq, 8) != 0) {
+            psi_msg_free(m);
+            return NULL;
+        }
+    }
+    atomic_fetch_add(&s->buf->refs, 1);
+    m->on_free = buf_unref;
+    m->on_free_arg = s->buf;
+    return m;
+}
+
+/* ---- task life cycle ---------------------------------------------------------- */
+
+static void do_link(ps_table *t, kv_req *r)
+{
+    r->next = t->reqs;
+    t->reqs = r;
+}
+
+static void do_unlink(ps_table *t, kv_req *r)
+{
+    for (kv_req **pp = &t->reqs; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            return;
+        }
+}
+
+static void finish(kv_req *r, int status)
+{
+    psi_tq *q = r->t->tq;
+    int64_t ts = r->ts;
+    req_free(r);
+    psi_tq_finish(q, ts, status);
+}
+
+static void send_slices(kv_req *r, psi_msg **msgs, uint32_t *to, int n)
+{
+    (void)r;
+    for (int i = 0; i < n; i++)
+        if (msgs[i]) psi_node_send(to[i], msgs[i]);
+}
+
+static void kv_start(void *ctx, int64_t ts)
+{
+    kv_req *r = ctx;
+    ps_table *t = r->t;
+    r->ts = ts;
+    if (r->n == 0) {
+        finish(r, PS_OK);
+        return;
+    }
+    pthread_mutex_lock(&t->lock);
+    int rv = do_ring(t);
+    if (rv == 0) rv = do_slice(r);
+    if (rv != 0) {
+        pthread_mutex_unlock(&t->lock);
+        finish(r, rv);
+        return;
+    }
+    int n = r->nslices;
+    psi_msg **msgs = calloc((size_t)n, sizeof(*msgs));
+    uint32_t *to = calloc((size_t)n, sizeof(*to));
+    uint64_t now = psi_now_ms();
+    for (int i = 0; msgs && to && i < n; i++) {
+        msgs[i] = slice_msg(r, &r->slices[i]);
+        to[i] = r->slices[i].server;
+        r->slices[i].sent_ms = now;
+    }
+    do_link(t, r); /* from here on, responses and the timer may finish it */
+    pthread_mutex_unlock(&t->lock);
+    if (msgs && to) send_slices(r, msgs, to, n);
+    free(msgs);
+    free(to);
+}
+
+static void on_done(void *arg, int64_t ts, int status)
+{
+    user_done *u = arg;
+    u->fn(u->t, ts, status, u->arg);
+    free(u);
+}
+
+static int64_t submit(ps_table *t, unsigned flags, const uint64_t *keys, size_t n,
+                      const void *push, void *pull, const ps_task_opts *o)
+{
+    int rv;
+    if (!t || (n && !keys) || ((flags & PSI_F_PUSH) && n && !push) ||
+        ((flags & PSI_F_PULL) && n && !pull))
+        return PS_ERR_INVAL;
+    if (!t->tq) {
+        PSI_ERROR("table %s: only workers push and pull", t->name);
+        return PS_ERR_STATE;
+    }
+    kv_req *r = req_prepare(t, flags, keys, n, push, pull, &rv);
+    if (!r) return rv;
+    user_done *u = NULL;
+    if (o && o->done) {
+        if (!(u = malloc(sizeof(*u)))) {
+            req_free(r);
+            return PS_ERR_NOMEM;
+        }
+        *u = (user_done){o->done, o->arg, t};
+    }
+    int64_t ts = psi_tq_submit(t->tq, kv_start, r, o ? o->deps : NULL, o ? o->ndeps : 0,
+                               u ? on_done : NULL, u);
+    if (ts < 0) {
+        req_free(r);
+        free(u);
+    }
+    return ts;
+}
+
+int64_t ps_push(ps_table *t, const uint64_t *keys, size_t n, const void *vals,
+                const ps_task_opts *opts)
+{
+    return submit(t, PSI_F_PUSH, keys, n, vals, NULL, opts);
+}
+
+int64_t ps_pull(ps_table *t, const uint64_t *keys, size_t n, void *vals, const ps_task_opts *opts)
+{
+    return submit(t, PSI_F_PULL, keys, n, NULL, vals, opts);
+}
+
+int64_t ps_pushpull(ps_table *t, const uint64_t *keys, size_t n, const void *push_vals,
+                    void *pull_vals, const ps_task_opts *opts)
+{
+    return submit(t, PSI_F_PUSH | PSI_F_PULL, keys, n, push_vals, pull_vals, opts);
+}
+
+static int64_t submit_range(ps_table *t, unsigned flags, uint64_t lo, uint64_t hi,
+                            const void *push, void *pull, const ps_task_opts *o)
+{
+    if (hi <= lo || hi - lo > (1ull << 32)) return PS_ERR_INVAL;
+    size_t n = (size_t)(hi - lo);
+    uint64_t *keys = malloc(n * sizeof(*keys));
+    if (!keys) return PS_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) keys[i] = lo + i;
+    int64_t ts = submit(t, flags, keys, n, push, pull, o);
+    free(keys);
+    return ts;
+}
+
+int64_t ps_push_range(ps_table *t, uint64_t lo, uint64_t hi, const void *vals,
+                      const ps_task_opts *opts)
+{
+    return submit_range(t, PSI_F_PUSH, lo, hi, vals, NULL, opts);
+}
+
+int64_t ps_pull_range(ps_table *t, uint64_t lo, uint64_t hi, void *vals,
+                      const ps_task_opts *opts)
+{
+    return submit_range(t, PSI_F_PULL, lo, hi, NULL, vals, opts);
+}
+
+int ps_wait(ps_table *t, int64_t ts)
+{
+    if (!t || !t->tq) return PS_ERR_INVAL;
+    return psi_tq_wait(t->tq, ts);
+}
+
+int ps_wait_all(ps_table *t)
+{
+    if (!t || !t->tq) return PS_ERR_INVAL;
+    return psi_tq_wait_all(t->tq);
+}
+
+/* ---- responses, resends, deaths (I/O and timer threads) ----------------------------- */
+
+static kv_req *do_find(ps_table *t, int64_t ts)
+{
+    for (kv_req *r = t->reqs; r; r = r->next)
+        if (r->ts == ts) return r;
+    return NULL;
+}
+
+static int do_scatter(kv_req *r, kv_slice *s, const psi_msg *m)
+{
+    size_t vb = r->t->vbytes;
+    if (m->hdr.seg_len[PSI_SEG_VALS] != s->nkeys * vb) return PS_ERR_PROTO;
+    const uint8_t *src = m->seg[PSI_SEG_VALS];
+    for (size_t i = 0; i < s->nruns; i++) {
+        size_t b = s->runs[i].begin, e = s->runs[i].end;
+        if (!r->perm) {
+            memcpy(r->out + b * vb, src, (e - b) * vb);
+            src += (e - b) * vb;
+            continue;
+        }
+        for (size_t k = b; k < e; k++, src += vb) memcpy(r->out + r->perm[k] * vb, src, vb);
+    }
+    return PS_OK;
+}
+
+/* Mark slice `s` answered with `status`; returns 1 when the request is done. */
+static int do_slice_done(kv_req *r, kv_slice *s, int status)
+{
+    if (s->done) return 0;
+    s->done = 1;
+    if (status != 0 && r->status == 0) r->status = status;
+    return --r->pending == 0;
+}
+
+void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
+{
+    pthread_mutex_lock(&t->lock);
+    kv_req *r = do_find(t, (int64_t)m->hdr.timestamp);
+    kv_slice *s = NULL;
+    for (int i = 0; r && i < r->nslices && !s; i++)
+        if (r->slices[i].server == m->hdr.sender) s = &r->slices[i];
+    int complete = 0;
+    if (s && !s->done) {
+        int st = (int)m->hdr.arg;
+        if (st == 0 && (r->flags & PSI_F_PULL)) st = do_scatter(r, s, m);
+        if (st != 0)
+            PSI_WARN("table %s: task %lld failed on node %u: %s", t->name,
+                     (long long)r->ts, m->hdr.sender, ps_strerror(st));
+        complete = do_slice_done(r, s, st);
+        if (complete) do_unlink(t, r);
+    }
+    pthread_mutex_unlock(&t->lock);
+    psi_msg_free(m);
+    if (complete) finish(r, r->status);
+}
+
+void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
+{
+    uint64_t wait = psi_kv_resend_ms();
+    psi_msg *msgs[64];
+    uint32_t to[64];
+    int n = 0;
+    pthread_mutex_lock(&t->lock);
+    for (kv_req *r = t->reqs; r && n < 64; r = r->next)
+        for (int i = 0; i < r->nslices && n < 64; i++) {
+            kv_slice *s = &r->slices[i];
+            if (s->done || now_ms < s->sent_ms + wait) continue;
+            s->sent_ms = now_ms;
+            if ((msgs[n] = slice_msg(r, s))) {
+                to[n++] = s->server;
+                t->stats.resends++;
+            }
+        }
+    pthread_mutex_unlock(&t->lock);
+    for (int i = 0; i < n; i++) psi_node_send(to[i], msgs[i]);
+}
+
+void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead)
+{
+    kv_req *done = NULL;
+    pthread_mutex_lock(&t->lock);
+    for (kv_req *r = t->reqs, *next; r; r = next) {
+        next = r->next;
+        int complete = 0;
+        for (int i = 0; i < r->nslices; i++)
+            for (int d = 0; d < ndead; d++)
+                if (r->slices[i].server == dead[d])
+                    complete |= do_slice_done(r, &r->slices[i], PS_ERR_PEER);
+        if (!complete) continue;
+        do_unlink(t, r);
+        r->next = done;
+        done = r;
+    }
+    pthread_mutex_unlock(&t->lock);
+    while (done) {
+        kv_req *r = done;
+        done = r->next;
+        finish(r, r->status);
+    }
+}
+
+void psi_kv_worker_free(ps_table *t)
+{
+    while (t->reqs) {
+        kv_req *r = t->reqs;
+        t->reqs = r->next;
+        req_free(r);
+    }
+    psi_ring_free(t->ring);
+    t->ring = NULL;
+    free(t->push_seq);
+    t->push_seq = NULL;
+    psi_tq_free(t->tq);
+    t->tq = NULL;
+}

@@ -1,0 +1,256 @@
+/*
+ * ps_kvtest.c -- a cluster program for the key-value integration tests.
+ * Every node opens the tables; workers run the selected check and print
+ * "PASS <name>" or "FAIL <name>: why" lines that the shell tests grep; the
+ * exit status is nonzero on any failure.
+ *
+ *   ps_kvtest sum [--keys N] [--rounds R]   every worker adds 1 to N keys
+ *       (given unsorted, a different order per round) R times; afterwards
+ *       each key must be exactly W*R on a pull, under any PS_FAULT.
+ *   ps_kvtest consistency --tau T          bounded delay: records, for every
+ *       task, when it started and when earlier tasks finished, and checks the
+ *       bound (tau = -1: eventual, which must never wait).
+ *   ps_kvtest errors                        bad input gives clear errors and
+ *       leaves the table intact.
+ *   ps_kvtest init                          pulls of keys never pushed read as
+ *       the table's initializer, the same on every worker.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/kv.h"
+#include "ps/ps.h"
+#include "util/util.h"
+
+static int failures;
+
+#define CHECK(cond, name, ...)                                         \
+    do {                                                                \
+        if (cond) {                                                     \
+            printf("PASS %s\n", name);                                  \
+        } else {                                                        \
+            printf("FAIL %s: ", name);                                  \
+            printf(__VA_ARGS__);                                        \
+            printf("\n");                                               \
+            failures++;                                                 \
+        }                                                               \
+        fflush(stdout);                                                 \
+    } while (0)
+
+static long arg_long(int argc, char **argv, const char *flag, long def)
+{
+    for (int i = 0; i + 1 < argc; i++)
+        if (!strcmp(argv[i], flag)) return atol(argv[i + 1]);
+    return def;
+}
+
+static ps_table *open_table(const char *name, ps_update upd, ps_consistency c, int tau)
+{
+    ps_table_opts o;
+    ps_table *t;
+    ps_table_opts_init(&o);
+    o.update = upd;
+    o.consistency = c;
+    o.tau = tau;
+    o.init = PS_INIT_RANDOM;
+    o.init_scale = 0.5;
+    o.init_seed = 42;
+    int rv = ps_table_open(name, &o, &t);
+    if (rv != 0) {
+        printf("FAIL open %s: %s\n", name, ps_strerror(rv));
+        exit(1);
+    }
+    return t;
+}
+
+/* ---- sum ------------------------------------------------------------------------ */
+
+static void shuffle(uint64_t *k, size_t n, psi_rng *rng)
+{
+    for (size_t i = n; i > 1; i--) {
+        size_t j = psi_rng_next(rng) % i;
+        uint64_t x = k[i - 1];
+        k[i - 1] = k[j];
+        k[j] = x;
+    }
+}
+
+static void run_sum(int argc, char **argv)
+{
+    ps_table_opts o;
+    ps_table *t;
+    ps_table_opts_init(&o);
+    o.dtype = PS_F64;
+    o.width = 2;
+    if (ps_table_open("sum", &o, &t) != 0) exit(1);
+    ps_barrier(PS_GROUP_ALL);
+    size_t n = (size_t)arg_long(argc, argv, "--keys", 1000);
+    long rounds = arg_long(argc, argv, "--rounds", 20);
+    if (ps_my_role() == PS_ROLE_WORKER) {
+        uint64_t *keys = malloc(n * sizeof(*keys));
+        double *one = malloc(n * 2 * sizeof(double)), *got = malloc(n * 2 * sizeof(double));
+        psi_rng rng;
+        psi_rng_seed(&rng, (uint64_t)ps_my_rank() + 1);
+        for (size_t i = 0; i < n; i++) keys[i] = ps_hash_key(i);
+        for (size_t i = 0; i < 2 * n; i++) one[i] = 1.0;
+        for (long r = 0; r < rounds; r++) {
+            shuffle(keys, n, &rng);
+            ps_push(t, keys, n, one, NULL);
+        }
+        int st = ps_wait_all(t);
+        CHECK(st == 0, "sum push", "wait_all: %s", ps_strerror(st));
+        ps_barrier(PS_GROUP_WORKERS);
+        st = ps_wait(t, ps_pull(t, keys, n, got, NULL));
+        size_t bad = 0;
+        double want = (double)rounds * ps_num_workers();
+        for (size_t i = 0; i < 2 * n; i++) bad += got[i] != want;
+        CHECK(st == 0 && bad == 0, "sum exact", "status %s, %zu of %zu values differ from %.0f "
+              "(first %.1f)", ps_strerror(st), bad, 2 * n, want, got[0]);
+        ps_table_stats s;
+        ps_table_stats_get(t, &s);
+        printf("worker resends %" PRIu64 "\n", s.resends);
+        free(keys);
+        free(one);
+        free(got);
+    }
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_SERVER) {
+        ps_table_stats s;
+        ps_table_stats_get(t, &s);
+        printf("server keys %" PRIu64 " applied %" PRIu64 " deduped %" PRIu64 "\n", s.keys,
+               s.pushes_applied, s.pushes_deduped);
+    }
+}
+
+/* ---- consistency ------------------------------------------------------------- */
+
+#define NTASKS 200
+
+static uint64_t started[NTASKS], finished[NTASKS];
+static pthread_mutex_t trace_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void trace(void *arg, int64_t ts, int fin, uint64_t now)
+{
+    (void)arg;
+    pthread_mutex_lock(&trace_lock);
+    if (ts >= 0 && ts < NTASKS) (fin ? finished : started)[ts] = now;
+    pthread_mutex_unlock(&trace_lock);
+}
+
+static void run_consistency(int argc, char **argv)
+{
+    int tau = (int)arg_long(argc, argv, "--tau", 0);
+    ps_consistency c = tau < 0 ? PS_EVENTUAL : tau == 0 ? PS_SEQUENTIAL : PS_BOUNDED_DELAY;
+    char name[32];
+    snprintf(name, sizeof(name), "cons%d", tau);
+    ps_table *t = open_table(name, PS_UPDATE_ADD, c, tau < 0 ? 0 : tau);
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_WORKER) {
+        psi_tq_set_trace(t->tq, trace, NULL);
+        uint64_t keys[64];
+        float vals[64], out[64];
+        for (int i = 0; i < 64; i++) {
+            keys[i] = ps_hash_key((uint64_t)i);
+            vals[i] = 1;
+        }
+        for (int i = 0; i < NTASKS; i++) {
+            int64_t ts = i % 2 ? ps_pull(t, keys, 64, out, NULL) : ps_push(t, keys, 64, vals, NULL);
+            if (ts != i) printf("FAIL timestamps: got %lld for task %d\n", (long long)ts, i);
+        }
+        ps_wait_all(t);
+        int viol = 0, waited = 0;
+        for (int i = 0; i < NTASKS; i++) {
+            for (int j = 0; tau >= 0 && j <= i - tau - 1; j++)
+                if (finished[j] > started[i]) viol++;
+            if (i > 0 && started[i] > finished[i - 1]) waited++;
+        }
+        CHECK(viol == 0, "bounded delay", "tau %d: %d (task, dependency) pairs started before "
+              "the dependency finished", tau, viol);
+        if (tau < 0) {
+            int overlap = 0; /* eventual: later tasks start while earlier ones run */
+            for (int i = 1; i < NTASKS; i++) overlap += started[i] < finished[i - 1];
+            CHECK(overlap > 0, "eventual never waits", "no task started before its "
+                  "predecessor finished (%d waited)", waited);
+        }
+    }
+    ps_barrier(PS_GROUP_ALL);
+}
+
+/* ---- errors and initial values ---------------------------------------------------- */
+
+static void run_errors(void)
+{
+    ps_table *t = open_table("errs", PS_UPDATE_ADD, PS_EVENTUAL, 0);
+    ps_table *other;
+    ps_table_opts o;
+    ps_table_opts_init(&o);
+    o.width = 3;
+    int rv = ps_table_open("errs", &o, &other);
+    CHECK(rv == PS_ERR_INVAL, "reopen with other options", "got %s", ps_strerror(rv));
+    rv = ps_table_open("", NULL, &other);
+    CHECK(rv == PS_ERR_INVAL, "empty table name", "got %s", ps_strerror(rv));
+    ps_table *only_workers = NULL;
+    if (ps_my_role() == PS_ROLE_WORKER) ps_table_open("workers-only", NULL, &only_workers);
+    ps_barrier(PS_GROUP_ALL);
+    uint64_t k[3] = {5, 9, 5};
+    float v[3] = {1, 2, 3}, out[3];
+    if (ps_my_role() != PS_ROLE_WORKER) {
+        int64_t ts = ps_push(t, k, 2, v, NULL);
+        CHECK(ts == PS_ERR_STATE, "push on a non-worker", "got %lld", (long long)ts);
+    } else {
+        int64_t ts = ps_push(t, k, 3, v, NULL);
+        CHECK(ts == PS_ERR_INVAL, "duplicate keys in a push", "got %lld", (long long)ts);
+        ts = ps_push(t, k, 2, NULL, NULL);
+        CHECK(ts == PS_ERR_INVAL, "push without values", "got %lld", (long long)ts);
+        rv = ps_wait(t, ps_pull(t, k, 3, out, NULL));
+        CHECK(rv == 0 && out[0] == out[2], "pull with a repeated key", "%s %f %f",
+              ps_strerror(rv), out[0], out[2]);
+        rv = ps_wait(only_workers, ps_push(only_workers, k, 2, v, NULL));
+        CHECK(rv == PS_ERR_NOTFOUND, "table unknown to the servers", "got %s", ps_strerror(rv));
+        rv = ps_wait(t, 12345);
+        CHECK(rv == PS_ERR_INVAL, "wait on a timestamp never issued", "got %s", ps_strerror(rv));
+    }
+    ps_barrier(PS_GROUP_ALL);
+}
+
+static void run_init(void)
+{
+    ps_table *t = open_table("init", PS_UPDATE_ADD, PS_EVENTUAL, 0);
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_WORKER) {
+        uint64_t keys[256];
+        float a[256], b[256];
+        for (int i = 0; i < 256; i++) keys[i] = ps_hash_key((uint64_t)i * 7 + 1);
+        int rv = ps_wait(t, ps_pull(t, keys, 256, a, NULL));
+        rv |= ps_wait(t, ps_pull(t, keys, 256, b, NULL));
+        int same = !memcmp(a, b, sizeof(a)), in_range = 1, distinct = 0;
+        for (int i = 0; i < 256; i++) {
+            in_range &= fabsf(a[i]) <= 0.5f;
+            distinct += i > 0 && a[i] != a[i - 1];
+        }
+        CHECK(rv == 0 && same && in_range && distinct > 200, "random init", "rv %d same %d "
+              "range %d distinct %d", rv, same, in_range, distinct);
+        printf("init sum %.6f\n", (double)(a[0] + a[1] + a[2]));
+    }
+    ps_barrier(PS_GROUP_ALL);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: ps_kvtest sum|consistency|errors|init [options]\n");
+        return 2;
+    }
+    if (ps_start() != 0) return 1;
+    if (!strcmp(argv[1], "sum")) run_sum(argc, argv);
+    else if (!strcmp(argv[1], "consistency")) run_consistency(argc, argv);
+    else if (!strcmp(argv[1], "errors")) run_errors();
+    else if (!strcmp(argv[1], "init")) run_init();
+    else failures++;
+    int rv = ps_finalize();
+    return failures || rv ? 1 : 0;
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Key-value tables on real clusters: exact sums (unsorted keys, 2 servers,
+# 3 workers), the same exact model when the transport drops, duplicates,
+# delays and reorders (idempotent pushes), initial values of keys never
+# pushed, bad input, and the bounded-delay bound for tau in {0, 1, 4} plus
+# eventual consistency never waiting.
+. "$(dirname "$0")/lib.sh"
+
+run() { # NAME EXPECTED_PASSES ARGS...: psrun the kv test, check its PASS lines
+  local name=$1 want=$2; shift 2
+  local out=$TMP/$name.log
+  timeout 100 "$PS_BIN/psrun" -q -s 2 -w 3 --timeout 90 -- "$PS_BIN/ps_kvtest" "$@" >"$out" 2>&1 ||
+    fail "$name: exit $?: $(grep -E 'FAIL|ERROR' "$out" | head -5)"
+  grep -q 'FAIL' "$out" && fail "$name: $(grep FAIL "$out" | head -3)"
+  local got; got=$(grep -c 'PASS' "$out")
+  [ "$got" = "$want" ] || fail "$name: $got PASS lines, want $want"
+  pass "$name"
+}
+
+run sum 6 sum --keys 2000 --rounds 30
+PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,seed=3" run sum-drop-dup 6 sum --keys 2000 --rounds 30
+PS_RESEND_MS=50 PS_FAULT="delay=0.3,delay_ms=30,reorder=0.2,dup=0.1,seed=5" \
+  run sum-delay-reorder 6 sum --keys 2000 --rounds 30
+grep -q 'deduped [1-9]' "$TMP/sum-drop-dup.log" || fail "no duplicate push reached a server"
+run init 3 init
+[ "$(grep -o 'init sum .*' "$TMP/init.log" | sort -u | wc -l)" = 1 ] || fail "workers saw different initial values"
+run errors 30 errors
+for tau in 0 1 4; do run "consistency-tau$tau" 3 consistency --tau "$tau"; done
+run consistency-eventual 6 consistency --tau -1
