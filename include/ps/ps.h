@@ -114,6 +114,51 @@ typedef void (*ps_view_cb)(uint32_t epoch, const uint32_t *dead, int ndead,
                            void *arg);
 void ps_on_view_change(ps_view_cb cb, void *arg);
 
+/*
+ * Remote functions.  A node registers a handler under a name; any node may
+ * then call it on one node or on every live member of a group.  Calls are
+ * tasks: ps_call returns a timestamp (>= 0, increasing per node) or a
+ * negative ps_err, takes dependencies and a completion callback like
+ * pushes (the `ps_table *` of the callback is NULL), and is resent until
+ * answered; a call is executed at most once per target.  Handlers run on
+ * one library thread per node, one at a time, and may push, pull, wait and
+ * call others, but must not wait on a call to themselves.
+ *
+ * A handler returns 0 or a ps_err; it may set *reply to a malloc'ed buffer
+ * of *reply_len bytes, which the library sends and frees.
+ */
+typedef int (*ps_func)(void *arg, uint32_t caller, const void *req, size_t req_len,
+                       void **reply, size_t *reply_len);
+
+/* Register `fn` under `name` (1..63 bytes) on this node; replaces an
+ * earlier registration of the name.  May be called before ps_start. */
+int ps_register(const char *name, ps_func fn, void *arg);
+
+struct ps_task_opts;
+
+/* Call `name` on node `node` (an id from ps_view). */
+int64_t ps_call(uint32_t node, const char *name, const void *req, size_t len,
+                const struct ps_task_opts *opts);
+/* Call `name` on every live node of `group` (PS_GROUP_*), this node excluded. */
+int64_t ps_call_group(int group, const char *name, const void *req, size_t len,
+                      const struct ps_task_opts *opts);
+
+/* One target's answer. */
+typedef struct ps_reply {
+    uint32_t node;
+    int status;          /* the handler's return, or PS_ERR_NOTFOUND (no such
+                          * function there), PS_ERR_PEER (the node died) */
+    const void *data;    /* reply bytes, valid until ps_call_release */
+    size_t len;
+} ps_reply;
+
+/* Block until call `ts` finished; returns 0 if every target returned 0,
+ * else the first failure.  If `replies` is not NULL, *replies points to
+ * *n answers (owned by the library until ps_call_release(ts)). */
+int ps_call_wait(int64_t ts, const ps_reply **replies, int *n);
+/* Free the answers of call `ts` (after ps_call_wait). */
+void ps_call_release(int64_t ts);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,8 +11,11 @@
  * 15.2 bytes at the maximum load 0.8, 30.3 right after growing (load 0.4).
  * The batch path computes each key's slot a few keys ahead and prefetches
  * its key, bitmap word and block, so the cache misses of a random key stream
- * overlap; it grows at most once, before inserting, so blocks it returned
- * earlier in the same call never move.
+ * overlap.  It inserts optimistically and grows only when a new key meets a
+ * full table, sized by the share of new keys seen so far in the batch, then
+ * re-finds the blocks it already returned: a push of existing keys into a
+ * nearly full table costs one probe per key, and a push of new keys into a
+ * small table grows once.
  *
  * Must never: probe a full table (the load cap keeps a free slot), treat any
  * key value as "empty", lose or duplicate a key while rehashing, or exceed
@@ -24,7 +27,9 @@
 #include <string.h>
 
 #define MIN_CAPACITY 16
+#ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 16 /* keys between prefetch and use in batch loops */
+#endif
 #define BLOCK_ALIGN 64
 
 struct psi_store {
@@ -60,6 +65,32 @@ static inline uint64_t mix64(uint64_t k)
     k *= 0xc4ceb9fe1a85ec53ULL;
     k ^= k >> 33;
     return k;
+}
+
+/* memset and memcpy with the common small block sizes inlined: no libc
+ * call per key on the insert and rehash paths. */
+static inline void zero_bytes(void *p, size_t n)
+{
+    switch (n) {
+    case 4: memset(p, 0, 4); break;
+    case 8: memset(p, 0, 8); break;
+    case 12: memset(p, 0, 12); break;
+    case 16: memset(p, 0, 16); break;
+    case 24: memset(p, 0, 24); break;
+    default: memset(p, 0, n); break;
+    }
+}
+
+static inline void copy_bytes(void *dst, const void *src, size_t n)
+{
+    switch (n) {
+    case 4: memcpy(dst, src, 4); break;
+    case 8: memcpy(dst, src, 8); break;
+    case 12: memcpy(dst, src, 12); break;
+    case 16: memcpy(dst, src, 16); break;
+    case 24: memcpy(dst, src, 24); break;
+    default: memcpy(dst, src, n); break;
+    }
 }
 
 /* ---- one generation of arrays ------------------------------------------------ */
@@ -131,7 +162,10 @@ static inline void *block_at(const psi_store *s, size_t i)
     return s->blocks + i * s->block_bytes;
 }
 
-static inline void prefetch_key(const psi_store *s, uint64_t key)
+/* always_inline: GCC 12 finds a function that only prefetches "pure" and
+ * deletes the calls, which silently removed every prefetch. */
+static inline __attribute__((always_inline)) void prefetch_key(const psi_store *s,
+                                                               uint64_t key)
 {
     size_t i = (size_t)mix64(key) & (s->cap - 1);
     __builtin_prefetch(&s->bits[i >> 6], 0, 3);
@@ -144,7 +178,7 @@ static void *insert_at(psi_store *s, size_t i, uint64_t key)
     void *b = block_at(s, i);
     bit_set(s->bits, i);
     s->keys[i] = key;
-    memset(b, 0, s->block_bytes);
+    zero_bytes(b, s->block_bytes);
     s->size++;
     return b;
 }
@@ -169,7 +203,7 @@ static void rehash_into(const psi_store *s, table_arrays *a)
             while (bit_test(a->bits, i)) i = (i + 1) & mask;
             bit_set(a->bits, i);
             a->keys[i] = key;
-            memcpy(a->blocks + i * bb, block_at(s, from), bb);
+            copy_bytes(a->blocks + i * bb, block_at(s, from), bb);
         }
     }
 }
@@ -195,14 +229,16 @@ static int grow_to(psi_store *s, size_t cap)
     return 0;
 }
 
-/* Grow once so that `need` keys fit, or as far as the limit allows. */
+/* Grow once so that `need` keys fit, or as far as the limit allows; if
+ * that much memory is not there, try a plain doubling. */
 static void reserve(psi_store *s, size_t need)
 {
     size_t cap = s->cap;
     while (cap / PSI_STORE_LOAD_DEN * PSI_STORE_LOAD_NUM < need && cap <= SIZE_MAX / 4)
         cap *= 2;
     while (cap > s->cap && over_limit(s, cap)) cap /= 2;
-    if (cap > s->cap) (void)grow_to(s, cap);
+    if (cap > s->cap && grow_to(s, cap) != 0 && cap > 2 * s->cap)
+        (void)grow_to(s, 2 * s->cap);
 }
 
 /* ---- public: sparse ------------------------------------------------------------ */
@@ -251,40 +287,70 @@ void *psi_store_upsert(psi_store *s, uint64_t key, int *inserted)
     return insert_at(s, i, key);
 }
 
-/* Keys of keys[0..n) not stored yet (repeats counted each time). */
-static size_t count_missing(const psi_store *s, const uint64_t *keys, size_t n)
+/* A batch in progress: how many keys it inserted, whether growing failed. */
+typedef struct batch {
+    const uint64_t *keys;
+    size_t n, added;
+    void **blocks;
+    int cannot_grow;
+} batch;
+
+/* After a growth, point blocks[0..i) (the non-NULL ones) at the new arrays. */
+static void refind(const psi_store *s, const batch *b, size_t i)
 {
-    size_t missing = 0;
     int found;
-    for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH_AHEAD < n) prefetch_key(s, keys[i + PREFETCH_AHEAD]);
-        (void)probe(s, keys[i], &found);
-        missing += !found;
+    for (size_t j = 0; j < i; j++) {
+        if (j + PREFETCH_AHEAD < i) prefetch_key(s, b->keys[j + PREFETCH_AHEAD]);
+        if (b->blocks[j] != NULL) b->blocks[j] = block_at(s, probe(s, b->keys[j], &found));
     }
-    return missing;
 }
 
-/* Upsert one key without growing; NULL when the table is at its load cap. */
-static void *upsert_nogrow(psi_store *s, uint64_t key, uint8_t *inserted)
+/*
+ * The table is full and keys[i] is new: grow for the new keys the rest of
+ * the batch probably holds (the prefix's ratio of new keys, at least one
+ * more), then re-find the blocks already handed out.  0, or -1 when the
+ * limit or memory forbids growing (not retried in this batch).
+ */
+static int grow_in_batch(psi_store *s, batch *b, size_t i)
+{
+    size_t left = b->n - i, guess, cap = s->cap;
+    if (b->cannot_grow) return -1;
+    if (__builtin_mul_overflow(left, b->added + 1, &guess)) guess = SIZE_MAX / 2;
+    guess = guess / (i + 1) + 1;
+    reserve(s, s->size + (guess < SIZE_MAX / 2 - s->size ? guess : 1));
+    if (s->cap == cap) {
+        b->cannot_grow = 1;
+        return -1;
+    }
+    refind(s, b, i);
+    return 0;
+}
+
+/* Upsert keys[i] of the batch; NULL when full and unable to grow. */
+static void *batch_upsert(psi_store *s, batch *b, size_t i, uint8_t *inserted)
 {
     int found;
-    size_t i = probe(s, key, &found);
+    size_t slot = probe(s, b->keys[i], &found);
     *inserted = 0;
-    if (found) return block_at(s, i);
-    if (s->size >= s->max_size) return NULL;
+    if (found) return block_at(s, slot);
+    if (s->size >= s->max_size) {
+        if (grow_in_batch(s, b, i) != 0) return NULL;
+        slot = probe(s, b->keys[i], &found);
+    }
     *inserted = 1;
-    return insert_at(s, i, key);
+    b->added++;
+    return insert_at(s, slot, b->keys[i]);
 }
 
 size_t psi_store_upsert_batch(psi_store *s, const uint64_t *keys, size_t n, void **blocks,
                               uint8_t *inserted)
 {
+    batch b = {.keys = keys, .n = n, .blocks = blocks};
     size_t nulls = 0;
     uint8_t ins;
-    if (n > s->max_size - s->size) reserve(s, s->size + count_missing(s, keys, n));
     for (size_t i = 0; i < n; i++) {
         if (i + PREFETCH_AHEAD < n) prefetch_key(s, keys[i + PREFETCH_AHEAD]);
-        blocks[i] = upsert_nogrow(s, keys[i], &ins);
+        blocks[i] = batch_upsert(s, &b, i, &ins);
         nulls += blocks[i] == NULL;
         if (inserted != NULL) inserted[i] = ins;
     }
@@ -366,7 +432,8 @@ static uint8_t *page_new(psi_dense *d, size_t p)
     if (d->limit != 0 && (bytes > d->limit || d->bytes > d->limit - bytes)) return NULL;
     if ((page = calloc(nk, d->block_bytes)) == NULL) return NULL;
     if (d->init != NULL)
-        for (size_t k = 0; k < nk; k++) d->init(d->init_arg, first + k, page + k * d->block_bytes);
+        for (size_t k = 0; k < nk; k++)
+            d->init(d->init_arg, first + k, page + k * d->block_bytes);
     d->bytes += bytes;
     d->pages[p] = page;
     return page;

@@ -52,9 +52,9 @@ void *psi_store_upsert(psi_store *s, uint64_t key, int *inserted);
 /*
  * Batch upsert for hot paths; keys in any order, repeats allowed.
  * blocks[i] gets the block of keys[i] or NULL (limit or no memory), and
- * inserted[i] (if not NULL) 1 for a key this call created.  Grows at most
- * once, before the first insert, so every returned block stays valid until
- * the next insert.  Returns the number of NULLs.
+ * inserted[i] (if not NULL) 1 for a key this call created.  Growing inside
+ * the call re-finds earlier blocks, so all returned blocks are valid when it
+ * returns, until the next insert.  Returns the number of NULLs.
  */
 size_t psi_store_upsert_batch(psi_store *s, const uint64_t *keys, size_t n, void **blocks,
                               uint8_t *inserted);

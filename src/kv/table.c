@@ -131,7 +131,7 @@ static int do_hook(void)
     if (reg.hooked) return PS_OK;
     if ((rv = psi_env_long(rs, 1000, 1, 3600000, &resend)) != 0) return rv;
     reg.resend_ms = (uint64_t)resend;
-    psi_node_set_data_handler(on_data, NULL);
+    psi_node_set_handler(PSI_MSG_DATA, on_data, NULL);
     psi_node_on_shutdown(kv_shutdown);
     if ((rv = psi_node_add_view_hook(on_view, NULL)) != 0) return rv;
     reg.timer_started = pthread_create(&reg.timer, NULL, timer_main, NULL) == 0;

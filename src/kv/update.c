@@ -38,9 +38,10 @@ static size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 /* ---- validation ------------------------------------------------------------- */
 
-static int bad(const char *option, const char *why)
+/* Log the bad option with its value; PS_ERR_INVAL. */
+static int bad(const char *option, double value, const char *why)
 {
-    PSI_ERROR("table option %s: %s", option, why);
+    PSI_ERROR("table option %s = %.10g: %s", option, value, why);
     return PS_ERR_INVAL;
 }
 
@@ -53,16 +54,18 @@ static int uses_lr(ps_update k)
 /* dtype, width, update and init are known values; custom ops are complete. */
 static int check_shape(const ps_table_opts *o)
 {
-    if ((unsigned)o->dtype >= NDTYPES) return bad("dtype", "unknown value type");
+    if ((unsigned)o->dtype >= NDTYPES) return bad("dtype", o->dtype, "unknown value type");
     if (o->width < 1 || o->width > PSI_UPDATE_MAX_WIDTH)
-        return bad("width", "must be in [1, 1048576]");
-    if ((unsigned)o->update >= NRULES) return bad("update", "unknown update function");
-    if ((unsigned)o->init >= NINITS) return bad("init", "unknown initializer");
+        return bad("width", o->width, "must be in [1, 1048576]");
+    if ((unsigned)o->update >= NRULES)
+        return bad("update", o->update, "unknown update function");
+    if ((unsigned)o->init >= NINITS) return bad("init", o->init, "unknown initializer");
     if (o->update != PS_UPDATE_CUSTOM) return 0;
     if (o->custom == NULL || o->custom->apply == NULL)
-        return bad("custom", "PS_UPDATE_CUSTOM needs ops with an apply function");
+        return bad("custom", 0, "PS_UPDATE_CUSTOM needs ops with an apply function");
     if (o->custom->state_bytes > PSI_UPDATE_MAX_STATE)
-        return bad("custom.state_bytes", "more than 16 MiB of state per key");
+        return bad("custom.state_bytes", (double)o->custom->state_bytes,
+                   "more than 16 MiB of state per key");
     return 0;
 }
 
@@ -72,13 +75,13 @@ static int check_numbers(const ps_table_opts *o)
     const struct {
         const char *name;
         double v;
-    } nums[] = {{"lr", o->lr},     {"l1", o->l1},
-                {"l2", o->l2},     {"beta", o->beta},
-                {"eps", o->eps},   {"init_value", o->init_value},
+    } nums[] = {{"lr", o->lr},   {"l1", o->l1},   {"l2", o->l2},
+                {"beta", o->beta}, {"eps", o->eps}, {"init_value", o->init_value},
                 {"init_scale", o->init_scale}};
     double max = o->dtype == PS_F32 ? FLT_MAX : DBL_MAX;
     for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
-        if (!(fabs(nums[i].v) <= max)) return bad(nums[i].name, "not a finite number of the dtype");
+        if (!(fabs(nums[i].v) <= max))
+            return bad(nums[i].name, nums[i].v, "not finite or out of the dtype's range");
     return 0;
 }
 
@@ -87,15 +90,22 @@ static int check_params(const ps_table_opts *o)
 {
     if (o->dtype == PS_I64 && o->update != PS_UPDATE_ADD && o->update != PS_UPDATE_ASSIGN &&
         o->update != PS_UPDATE_CUSTOM)
-        return bad("update", "PS_I64 tables support only ADD, ASSIGN and CUSTOM");
-    if (uses_lr(o->update) && !(o->lr > 0)) return bad("lr", "must be > 0");
-    if (o->l1 < 0) return bad("l1", "must be >= 0");
-    if (o->l2 < 0) return bad("l2", "must be >= 0");
-    if (o->update == PS_UPDATE_FTRL && o->beta < 0) return bad("beta", "must be >= 0");
-    if (o->update == PS_UPDATE_ADAGRAD && !(o->eps > 0)) return bad("eps", "must be > 0");
-    if (o->init == PS_INIT_RANDOM && o->init_scale < 0) return bad("init_scale", "must be >= 0");
-    if (o->dtype == PS_I64 && (fabs(o->init_value) >= 0x1p63 || o->init_scale >= 0x1p63))
-        return bad("init_value", "out of the range of PS_I64");
+        return bad("update", o->update, "PS_I64 tables support only ADD, ASSIGN and CUSTOM");
+    if (uses_lr(o->update) && !(o->lr > 0)) return bad("lr", o->lr, "must be > 0");
+    if (o->l1 < 0) return bad("l1", o->l1, "must be >= 0");
+    if (o->l2 < 0) return bad("l2", o->l2, "must be >= 0");
+    if (o->update == PS_UPDATE_FTRL && o->beta < 0)
+        return bad("beta", o->beta, "must be >= 0");
+    if (o->update == PS_UPDATE_FTRL && o->beta == 0 && o->l2 == 0)
+        return bad("beta", o->beta, "must be > 0 when l2 = 0");
+    if (o->update == PS_UPDATE_ADAGRAD && !(o->eps > 0))
+        return bad("eps", o->eps, "must be > 0");
+    if (o->init == PS_INIT_RANDOM && o->init_scale < 0)
+        return bad("init_scale", o->init_scale, "must be >= 0");
+    if (o->dtype == PS_I64 && fabs(o->init_value) >= 0x1p63)
+        return bad("init_value", o->init_value, "out of the range of PS_I64");
+    if (o->dtype == PS_I64 && o->init_scale >= 0x1p63)
+        return bad("init_scale", o->init_scale, "out of the range of PS_I64");
     return 0;
 }
 
@@ -134,9 +144,9 @@ static size_t state_offset(const psi_update *u)
     return round_up(psi_update_value_bytes(u), STATE_ALIGN);
 }
 
-size_t psi_update_block_bytes(const psi_update *u)
+static inline size_t block_bytes(const psi_update *u)
 {
-    size_t vb = psi_update_value_bytes(u);
+    size_t vb = (size_t)u->width * dtype_size[u->dtype];
     switch (u->kind) {
     case PS_UPDATE_ADAGRAD: return 2 * vb;
     case PS_UPDATE_FTRL: return 3 * vb;
@@ -144,6 +154,21 @@ size_t psi_update_block_bytes(const psi_update *u)
         if (u->custom->state_bytes == 0) return vb;
         return round_up(state_offset(u) + u->custom->state_bytes, STATE_ALIGN);
     default: return vb;
+    }
+}
+
+size_t psi_update_block_bytes(const psi_update *u) { return block_bytes(u); }
+
+/* memset with the common small block sizes inlined (no libc call per key). */
+static inline void zero_bytes(void *p, size_t n)
+{
+    switch (n) {
+    case 4: memset(p, 0, 4); break;
+    case 8: memset(p, 0, 8); break;
+    case 12: memset(p, 0, 12); break;
+    case 16: memset(p, 0, 16); break;
+    case 24: memset(p, 0, 24); break;
+    default: memset(p, 0, n); break;
     }
 }
 
@@ -188,7 +213,7 @@ static void put_value(ps_dtype t, void *vals, size_t j, double x)
 
 static void init_zero(const psi_update *u, uint64_t key, void *vals)
 {
-    memset(vals, 0, psi_update_value_bytes(u));
+    zero_bytes(vals, psi_update_value_bytes(u));
 }
 
 static void init_const(const psi_update *u, uint64_t key, void *vals)
@@ -214,7 +239,11 @@ void psi_update_init_values(const psi_update *u, uint64_t key, void *vals)
 void psi_update_init_block(const psi_update *u, uint64_t key, void *block)
 {
     size_t vb = psi_update_value_bytes(u);
-    memset((uint8_t *)block + vb, 0, psi_update_block_bytes(u) - vb);
+    if (u->init == PS_INIT_ZERO) {
+        zero_bytes(block, block_bytes(u));
+        return;
+    }
+    zero_bytes((uint8_t *)block + vb, block_bytes(u) - vb);
     psi_update_init_values(u, key, block);
 }
 
@@ -229,7 +258,7 @@ typedef void (*batch_fn)(const psi_update *u, const uint64_t *keys, void **block
  * for every value index j < w, with the parameters as locals of type P
  * (T for floating point; double for i64, whose rules ignore them).
  */
-#define BATCH(NAME, T, P, ...)                                                       \
+#define BATCH(NAME, T, P, ...)                                                      \
     static void NAME(const psi_update *u, const uint64_t *keys, void **blocks,      \
                      const void *push, size_t n)                                    \
     {                                                                               \
@@ -247,23 +276,30 @@ typedef void (*batch_fn)(const psi_update *u, const uint64_t *keys, void **block
         }                                                                           \
     }
 
-/* FTRL-proximal weight from z and n (McMahan et al. 2013, eq. in Alg. 1). */
+/* FTRL-proximal weight from z and n (McMahan et al. 2013, Algorithm 1),
+ * with the rule parameters of the enclosing BATCH. */
 #define FTRL_W(T, SQRT, z, nn)                                                      \
     ((z) <= l1 && (z) >= -l1                                                        \
          ? (T)0                                                                     \
          : -((z) - ((z) < 0 ? -l1 : l1)) / ((beta + SQRT(nn)) / lr + l2))
 
+/* The floating-point rules; their state (n, z) is in the value type. */
 #define FLOAT_RULES(T, S, SQRT)                                                     \
-    BATCH(add_##S, T, T, v[j] += g[j];)                                                \
-    BATCH(assign_##S, T, T, v[j] = g[j];)                                              \
-    BATCH(sgd_##S, T, T, v[j] -= lr * g[j];)                                           \
-    BATCH(adagrad_##S, T, T, T *nn = v + w; nn[j] += g[j] * g[j];                      \
+    BATCH(add_##S, T, T, v[j] += g[j];)                                             \
+    BATCH(assign_##S, T, T, v[j] = g[j];)                                           \
+    BATCH(sgd_##S, T, T, v[j] -= lr * g[j];)                                        \
+    BATCH(adagrad_##S, T, T,                                                        \
+          T *nn = v + w;                                                            \
+          nn[j] += g[j] * g[j];                                                     \
           v[j] -= lr * g[j] / (SQRT(nn[j]) + eps);)                                 \
-    BATCH(ftrl_##S, T, T, T *z = v + w; T *nn = v + 2 * w; T gj = g[j];                \
-          T sigma = (SQRT(nn[j] + gj * gj) - SQRT(nn[j])) / lr;                    \
-          z[j] += gj - sigma * v[j]; nn[j] += gj * gj;                              \
+    BATCH(ftrl_##S, T, T,                                                           \
+          T *z = v + w; T *nn = v + 2 * w; T gj = g[j];                             \
+          T sigma = (SQRT(nn[j] + gj * gj) - SQRT(nn[j])) / lr;                     \
+          z[j] += gj - sigma * v[j];                                                \
+          nn[j] += gj * gj;                                                         \
           v[j] = FTRL_W(T, SQRT, z[j], nn[j]);)                                     \
-    BATCH(prox_##S, T, T, T x = v[j] - lr * g[j]; T t = lr * l1;                       \
+    BATCH(prox_##S, T, T,                                                           \
+          T x = v[j] - lr * g[j]; T t = lr * l1;                                    \
           x = x > t ? x - t : (x < -t ? x + t : (T)0);                              \
           v[j] = x / ((T)1 + lr * l2);)
 

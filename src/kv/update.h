@@ -42,8 +42,9 @@ typedef struct psi_update {
  * Fill `u` from table options after validating them: 0, or PS_ERR_INVAL
  * with a PSI_ERROR line naming the bad option (width outside [1, 2^20],
  * unknown dtype, update or init, a gradient rule on PS_I64, lr <= 0 for a
- * rule that uses it, l1/l2 < 0, beta < 0 for FTRL, eps <= 0 for ADAGRAD,
- * a NULL custom ops or apply for CUSTOM, init_scale < 0, non-finite numbers).
+ * rule that uses it, l1/l2 < 0, beta < 0 (or beta = l2 = 0) for FTRL,
+ * eps <= 0 for ADAGRAD, a NULL custom ops or apply for CUSTOM, init_scale
+ * < 0, a number that is not finite or does not fit the dtype).
  */
 int psi_update_from_opts(psi_update *u, const ps_table_opts *o);
 /* Bytes of the values of one key: width * sizeof(dtype). */

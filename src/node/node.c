@@ -67,14 +67,17 @@ static struct {
     int timer_started, timer_stop;
     ps_view_cb view_cb;
     void *view_arg;
-    psi_data_handler data_cb;
-    void *data_arg;
+    struct {
+        psi_data_handler fn;
+        void *arg;
+    } handlers[2]; /* DATA, CALL */
     struct {
         ps_view_cb fn;
         void *arg;
     } hooks[8];
     int nhooks;
-    void (*on_shutdown)(void);
+    void (*on_shutdown[4])(void);
+    int nshutdown;
 } po = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 const char *ps_role_name(ps_role role)
@@ -231,12 +234,14 @@ int psi_node_send(uint32_t peer, psi_msg *m)
     return rv;
 }
 
-void psi_node_set_data_handler(psi_data_handler fn, void *arg)
+int psi_node_set_handler(int type, psi_data_handler fn, void *arg)
 {
+    if (type != PSI_MSG_DATA && type != PSI_MSG_CALL) return PS_ERR_INVAL;
     pthread_mutex_lock(&po.lock);
-    po.data_cb = fn;
-    po.data_arg = arg;
+    po.handlers[type - PSI_MSG_DATA].fn = fn;
+    po.handlers[type - PSI_MSG_DATA].arg = arg;
     pthread_mutex_unlock(&po.lock);
+    return PS_OK;
 }
 
 int psi_node_view(psi_view *out)
@@ -343,7 +348,9 @@ int psi_node_add_view_hook(ps_view_cb fn, void *arg)
 void psi_node_on_shutdown(void (*fn)(void))
 {
     pthread_mutex_lock(&po.lock);
-    po.on_shutdown = fn;
+    for (int i = 0; i < po.nshutdown; i++)
+        if (po.on_shutdown[i] == fn) fn = NULL;
+    if (fn && po.nshutdown < (int)PSI_ARRAY_LEN(po.on_shutdown)) po.on_shutdown[po.nshutdown++] = fn;
     pthread_mutex_unlock(&po.lock);
 }
 
@@ -438,9 +445,9 @@ static void on_receive(void *arg, psi_msg *m)
 {
     (void)arg;
     pthread_mutex_lock(&po.lock);
-    if (m->hdr.type == PSI_MSG_DATA) {
-        psi_data_handler cb = po.data_cb;
-        void *darg = po.data_arg;
+    if (m->hdr.type == PSI_MSG_DATA || m->hdr.type == PSI_MSG_CALL) {
+        psi_data_handler cb = po.handlers[m->hdr.type - PSI_MSG_DATA].fn;
+        void *darg = po.handlers[m->hdr.type - PSI_MSG_DATA].arg;
         if (po.sched) psi_sched_on_alive(po.sched, m->hdr.sender, psi_now_ms());
         pthread_mutex_unlock(&po.lock);
         if (cb) cb(darg, m);
@@ -724,7 +731,7 @@ static void shutdown_all(void)
     pthread_mutex_unlock(&po.lock);
     if (had_timer) pthread_join(po.timer, NULL);
     if (po.tr) po.tr->ops->close(po.tr, FLUSH_MS);
-    if (po.on_shutdown) po.on_shutdown();
+    for (int i = po.nshutdown - 1; i >= 0; i--) po.on_shutdown[i]();
     pthread_mutex_lock(&po.lock);
     po.tr = NULL;
     psi_rel_free(po.rel);

@@ -20,17 +20,18 @@
  * ownership of `m`.  0, PS_ERR_STATE before start, PS_ERR_CLOSED after. */
 int psi_node_send(uint32_t peer, psi_msg *m);
 
-/* Register the handler of DATA messages (called on the I/O thread, without
- * the post-office lock; it owns `m`).  Replaces any earlier one. */
+/* Register the handler of DATA or CALL messages (called on the I/O thread,
+ * without the post-office lock; it owns `m`).  Replaces any earlier one. */
 typedef void (*psi_data_handler)(void *arg, psi_msg *m);
-void psi_node_set_data_handler(psi_data_handler fn, void *arg);
+int psi_node_set_handler(int type, psi_data_handler fn, void *arg);
 
 /* Internal view-change hooks (for src/kv): called like the user's
  * ps_view_cb, before it, without the post-office lock.  At most 8. */
 int psi_node_add_view_hook(ps_view_cb fn, void *arg);
 
 /* Called by ps_finalize once the transport is closed (no callback can run
- * any more), for the layers above to free their state.  One hook. */
+ * any more), for the layers above to free their state.  Up to 4 hooks,
+ * run in reverse order of registration. */
 void psi_node_on_shutdown(void (*fn)(void));
 
 /* 1 once ps_start succeeded and until ps_finalize began. */

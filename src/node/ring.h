@@ -25,12 +25,15 @@
 typedef struct psi_ring psi_ring;
 
 /*
- * Virtual points per server.  Measured by `build/bin/psring` (table in
- * bench/ring-balance.md): max share / mean share of the ring libps builds is
- * at most 1.12 at V = 256 for every S in {2, 4, 8, 16, 32} (over random
- * salts it averages 1.03-1.12, worst 1.18), whereas V = 128 reaches 1.21 at
- * S = 32 and V = 64 reaches 1.27.  The cost is small: a ring of 32 servers
- * holds 8192 points (96 KiB), a lookup is 13 comparisons, and a large
+ * Virtual points per server, chosen with `build/bin/psring 1000` (tables in
+ * bench/ring-balance.md; max share / mean share, 1.0 is perfect).  At V = 256
+ * the ring libps builds for S = 2..32 servers is within 1.12, within 1.17
+ * after any one server left, and random rings (any salt or rank set) average
+ * at most 1.13.  V = 128 is the smallest that meets 1.15 on the ring itself
+ * (1.15 at S = 16), but only by luck: random rings average 1.19 at S = 32 and
+ * 1.23 after a failure; V = 64 already reaches 1.38.  V = 512 would buy about
+ * 0.04 more at twice the segments (vector clocks, slices).  Cost at V = 256:
+ * 32 servers hold 8192 points (96 KiB), a lookup is 13 comparisons, and a
  * request is cut into at most 8193 slices.
  */
 #define PSI_RING_DEFAULT_VNODES 256

@@ -14,6 +14,10 @@
  *       leaves the table intact.
  *   ps_kvtest init                          pulls of keys never pushed read as
  *       the table's initializer, the same on every worker.
+ *   ps_kvtest calls [--calls N]             remote functions: the scheduler
+ *       calls every worker N times (a chain of dependencies); each handler
+ *       must run exactly N times, in order, under any PS_FAULT; a worker
+ *       calls the servers and a function servers do not have.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -239,6 +243,80 @@ static void run_init(void)
     ps_barrier(PS_GROUP_ALL);
 }
 
+/* ---- remote calls ---------------------------------------------------------------- */
+
+static long counted, last_seen = -1, out_of_order;
+
+static int count_fn(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+                    size_t *rlen)
+{
+    (void)arg;
+    (void)caller;
+    long v = len == sizeof(long) ? *(const long *)req : -2;
+    out_of_order += v != last_seen + 1;
+    last_seen = v;
+    counted++;
+    long *r = malloc(sizeof(long));
+    *r = v * 2;
+    *reply = r;
+    *rlen = sizeof(long);
+    return 0;
+}
+
+static int echo_fn(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+                   size_t *rlen)
+{
+    (void)arg;
+    char *r = malloc(len + 16);
+    int n = snprintf(r, len + 16, "%d:%.*s", ps_my_rank(), (int)len, (const char *)req);
+    *reply = r;
+    *rlen = (size_t)n;
+    return caller == 0 ? PS_ERR_STATE : 0;
+}
+
+static void run_calls(int argc, char **argv)
+{
+    long ncalls = arg_long(argc, argv, "--calls", 50);
+    if (ps_my_role() == PS_ROLE_WORKER) ps_register("count", count_fn, NULL);
+    if (ps_my_role() == PS_ROLE_SERVER) ps_register("echo", echo_fn, NULL);
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_SCHEDULER) {
+        int64_t prev = -1, ts = -1;
+        int bad = 0;
+        for (long i = 0; i < ncalls; i++) {
+            ps_task_opts o = {.deps = &prev, .ndeps = prev >= 0};
+            ts = ps_call_group(PS_GROUP_WORKERS, "count", &i, sizeof(i), &o);
+            if (ts < 0) bad++;
+            prev = ts;
+        }
+        const ps_reply *r;
+        int n = 0, rv = ps_call_wait(ts, &r, &n);
+        int ok = rv == 0 && n == ps_num_workers();
+        for (int i = 0; ok && i < n; i++)
+            ok = r[i].status == 0 && r[i].len == sizeof(long) &&
+                 *(const long *)r[i].data == 2 * (ncalls - 1);
+        CHECK(ok && !bad, "call group with dependencies", "rv %s n %d bad %d", ps_strerror(rv), n, bad);
+        ps_call_release(ts);
+    }
+    if (ps_my_role() == PS_ROLE_WORKER && ps_my_rank() == 0) {
+        const ps_reply *r;
+        int n = 0;
+        int64_t ts = ps_call_group(PS_GROUP_SERVERS, "echo", "hi", 2, NULL);
+        int rv = ps_call_wait(ts, &r, &n), ok = rv == 0 && n == ps_num_servers();
+        for (int i = 0; ok && i < n; i++)
+            ok = r[i].len >= 4 && !memcmp((const char *)r[i].data + r[i].len - 3, ":hi", 3);
+        CHECK(ok, "call servers", "rv %s n %d", ps_strerror(rv), n);
+        ps_call_release(ts);
+        rv = ps_call_wait(ps_call(1, "count", NULL, 0, NULL), NULL, NULL);
+        CHECK(rv == PS_ERR_NOTFOUND, "worker function called on a server", "got %s", ps_strerror(rv));
+        CHECK(ps_call(9999, "echo", NULL, 0, NULL) == PS_ERR_NOTFOUND, "call to no such node", "-");
+    }
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_WORKER)
+        CHECK(counted == ncalls && out_of_order == 0, "each call ran once, in order",
+              "ran %ld of %ld, %ld out of order", counted, ncalls, out_of_order);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -250,6 +328,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "consistency")) run_consistency(argc, argv);
     else if (!strcmp(argv[1], "errors")) run_errors();
     else if (!strcmp(argv[1], "init")) run_init();
+    else if (!strcmp(argv[1], "calls")) run_calls(argc, argv);
     else failures++;
     int rv = ps_finalize();
     return failures || rv ? 1 : 0;

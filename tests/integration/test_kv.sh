@@ -3,7 +3,8 @@
 # 3 workers), the same exact model when the transport drops, duplicates,
 # delays and reorders (idempotent pushes), initial values of keys never
 # pushed, bad input, and the bounded-delay bound for tau in {0, 1, 4} plus
-# eventual consistency never waiting.
+# eventual consistency never waiting; remote calls run exactly once, in
+# dependency order, also under faults.
 . "$(dirname "$0")/lib.sh"
 
 run() { # NAME EXPECTED_PASSES ARGS...: psrun the kv test, check its PASS lines
@@ -27,3 +28,5 @@ run init 3 init
 run errors 30 errors
 for tau in 0 1 4; do run "consistency-tau$tau" 3 consistency --tau "$tau"; done
 run consistency-eventual 6 consistency --tau -1
+run calls 7 calls --calls 50
+PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,delay=0.2,seed=4" run calls-faults 7 calls --calls 50

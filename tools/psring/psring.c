@@ -7,9 +7,11 @@
  *
  * For S servers (ranks 0..S-1) and V virtual points each it prints max share
  * / mean share (1.0 is perfect): first of the ring libps really builds
- * (positions fixed by rank, v and the ring's salt), then the mean and the
- * worst over `trials` rings of uniformly random points, which show what any
- * other salt would give, so the first table is not read as luck.  Pure
+ * (positions fixed by rank, v and the ring's salt), then the worst of that
+ * ring after any one server left (the set a cluster runs with after a
+ * failure), then the mean and the worst over `trials` rings of uniformly
+ * random points, which show what any other salt or rank set would give, so
+ * the first tables are not read as luck.  Pure
  * computation: it opens no sockets and writes only to stdout.
  */
 #include <stdio.h>
@@ -31,22 +33,39 @@ static double max_over_mean(const double *shares, int n)
     return mx * n;
 }
 
-/* max / mean of the libps ring of s servers with v points each; < 0 on error. */
-static double ring_balance(int s, int v)
+/*
+ * max / mean of the libps ring of s servers with v points each, ranks 0..s-1
+ * except `skip` (-1: none; else the ring after server `skip` left); < 0 on
+ * no memory.
+ */
+static double ring_balance(int s, int v, int skip)
 {
-    int ranks[64] = {0};
+    int ranks[64] = {0}, n = 0;
     uint32_t ids[64] = {0};
     double shares[64];
     psi_ring *r;
 
     for (int i = 0; i < s; i++) {
-        ranks[i] = i;
-        ids[i] = (uint32_t)(i + 1);
+        if (i == skip) continue;
+        ranks[n] = i;
+        ids[n++] = (uint32_t)(i + 1);
     }
-    if (!(r = psi_ring_new(ranks, ids, s, v))) return -1;
+    if (!(r = psi_ring_new(ranks, ids, n, v))) return -1;
     psi_ring_shares(r, shares);
     psi_ring_free(r);
-    return max_over_mean(shares, s);
+    return max_over_mean(shares, n);
+}
+
+/* The worst ring_balance over the s rings that lack one of the s servers. */
+static double ring_balance_less_one(int s, int v)
+{
+    double worst = 0;
+    for (int k = 0; k < s; k++) {
+        double b = ring_balance(s, v, k);
+        if (b < 0) return -1;
+        worst = PSI_MAX(worst, b);
+    }
+    return worst;
 }
 
 struct point {
@@ -83,13 +102,17 @@ static void print_header(const char *title)
     printf("\n");
 }
 
-static int print_ring_table(void)
+/* One table of the libps ring: all S servers, or the worst ring of S - 1. */
+static int print_ring_table(int less_one)
 {
-    print_header("max share / mean share of the libps ring (ranks 0..S-1):");
+    print_header(less_one ? "worst max/mean of the libps ring after any one server left "
+                            "(S - 1 servers remain):"
+                          : "max share / mean share of the libps ring (ranks 0..S-1):");
     for (int i = 0; i < NS; i++) {
         printf("| %d |", servers[i]);
         for (int j = 0; j < NV; j++) {
-            double b = ring_balance(servers[i], vnodes[j]);
+            double b = less_one ? ring_balance_less_one(servers[i], vnodes[j])
+                                : ring_balance(servers[i], vnodes[j], -1);
             if (b < 0) return -1;
             printf(" %.3f |", b);
         }
@@ -132,7 +155,7 @@ int main(int argc, char **argv)
         return 2;
     }
     printf("psring: S servers x V virtual points; %d random rings per cell\n", trials);
-    if (print_ring_table() != 0 || print_random_table(trials) != 0) {
+    if (print_ring_table(0) != 0 || print_ring_table(1) != 0 || print_random_table(trials) != 0) {
         fprintf(stderr, "psring: out of memory\n");
         return 1;
     }

@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# bench/run.sh -- the psbench benchmark matrix in one invocation.
+#
+# For each transport setting (UCX_TLS=tcp UCX_NET_DEVICES=lo, then UCX's
+# default choice) it measures, in this same run, the limits UCX itself
+# reaches on this machine (ucx_perftest tag_lat and tag_bw, server and
+# client on 127.0.0.1) and then libps under `psrun -s 1 -w 1`: the
+# round-trip latency of a one-value pushpull, the bandwidth of 10 MiB
+# pushes, and the key rate of 1M random-key pushes into the servers' hash
+# table.  It prints a Markdown table with the ratios to the targets on
+# stdout, and keeps every raw line (perftest output, psbench JSON, server
+# storage lines, logs) under bench/results/<UTC time>/.
+#
+# Design: every command runs under `timeout`, with a limit no larger than
+# what is left of the whole run's budget (BENCH_BUDGET seconds, default
+# 900), so the script always ends; a step that no longer fits is reported as
+# skipped.  Processes the script starts in the background (perftest
+# servers) are remembered by PID and killed by PID on exit; psrun kills its
+# own cluster when `timeout` stops it.  Benchmarks run one at a time.
+#
+# Every measurement runs BENCH_REPEAT times (default 3) and the run with the
+# median value is reported; all values are listed under the table, because
+# on a small shared machine single runs are noisy.
+#
+# Environment: PS_BIN (default build/bin) holds psrun and psbench;
+# BENCH_BUDGET; BENCH_REPEAT; BENCH_OUT (default bench/results/<time>).
+# Never: kill a process by name, or leave a process it started running.
+set -u -o pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${PS_BIN:-$ROOT/build/bin}
+BUDGET=${BENCH_BUDGET:-900}
+REPEAT=${BENCH_REPEAT:-3}
+OUT=${BENCH_OUT:-$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
+START=$SECONDS
+PIDS=()
+ROWS=()
+NOTES=()
+BUSY=()
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Seconds this step may take: min(want, what is left of the budget), or 0.
+limit() {
+    local left=$((BUDGET - (SECONDS - START)))
+    if ((left < 10)); then echo 0; elif (($1 < left)); then echo "$1"; else echo "$left"; fi
+}
+
+# `env` arguments for a transport setting.
+setting_env() {
+    case $1 in
+    tcp) echo "UCX_TLS=tcp UCX_NET_DEVICES=lo" ;;
+    default) echo "-u UCX_TLS -u UCX_NET_DEVICES" ;;
+    esac
+}
+
+# Percent of the machine's CPU time that was busy over the last half
+# second; run when nothing of ours runs, it is the load of other processes.
+cpu_busy() {
+    local a b
+    a=$(head -1 /proc/stat)
+    sleep 0.5
+    b=$(head -1 /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        n = split(a, x); split(b, y); t = 0
+        for (i = 2; i <= n; i++) t += y[i] - x[i]
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.0f", (t > 0 ? 100 * (t - idle) / t : 0) }'
+}
+
+# ---- ports ---------------------------------------------------------------------
+
+# Whether TCP port $1 appears in any socket of this host.
+port_used() {
+    local hex
+    hex=$(printf ':%04X ' "$1")
+    grep -q "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+port_listening() {
+    awk -v p="$(printf ':%04X' "$1")" '$2 ~ p"$" && $4 == "0A" {f = 1} END {exit !f}' \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+free_port() {
+    local p
+    for _ in $(seq 100); do
+        p=$((20000 + RANDOM % 12000))
+        port_used "$p" || { echo "$p"; return 0; }
+    done
+    die "no free TCP port found in 20000..32000"
+}
+
+# ---- ucx_perftest -----------------------------------------------------------------
+
+# perftest SETTING NAME ARGS...: run a server and a client; the client's
+# output goes to $OUT/perftest-SETTING-NAME.txt.  Sets PT to the numbers of
+# its final line: iterations p50 avg overall bw_avg bw_overall mr_avg
+# mr_overall (latency: half round trip in us; bandwidth: MB/s = 2^20 B/s).
+# Called directly, never in $(...), so PIDS and NOTES stay in this shell.
+perftest() {
+    local setting=$1 name=$2 lim port spid log rc
+    shift 2
+    PT=""
+    lim=$(limit 120)
+    ((lim > 0)) || { NOTES+=("ucx_perftest $name ($setting) skipped: time budget"); return 1; }
+    port=$(free_port)
+    log=$OUT/perftest-$setting-$name
+    # shellcheck disable=SC2046
+    env $(setting_env "$setting") timeout -k 5 "$lim" ucx_perftest -p "$port" \
+        >"$log.server.txt" 2>&1 &
+    spid=$!
+    PIDS+=("$spid")
+    for _ in $(seq 200); do # up to 10 s for the server to listen
+        port_listening "$port" && break
+        kill -0 "$spid" 2>/dev/null || break
+        sleep 0.05
+    done
+    # shellcheck disable=SC2046
+    env $(setting_env "$setting") timeout -k 5 "$lim" ucx_perftest 127.0.0.1 -p "$port" -f "$@" \
+        >"$log.txt" 2>&1
+    rc=$?
+    kill "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null
+    ((rc == 0)) || { NOTES+=("ucx_perftest $name ($setting) failed, rc $rc: see $log.txt"); return 1; }
+    PT=$(awk '/^ +[0-9]+ +[0-9.]+ +[0-9.]+/ {line = $0} END {print line}' "$log.txt")
+}
+
+# ---- psbench -------------------------------------------------------------------------
+
+# psbench SETTING NAME ARGS...: one psrun -s 1 -w 1 run; sets J to the
+# result JSON (worker 0) and appends it and the servers' lines, tagged with
+# the setting and bench name, to results.jsonl.  Called directly, like perftest.
+psbench() {
+    local setting=$1 name=$2 lim log rc
+    shift 2
+    J=""
+    lim=$(limit 300)
+    ((lim > 0)) || { NOTES+=("psbench $name ($setting) skipped: time budget"); return 1; }
+    log=$OUT/psbench-$setting-$name.log
+    BUSY+=("$(cpu_busy)")
+    echo "CPU busy before (other processes): ${BUSY[-1]}%, loadavg $(cut -d' ' -f1-3 /proc/loadavg)" >"$log"
+    echo "command: env $(setting_env "$setting") psrun -s 1 -w 1 -- psbench $* --json" >>"$log"
+    # shellcheck disable=SC2046
+    env $(setting_env "$setting") timeout -k 10 "$lim" "$BIN/psrun" -s 1 -w 1 -- \
+        "$BIN/psbench" "$@" --json >>"$log" 2>&1
+    rc=$?
+    echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$log"
+    sed -n 's/^\[\(worker 0\|server [0-9]*\)\] {/{"setting":"'"$setting"'","bench":"'"$name"'",/p' \
+        "$log" >>"$OUT/results.jsonl"
+    ((rc == 0)) || { NOTES+=("psbench $name ($setting) failed, rc $rc: see $log"); return 1; }
+    J=$(sed -n 's/^\[worker 0\] \({.*}\)$/\1/p' "$log")
+}
+
+server_line() { sed -n 's/^\[server 0\] \({"server".*}\)$/\1/p' "$OUT/psbench-$1-$2.log"; }
+
+jget() { jq -r ".$1 // empty" 2>/dev/null <<<"$2"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a > 0 && b > 0) printf "%.2fx", a / b; else print "-"}'; }
+verdict() {
+    awk -v r="${1%x}" -v op="$2" -v t="$3" 'BEGIN {
+        if (r == "-") print "n/a";
+        else if ((op == "<=" && r + 0 <= t) || (op == ">=" && r + 0 >= t)) print "met";
+        else print "missed" }'
+}
+
+# ---- repeats: every measurement runs REPEAT times; the median run is reported --------
+
+# median_of "v1 payload1" "v2 payload2" ...: the payload whose value is the
+# median (the lower middle one for an even count).
+median_of() {
+    printf '%s\n' "$@" | sort -g -k1,1 | awk '{a[NR] = $0} END {if (NR) {sub(/^[^ ]* /, "", a[int((NR + 1) / 2)]); print a[int((NR + 1) / 2)]}}'
+}
+
+# perftest_median SETTING NAME COLUMN ARGS...: sets PT to the median run's
+# final line by COLUMN (2: latency p50, 6: overall bandwidth) and PTALL to
+# every run's value.
+perftest_median() {
+    local s=$1 name=$2 col=$3 runs=() i v
+    shift 3
+    PTALL=""
+    for ((i = 1; i <= REPEAT; i++)); do
+        perftest "$s" "$name.$i" "$@" || continue
+        v=$(awk -v c="$col" '{print $c}' <<<"$PT")
+        [[ -n $v ]] && runs+=("$v $PT") && PTALL+="${PTALL:+, }$v"
+    done
+    PT=$(median_of "${runs[@]}")
+}
+
+# psbench_median SETTING NAME KEY ARGS...: sets J to the median run's JSON
+# by KEY, JN to that run's name and JALL to every run's KEY.
+psbench_median() {
+    local s=$1 name=$2 key=$3 runs=() i v
+    shift 3
+    JALL=""
+    for ((i = 1; i <= REPEAT; i++)); do
+        psbench "$s" "$name.$i" "$@" || continue
+        v=$(jget "$key" "$J")
+        [[ -n $v ]] && runs+=("$v $name.$i $J") && JALL+="${JALL:+, }$v"
+    done
+    J=$(median_of "${runs[@]}")
+    JN=${J%% *}
+    J=${J#* }
+}
+
+# ---- the matrix -------------------------------------------------------------------------
+
+latency_row() {
+    local s=$1 label=$2 half p50 p99 rtt r
+    perftest_median "$s" tag_lat 2 -t tag_lat -s 4 -n 20000
+    half=$(awk '{print $2}' <<<"$PT")
+    rtt=$(awk -v x="$half" 'BEGIN {if (x != "") printf "%.2f", 2 * x}')
+    psbench_median "$s" lat p50_us --op pushpull --keys 1 --val-len 1 --iters 20000 --inflight 1
+    p50=$(jget p50_us "$J")
+    p99=$(jget p99_us "$J")
+    r=$(ratio "${p50:-0}" "${rtt:-0}")
+    ROWS+=("| $label | pushpull 1 key x 1 f32, inflight 1: p50 round trip | ${p50:-fail} us (p99 ${p99:-?}) | ${rtt:-fail} us (tag_lat 4 B: 2 x p50 ${half:-?}) | $r | <= 5x: $(verdict "$r" "<=" 5) |")
+    NOTES+=("$label, latency runs: psbench p50 us [$JALL]; tag_lat half-round-trip p50 us [$PTALL]")
+}
+
+# The issue's command is 1 key x 2621440 f32; tables are capped at 2^20
+# values per key, so when it is refused the same 10 MiB go as 4 keys x 655360.
+bandwidth_row() {
+    local s=$1 label=$2 mbs gbs what="1 key x 2621440 f32" r got args
+    perftest_median "$s" tag_bw 6 -t tag_bw -s 10485760 -n 200
+    mbs=$(awk '{print $6}' <<<"$PT")
+    gbs=$(awk -v x="$mbs" 'BEGIN {if (x != "") printf "%.3f", x * 1048576 / 1e9}')
+    args=(--op push --keys 1 --val-len 2621440 --iters 200 --inflight 1)
+    if ! psbench "$s" bw-exact "${args[@]}"; then
+        if grep -q 'width: must be in' "$OUT/psbench-$s-bw-exact.log"; then
+            NOTES+=("$label: 1 key x 2621440 f32 is refused by the library (table width cap 2^20 values per key); the row measures 4 keys x 655360 f32, the same 10 MiB per request")
+        fi
+        what="4 keys x 655360 f32"
+        args=(--op push --keys 4 --val-len 655360 --iters 200 --inflight 1)
+    fi
+    psbench_median "$s" bw gbytes_per_s "${args[@]}"
+    got=$(jget gbytes_per_s "$J")
+    r=$(ratio "${got:-0}" "${gbs:-0}")
+    ROWS+=("| $label | push $what (10 MiB), inflight 1 | ${got:-fail} GB/s (p50 $(jget p50_us "$J") us, $(jget submit_p50_us "$J") us of it inside ps_push) | ${gbs:-fail} GB/s (tag_bw 10 MiB: ${mbs:-?} MB/s) | $r | >= 0.7x: $(verdict "$r" ">=" 0.7) |")
+    NOTES+=("$label, bandwidth runs: psbench GB/s [$JALL]; tag_bw MB/s [$PTALL]")
+}
+
+store_row() {
+    local s=$1 label=$2 srv
+    psbench_median "$s" store mkeys_per_s --op push --keys 1000000 --val-len 1 --random-keys \
+        --store --iters 20
+    srv=$(server_line "$s" "$JN" 2>/dev/null)
+    ROWS+=("| $label | push 1M random keys x 1 f32, --store, 20 iters | $(jget mkeys_per_s "$J") Mkeys/s (p50 $(jget p50_us "$J") us per push); server $(jget keys "$srv") keys, $(jget bytes_per_key "$srv") B/key | - | - | - |")
+    NOTES+=("$label, store runs: Mkeys/s [$JALL]")
+}
+
+main() {
+    [[ -x $BIN/psrun && -x $BIN/psbench ]] || die "no $BIN/psrun or psbench: run make (or set PS_BIN)"
+    command -v ucx_perftest >/dev/null || die "ucx_perftest missing: apt-get install ucx-utils"
+    command -v jq >/dev/null || die "jq missing: apt-get install jq"
+    mkdir -p "$OUT" || die "cannot create $OUT"
+    local load0 s label
+    load0=$(cut -d' ' -f1-3 /proc/loadavg)
+    for s in tcp default; do
+        label=$([[ $s == tcp ]] && echo "UCX_TLS=tcp UCX_NET_DEVICES=lo" || echo "default (UCX_TLS unset)")
+        latency_row "$s" "$label"
+        bandwidth_row "$s" "$label"
+        store_row "$s" "$label"
+    done
+    echo "| transport | benchmark (psrun -s 1 -w 1) | libps (psbench) | UCX limit (ucx_perftest, same run) | ratio | target |"
+    echo "|---|---|---|---|---|---|"
+    printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "$(nproc) cores; load average $load0 at start, $(cut -d' ' -f1-3 /proc/loadavg) at end; $((SECONDS - START)) s."
+    echo "CPU busy (other processes, % of all cores, sampled 0.5 s before each psbench run): ${BUSY[*]}."
+    echo "Raw lines: $OUT/results.jsonl (psbench, servers) and $OUT/perftest-*.txt."
+    for n in "${NOTES[@]}"; do echo "- $n"; done
+}
+
+main "$@"

@@ -1,0 +1,147 @@
+/*
+ * report.c -- what psbench prints: latency percentiles, throughput, the
+ * wire-bytes model, and the servers' storage line.
+ *
+ * Definitions (also in bench/README.md):
+ *   p50_us, p99_us  per-task latency on worker rank 0, from just before the
+ *                   ps_push/ps_pull/ps_pushpull call to the start of its
+ *                   completion callback; nearest-rank percentiles.
+ *   submit_p50_us   median time spent inside that call on the caller's
+ *                   thread (copying, sorting, queueing): part of p50_us.
+ *   gbytes_per_s    10^9 bytes of VALUES per second over the whole run:
+ *                   sum over workers of iters * keys * val_len * 4, divided
+ *                   by the slowest worker's wall time (first submit to last
+ *                   completion).  A pushpull counts its values once.
+ *   mkeys_per_s     10^6 keys per second, the same way.
+ *   wire_bytes      a MODEL of the request bytes worker rank 0 sent during
+ *                   the measured iterations, not a measurement: per request
+ *                   and per server slice a 104-byte header, plus 8 bytes per
+ *                   key, plus for pushes (and pushpulls) 4 bytes per value
+ *                   and an 8-byte aux segment (the push sequence number).
+ *                   A pull request carries keys only.  The request is
+ *                   assumed to touch min(keys, servers) servers (exact for
+ *                   one server).  Responses, UCX framing and resends are
+ *                   not counted.
+ * Output goes to stdout (results) and stderr (server lines); every line is
+ * flushed at once because psrun prefixes and interleaves them.
+ *
+ * Never: print anything but JSON on stdout when --json is given.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "psbench.h"
+
+#define HDR_BYTES 104.0
+#define AUX_BYTES 8.0
+
+double pb_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+double pb_wire_bytes_per_iter(const pb_opts *o, int servers)
+{
+    double n = (double)o->keys, slices = n < servers ? n : servers;
+    double b = slices * HDR_BYTES + n * 8.0;
+    if (o->op != PB_PULL) b += n * (double)o->val_len * 4.0 + slices * AUX_BYTES;
+    return b;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of sorted v[0..n); 0 when n == 0. */
+static double pct(const double *v, long n, double p)
+{
+    if (n <= 0) return 0;
+    long i = (long)(p / 100.0 * (double)n + 0.999999) - 1;
+    return v[i < 0 ? 0 : i >= n ? n - 1 : i];
+}
+
+static double mean(const double *v, long n)
+{
+    double s = 0;
+    for (long i = 0; i < n; i++) s += v[i];
+    return n ? s / (double)n : 0;
+}
+
+static const char *transport(void)
+{
+    const char *tls = getenv("UCX_TLS");
+    return tls && *tls ? tls : "default";
+}
+
+static void print_json(const pb_opts *o, const pb_result *r, const pb_total *t, double gbs,
+                       double mks)
+{
+    long n = r->nlat;
+    printf("{\"op\":\"%s\",\"keys\":%llu,\"val_len\":%d,\"servers\":%d,\"workers\":%d,"
+           "\"iters\":%ld,\"warmup\":%ld,\"inflight\":%d,\"random_keys\":%s,\"store\":%s,",
+           pb_op_name(o->op), (unsigned long long)o->keys, o->val_len, ps_num_servers(),
+           ps_num_workers(), o->iters, o->warmup, o->inflight, o->random_keys ? "true" : "false",
+           o->store ? "true" : "false");
+    printf("\"p50_us\":%.2f,\"p99_us\":%.2f,\"mean_us\":%.2f,\"max_us\":%.2f,"
+           "\"submit_p50_us\":%.2f,",
+           pct(r->lat_us, n, 50), pct(r->lat_us, n, 99), mean(r->lat_us, n),
+           n ? r->lat_us[n - 1] : 0, pct(r->sub_us, n, 50));
+    printf("\"wall_s\":%.4f,\"gbytes_per_s\":%.4f,\"mkeys_per_s\":%.4f,\"wire_bytes\":%.0f,"
+           "\"wire_gbytes_per_s\":%.4f,\"resends\":%.0f,\"errors\":%.0f,\"transport\":\"%s\"}\n",
+           t->wall_s, gbs, mks, r->wire_bytes,
+           r->wall_s > 0 ? r->wire_bytes / r->wall_s / 1e9 : 0, t->resends, t->errors,
+           transport());
+}
+
+static void print_text(const pb_opts *o, const pb_result *r, const pb_total *t, double gbs,
+                       double mks)
+{
+    long n = r->nlat;
+    printf("psbench %s: %llu keys x %d f32, %d servers, %d workers, %ld iters (+%ld warm-up), "
+           "inflight %d, %s%s table, transport %s\n",
+           pb_op_name(o->op), (unsigned long long)o->keys, o->val_len, ps_num_servers(),
+           ps_num_workers(), o->iters, o->warmup, o->inflight,
+           o->random_keys ? "random keys, " : "", o->store ? "sparse" : "dense", transport());
+    printf("  latency  p50 %.2f us  p99 %.2f us  mean %.2f us  max %.2f us  "
+           "(p50 %.2f us inside the call)\n",
+           pct(r->lat_us, n, 50), pct(r->lat_us, n, 99), mean(r->lat_us, n),
+           n ? r->lat_us[n - 1] : 0, pct(r->sub_us, n, 50));
+    printf("  rate     %.4f GB/s of values  %.4f Mkeys/s  (%.3f s wall)\n", gbs, mks, t->wall_s);
+    printf("  wire     %.0f request bytes (model) from worker 0, %.0f resends, %.0f errors\n",
+           r->wire_bytes, t->resends, t->errors);
+}
+
+void pb_report(const pb_opts *o, pb_result *r, const pb_total *t)
+{
+    qsort(r->lat_us, (size_t)r->nlat, sizeof(double), cmp_double);
+    qsort(r->sub_us, (size_t)r->nlat, sizeof(double), cmp_double);
+    double gbs = t->wall_s > 0 ? t->value_bytes / t->wall_s / 1e9 : 0;
+    double mks = t->wall_s > 0 ? t->keys / t->wall_s / 1e6 : 0;
+    if (o->json) print_json(o, r, t, gbs, mks);
+    else print_text(o, r, t, gbs, mks);
+    fflush(stdout);
+}
+
+void pb_report_server(const pb_opts *o, ps_table *t)
+{
+    ps_table_stats st;
+    int rv = ps_table_stats_get(t, &st);
+    if (rv != 0) {
+        fprintf(stderr, "psbench: server %d: no table stats: %s\n", ps_my_rank(),
+                ps_strerror(rv));
+        return;
+    }
+    fprintf(stderr, "{\"server\":%d,\"store\":%s,\"keys\":%llu,\"bytes\":%llu,", ps_my_rank(),
+            o->store ? "true" : "false", (unsigned long long)st.keys,
+            (unsigned long long)st.bytes);
+    if (st.keys) fprintf(stderr, "\"bytes_per_key\":%.2f,", (double)st.bytes / (double)st.keys);
+    else fprintf(stderr, "\"bytes_per_key\":null,");
+    fprintf(stderr, "\"pushes_applied\":%llu,\"pushes_deduped\":%llu}\n",
+            (unsigned long long)st.pushes_applied, (unsigned long long)st.pushes_deduped);
+    fflush(stderr);
+}
