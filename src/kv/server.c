@@ -27,12 +27,22 @@ struct kv_parked {
     uint64_t seq;
 };
 
+static void init_block(void *arg, uint64_t key, void *block)
+{
+    psi_update_init_block(arg, key, block);
+}
+
 int psi_kv_server_init(ps_table *t)
 {
     size_t bb = psi_update_block_bytes(&t->upd);
-    if (t->opts.dense_hi > t->opts.dense_lo)
-        t->dense = psi_dense_new(t->opts.dense_lo, t->opts.dense_hi, bb);
-    else if ((t->store = psi_store_new(bb)) && t->opts.max_bytes)
+    if (t->opts.dense_hi > t->opts.dense_lo) {
+        /* A page of keys is created at once: every key in it starts at the
+         * table's initializer, not just the one that made the page. */
+        if ((t->dense = psi_dense_new(t->opts.dense_lo, t->opts.dense_hi, bb))) {
+            psi_dense_set_init(t->dense, init_block, &t->upd);
+            if (t->opts.max_bytes) psi_dense_set_limit(t->dense, t->opts.max_bytes);
+        }
+    } else if ((t->store = psi_store_new(bb)) && t->opts.max_bytes)
         psi_store_set_limit(t->store, t->opts.max_bytes);
     t->applied = calloc(PSI_MAX_NODES, sizeof(int64_t));
     return (t->store || t->dense) && t->applied ? PS_OK : PS_ERR_NOMEM;

@@ -63,7 +63,17 @@ typedef struct ucx_peer {
     struct sockaddr_storage sa;
     ucp_ep_h ep;             /* NULL until first send, or after failure */
     struct ucx_transport *t;
+    int connecting;          /* ep made, wire-up flush not yet complete */
+    uint64_t gen;            /* bumped per endpoint made, to spot stale flushes */
+    psi_msg **held;          /* sends queued while connecting, in order */
+    size_t nheld, capheld;
 } ucx_peer;
+
+/* The wire-up flush of one endpoint. */
+typedef struct connect_ctx {
+    struct ucx_peer *p;
+    uint64_t gen;
+} connect_ctx;
 
 typedef struct inbound_ep {
     struct inbound_ep *next;
@@ -108,6 +118,9 @@ typedef struct ucx_transport {
     ucp_ep_h *zombies;       /* failed endpoints to close outside callbacks */
     size_t nzombies, capzombies;
     int stop;
+    int closing_eps;         /* at stop: outbound endpoints closed in flush mode */
+    void **close_reqs;       /* their close requests still in progress */
+    size_t nclose_reqs;
     uint64_t flush_deadline_ms;
     char listen_addr[64];
     uint64_t dropped;        /* invalid messages received */
@@ -252,6 +265,13 @@ static void close_zombies(ucx_transport *t)
     while (t->nzombies) ep_close(t, t->zombies[--t->nzombies]);
 }
 
+static void drop_held(ucx_peer *p)
+{
+    for (size_t i = 0; i < p->nheld; i++) psi_msg_free(p->held[i]);
+    p->nheld = 0;
+    p->connecting = 0;
+}
+
 static void on_ep_error(void *arg, ucp_ep_h ep, ucs_status_t status)
 {
     ucx_peer *p = arg;
@@ -261,9 +281,29 @@ static void on_ep_error(void *arg, ucp_ep_h ep, ucs_status_t status)
     PSI_INFO("connection to node %u (%s) failed: %s", p->id, p->addr,
              ucs_status_string(status));
     p->ep = NULL;
+    drop_held(p);
     defer_close(t, ep);
     if (p->known && t->base.cbs.on_peer_failure)
         t->base.cbs.on_peer_failure(t->base.cbs.arg, p->id, PS_ERR_PEER);
+}
+
+static void send_now(ucx_transport *t, ucx_peer *p, psi_msg *m);
+
+static void on_connected(void *req, ucs_status_t status, void *user)
+{
+    connect_ctx *c = user;
+    ucx_peer *p = c->p;
+    ucx_transport *t = p->t;
+    t->inflight--;
+    if (p->gen == c->gen && p->connecting) {
+        p->connecting = 0;
+        if (status == UCS_OK) {
+            for (size_t i = 0; i < p->nheld; i++) send_now(t, p, p->held[i]);
+            p->nheld = 0;
+        } else drop_held(p); /* the error handler reports it */
+    }
+    free(c);
+    ucp_request_free(req);
 }
 
 static int peer_connect(ucx_transport *t, ucx_peer *p)
@@ -283,6 +323,19 @@ static int peer_connect(ucx_transport *t, ucx_peer *p)
         p->ep = NULL;
         return PS_ERR_PEER;
     }
+    /* UCX reorders sends made during wire-up: hold them until a flush of
+     * the new endpoint completes, then send them in order. */
+    connect_ctx *c = malloc(sizeof(*c));
+    if (!c) return PS_OK;
+    c->p = p;
+    c->gen = ++p->gen;
+    ucp_request_param_t fp = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
+                              .cb.send = on_connected, .user_data = c};
+    void *req = ucp_ep_flush_nbx(p->ep, &fp);
+    if (UCS_PTR_IS_PTR(req)) {
+        p->connecting = 1;
+        t->inflight++;
+    } else free(c);
     return PS_OK;
 }
 
@@ -303,7 +356,6 @@ static void send_done(void *req, ucs_status_t status, void *user)
 static void do_send(ucx_transport *t, uint32_t peer, psi_msg *m)
 {
     ucx_peer *p = peer_get(t, peer, 0);
-    send_ctx *s;
 
     if (!p || !p->known) {
         PSI_DEBUG("send to unknown node %u dropped", peer);
@@ -315,6 +367,27 @@ static void do_send(ucx_transport *t, uint32_t peer, psi_msg *m)
         if (t->base.cbs.on_peer_failure) t->base.cbs.on_peer_failure(t->base.cbs.arg, peer, PS_ERR_PEER);
         return;
     }
+    if (p->connecting) {
+        if (p->nheld == p->capheld) {
+            size_t n = p->capheld ? p->capheld * 2 : 16;
+            psi_msg **h = realloc(p->held, n * sizeof(*h));
+            if (!h) {
+                psi_msg_free(m);
+                return;
+            }
+            p->held = h;
+            p->capheld = n;
+        }
+        p->held[p->nheld++] = m;
+        return;
+    }
+    send_now(t, p, m);
+}
+
+static void send_now(ucx_transport *t, ucx_peer *p, psi_msg *m)
+{
+    uint32_t peer = p->id;
+    send_ctx *s;
     if (!(s = calloc(1, sizeof(*s)))) {
         psi_msg_free(m);
         return;
@@ -515,6 +588,7 @@ static void do_connect(ucx_transport *t, ucx_op *op)
     ucx_peer *p = peer_get(t, op->peer, 1);
     if (!p) return;
     if (p->known && strcmp(p->addr, op->addr) == 0) return;
+    drop_held(p);
     if (p->ep) {
         ucp_ep_h ep = p->ep;
         p->ep = NULL;
@@ -530,6 +604,7 @@ static void do_disconnect(ucx_transport *t, uint32_t id)
     ucx_peer *p = peer_get(t, id, 0);
     if (!p) return;
     p->known = 0;
+    drop_held(p);
     if (p->ep) {
         ucp_ep_h ep = p->ep;
         p->ep = NULL;
@@ -582,6 +657,46 @@ static void wait_events(ucx_transport *t, int timeout_ms)
         }
 }
 
+static void on_ep_closed(void *req, ucs_status_t status, void *user)
+{
+    ucx_transport *t = user;
+    for (size_t i = 0; i < t->nclose_reqs; i++)
+        if (t->close_reqs[i] == req) {
+            t->close_reqs[i] = t->close_reqs[--t->nclose_reqs];
+            t->inflight--;
+            break;
+        }
+    ucp_request_free(req);
+}
+
+/* At stop, once every send has completed locally, close the outbound
+ * endpoints gracefully (flush mode: UCX delivers what it has buffered and
+ * disconnects), counting each close as in flight.  Returns 1 when done. */
+static int stop_flushed(ucx_transport *t)
+{
+    if (t->inflight != 0) return 0;
+    if (!t->closing_eps) {
+        t->closing_eps = 1;
+        if (psi_now_ms() >= t->flush_deadline_ms) return 1; /* no time: force-close */
+        t->close_reqs = calloc(t->npeers + 1, sizeof(void *));
+        if (!t->close_reqs) return 1;
+        for (size_t i = 0; i < t->npeers; i++) {
+            ucx_peer *p = t->peers[i];
+            if (!p->ep) continue;
+            ucp_ep_h ep = p->ep;
+            p->ep = NULL;
+            ucp_request_param_t prm = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
+                                       .cb.send = on_ep_closed, .user_data = t};
+            void *req = ucp_ep_close_nbx(ep, &prm);
+            if (UCS_PTR_IS_PTR(req)) {
+                t->close_reqs[t->nclose_reqs++] = req;
+                t->inflight++;
+            }
+        }
+    }
+    return t->inflight == 0;
+}
+
 static void *io_thread(void *arg)
 {
     ucx_transport *t = arg;
@@ -590,7 +705,7 @@ static void *io_thread(void *arg)
         }
         close_zombies(t);
         drain_ops(t);
-        if (t->stop && (t->inflight == 0 || psi_now_ms() >= t->flush_deadline_ms)) break;
+        if (t->stop && (stop_flushed(t) || psi_now_ms() >= t->flush_deadline_ms)) break;
         ucs_status_t st = ucp_worker_arm(t->worker);
         if (st == UCS_ERR_BUSY) continue;
         wait_events(t, t->stop ? 5 : -1);
@@ -601,6 +716,10 @@ static void *io_thread(void *arg)
 /* Close every endpoint and drop what is still in flight (I/O thread gone). */
 static void teardown(ucx_transport *t)
 {
+    /* Graceful closes still running at the deadline: let UCX finish them
+     * without telling us (the worker destroy completes them). */
+    while (t->nclose_reqs) ucp_request_free(t->close_reqs[--t->nclose_reqs]);
+    free(t->close_reqs);
     for (size_t i = 0; i < t->npeers; i++) {
         ucx_peer *p = t->peers[i];
         if (p && p->ep) {
@@ -625,7 +744,11 @@ static void teardown(ucx_transport *t)
         psi_msg_free(op->msg);
         free(op);
     }
-    for (size_t i = 0; i < t->npeers; i++) free(t->peers[i]);
+    for (size_t i = 0; i < t->npeers; i++) {
+        drop_held(t->peers[i]);
+        free(t->peers[i]->held);
+        free(t->peers[i]);
+    }
     free(t->peers);
     free(t->known);
 }

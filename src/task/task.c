@@ -39,6 +39,7 @@ struct psi_tq {
     pthread_cond_t cond;
     int tau;                 /* < 0: eventual */
     int64_t next, base;
+    size_t nwaiting;         /* tasks in state T_WAITING */
     task *win;               /* win[(ts - base + head) % cap] */
     size_t head, cap;
     failure *fails;          /* failed tasks below base, sorted by ts */
@@ -143,7 +144,10 @@ static start_item *do_collect_starts(psi_tq *q, size_t *n)
     start_item *items = NULL;
     size_t cap = 0;
     *n = 0;
-    for (int64_t ts = q->base; ts < q->next; ts++) {
+    if (!q->nwaiting) return NULL;
+    /* tasks above base + tau cannot start yet: do not scan them */
+    int64_t end = q->tau >= 0 && q->next - q->base > q->tau + 1 ? q->base + q->tau + 1 : q->next;
+    for (int64_t ts = q->base; ts < end; ts++) {
         task *t = slot(q, ts);
         if (t->state != T_WAITING || !do_can_start(q, ts)) continue;
         if (*n == cap) {
@@ -154,16 +158,54 @@ static start_item *do_collect_starts(psi_tq *q, size_t *n)
             cap = nc;
         }
         t->state = T_RUNNING;
+        q->nwaiting--;
         do_trace(q, ts, 0);
         items[(*n)++] = (start_item){t->start, t->ctx, ts};
     }
     return items;
 }
 
+/* Starts that a start function made runnable (by finishing its own task
+ * synchronously, say) are queued here and run by the outermost run_starts of
+ * this thread, so a chain of synchronous completions uses constant stack. */
+static _Thread_local struct {
+    start_item *v;
+    size_t head, n, cap;
+    int draining;
+} tl_starts;
+
+static int defer_start(start_item it)
+{
+    if (tl_starts.n == tl_starts.cap) {
+        size_t nc = tl_starts.cap ? tl_starts.cap * 2 : 16;
+        start_item *v = realloc(tl_starts.v, nc * sizeof(*v));
+        if (!v) return PS_ERR_NOMEM;
+        tl_starts.v = v;
+        tl_starts.cap = nc;
+    }
+    tl_starts.v[tl_starts.n++] = it;
+    return PS_OK;
+}
+
 static void run_starts(start_item *items, size_t n)
 {
+    if (tl_starts.draining) {
+        for (size_t i = 0; i < n; i++)
+            if (defer_start(items[i]) != 0) items[i].fn(items[i].ctx, items[i].ts); /* no memory: recurse */
+        free(items);
+        return;
+    }
+    tl_starts.draining = 1;
     for (size_t i = 0; i < n; i++) items[i].fn(items[i].ctx, items[i].ts);
     free(items);
+    while (tl_starts.head < tl_starts.n) {
+        start_item it = tl_starts.v[tl_starts.head++];
+        it.fn(it.ctx, it.ts);
+    }
+    free(tl_starts.v);
+    tl_starts.v = NULL;
+    tl_starts.head = tl_starts.n = tl_starts.cap = 0;
+    tl_starts.draining = 0;
 }
 
 int64_t psi_tq_submit(psi_tq *q, psi_task_start_fn start, void *ctx, const int64_t *deps,
@@ -187,12 +229,24 @@ int64_t psi_tq_submit(psi_tq *q, psi_task_start_fn start, void *ctx, const int64
         return PS_ERR_NOMEM;
     }
     int64_t ts = q->next++;
-    *slot(q, ts) = (task){.state = T_WAITING, .ndeps = ndeps, .deps = d, .start = start,
-                         .ctx = ctx, .done = done, .done_arg = done_arg};
-    size_t n;
-    start_item *items = do_collect_starts(q, &n);
+    task *t = slot(q, ts);
+    *t = (task){.state = T_WAITING, .ndeps = ndeps, .deps = d, .start = start,
+                .ctx = ctx, .done = done, .done_arg = done_arg};
+    /* a submit makes no other task runnable: check only this one */
+    int now = do_can_start(q, ts);
+    if (now) {
+        t->state = T_RUNNING;
+        do_trace(q, ts, 0);
+    } else {
+        q->nwaiting++;
+    }
     pthread_mutex_unlock(&q->lock);
-    run_starts(items, n);
+    if (now) {
+        start_item *it = malloc(sizeof(*it));
+        if (it) *it = (start_item){start, ctx, ts};
+        if (it) run_starts(it, 1);
+        else start(ctx, ts);
+    }
     return ts;
 }
 
@@ -225,7 +279,7 @@ static void do_advance(psi_tq *q)
 void psi_tq_finish(psi_tq *q, int64_t ts, int status)
 {
     pthread_mutex_lock(&q->lock);
-    if (ts < q->base || ts >= q->next || slot(q, ts)->state == T_DONE) {
+    if (ts < q->base || ts >= q->next || slot(q, ts)->state != T_RUNNING) {
         pthread_mutex_unlock(&q->lock);
         return;
     }

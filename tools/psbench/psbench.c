@@ -186,7 +186,7 @@ static void progress(bench *b, long done, long total)
     if (b->o->progress_s <= 0 || ps_my_rank() != 0 || now < b->next_progress) return;
     b->next_progress = now + b->o->progress_s;
     double el = now - b->start, vb = (double)b->o->keys * b->o->val_len * 4.0;
-    fprintf(stderr, "psbench: %s %ld/%ld iters (%.0f%%), %.1f s, %.3f GB/s so far\n",
+    fprintf(stderr, "psbench: %s %ld/%ld iters submitted (%.0f%%), %.1f s, %.3f GB/s so far\n",
             pb_op_name(b->o->op), done, total, 100.0 * (double)done / (double)total, el,
             el > 0 ? (double)done * vb / el / 1e9 : 0);
 }
