@@ -234,7 +234,7 @@ bandwidth_row() {
     gbs=$(awk -v x="$mbs" 'BEGIN {if (x != "") printf "%.3f", x * 1048576 / 1e9}')
     args=(--op push --keys 1 --val-len 2621440 --iters 200 --inflight 1)
     if ! psbench "$s" bw-exact "${args[@]}"; then
-        if grep -q 'width: must be in' "$OUT/psbench-$s-bw-exact.log"; then
+        if grep -q 'ERROR table option width' "$OUT/psbench-$s-bw-exact.log"; then
             NOTES+=("$label: 1 key x 2621440 f32 is refused by the library (table width cap 2^20 values per key); the row measures 4 keys x 655360 f32, the same 10 MiB per request")
         fi
         what="4 keys x 655360 f32"

@@ -79,6 +79,10 @@ typedef struct ps_table_opts {
     uint64_t init_seed;
     ps_consistency consistency;   /* default PS_EVENTUAL */
     int tau;                      /* for PS_BOUNDED_DELAY */
+    int bsp;                      /* servers aggregate each iteration's pushes of
+                                   * all live workers, then apply the sum once;
+                                   * a worker's pull waits until every iteration
+                                   * it pushed is applied (see ps_push) */
     int replication;              /* chain length - 1 (fault-tolerance issue); 0 now */
     uint64_t dense_lo, dense_hi;  /* if hi > lo: keys are [lo, hi), stored in flat
                                    * arrays instead of a hash table */
@@ -107,6 +111,8 @@ typedef struct ps_task_opts {
  * Push `n` keys with `n * width` values (dtype of the table).  Keys may be
  * in any order; a key repeated within one push is an error (PS_ERR_INVAL).
  * Returns the timestamp or a negative ps_err (only workers may push).
+ * In a BSP table a worker's k-th push is its contribution to iteration k:
+ * every worker pushes once per iteration (n may be 0).
  */
 int64_t ps_push(ps_table *t, const uint64_t *keys, size_t n, const void *vals,
                 const ps_task_opts *opts);

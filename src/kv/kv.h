@@ -26,6 +26,7 @@
 #include "kv/store.h"
 #include "kv/update.h"
 #include "node/ring.h"
+#include "node/view.h"
 #include "ps/ps.h"
 #include "task/task.h"
 #include "wire/msg.h"
@@ -35,6 +36,7 @@
 
 typedef struct kv_req kv_req;
 typedef struct kv_parked kv_parked;
+typedef struct kv_bsp kv_bsp;
 
 struct ps_table {
     char name[PSI_TABLE_NAME_MAX];
@@ -49,11 +51,14 @@ struct ps_table {
     uint64_t *push_seq;          /* per server node id: last sequence sent */
     psi_ring *ring;
     uint32_t ring_epoch;
+    uint32_t servers[PSI_MAX_NODES]; /* server ids of the ring */
+    int nservers;
     /* server side */
     psi_store *store;
     psi_dense *dense;
     int64_t *applied;            /* per sender node id: last sequence applied */
     kv_parked *parked;           /* early pushes waiting for a predecessor */
+    kv_bsp *bsp;                 /* BSP aggregation state (bsp.c) */
     ps_table_stats stats;
 };
 
@@ -72,6 +77,19 @@ void psi_kv_worker_free(ps_table *t);
 int psi_kv_server_init(ps_table *t);
 void psi_kv_server_on_request(ps_table *t, psi_msg *m);
 void psi_kv_server_free(ps_table *t);
+
+/* BSP (bsp.c), server side, table lock held. */
+int psi_kv_bsp_init(ps_table *t);
+void psi_kv_bsp_free(ps_table *t);
+/* Aggregate a push that is next in its sender's order. */
+int psi_kv_bsp_push(ps_table *t, const psi_msg *m, uint64_t iter);
+/* Answer a pull now if iteration `min_iter` is applied, else keep it;
+ * returns 1 if it kept `m` (the caller must not free it). */
+int psi_kv_bsp_pull(ps_table *t, psi_msg *m, uint64_t min_iter);
+/* Workers died: fewer contributions complete an iteration. */
+void psi_kv_server_on_view(ps_table *t, const uint32_t *dead, int ndead);
+/* Answer a pull request (server.c). */
+void psi_kv_answer_pull(ps_table *t, const psi_msg *m);
 
 /* Reply to request `req` with `status` and optional values (copied). */
 void psi_kv_reply(const psi_msg *req, int status, const void *vals, size_t len);

@@ -45,7 +45,8 @@ int psi_kv_server_init(ps_table *t)
     } else if ((t->store = psi_store_new(bb)) && t->opts.max_bytes)
         psi_store_set_limit(t->store, t->opts.max_bytes);
     t->applied = calloc(PSI_MAX_NODES, sizeof(int64_t));
-    return (t->store || t->dense) && t->applied ? PS_OK : PS_ERR_NOMEM;
+    if (!(t->store || t->dense) || !t->applied) return PS_ERR_NOMEM;
+    return t->opts.bsp ? psi_kv_bsp_init(t) : PS_OK;
 }
 
 void psi_kv_server_free(ps_table *t)
@@ -56,6 +57,7 @@ void psi_kv_server_free(ps_table *t)
         psi_msg_free(p->msg);
         free(p);
     }
+    psi_kv_bsp_free(t);
     psi_store_free(t->store);
     psi_dense_free(t->dense);
     free(t->applied);
@@ -79,17 +81,24 @@ void psi_kv_reply(const psi_msg *req, int status, const void *vals, size_t len)
 
 /* ---- validation ----------------------------------------------------------------- */
 
+/* Checks a request; *seq gets a push's sequence number or, for a pull of a
+ * BSP table, the iteration it must see. */
 static int check_request(const ps_table *t, const psi_msg *m, uint64_t *seq)
 {
     const psi_hdr *h = &m->hdr;
     const uint64_t *k = m->seg[PSI_SEG_KEYS];
     int push = (h->flags & PSI_F_PUSH) != 0;
     if (h->sender >= PSI_MAX_NODES || !(h->flags & (PSI_F_PUSH | PSI_F_PULL))) return PS_ERR_PROTO;
-    if (h->key_count == 0 || ((uintptr_t)k & 7)) return PS_ERR_PROTO;
+    if ((h->key_count == 0 && !(t->bsp && push)) || ((uintptr_t)k & 7)) return PS_ERR_PROTO;
     for (uint64_t i = 1; i < h->key_count; i++)
         if (k[i] < k[i - 1] || (push && k[i] == k[i - 1])) return PS_ERR_PROTO;
-    if (t->dense && (k[0] < t->opts.dense_lo || k[h->key_count - 1] >= t->opts.dense_hi))
+    if (t->dense && h->key_count &&
+        (k[0] < t->opts.dense_lo || k[h->key_count - 1] >= t->opts.dense_hi))
         return PS_ERR_INVAL;
+    if (!push && t->bsp) {
+        if (h->seg_len[PSI_SEG_AUX] != 8) return PS_ERR_PROTO;
+        *seq = psi_get_u64(m->seg[PSI_SEG_AUX]);
+    }
     if (!push) return PS_OK;
     if (h->seg_len[PSI_SEG_VALS] != h->key_count * t->vbytes || h->seg_len[PSI_SEG_AUX] != 8)
         return PS_ERR_PROTO;
@@ -121,8 +130,9 @@ static int do_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks)
     return missing ? PS_ERR_TOOBIG : PS_OK;
 }
 
-static int do_apply(ps_table *t, const psi_msg *m)
+static int do_apply(ps_table *t, const psi_msg *m, uint64_t seq)
 {
+    if (t->bsp) return psi_kv_bsp_push(t, m, seq);
     size_t n = m->hdr.key_count;
     void **blocks = malloc(n * sizeof(void *));
     if (!blocks) return PS_ERR_NOMEM;
@@ -148,16 +158,26 @@ static uint8_t *do_read(ps_table *t, const psi_msg *m)
     return out;
 }
 
-/* Answer a request whose push part (if any) is settled with `status`. */
-static void do_answer(ps_table *t, const psi_msg *m, int status)
+void psi_kv_answer_pull(ps_table *t, const psi_msg *m)
+{
+    uint8_t *vals = m->hdr.key_count ? do_read(t, m) : NULL;
+    int st = vals || !m->hdr.key_count ? PS_OK : PS_ERR_NOMEM;
+    psi_kv_reply(m, st, vals, m->hdr.key_count * t->vbytes);
+    free(vals);
+}
+
+/* Answer a request whose push part (if any) is settled with `status`;
+ * `iter` is the iteration a BSP pull must see.  Returns 1 if the request
+ * was kept to be answered later (BSP), 0 if the caller still owns it. */
+static int do_answer(ps_table *t, psi_msg *m, int status, uint64_t iter)
 {
     if (status != 0 || !(m->hdr.flags & PSI_F_PULL)) {
         psi_kv_reply(m, status, NULL, 0);
-        return;
+        return 0;
     }
-    uint8_t *vals = do_read(t, m);
-    psi_kv_reply(m, vals ? PS_OK : PS_ERR_NOMEM, vals, m->hdr.key_count * t->vbytes);
-    free(vals);
+    if (t->bsp) return psi_kv_bsp_pull(t, m, iter);
+    psi_kv_answer_pull(t, m);
+    return 0;
 }
 
 /* ---- pushes in sender order ------------------------------------------------------ */
@@ -188,13 +208,12 @@ static void do_drain(ps_table *t, uint32_t sender)
             *pp = p->next;
             int st = PS_OK;
             if (p->seq == (uint64_t)last + 1) {
-                st = do_apply(t, p->msg);
+                st = do_apply(t, p->msg, p->seq);
                 t->applied[sender] = (int64_t)p->seq;
                 t->stats.pushes_applied++;
                 progress = 1;
             }
-            do_answer(t, p->msg, st);
-            psi_msg_free(p->msg);
+            if (!do_answer(t, p->msg, st, p->seq)) psi_msg_free(p->msg);
             free(p);
         }
     }
@@ -204,20 +223,21 @@ static void do_push(ps_table *t, psi_msg *m, uint64_t seq)
 {
     uint32_t s = m->hdr.sender;
     uint64_t last = (uint64_t)t->applied[s];
+    int kept = 0;
     if (seq <= last) { /* a resend or duplicate: already applied */
         t->stats.pushes_deduped++;
-        do_answer(t, m, PS_OK);
+        kept = do_answer(t, m, PS_OK, seq);
     } else if (seq == last + 1) {
-        int st = do_apply(t, m);
+        int st = do_apply(t, m, seq);
         t->applied[s] = (int64_t)seq;
         t->stats.pushes_applied++;
-        do_answer(t, m, st);
+        kept = do_answer(t, m, st, seq);
         do_drain(t, s);
     } else {
         do_park(t, m, seq);
         return;
     }
-    psi_msg_free(m);
+    if (!kept) psi_msg_free(m);
 }
 
 void psi_kv_server_on_request(ps_table *t, psi_msg *m)
@@ -232,8 +252,7 @@ void psi_kv_server_on_request(ps_table *t, psi_msg *m)
         psi_msg_free(m);
     } else if (m->hdr.flags & PSI_F_PUSH) {
         do_push(t, m, seq);
-    } else {
-        do_answer(t, m, PS_OK);
+    } else if (!do_answer(t, m, PS_OK, seq)) {
         psi_msg_free(m);
     }
     pthread_mutex_unlock(&t->lock);

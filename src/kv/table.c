@@ -98,8 +98,10 @@ static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
     ps_table *ts[PSI_MAX_TABLES];
     memcpy(ts, reg.tables, (size_t)n * sizeof(ts[0]));
     pthread_mutex_unlock(&reg.lock);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (ts[i]->tq) psi_kv_worker_on_view(ts[i], dead, ndead);
+        if (ts[i]->bsp) psi_kv_server_on_view(ts[i], dead, ndead);
+    }
 }
 
 static void *timer_main(void *arg)
@@ -165,6 +167,7 @@ static int check_opts(const char *name, const ps_table_opts *o)
 static int same_opts(const ps_table_opts *a, const ps_table_opts *b)
 {
     return a->dtype == b->dtype && a->width == b->width && a->update == b->update &&
+           a->bsp == b->bsp &&
            a->consistency == b->consistency && a->tau == b->tau;
 }
 

@@ -41,6 +41,7 @@ typedef struct kv_slice {
     uint32_t server;
     int done;
     uint64_t seq;      /* push sequence number for this server */
+    uint64_t iter;     /* BSP pull: iterations pushed to this server so far */
     size_t nkeys;
     kv_run *runs;
     size_t nruns;
@@ -199,6 +200,8 @@ static int do_ring(ps_table *t)
         PSI_ERROR("table %s: the cluster has no servers to push to", t->name);
         return PS_ERR_STATE;
     }
+    memcpy(t->servers, ids, (size_t)n * sizeof(uint32_t));
+    t->nservers = n;
     t->ring = psi_ring_new(ranks, ids, n, PSI_RING_DEFAULT_VNODES);
     return t->ring ? PS_OK : PS_ERR_NOMEM;
 }
@@ -246,13 +249,17 @@ static int do_slice(kv_req *r)
     psi_ring_slice *ss = malloc(PSI_MAX(PSI_MIN(nseg, r->n), 1) * sizeof(*ss));
     int rv = ss ? PS_OK : PS_ERR_NOMEM;
     size_t ns = ss ? psi_ring_slice_keys(t->ring, r->keys, r->n, ss, PSI_MIN(nseg, r->n)) : 0;
-    if (rv == 0 && !(r->slices = calloc(PSI_MAX(ns, 1), sizeof(kv_slice)))) rv = PS_ERR_NOMEM;
+    int every = t->opts.bsp && (r->flags & PSI_F_PUSH); /* BSP: one push per server */
+    size_t cap = every ? ns + (size_t)t->nservers : ns;
+    if (rv == 0 && !(r->slices = calloc(PSI_MAX(cap, 1), sizeof(kv_slice)))) rv = PS_ERR_NOMEM;
     for (size_t i = 0; rv == 0 && i < ns; i++)
         rv = add_run(slice_for(r, ss[i].owner), ss[i].begin, ss[i].end);
+    for (int i = 0; rv == 0 && every && i < t->nservers; i++) slice_for(r, t->servers[i]);
     for (int i = 0; rv == 0 && i < r->nslices; i++) {
         kv_slice *s = &r->slices[i];
-        if ((rv = fill_buf(r, s)) == 0 && (r->flags & PSI_F_PUSH) && s->server < PSI_MAX_NODES)
-            s->seq = ++t->push_seq[s->server];
+        if ((rv = fill_buf(r, s)) != 0 || s->server >= PSI_MAX_NODES) continue;
+        if (r->flags & PSI_F_PUSH) s->seq = ++t->push_seq[s->server];
+        s->iter = t->push_seq[s->server];
     }
     free(ss);
     free(r->vals); /* now in the slices' buffers */
@@ -271,8 +278,10 @@ static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
     h->table = r->t->id;
     h->timestamp = (uint64_t)r->ts;
     h->key_count = s->nkeys;
-    h->key_lo = ((const uint64_t *)(const void *)s->buf->data)[0];
-    h->key_hi = ((const uint64_t *)(const void *)s->buf->data)[s->nkeys - 1];
+    if (s->nkeys) {
+        h->key_lo = ((const uint64_t *)(const void *)s->buf->data)[0];
+        h->key_hi = ((const uint64_t *)(const void *)s->buf->data)[s->nkeys - 1];
+    }
     m->seg[PSI_SEG_KEYS] = s->buf->data;
     h->seg_len[PSI_SEG_KEYS] = s->nkeys * 8;
     m->borrowed = 1u << PSI_SEG_KEYS;
@@ -280,8 +289,11 @@ static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
         m->seg[PSI_SEG_VALS] = s->buf->data + s->nkeys * 8;
         h->seg_len[PSI_SEG_VALS] = s->nkeys * r->t->vbytes;
         m->borrowed |= 1u << PSI_SEG_VALS;
+    }
+    if ((r->flags & PSI_F_PUSH) || r->t->opts.bsp) {
+        /* push: its sequence number; BSP pull: the iteration to wait for */
         uint8_t seq[8];
-        psi_put_u64(seq, s->seq);
+        psi_put_u64(seq, (r->flags & PSI_F_PUSH) ? s->seq : s->iter);
         if (psi_msg_set_seg(m, PSI_SEG_AUX, seq, 8) != 0) {
             psi_msg_free(m);
             return NULL;
@@ -330,7 +342,7 @@ static void kv_start(void *ctx, int64_t ts)
     kv_req *r = ctx;
     ps_table *t = r->t;
     r->ts = ts;
-    if (r->n == 0) {
+    if (r->n == 0 && !(t->opts.bsp && (r->flags & PSI_F_PUSH))) {
         finish(r, PS_OK);
         return;
     }

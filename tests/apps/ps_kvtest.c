@@ -14,6 +14,9 @@
  *       leaves the table intact.
  *   ps_kvtest init                          pulls of keys never pushed read as
  *       the table's initializer, the same on every worker.
+ *   ps_kvtest bsp [--iters N]              BSP table: in iteration i each worker
+ *       r pushes r+1 to every key (worker 0 pushes no keys at all) and pulls;
+ *       the pull must see exactly the sum of iterations 1..i of all workers.
  *   ps_kvtest calls [--calls N]             remote functions: the scheduler
  *       calls every worker N times (a chain of dependencies); each handler
  *       must run exactly N times, in order, under any PS_FAULT; a worker
@@ -243,6 +246,40 @@ static void run_init(void)
     ps_barrier(PS_GROUP_ALL);
 }
 
+/* ---- BSP ---------------------------------------------------------------------- */
+
+static void run_bsp(int argc, char **argv)
+{
+    long iters = arg_long(argc, argv, "--iters", 30);
+    ps_table_opts o;
+    ps_table *t;
+    ps_table_opts_init(&o);
+    o.dtype = PS_F64;
+    o.bsp = 1;
+    if (ps_table_open("bsp", &o, &t) != 0) exit(1);
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_WORKER) {
+        enum { N = 300 };
+        uint64_t keys[N];
+        double push[N], got[N];
+        int w = ps_num_workers(), bad = 0, rv = 0;
+        double per_iter = 0;
+        for (int r = 1; r < w; r++) per_iter += r + 1; /* worker 0 pushes nothing */
+        for (int i = 0; i < N; i++) {
+            keys[i] = ps_hash_key((uint64_t)i);
+            push[i] = ps_my_rank() + 1;
+        }
+        for (long it = 1; it <= iters && !rv; it++) {
+            rv = ps_wait(t, ps_push(t, keys, ps_my_rank() == 0 ? 0 : N, push, NULL));
+            rv |= ps_wait(t, ps_pull(t, keys, N, got, NULL));
+            for (int i = 0; i < N; i++) bad += got[i] != per_iter * (double)it;
+        }
+        CHECK(rv == 0 && bad == 0, "bsp iterations", "status %s, %d values not at their "
+              "iteration's sum", ps_strerror(rv), bad);
+    }
+    ps_barrier(PS_GROUP_ALL);
+}
+
 /* ---- remote calls ---------------------------------------------------------------- */
 
 static long counted, last_seen = -1, out_of_order;
@@ -329,6 +366,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "errors")) run_errors();
     else if (!strcmp(argv[1], "init")) run_init();
     else if (!strcmp(argv[1], "calls")) run_calls(argc, argv);
+    else if (!strcmp(argv[1], "bsp")) run_bsp(argc, argv);
     else failures++;
     int rv = ps_finalize();
     return failures || rv ? 1 : 0;

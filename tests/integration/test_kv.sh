@@ -4,7 +4,8 @@
 # delays and reorders (idempotent pushes), initial values of keys never
 # pushed, bad input, and the bounded-delay bound for tau in {0, 1, 4} plus
 # eventual consistency never waiting; remote calls run exactly once, in
-# dependency order, also under faults.
+# dependency order, also under faults; BSP tables apply each iteration once,
+# after every worker contributed, and pulls see exactly that.
 . "$(dirname "$0")/lib.sh"
 
 run() { # NAME EXPECTED_PASSES ARGS...: psrun the kv test, check its PASS lines
@@ -30,3 +31,5 @@ for tau in 0 1 4; do run "consistency-tau$tau" 3 consistency --tau "$tau"; done
 run consistency-eventual 6 consistency --tau -1
 run calls 7 calls --calls 50
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,delay=0.2,seed=4" run calls-faults 7 calls --calls 50
+run bsp 3 bsp --iters 30
+PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,delay=0.2,reorder=0.1,seed=9" run bsp-faults 3 bsp --iters 30
