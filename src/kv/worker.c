@@ -30,7 +30,7 @@
 /* Keys then values of one slice, shared by every send of it. */
 typedef struct kv_buf {
     atomic_int refs;
-    uint8_t data[];
+    _Alignas(16) uint8_t data[]; /* keys are read as u64 */
 } kv_buf;
 
 typedef struct kv_run {
