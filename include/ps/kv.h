@@ -70,7 +70,11 @@ typedef struct ps_update_ops {
 
 typedef struct ps_table_opts {
     ps_dtype dtype;               /* default PS_F32 */
-    int width;                    /* values per key, >= 1 (default 1) */
+    int width;                    /* values per key, >= 1 (default 1); 0: every key
+                                   * holds a vector of its own length, pushed and
+                                   * pulled with ps_push_var / ps_pull_var (update
+                                   * ADD: element-wise, lengths must match; ASSIGN:
+                                   * replaces) */
     ps_update update;             /* default PS_UPDATE_ADD */
     double lr, l1, l2, beta, eps; /* update parameters (defaults 0.1, 0, 0, 1, 1e-8) */
     const ps_update_ops *custom;  /* for PS_UPDATE_CUSTOM */
@@ -129,6 +133,24 @@ int64_t ps_push_range(ps_table *t, uint64_t lo, uint64_t hi, const void *vals,
                       const ps_task_opts *opts);
 int64_t ps_pull_range(ps_table *t, uint64_t lo, uint64_t hi, void *vals,
                       const ps_task_opts *opts);
+
+/* Values of a variable-length table (width 0), in the caller's key order:
+ * key i has lens[i] values starting at element offs[i] of vals. */
+typedef struct ps_var_vals {
+    uint32_t *lens;
+    size_t *offs;
+    void *vals;
+    size_t total;                 /* elements in vals */
+} ps_var_vals;
+
+/* Push key i with lens[i] values; vals holds them back to back. */
+int64_t ps_push_var(ps_table *t, const uint64_t *keys, size_t n, const uint32_t *lens,
+                    const void *vals, const ps_task_opts *opts);
+/* Pull into *out, filled when the task finishes (free with ps_var_free).
+ * Keys never pushed have length 0. */
+int64_t ps_pull_var(ps_table *t, const uint64_t *keys, size_t n, ps_var_vals *out,
+                    const ps_task_opts *opts);
+void ps_var_free(ps_var_vals *v);
 
 /* Block until task `ts` finished; returns its status (0 or a ps_err). */
 int ps_wait(ps_table *t, int64_t ts);

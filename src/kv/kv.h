@@ -21,6 +21,7 @@
 #define PSI_KV_KV_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "kv/store.h"
@@ -43,7 +44,8 @@ struct ps_table {
     uint32_t id;
     ps_table_opts opts;
     psi_update upd;
-    size_t vbytes;               /* bytes of one key's values */
+    size_t vbytes;               /* bytes of one key's values (one element if var) */
+    int var;                     /* width 0: variable-length values (var.c) */
     pthread_mutex_t lock;
     /* worker side */
     psi_tq *tq;
@@ -60,6 +62,48 @@ struct ps_table {
     kv_parked *parked;           /* early pushes waiting for a predecessor */
     kv_bsp *bsp;                 /* BSP aggregation state (bsp.c) */
     ps_table_stats stats;
+};
+
+/* Keys then values of one slice, shared by every send of it. */
+typedef struct kv_buf {
+    atomic_int refs;
+    _Alignas(16) uint8_t data[]; /* keys are read as u64 */
+} kv_buf;
+
+typedef struct kv_run {
+    size_t begin, end; /* positions in the sorted key array */
+} kv_run;
+
+typedef struct kv_slice {
+    uint32_t server;
+    int done;
+    uint64_t seq;      /* push sequence number for this server */
+    uint64_t iter;     /* BSP pull: iterations pushed to this server so far */
+    size_t nkeys;
+    kv_run *runs;
+    size_t nruns;
+    kv_buf *buf;
+    uint64_t sent_ms;
+    size_t elems;      /* variable-length push: values in this slice */
+    psi_msg *resp;     /* variable-length pull: the answer, kept until done */
+} kv_slice;
+
+struct kv_req {
+    kv_req *next;
+    ps_table *t;
+    int64_t ts;
+    unsigned flags;    /* PSI_F_PUSH and/or PSI_F_PULL */
+    size_t n;
+    uint64_t *keys;    /* sorted */
+    uint8_t *vals;     /* push values in sorted order */
+    size_t *perm;      /* sorted position -> caller position; NULL: same */
+    uint8_t *out;      /* caller's pull buffer */
+    uint32_t *lens;    /* variable-length push: lengths in sorted order */
+    size_t *voffs;     /* ... and element offsets of each key in vals (n + 1) */
+    ps_var_vals *vout; /* variable-length pull: the caller's result */
+    kv_slice *slices;
+    int nslices, pending;
+    int status;
 };
 
 /* Registry (table.c). */
@@ -91,7 +135,25 @@ void psi_kv_server_on_view(ps_table *t, const uint32_t *dead, int ndead);
 /* Answer a pull request (server.c). */
 void psi_kv_answer_pull(ps_table *t, const psi_msg *m);
 
+/* Variable-length values (var.c).  Worker side: */
+int psi_kv_var_prepare(kv_req *r, const uint32_t *lens, const void *vals);
+size_t psi_kv_var_buf_len(const kv_req *r, const kv_slice *s);
+void psi_kv_var_fill(kv_req *r, kv_slice *s);
+void psi_kv_var_segments(const kv_req *r, const kv_slice *s, psi_msg *m);
+int psi_kv_var_check_answer(const kv_req *r, const kv_slice *s, const psi_msg *m);
+int psi_kv_var_assemble(kv_req *r);
+/* Server side (table lock held): */
+int psi_kv_var_check(const ps_table *t, const psi_msg *m);
+int psi_kv_var_apply(ps_table *t, const psi_msg *m);
+void psi_kv_var_answer_pull(ps_table *t, const psi_msg *m);
+void psi_kv_var_free_store(ps_table *t);
+/* Keys must be unique in a push: PS_ERR_INVAL (logged) otherwise. */
+int psi_kv_check_unique(const kv_req *r);
+
 /* Reply to request `req` with `status` and optional values (copied). */
 void psi_kv_reply(const psi_msg *req, int status, const void *vals, size_t len);
+/* Send `m` (segments filled by the caller; owned by this call) as the
+ * successful answer to `req`. */
+void psi_kv_reply_msg(const psi_msg *req, psi_msg *m);
 
 #endif /* PSI_KV_KV_H */

@@ -34,7 +34,8 @@ static void init_block(void *arg, uint64_t key, void *block)
 
 int psi_kv_server_init(ps_table *t)
 {
-    size_t bb = psi_update_block_bytes(&t->upd);
+    /* a variable-length key's block is a pointer and a length (var.c) */
+    size_t bb = t->var ? 16 : psi_update_block_bytes(&t->upd);
     if (t->opts.dense_hi > t->opts.dense_lo) {
         /* A page of keys is created at once: every key in it starts at the
          * table's initializer, not just the one that made the page. */
@@ -58,6 +59,7 @@ void psi_kv_server_free(ps_table *t)
         free(p);
     }
     psi_kv_bsp_free(t);
+    psi_kv_var_free_store(t);
     psi_store_free(t->store);
     psi_dense_free(t->dense);
     free(t->applied);
@@ -66,17 +68,22 @@ void psi_kv_server_free(ps_table *t)
     t->applied = NULL;
 }
 
+void psi_kv_reply_msg(const psi_msg *req, psi_msg *m)
+{
+    m->hdr.flags = (uint16_t)(PSI_F_RESPONSE | (req->hdr.flags & (PSI_F_PUSH | PSI_F_PULL)));
+    m->hdr.table = req->hdr.table;
+    m->hdr.timestamp = req->hdr.timestamp;
+    psi_node_send(req->hdr.sender, m);
+}
+
 void psi_kv_reply(const psi_msg *req, int status, const void *vals, size_t len)
 {
     psi_msg *m = psi_msg_new(PSI_MSG_DATA);
     if (!m) return;
-    m->hdr.flags = (uint16_t)(PSI_F_RESPONSE | (req->hdr.flags & (PSI_F_PUSH | PSI_F_PULL)));
-    m->hdr.table = req->hdr.table;
-    m->hdr.timestamp = req->hdr.timestamp;
     m->hdr.arg = (uint32_t)status;
     if (status == 0 && len && psi_msg_set_seg(m, PSI_SEG_VALS, vals, len) != 0)
         m->hdr.arg = (uint32_t)PS_ERR_NOMEM;
-    psi_node_send(req->hdr.sender, m);
+    psi_kv_reply_msg(req, m);
 }
 
 /* ---- validation ----------------------------------------------------------------- */
@@ -100,8 +107,12 @@ static int check_request(const ps_table *t, const psi_msg *m, uint64_t *seq)
         *seq = psi_get_u64(m->seg[PSI_SEG_AUX]);
     }
     if (!push) return PS_OK;
-    if (h->seg_len[PSI_SEG_VALS] != h->key_count * t->vbytes || h->seg_len[PSI_SEG_AUX] != 8)
+    if (t->var) {
+        int rv = psi_kv_var_check(t, m);
+        if (rv != 0) return rv;
+    } else if (h->seg_len[PSI_SEG_VALS] != h->key_count * t->vbytes || h->seg_len[PSI_SEG_AUX] != 8) {
         return PS_ERR_PROTO;
+    }
     *seq = psi_get_u64(m->seg[PSI_SEG_AUX]);
     return *seq ? PS_OK : PS_ERR_PROTO;
 }
@@ -133,6 +144,7 @@ static int do_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks)
 static int do_apply(ps_table *t, const psi_msg *m, uint64_t seq)
 {
     if (t->bsp) return psi_kv_bsp_push(t, m, seq);
+    if (t->var) return psi_kv_var_apply(t, m);
     size_t n = m->hdr.key_count;
     void **blocks = malloc(n * sizeof(void *));
     if (!blocks) return PS_ERR_NOMEM;
@@ -160,6 +172,10 @@ static uint8_t *do_read(ps_table *t, const psi_msg *m)
 
 void psi_kv_answer_pull(ps_table *t, const psi_msg *m)
 {
+    if (t->var) {
+        psi_kv_var_answer_pull(t, m);
+        return;
+    }
     uint8_t *vals = m->hdr.key_count ? do_read(t, m) : NULL;
     int st = vals || !m->hdr.key_count ? PS_OK : PS_ERR_NOMEM;
     psi_kv_reply(m, st, vals, m->hdr.key_count * t->vbytes);

@@ -157,6 +157,12 @@ static int check_opts(const char *name, const ps_table_opts *o)
         PSI_ERROR("table %s: dense range over 2^40 keys", name);
         return PS_ERR_INVAL;
     }
+    if (o->width == 0 && (o->bsp || o->dense_hi > o->dense_lo ||
+                          (o->update != PS_UPDATE_ADD && o->update != PS_UPDATE_ASSIGN))) {
+        PSI_ERROR("table %s: variable-length values (width 0) support only ADD and ASSIGN, "
+                  "without BSP or a dense range", name);
+        return PS_ERR_INVAL;
+    }
     if (o->replication != 0) {
         PSI_ERROR("table %s: replication is not supported yet", name);
         return PS_ERR_INVAL;
@@ -189,7 +195,10 @@ static int table_new(const char *name, const ps_table_opts *o, ps_table **out)
     t->id = name_id(name);
     t->opts = *o;
     pthread_mutex_init(&t->lock, NULL);
-    if ((rv = psi_update_from_opts(&t->upd, o)) != 0) goto fail;
+    ps_table_opts uo = *o;
+    t->var = o->width == 0;
+    if (t->var) uo.width = 1; /* the update works on one element */
+    if ((rv = psi_update_from_opts(&t->upd, &uo)) != 0) goto fail;
     t->vbytes = psi_update_value_bytes(&t->upd);
     if (ps_my_role() == PS_ROLE_WORKER) {
         int tau = o->consistency == PS_SEQUENTIAL ? 0

@@ -27,43 +27,6 @@
 #include "util/log.h"
 #include "util/util.h"
 
-/* Keys then values of one slice, shared by every send of it. */
-typedef struct kv_buf {
-    atomic_int refs;
-    _Alignas(16) uint8_t data[]; /* keys are read as u64 */
-} kv_buf;
-
-typedef struct kv_run {
-    size_t begin, end; /* positions in the sorted key array */
-} kv_run;
-
-typedef struct kv_slice {
-    uint32_t server;
-    int done;
-    uint64_t seq;      /* push sequence number for this server */
-    uint64_t iter;     /* BSP pull: iterations pushed to this server so far */
-    size_t nkeys;
-    kv_run *runs;
-    size_t nruns;
-    kv_buf *buf;
-    uint64_t sent_ms;
-} kv_slice;
-
-struct kv_req {
-    kv_req *next;
-    ps_table *t;
-    int64_t ts;
-    unsigned flags;    /* PSI_F_PUSH and/or PSI_F_PULL */
-    size_t n;
-    uint64_t *keys;    /* sorted */
-    uint8_t *vals;     /* push values in sorted order */
-    size_t *perm;      /* sorted position -> caller position; NULL: same */
-    uint8_t *out;      /* caller's pull buffer */
-    kv_slice *slices;
-    int nslices, pending;
-    int status;
-};
-
 typedef struct user_done {
     void (*fn)(ps_table *t, int64_t ts, int status, void *arg);
     void *arg;
@@ -89,11 +52,14 @@ static void req_free(kv_req *r)
     for (int i = 0; i < r->nslices; i++) {
         free(r->slices[i].runs);
         buf_unref(r->slices[i].buf);
+        psi_msg_free(r->slices[i].resp);
     }
     free(r->slices);
     free(r->keys);
     free(r->vals);
     free(r->perm);
+    free(r->lens);
+    free(r->voffs);
     free(r);
 }
 
@@ -142,15 +108,22 @@ static int sort_keys(kv_req *r, const uint64_t *keys)
     return PS_OK;
 }
 
-static int gather_vals(kv_req *r, const void *vals)
+int psi_kv_check_unique(const kv_req *r)
 {
-    size_t vb = r->t->vbytes;
     for (size_t i = 1; i < r->n; i++)
         if (r->keys[i] == r->keys[i - 1]) {
             PSI_ERROR("table %s: key %llu appears twice in one push", r->t->name,
                       (unsigned long long)r->keys[i]);
             return PS_ERR_INVAL;
         }
+    return PS_OK;
+}
+
+static int gather_vals(kv_req *r, const void *vals)
+{
+    size_t vb = r->t->vbytes;
+    int rv = psi_kv_check_unique(r);
+    if (rv != 0) return rv;
     if (!(r->vals = malloc(PSI_MAX(r->n * vb, 1)))) return PS_ERR_NOMEM;
     if (!r->perm) {
         memcpy(r->vals, vals, r->n * vb);
@@ -162,7 +135,7 @@ static int gather_vals(kv_req *r, const void *vals)
 }
 
 static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, size_t n,
-                           const void *push, void *pull, int *rv)
+                           const uint32_t *lens, const void *push, void *pull, int *rv)
 {
     kv_req *r = calloc(1, sizeof(*r));
     *rv = PS_ERR_NOMEM;
@@ -170,8 +143,10 @@ static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, si
     r->t = t;
     r->flags = flags;
     r->n = n;
-    r->out = pull;
-    if ((*rv = sort_keys(r, keys)) == 0 && (flags & PSI_F_PUSH)) *rv = gather_vals(r, push);
+    if (t->var) r->vout = pull;
+    else r->out = pull;
+    if ((*rv = sort_keys(r, keys)) == 0 && (flags & PSI_F_PUSH))
+        *rv = t->var ? psi_kv_var_prepare(r, lens, push) : gather_vals(r, push);
     if (*rv != 0) {
         req_free(r);
         return NULL;
@@ -229,6 +204,11 @@ static int add_run(kv_slice *s, size_t begin, size_t end)
 /* Gather one slice's keys and values into its shared buffer. */
 static int fill_buf(kv_req *r, kv_slice *s)
 {
+    if (r->t->var) {
+        if (!(s->buf = buf_new(psi_kv_var_buf_len(r, s)))) return PS_ERR_NOMEM;
+        psi_kv_var_fill(r, s);
+        return PS_OK;
+    }
     size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0;
     if (!(s->buf = buf_new(s->nkeys * (8 + vb)))) return PS_ERR_NOMEM;
     uint8_t *k = s->buf->data, *v = k + s->nkeys * 8;
@@ -285,7 +265,9 @@ static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
     m->seg[PSI_SEG_KEYS] = s->buf->data;
     h->seg_len[PSI_SEG_KEYS] = s->nkeys * 8;
     m->borrowed = 1u << PSI_SEG_KEYS;
-    if (r->flags & PSI_F_PUSH) {
+    if (r->t->var) {
+        psi_kv_var_segments(r, s, m);
+    } else if (r->flags & PSI_F_PUSH) {
         m->seg[PSI_SEG_VALS] = s->buf->data + s->nkeys * 8;
         h->seg_len[PSI_SEG_VALS] = s->nkeys * r->t->vbytes;
         m->borrowed |= 1u << PSI_SEG_VALS;
@@ -326,6 +308,7 @@ static void finish(kv_req *r, int status)
 {
     psi_tq *q = r->t->tq;
     int64_t ts = r->ts;
+    if (status == 0 && r->vout) status = psi_kv_var_assemble(r);
     req_free(r);
     psi_tq_finish(q, ts, status);
 }
@@ -377,18 +360,25 @@ static void on_done(void *arg, int64_t ts, int status)
     free(u);
 }
 
-static int64_t submit(ps_table *t, unsigned flags, const uint64_t *keys, size_t n,
-                      const void *push, void *pull, const ps_task_opts *o)
+/* var_api: called through ps_push_var / ps_pull_var. */
+static int64_t submit(ps_table *t, unsigned flags, int var_api, const uint64_t *keys, size_t n,
+                      const uint32_t *lens, const void *push, void *pull,
+                      const ps_task_opts *o)
 {
     int rv;
-    if (!t || (n && !keys) || ((flags & PSI_F_PUSH) && n && !push) ||
-        ((flags & PSI_F_PULL) && n && !pull))
+    if (!t || (n && !keys) || ((flags & PSI_F_PUSH) && n && (!push || (var_api && !lens))) ||
+        ((flags & PSI_F_PULL) && !pull && (n || var_api)))
         return PS_ERR_INVAL;
+    if (t->var != var_api) {
+        PSI_ERROR("table %s: use ps_push_var/ps_pull_var on variable-length tables (width 0) "
+                  "and ps_push/ps_pull on the others", t->name);
+        return PS_ERR_INVAL;
+    }
     if (!t->tq) {
         PSI_ERROR("table %s: only workers push and pull", t->name);
         return PS_ERR_STATE;
     }
-    kv_req *r = req_prepare(t, flags, keys, n, push, pull, &rv);
+    kv_req *r = req_prepare(t, flags, keys, n, lens, push, pull, &rv);
     if (!r) return rv;
     user_done *u = NULL;
     if (o && o->done) {
@@ -410,18 +400,18 @@ static int64_t submit(ps_table *t, unsigned flags, const uint64_t *keys, size_t 
 int64_t ps_push(ps_table *t, const uint64_t *keys, size_t n, const void *vals,
                 const ps_task_opts *opts)
 {
-    return submit(t, PSI_F_PUSH, keys, n, vals, NULL, opts);
+    return submit(t, PSI_F_PUSH, 0, keys, n, NULL, vals, NULL, opts);
 }
 
 int64_t ps_pull(ps_table *t, const uint64_t *keys, size_t n, void *vals, const ps_task_opts *opts)
 {
-    return submit(t, PSI_F_PULL, keys, n, NULL, vals, opts);
+    return submit(t, PSI_F_PULL, 0, keys, n, NULL, NULL, vals, opts);
 }
 
 int64_t ps_pushpull(ps_table *t, const uint64_t *keys, size_t n, const void *push_vals,
                     void *pull_vals, const ps_task_opts *opts)
 {
-    return submit(t, PSI_F_PUSH | PSI_F_PULL, keys, n, push_vals, pull_vals, opts);
+    return submit(t, PSI_F_PUSH | PSI_F_PULL, 0, keys, n, NULL, push_vals, pull_vals, opts);
 }
 
 static int64_t submit_range(ps_table *t, unsigned flags, uint64_t lo, uint64_t hi,
@@ -432,7 +422,7 @@ static int64_t submit_range(ps_table *t, unsigned flags, uint64_t lo, uint64_t h
     uint64_t *keys = malloc(n * sizeof(*keys));
     if (!keys) return PS_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) keys[i] = lo + i;
-    int64_t ts = submit(t, flags, keys, n, push, pull, o);
+    int64_t ts = submit(t, flags, 0, keys, n, NULL, push, pull, o);
     free(keys);
     return ts;
 }
@@ -447,6 +437,28 @@ int64_t ps_pull_range(ps_table *t, uint64_t lo, uint64_t hi, void *vals,
                       const ps_task_opts *opts)
 {
     return submit_range(t, PSI_F_PULL, lo, hi, NULL, vals, opts);
+}
+
+int64_t ps_push_var(ps_table *t, const uint64_t *keys, size_t n, const uint32_t *lens,
+                    const void *vals, const ps_task_opts *opts)
+{
+    return submit(t, PSI_F_PUSH, 1, keys, n, lens, vals, NULL, opts);
+}
+
+int64_t ps_pull_var(ps_table *t, const uint64_t *keys, size_t n, ps_var_vals *out,
+                    const ps_task_opts *opts)
+{
+    if (out) memset(out, 0, sizeof(*out));
+    return submit(t, PSI_F_PULL, 1, keys, n, NULL, NULL, out, opts);
+}
+
+void ps_var_free(ps_var_vals *v)
+{
+    if (!v) return;
+    free(v->lens);
+    free(v->offs);
+    free(v->vals);
+    memset(v, 0, sizeof(*v));
 }
 
 int ps_wait(ps_table *t, int64_t ts)
@@ -506,7 +518,14 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
     int complete = 0;
     if (s && !s->done) {
         int st = (int)m->hdr.arg;
-        if (st == 0 && (r->flags & PSI_F_PULL)) st = do_scatter(r, s, m);
+        if (st == 0 && (r->flags & PSI_F_PULL) && t->var) {
+            if ((st = psi_kv_var_check_answer(r, s, m)) == 0) {
+                s->resp = m; /* assembled when every slice answered */
+                m = NULL;
+            }
+        } else if (st == 0 && (r->flags & PSI_F_PULL)) {
+            st = do_scatter(r, s, m);
+        }
         if (st != 0)
             PSI_WARN("table %s: task %lld failed on node %u: %s", t->name,
                      (long long)r->ts, m->hdr.sender, ps_strerror(st));

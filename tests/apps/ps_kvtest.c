@@ -17,6 +17,10 @@
  *   ps_kvtest bsp [--iters N]              BSP table: in iteration i each worker
  *       r pushes r+1 to every key (worker 0 pushes no keys at all) and pulls;
  *       the pull must see exactly the sum of iterations 1..i of all workers.
+ *   ps_kvtest var                           variable-length values: every worker
+ *       adds to keys whose length depends on the key; the pull returns
+ *       exactly W times the pushed vectors, in the caller's (unsorted)
+ *       order; a length mismatch is refused and leaves the table intact.
  *   ps_kvtest calls [--calls N]             remote functions: the scheduler
  *       calls every worker N times (a chain of dependencies); each handler
  *       must run exactly N times, in order, under any PS_FAULT; a worker
@@ -246,6 +250,58 @@ static void run_init(void)
     ps_barrier(PS_GROUP_ALL);
 }
 
+/* ---- variable-length values ------------------------------------------------------ */
+
+static void run_var(void)
+{
+    ps_table_opts o;
+    ps_table *t;
+    ps_table_opts_init(&o);
+    o.width = 0;
+    o.dtype = PS_I64;
+    if (ps_table_open("var", &o, &t) != 0) exit(1);
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_WORKER) {
+        enum { N = 500 };
+        uint64_t keys[N];
+        uint32_t lens[N];
+        size_t total = 0;
+        for (int i = 0; i < N; i++) {
+            keys[i] = ps_hash_key((uint64_t)(N - i)); /* not sorted */
+            lens[i] = (uint32_t)(i % 7);             /* including empty vectors */
+            total += lens[i];
+        }
+        int64_t *vals = malloc(total * sizeof(int64_t)), *p = vals;
+        for (int i = 0; i < N; i++)
+            for (uint32_t j = 0; j < lens[i]; j++) *p++ = (int64_t)i * 100 + j;
+        int rv = ps_wait(t, ps_push_var(t, keys, N, lens, vals, NULL));
+        ps_barrier(PS_GROUP_WORKERS);
+        ps_var_vals got;
+        rv |= ps_wait(t, ps_pull_var(t, keys, N, &got, NULL));
+        int bad = got.total != total;
+        int64_t w = ps_num_workers();
+        for (int i = 0; !bad && i < N; i++) {
+            bad |= got.lens[i] != lens[i];
+            for (uint32_t j = 0; !bad && j < lens[i]; j++)
+                bad |= ((int64_t *)got.vals)[got.offs[i] + j] != w * ((int64_t)i * 100 + j);
+        }
+        CHECK(rv == 0 && !bad, "var push and pull", "status %d, total %zu of %zu", rv, got.total, total);
+        ps_var_free(&got);
+        uint32_t wrong = 9;
+        int64_t nine[9] = {0};
+        rv = ps_wait(t, ps_push_var(t, &keys[1], 1, &wrong, nine, NULL));
+        CHECK(rv == PS_ERR_INVAL, "var length mismatch refused", "got %s", ps_strerror(rv));
+        rv = ps_wait(t, ps_pull_var(t, &keys[1], 1, &got, NULL));
+        CHECK(rv == 0 && got.lens[0] == lens[1] && ((int64_t *)got.vals)[0] == w * 100,
+              "var table intact after a refused push", "len %u", rv == 0 ? got.lens[0] : 0);
+        ps_var_free(&got);
+        float f = 1;
+        CHECK(ps_push(t, keys, 1, &f, NULL) == PS_ERR_INVAL, "fixed-width push on a var table", "-");
+        free(vals);
+    }
+    ps_barrier(PS_GROUP_ALL);
+}
+
 /* ---- BSP ---------------------------------------------------------------------- */
 
 static void run_bsp(int argc, char **argv)
@@ -367,6 +423,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "init")) run_init();
     else if (!strcmp(argv[1], "calls")) run_calls(argc, argv);
     else if (!strcmp(argv[1], "bsp")) run_bsp(argc, argv);
+    else if (!strcmp(argv[1], "var")) run_var();
     else failures++;
     int rv = ps_finalize();
     return failures || rv ? 1 : 0;

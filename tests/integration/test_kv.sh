@@ -5,7 +5,8 @@
 # pushed, bad input, and the bounded-delay bound for tau in {0, 1, 4} plus
 # eventual consistency never waiting; remote calls run exactly once, in
 # dependency order, also under faults; BSP tables apply each iteration once,
-# after every worker contributed, and pulls see exactly that.
+# after every worker contributed, and pulls see exactly that; variable-length
+# values round-trip in the caller's order and refuse mismatched lengths.
 . "$(dirname "$0")/lib.sh"
 
 run() { # NAME EXPECTED_PASSES ARGS...: psrun the kv test, check its PASS lines
@@ -33,3 +34,5 @@ run calls 7 calls --calls 50
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,delay=0.2,seed=4" run calls-faults 7 calls --calls 50
 run bsp 3 bsp --iters 30
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,delay=0.2,reorder=0.1,seed=9" run bsp-faults 3 bsp --iters 30
+run var 12 var
+PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.1,reorder=0.2,seed=11" run var-faults 12 var
