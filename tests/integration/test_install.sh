@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make install` gives a usable package: the README's example program,
+# `make install` gives a usable package: the README's first example program,
 # extracted from README.md, compiles against the installed headers through
 # pkg-config and through the CMake package, and runs on a psrun cluster.
 . "$(dirname "$0")/lib.sh"
@@ -9,7 +9,7 @@ cmake --install "$build" --prefix "$TMP/inst" >/dev/null || fail "cmake --instal
 for f in include/ps/ps.h lib/libps.a lib/libps.so lib/pkgconfig/libps.pc lib/cmake/libps/libpsConfig.cmake; do
   [ -e "$TMP/inst/$f" ] || fail "install is missing $f"
 done
-awk '/^```c$/{on=1; next} /^```$/{on=0} on' "$src/README.md" > "$TMP/example.c"
+awk '/^```c$/{n++; on = n == 1; next} /^```$/{on=0} on' "$src/README.md" > "$TMP/example.c"
 [ -s "$TMP/example.c" ] || fail "no C example in README.md"
 san=""; grep -q '^PS_SANITIZE:BOOL=ON' "$build/CMakeCache.txt" && san="-fsanitize=address,undefined"
 export PKG_CONFIG_PATH=$TMP/inst/lib/pkgconfig
