@@ -186,7 +186,8 @@ static int enqueue(ucx_transport *t, ucx_op *op)
     else t->ops_head = op;
     t->ops_tail = op;
     pthread_mutex_unlock(&t->lock);
-    wake(t);
+    /* The I/O thread drains its own ops before it sleeps: no wake-up. */
+    if (!pthread_equal(pthread_self(), t->thread)) wake(t);
     return PS_OK;
 }
 
@@ -632,16 +633,21 @@ static void run_op(ucx_transport *t, ucx_op *op)
     free(op);
 }
 
+/* Run queued ops until none is left (ops may queue more, e.g. a callback
+ * that sends). */
 static void drain_ops(ucx_transport *t)
 {
-    pthread_mutex_lock(&t->lock);
-    ucx_op *op = t->ops_head;
-    t->ops_head = t->ops_tail = NULL;
-    pthread_mutex_unlock(&t->lock);
-    while (op) {
-        ucx_op *next = op->next;
-        run_op(t, op);
-        op = next;
+    for (;;) {
+        pthread_mutex_lock(&t->lock);
+        ucx_op *op = t->ops_head;
+        t->ops_head = t->ops_tail = NULL;
+        pthread_mutex_unlock(&t->lock);
+        if (!op) return;
+        while (op) {
+            ucx_op *next = op->next;
+            run_op(t, op);
+            op = next;
+        }
     }
 }
 
