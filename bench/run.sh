@@ -96,7 +96,8 @@ free_port() {
         p=$((20000 + RANDOM % 12000))
         port_used "$p" || { echo "$p"; return 0; }
     done
-    die "no free TCP port found in 20000..32000"
+    echo "run.sh: no free TCP port found in 20000..32000" >&2
+    return 1
 }
 
 # ---- ucx_perftest -----------------------------------------------------------------
@@ -112,7 +113,7 @@ perftest() {
     PT=""
     lim=$(limit 120)
     ((lim > 0)) || { NOTES+=("ucx_perftest $name ($setting) skipped: time budget"); return 1; }
-    port=$(free_port)
+    port=$(free_port) || { NOTES+=("ucx_perftest $name ($setting): no free port"); return 1; }
     log=$OUT/perftest-$setting-$name
     # shellcheck disable=SC2046
     env $(setting_env "$setting") timeout -k 5 "$lim" ucx_perftest -p "$port" \
@@ -251,8 +252,11 @@ store_row() {
     local s=$1 label=$2 srv
     psbench_median "$s" store mkeys_per_s --op push --keys 1000000 --val-len 1 --random-keys \
         --store --iters 20
+    local m
+    m=$(jget mkeys_per_s "$J")
+    [[ -n $m ]] || { ROWS+=("| $label | push 1M random keys x 1 f32, --store, 20 iters | failed or skipped | - | - | - |"); return; }
     srv=$(server_line "$s" "$JN" 2>/dev/null)
-    ROWS+=("| $label | push 1M random keys x 1 f32, --store, 20 iters | $(jget mkeys_per_s "$J") Mkeys/s (p50 $(jget p50_us "$J") us per push); server $(jget keys "$srv") keys, $(jget bytes_per_key "$srv") B/key | - | - | - |")
+    ROWS+=("| $label | push 1M random keys x 1 f32, --store, 20 iters | $m Mkeys/s (p50 $(jget p50_us "$J") us per push); server $(jget keys "$srv") keys, $(jget bytes_per_key "$srv") B/key | - | - | - |")
     NOTES+=("$label, store runs: Mkeys/s [$JALL]")
 }
 
@@ -273,6 +277,7 @@ main() {
     echo "|---|---|---|---|---|---|"
     printf '%s\n' "${ROWS[@]}"
     echo
+    echo "libps $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '(no git)'), $(ucx_info -v 2>/dev/null | sed -n 's/^# Version /UCX /p')."
     echo "$(nproc) cores; load average $load0 at start, $(cut -d' ' -f1-3 /proc/loadavg) at end; $((SECONDS - START)) s."
     echo "CPU busy (other processes, % of all cores, sampled 0.5 s before each psbench run): ${BUSY[*]}."
     echo "Raw lines: $OUT/results.jsonl (psbench, servers) and $OUT/perftest-*.txt."

@@ -325,7 +325,7 @@ int main(int argc, char **argv)
     pb_opts o;
     int rv = pb_parse(argc, argv, &o);
     if (rv != 0) return rv == 1 ? 0 : 2;
-    if ((rv = ps_start()) != 0) die("cannot join the cluster", rv);
+    if ((rv = ps_start()) != 0) die("cannot join the cluster (run it under psrun)", rv);
     ps_table *t = open_bench_table(&o), *rep = open_report_table();
     if ((rv = ps_barrier(PS_GROUP_ALL)) != 0) die("barrier", rv);
     if (ps_my_role() == PS_ROLE_WORKER && (rv = worker_main(&o, t, rep)) != 0)
