@@ -65,6 +65,7 @@ struct psi_transport {
 /* Settings shared by every transport. */
 typedef struct psi_net_config {
     uint64_t max_payload; /* drop received messages with a larger payload */
+    uint64_t poll_us;     /* ucx: busy-poll this long after activity (0: sleep at once) */
 } psi_net_config;
 
 /* Open the UCX transport.  Returns 0 or a ps_err; *out set on success. */

@@ -92,7 +92,6 @@ typedef struct send_ctx {
 /* One in-flight rendezvous receive. */
 typedef struct recv_ctx {
     psi_msg *msg;
-    ucp_dt_iov_t iov[PSI_NSEG];
     struct ucx_transport *t;
 } recv_ctx;
 
@@ -397,12 +396,16 @@ static void send_now(ucx_transport *t, ucx_peer *p, psi_msg *m)
     s->t = t;
     psi_hdr_encode(&m->hdr, s->hdr);
     size_t n = 0;
-    for (int i = 0; i < PSI_NSEG; i++)
-        if (m->hdr.seg_len[i]) {
-            s->iov[n].buffer = m->seg[i];
-            s->iov[n++].length = m->hdr.seg_len[i];
+    for (int i = 0; i < PSI_NSEG; i++) {
+        if (!m->hdr.seg_len[i]) continue;
+        if (n && (uint8_t *)s->iov[n - 1].buffer + s->iov[n - 1].length == (uint8_t *)m->seg[i]) {
+            s->iov[n - 1].length += m->hdr.seg_len[i]; /* adjacent in memory: one region */
+            continue;
         }
-    /* One segment goes as a contiguous buffer, several as an iovec. */
+        s->iov[n].buffer = m->seg[i];
+        s->iov[n++].length = m->hdr.seg_len[i];
+    }
+    /* One region goes as a contiguous buffer, several as an iovec. */
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                         UCP_OP_ATTR_FIELD_DATATYPE,
@@ -445,22 +448,34 @@ static void recv_done(void *req, ucs_status_t status, size_t length, void *user)
 }
 
 /* Allocate the message's segment buffers from its (validated) header. */
-static psi_msg *alloc_segments(const psi_hdr *h)
+/* A message whose segments all live in one block of the payload's size
+ * (freed with the message), so the payload lands with one contiguous copy
+ * or rendezvous receive.  Every segment starts at a multiple of 8 bytes
+ * from the block when the segments before it are (keys always are). */
+static psi_msg *alloc_segments(const psi_hdr *h, uint8_t **block)
 {
     psi_msg *m = psi_msg_new((psi_msg_type)h->type);
+    uint64_t len = psi_msg_payload_len(h);
     if (!m) return NULL;
     m->hdr = *h;
-    for (int i = 0; i < PSI_NSEG; i++) {
-        if (!h->seg_len[i]) continue;
-        if (!(m->seg[i] = malloc(h->seg_len[i]))) {
-            psi_msg_free(m);
-            return NULL;
-        }
+    *block = NULL;
+    if (!len) return m;
+    if (!(*block = malloc(len))) {
+        psi_msg_free(m);
+        return NULL;
     }
+    uint8_t *p = *block;
+    for (int i = 0; i < PSI_NSEG; i++) {
+        m->seg[i] = h->seg_len[i] ? p : NULL;
+        p += h->seg_len[i];
+    }
+    m->borrowed = (1u << PSI_NSEG) - 1;
+    m->on_free = free;
+    m->on_free_arg = *block;
     return m;
 }
 
-static ucs_status_t recv_rndv(ucx_transport *t, psi_msg *m, void *desc)
+static ucs_status_t recv_rndv(ucx_transport *t, psi_msg *m, void *desc, uint8_t *block)
 {
     recv_ctx *r = calloc(1, sizeof(*r));
     if (!r) {
@@ -469,23 +484,15 @@ static ucs_status_t recv_rndv(ucx_transport *t, psi_msg *m, void *desc)
     }
     r->msg = m;
     r->t = t;
-    size_t n = 0;
-    for (int i = 0; i < PSI_NSEG; i++)
-        if (m->hdr.seg_len[i]) {
-            r->iov[n].buffer = m->seg[i];
-            r->iov[n++].length = m->hdr.seg_len[i];
-        }
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                         UCP_OP_ATTR_FIELD_DATATYPE,
         .cb.recv_am = recv_done,
         .user_data = r,
-        .datatype = n > 1 ? ucp_dt_make_iov() : ucp_dt_make_contig(1),
+        .datatype = ucp_dt_make_contig(1),
     };
     t->inflight++;
-    void *buf = n > 1 ? (void *)r->iov : r->iov[0].buffer;
-    size_t count = n > 1 ? n : r->iov[0].length;
-    void *req = ucp_am_recv_data_nbx(t->worker, desc, buf, count, &prm);
+    void *req = ucp_am_recv_data_nbx(t->worker, desc, block, psi_msg_payload_len(&m->hdr), &prm);
     if (UCS_PTR_IS_ERR(req)) recv_done(NULL, UCS_PTR_STATUS(req), 0, r);
     else if (req == NULL) recv_done(NULL, UCS_OK, 0, r);
     return UCS_OK;
@@ -507,17 +514,14 @@ static ucs_status_t on_am(void *arg, const void *header, size_t header_len, void
                  header_len, length, ps_strerror(rv));
         return UCS_OK;
     }
-    psi_msg *m = alloc_segments(&h);
+    uint8_t *block;
+    psi_msg *m = alloc_segments(&h, &block);
     if (!m) {
         PSI_ERROR("out of memory receiving %zu bytes from node %u", length, h.sender);
         return UCS_OK;
     }
-    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) return recv_rndv(t, m, data);
-    const uint8_t *p = data;
-    for (int i = 0; i < PSI_NSEG; i++) {
-        if (h.seg_len[i]) memcpy(m->seg[i], p, h.seg_len[i]);
-        p += h.seg_len[i];
-    }
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) return recv_rndv(t, m, data, block);
+    if (length) memcpy(block, data, length);
     deliver(t, m);
     return UCS_OK;
 }
@@ -703,14 +707,34 @@ static int stop_flushed(ucx_transport *t)
     return t->inflight == 0;
 }
 
+/* Progress and drain until idle; returns 1 if anything happened. */
+static int run_once(ucx_transport *t)
+{
+    int busy = 0;
+    while (ucp_worker_progress(t->worker)) busy = 1;
+    close_zombies(t);
+    pthread_mutex_lock(&t->lock);
+    busy |= t->ops_head != NULL;
+    pthread_mutex_unlock(&t->lock);
+    drain_ops(t);
+    return busy;
+}
+
+/* Keep polling for poll_us after the last activity before sleeping: a
+ * reply that comes back within it costs no thread wake-up (PS_POLL_US). */
+static void poll_window(ucx_transport *t)
+{
+    if (!t->cfg.poll_us || t->stop) return;
+    uint64_t until = psi_now_ns() + t->cfg.poll_us * 1000;
+    while (psi_now_ns() < until && !t->stop)
+        if (run_once(t)) until = psi_now_ns() + t->cfg.poll_us * 1000;
+}
+
 static void *io_thread(void *arg)
 {
     ucx_transport *t = arg;
     for (;;) {
-        while (ucp_worker_progress(t->worker)) {
-        }
-        close_zombies(t);
-        drain_ops(t);
+        if (run_once(t)) poll_window(t);
         if (t->stop && (stop_flushed(t) || psi_now_ms() >= t->flush_deadline_ms)) break;
         ucs_status_t st = ucp_worker_arm(t->worker);
         if (st == UCS_ERR_BUSY) continue;
@@ -880,6 +904,16 @@ static int ucx_init_context(ucx_transport *t)
         .flags = UCP_AM_FLAG_WHOLE_MSG,
     };
     ucs_status_t st;
+    /* Peer error handling is on, and UCX 1.13 then leaves shared memory out
+     * unless its transports are told they may report errors.  PS_SHM=1 lets
+     * them (unless the user set UCX's own variables).  Not the default: with
+     * it, a rendezvous send queued just before close() can be lost by the
+     * receiver (tests/unit/test_ucx.c, test_close_flush_delivers_queued_sends). */
+    const char *shm = getenv("PS_SHM");
+    if (shm && strcmp(shm, "1") == 0) {
+        setenv("UCX_POSIX_ERROR_HANDLING", "y", 0);
+        setenv("UCX_SYSV_ERROR_HANDLING", "y", 0);
+    }
     if ((st = ucp_init(&up, NULL, &t->ctx)) != UCS_OK) goto fail;
     if ((st = ucp_worker_create(t->ctx, &wp, &t->worker)) != UCS_OK) goto fail_ctx;
     if ((st = ucp_worker_set_am_recv_handler(t->worker, &ap)) != UCS_OK) goto fail_worker;

@@ -39,7 +39,7 @@ enum { ST_IDLE, ST_STARTING, ST_RUNNING, ST_CLOSING, ST_CLOSED };
 typedef struct po_config {
     ps_role role;
     long rank, nservers, nworkers;
-    long hb_timeout_ms, connect_timeout_ms, max_msg;
+    long hb_timeout_ms, connect_timeout_ms, max_msg, poll_us;
     char sched_addr[PSI_ADDR_MAX];
     char host[PSI_ADDR_MAX];
     const char *fault;
@@ -166,6 +166,7 @@ static int parse_config(po_config *c)
     static const char *const ct[] = {"PS_CONNECT_TIMEOUT_MS", NULL};
     static const char *const mm[] = {"PS_MAX_MSG_BYTES", NULL};
     static const char *const ft[] = {"PS_FAULT", NULL};
+    static const char *const pu[] = {"PS_POLL_US", NULL};
     int rv;
     memset(c, 0, sizeof(*c));
     if ((rv = parse_role(c)) || (rv = parse_scheduler(c))) return rv;
@@ -174,7 +175,8 @@ static int parse_config(po_config *c)
         (rv = psi_env_long(rk, -1, 0, 1023, &c->rank)) ||
         (rv = psi_env_long(hb, 1000, 50, 3600000, &c->hb_timeout_ms)) ||
         (rv = psi_env_long(ct, 30000, 100, 3600000, &c->connect_timeout_ms)) ||
-        (rv = psi_env_long(mm, 1L << 30, 4096, 1L << 40, &c->max_msg)))
+        (rv = psi_env_long(mm, 1L << 30, 4096, 1L << 40, &c->max_msg)) ||
+        (rv = psi_env_long(pu, 0, 0, 1000000, &c->poll_us)))
         return rv;
     if (c->nservers < 0 || c->nworkers < 0) {
         PSI_ERROR("PS_NUM_SERVERS and PS_NUM_WORKERS must both be set");
@@ -512,7 +514,8 @@ static void *timer_main(void *arg)
 
 static int open_transport(void)
 {
-    psi_net_config nc = {.max_payload = (uint64_t)po.cfg.max_msg};
+    psi_net_config nc = {.max_payload = (uint64_t)po.cfg.max_msg,
+                         .poll_us = (uint64_t)po.cfg.poll_us};
     psi_transport_cbs cbs = {.on_receive = on_receive, .on_peer_failure = on_peer_failure};
     psi_transport *t;
     int rv = psi_ucx_open(&nc, &cbs, &t);

