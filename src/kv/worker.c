@@ -65,18 +65,6 @@ static void req_free(kv_req *r)
 
 /* ---- preparing a request (caller's thread) --------------------------------- */
 
-typedef struct key_pos {
-    uint64_t key;
-    size_t pos;
-} key_pos;
-
-static int cmp_key_pos(const void *a, const void *b)
-{
-    const key_pos *x = a, *y = b;
-    if (x->key != y->key) return x->key < y->key ? -1 : 1;
-    return x->pos < y->pos ? -1 : x->pos > y->pos;
-}
-
 static int is_sorted(const uint64_t *k, size_t n)
 {
     for (size_t i = 1; i < n; i++)
@@ -84,6 +72,7 @@ static int is_sorted(const uint64_t *k, size_t n)
     return 1;
 }
 
+/* Sort keys into r->keys, setting r->perm when the order changed. */
 /* Sort keys into r->keys, setting r->perm when the order changed. */
 static int sort_keys(kv_req *r, const uint64_t *keys)
 {
@@ -93,19 +82,8 @@ static int sort_keys(kv_req *r, const uint64_t *keys)
         memcpy(r->keys, keys, n * sizeof(uint64_t));
         return PS_OK;
     }
-    key_pos *kp = malloc(n * sizeof(*kp));
-    if (!kp || !(r->perm = malloc(n * sizeof(size_t)))) {
-        free(kp);
-        return PS_ERR_NOMEM;
-    }
-    for (size_t i = 0; i < n; i++) kp[i] = (key_pos){keys[i], i};
-    qsort(kp, n, sizeof(*kp), cmp_key_pos);
-    for (size_t i = 0; i < n; i++) {
-        r->keys[i] = kp[i].key;
-        r->perm[i] = kp[i].pos;
-    }
-    free(kp);
-    return PS_OK;
+    if (!(r->perm = malloc(n * sizeof(size_t)))) return PS_ERR_NOMEM;
+    return psi_sort_keys(keys, n, r->keys, r->perm);
 }
 
 int psi_kv_check_unique(const kv_req *r)
@@ -119,20 +97,8 @@ int psi_kv_check_unique(const kv_req *r)
     return PS_OK;
 }
 
-static int gather_vals(kv_req *r, const void *vals)
-{
-    size_t vb = r->t->vbytes;
-    int rv = psi_kv_check_unique(r);
-    if (rv != 0) return rv;
-    if (!(r->vals = malloc(PSI_MAX(r->n * vb, 1)))) return PS_ERR_NOMEM;
-    if (!r->perm) {
-        memcpy(r->vals, vals, r->n * vb);
-        return PS_OK;
-    }
-    for (size_t i = 0; i < r->n; i++)
-        memcpy(r->vals + i * vb, (const uint8_t *)vals + r->perm[i] * vb, vb);
-    return PS_OK;
-}
+static int do_ring(ps_table *t);
+static int do_slice(kv_req *r, const uint8_t *uvals);
 
 static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, size_t n,
                            const uint32_t *lens, const void *push, void *pull, int *rv)
@@ -146,7 +112,12 @@ static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, si
     if (t->var) r->vout = pull;
     else r->out = pull;
     if ((*rv = sort_keys(r, keys)) == 0 && (flags & PSI_F_PUSH))
-        *rv = t->var ? psi_kv_var_prepare(r, lens, push) : gather_vals(r, push);
+        *rv = t->var ? psi_kv_var_prepare(r, lens, push) : psi_kv_check_unique(r);
+    if (*rv == 0) {
+        pthread_mutex_lock(&t->lock);
+        if ((*rv = do_ring(t)) == 0) *rv = do_slice(r, push);
+        pthread_mutex_unlock(&t->lock);
+    }
     if (*rv != 0) {
         req_free(r);
         return NULL;
@@ -202,7 +173,9 @@ static int add_run(kv_slice *s, size_t begin, size_t end)
 }
 
 /* Gather one slice's keys and values into its shared buffer. */
-static int fill_buf(kv_req *r, kv_slice *s)
+/* Gather one slice's keys (and the caller's values, `uvals`, through the
+ * permutation) into its shared buffer: the only copy a push makes. */
+static int fill_buf(kv_req *r, kv_slice *s, const uint8_t *uvals)
 {
     if (r->t->var) {
         if (!(s->buf = buf_new(psi_kv_var_buf_len(r, s)))) return PS_ERR_NOMEM;
@@ -216,13 +189,20 @@ static int fill_buf(kv_req *r, kv_slice *s)
         size_t len = s->runs[i].end - s->runs[i].begin;
         memcpy(k, r->keys + s->runs[i].begin, len * 8);
         k += len * 8;
-        if (vb) memcpy(v, r->vals + s->runs[i].begin * vb, len * vb);
+        if (vb && !r->perm) {
+            memcpy(v, uvals + s->runs[i].begin * vb, len * vb);
+        } else if (vb) {
+            for (size_t j = s->runs[i].begin; j < s->runs[i].end; j++)
+                memcpy(v + (j - s->runs[i].begin) * vb, uvals + r->perm[j] * vb, vb);
+        }
         v += len * vb;
     }
     return PS_OK;
 }
 
-static int do_slice(kv_req *r)
+/* Cut the sorted keys into per-server slices and fill their buffers
+ * (lock held; runs on the caller's thread, so `uvals` is still valid). */
+static int do_slice(kv_req *r, const uint8_t *uvals)
 {
     ps_table *t = r->t;
     size_t nseg = psi_ring_nsegs(t->ring);
@@ -235,15 +215,12 @@ static int do_slice(kv_req *r)
     for (size_t i = 0; rv == 0 && i < ns; i++)
         rv = add_run(slice_for(r, ss[i].owner), ss[i].begin, ss[i].end);
     for (int i = 0; rv == 0 && every && i < t->nservers; i++) slice_for(r, t->servers[i]);
-    for (int i = 0; rv == 0 && i < r->nslices; i++) {
-        kv_slice *s = &r->slices[i];
-        if ((rv = fill_buf(r, s)) != 0 || s->server >= PSI_MAX_NODES) continue;
-        if (r->flags & PSI_F_PUSH) s->seq = ++t->push_seq[s->server];
-        s->iter = t->push_seq[s->server];
-    }
+    for (int i = 0; rv == 0 && i < r->nslices; i++) rv = fill_buf(r, &r->slices[i], uvals);
     free(ss);
-    free(r->vals); /* now in the slices' buffers */
+    free(r->vals); /* variable-length values: now in the slices' buffers */
     r->vals = NULL;
+    free(r->keys); /* slices and runs say where every key went */
+    r->keys = NULL;
     r->pending = r->nslices;
     return rv;
 }
@@ -330,16 +307,16 @@ static void kv_start(void *ctx, int64_t ts)
         return;
     }
     pthread_mutex_lock(&t->lock);
-    int rv = do_ring(t);
-    if (rv == 0) rv = do_slice(r);
-    if (rv != 0) {
-        pthread_mutex_unlock(&t->lock);
-        finish(r, rv);
-        return;
+    for (int i = 0; i < r->nslices; i++) { /* sequence numbers in send order */
+        kv_slice *s = &r->slices[i];
+        if (s->server >= PSI_MAX_NODES) continue;
+        if (r->flags & PSI_F_PUSH) s->seq = ++t->push_seq[s->server];
+        s->iter = t->push_seq[s->server];
     }
     int n = r->nslices;
-    psi_msg **msgs = calloc((size_t)n, sizeof(*msgs));
-    uint32_t *to = calloc((size_t)n, sizeof(*to));
+    size_t cnt = n > 0 ? (size_t)n : 1;
+    psi_msg **msgs = calloc(cnt, sizeof(*msgs));
+    uint32_t *to = calloc(cnt, sizeof(*to));
     uint64_t now = psi_now_ms();
     for (int i = 0; msgs && to && i < n; i++) {
         msgs[i] = slice_msg(r, &r->slices[i]);

@@ -16,7 +16,9 @@
  *
  * Never: call the user's callbacks with po.lock held; block in on_receive.
  */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,6 +159,23 @@ static int parse_host(po_config *c)
     return PS_OK;
 }
 
+/*
+ * Busy-polling 30 us after each burst of traffic saves a thread wake-up per
+ * round trip (about 60 us -> 20 us on a 2-vCPU VM), but steals the core from
+ * a peer when a local cluster has more processes than cores.  So: on for a
+ * cluster spread over hosts or one that fits this host's cores, off else.
+ */
+static long default_poll_us(const po_config *c)
+{
+    char host[PSI_ADDR_MAX];
+    int port;
+    cpu_set_t set;
+    long ncpu = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+    psi_split_hostport(c->sched_addr, host, sizeof(host), &port);
+    int local = strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
+    return !local || 1 + c->nservers + c->nworkers <= ncpu ? 30 : 0;
+}
+
 static int parse_config(po_config *c)
 {
     static const char *const ns[] = {"PS_NUM_SERVERS", "DMLC_NUM_SERVER", NULL};
@@ -176,14 +195,16 @@ static int parse_config(po_config *c)
         (rv = psi_env_long(hb, 1000, 50, 3600000, &c->hb_timeout_ms)) ||
         (rv = psi_env_long(ct, 30000, 100, 3600000, &c->connect_timeout_ms)) ||
         (rv = psi_env_long(mm, 1L << 30, 4096, 1L << 40, &c->max_msg)) ||
-        (rv = psi_env_long(pu, 0, 0, 1000000, &c->poll_us)))
+        (rv = psi_env_long(pu, -1, 0, 1000000, &c->poll_us)))
         return rv;
     if (c->nservers < 0 || c->nworkers < 0) {
         PSI_ERROR("PS_NUM_SERVERS and PS_NUM_WORKERS must both be set");
         return PS_ERR_CONFIG;
     }
     c->fault = psi_env_str(ft);
-    return parse_host(c);
+    if ((rv = parse_host(c)) != 0) return rv;
+    if (c->poll_us < 0) c->poll_us = default_poll_us(c);
+    return PS_OK;
 }
 
 /* ---- sending ---------------------------------------------------------------- */

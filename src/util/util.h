@@ -87,6 +87,10 @@ double psi_rng_double(psi_rng *r);
 const char *psi_env_str(const char *const *names);
 int psi_env_long(const char *const *names, long def, long lo, long hi, long *out);
 
+/* Sort keys[0..n) into sorted[], with perm[i] = the index in keys of
+ * sorted[i]; stable.  0 or PS_ERR_NOMEM. */
+int psi_sort_keys(const uint64_t *keys, size_t n, uint64_t *sorted, size_t *perm);
+
 /* Parse "host:port" into parts; host gets at most hostcap-1 chars. */
 int psi_split_hostport(const char *s, char *host, size_t hostcap, int *port);
 
