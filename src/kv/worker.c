@@ -200,6 +200,41 @@ static int fill_buf(kv_req *r, kv_slice *s, const uint8_t *uvals)
     return PS_OK;
 }
 
+/* First position in sorted keys[0..n) whose key is >= k. */
+static size_t lower_bound(const uint64_t *keys, size_t n, uint64_t k)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (keys[mid] < k) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* A dense table's range [lo, hi) is cut into one contiguous part per
+ * server, in rank order (the ring would put small consecutive keys on one
+ * server).  Returns the number of slices, or PS_ERR_INVAL for a key
+ * outside the range. */
+static long dense_slices(const ps_table *t, const uint64_t *keys, size_t n, psi_ring_slice *ss)
+{
+    uint64_t lo = t->opts.dense_lo, len = t->opts.dense_hi - lo;
+    size_t ns = 0, begin = 0;
+    if (n && (keys[0] < lo || keys[n - 1] >= t->opts.dense_hi)) {
+        PSI_ERROR("table %s: key outside the dense range [%llu, %llu)", t->name,
+                  (unsigned long long)lo, (unsigned long long)t->opts.dense_hi);
+        return PS_ERR_INVAL;
+    }
+    for (int p = 0; p < t->nservers && begin < n; p++) {
+        uint64_t part_hi = lo + (uint64_t)((unsigned __int128)len * (unsigned)(p + 1) /
+                                           (unsigned)t->nservers);
+        size_t end = p + 1 == t->nservers ? n : lower_bound(keys, n, part_hi);
+        if (end > begin) ss[ns++] = (psi_ring_slice){0, t->servers[p], begin, end};
+        begin = end;
+    }
+    return (long)ns;
+}
+
 /* Cut the sorted keys into per-server slices and fill their buffers
  * (lock held; runs on the caller's thread, so `uvals` is still valid). */
 static int do_slice(kv_req *r, const uint8_t *uvals)
@@ -208,7 +243,14 @@ static int do_slice(kv_req *r, const uint8_t *uvals)
     size_t nseg = psi_ring_nsegs(t->ring);
     psi_ring_slice *ss = malloc(PSI_MAX(PSI_MIN(nseg, r->n), 1) * sizeof(*ss));
     int rv = ss ? PS_OK : PS_ERR_NOMEM;
-    size_t ns = ss ? psi_ring_slice_keys(t->ring, r->keys, r->n, ss, PSI_MIN(nseg, r->n)) : 0;
+    size_t ns = 0;
+    if (ss && t->opts.dense_hi > t->opts.dense_lo) {
+        long d = dense_slices(t, r->keys, r->n, ss);
+        if (d < 0) rv = (int)d;
+        else ns = (size_t)d;
+    } else if (ss) {
+        ns = psi_ring_slice_keys(t->ring, r->keys, r->n, ss, PSI_MIN(nseg, r->n));
+    }
     int every = t->opts.bsp && (r->flags & PSI_F_PUSH); /* BSP: one push per server */
     size_t cap = every ? ns + (size_t)t->nservers : ns;
     if (rv == 0 && !(r->slices = calloc(PSI_MAX(cap, 1), sizeof(kv_slice)))) rv = PS_ERR_NOMEM;

@@ -21,6 +21,9 @@
  *       adds to keys whose length depends on the key; the pull returns
  *       exactly W times the pushed vectors, in the caller's (unsorted)
  *       order; a length mismatch is refused and leaves the table intact.
+ *   ps_kvtest dense                         a dense table over [1000, 51000):
+ *       range push and pull, constant initializer on every key of a page,
+ *       keys outside the range refused, every server holds part of it.
  *   ps_kvtest calls [--calls N]             remote functions: the scheduler
  *       calls every worker N times (a chain of dependencies); each handler
  *       must run exactly N times, in order, under any PS_FAULT; a worker
@@ -302,6 +305,44 @@ static void run_var(void)
     ps_barrier(PS_GROUP_ALL);
 }
 
+/* ---- dense tables and ranges ------------------------------------------------------- */
+
+static void run_dense(void)
+{
+    enum { LO = 1000, N = 50000 };
+    ps_table_opts o;
+    ps_table *t;
+    ps_table_opts_init(&o);
+    o.width = 2;
+    o.init = PS_INIT_CONST;
+    o.init_value = 0.5;
+    o.dense_lo = LO;
+    o.dense_hi = LO + N;
+    if (ps_table_open("dense", &o, &t) != 0) exit(1);
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_WORKER) {
+        float *v = malloc(2 * N * sizeof(float)), *got = malloc(2 * N * sizeof(float));
+        for (int i = 0; i < 2 * N; i++) v[i] = 1;
+        int rv = ps_wait(t, ps_push_range(t, LO + 10, LO + N, v, NULL));
+        ps_barrier(PS_GROUP_WORKERS);
+        rv |= ps_wait(t, ps_pull_range(t, LO, LO + N, got, NULL));
+        int bad = 0;
+        float want = 0.5f + (float)ps_num_workers();
+        for (int i = 0; i < 2 * N; i++) bad += got[i] != (i < 20 ? 0.5f : want);
+        CHECK(rv == 0 && !bad, "dense range push and pull", "status %d, %d wrong values", rv, bad);
+        uint64_t out = LO + N;
+        CHECK(ps_push(t, &out, 1, v, NULL) == PS_ERR_INVAL, "key outside the dense range", "-");
+        free(v);
+        free(got);
+    }
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_SERVER) {
+        ps_table_stats s;
+        ps_table_stats_get(t, &s);
+        printf("server dense bytes %" PRIu64 "\n", s.bytes);
+    }
+}
+
 /* ---- BSP ---------------------------------------------------------------------- */
 
 static void run_bsp(int argc, char **argv)
@@ -424,6 +465,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "calls")) run_calls(argc, argv);
     else if (!strcmp(argv[1], "bsp")) run_bsp(argc, argv);
     else if (!strcmp(argv[1], "var")) run_var();
+    else if (!strcmp(argv[1], "dense")) run_dense();
     else failures++;
     int rv = ps_finalize();
     return failures || rv ? 1 : 0;

@@ -6,7 +6,8 @@
 # eventual consistency never waiting; remote calls run exactly once, in
 # dependency order, also under faults; BSP tables apply each iteration once,
 # after every worker contributed, and pulls see exactly that; variable-length
-# values round-trip in the caller's order and refuse mismatched lengths.
+# values round-trip in the caller's order and refuse mismatched lengths; dense
+# tables split their range over the servers and serve range pushes and pulls.
 . "$(dirname "$0")/lib.sh"
 
 run() { # NAME EXPECTED_PASSES ARGS...: psrun the kv test, check its PASS lines
@@ -36,3 +37,5 @@ run bsp 3 bsp --iters 30
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,delay=0.2,reorder=0.1,seed=9" run bsp-faults 3 bsp --iters 30
 run var 12 var
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.1,reorder=0.2,seed=11" run var-faults 12 var
+run dense 6 dense
+[ "$(grep -c 'server dense bytes [1-9]' "$TMP/dense.log")" = 2 ] || fail "the dense range is not spread over both servers"
