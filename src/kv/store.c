@@ -22,6 +22,7 @@
  * the byte limit when growing.
  */
 #include "kv/store.h"
+#include "util/util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -65,20 +66,6 @@ static inline uint64_t mix64(uint64_t k)
     k *= 0xc4ceb9fe1a85ec53ULL;
     k ^= k >> 33;
     return k;
-}
-
-/* memset and memcpy with the common small block sizes inlined: no libc
- * call per key on the insert and rehash paths. */
-static inline void zero_bytes(void *p, size_t n)
-{
-    switch (n) {
-    case 4: memset(p, 0, 4); break;
-    case 8: memset(p, 0, 8); break;
-    case 12: memset(p, 0, 12); break;
-    case 16: memset(p, 0, 16); break;
-    case 24: memset(p, 0, 24); break;
-    default: memset(p, 0, n); break;
-    }
 }
 
 static inline void copy_bytes(void *dst, const void *src, size_t n)
@@ -178,7 +165,7 @@ static void *insert_at(psi_store *s, size_t i, uint64_t key)
     void *b = block_at(s, i);
     bit_set(s->bits, i);
     s->keys[i] = key;
-    zero_bytes(b, s->block_bytes);
+    psi_zero_small(b, s->block_bytes);
     s->size++;
     return b;
 }

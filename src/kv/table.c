@@ -49,12 +49,6 @@ void ps_table_opts_init(ps_table_opts *o)
     o->consistency = PS_EVENTUAL;
 }
 
-static uint32_t name_id(const char *name)
-{
-    uint32_t h = 2166136261u;
-    for (const char *p = name; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
-    return h ? h : 1;
-}
 
 ps_table *psi_kv_find(uint32_t id)
 {
@@ -192,7 +186,7 @@ static int table_new(const char *name, const ps_table_opts *o, ps_table **out)
     int rv;
     if (!t) return PS_ERR_NOMEM;
     snprintf(t->name, sizeof(t->name), "%s", name);
-    t->id = name_id(name);
+    t->id = psi_name_id(name);
     t->opts = *o;
     pthread_mutex_init(&t->lock, NULL);
     ps_table_opts uo = *o;
@@ -231,7 +225,7 @@ int ps_table_open(const char *name, const ps_table_opts *opts, ps_table **out)
     if ((rv = do_hook()) != 0) goto out;
     for (int i = 0; i < reg.n; i++) {
         ps_table *t = reg.tables[i];
-        if (t->id != name_id(name)) continue;
+        if (t->id != psi_name_id(name)) continue;
         if (strcmp(t->name, name) != 0 || !same_opts(&t->opts, o)) {
             PSI_ERROR("table %s: already open with other options or a colliding name (%s)",
                       name, t->name);

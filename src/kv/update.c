@@ -25,6 +25,7 @@
 
 #include "ps/ps.h"
 #include "util/log.h"
+#include "util/util.h"
 
 #define GOLDEN 0x9e3779b97f4a7c15ULL
 #define STATE_ALIGN 8
@@ -159,19 +160,6 @@ static inline size_t block_bytes(const psi_update *u)
 
 size_t psi_update_block_bytes(const psi_update *u) { return block_bytes(u); }
 
-/* memset with the common small block sizes inlined (no libc call per key). */
-static inline void zero_bytes(void *p, size_t n)
-{
-    switch (n) {
-    case 4: memset(p, 0, 4); break;
-    case 8: memset(p, 0, 8); break;
-    case 12: memset(p, 0, 12); break;
-    case 16: memset(p, 0, 16); break;
-    case 24: memset(p, 0, 24); break;
-    default: memset(p, 0, n); break;
-    }
-}
-
 /* ---- initializers ------------------------------------------------------------------ */
 
 static uint64_t mix64(uint64_t k)
@@ -213,7 +201,7 @@ static void put_value(ps_dtype t, void *vals, size_t j, double x)
 
 static void init_zero(const psi_update *u, uint64_t key, void *vals)
 {
-    zero_bytes(vals, psi_update_value_bytes(u));
+    psi_zero_small(vals, psi_update_value_bytes(u));
 }
 
 static void init_const(const psi_update *u, uint64_t key, void *vals)
@@ -240,10 +228,10 @@ void psi_update_init_block(const psi_update *u, uint64_t key, void *block)
 {
     size_t vb = psi_update_value_bytes(u);
     if (u->init == PS_INIT_ZERO) {
-        zero_bytes(block, block_bytes(u));
+        psi_zero_small(block, block_bytes(u));
         return;
     }
-    zero_bytes((uint8_t *)block + vb, block_bytes(u) - vb);
+    psi_zero_small((uint8_t *)block + vb, block_bytes(u) - vb);
     psi_update_init_values(u, key, block);
 }
 

@@ -89,12 +89,6 @@ static struct {
     uint64_t resend_ms;
 } cs = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
-static uint32_t func_id(const char *name)
-{
-    uint32_t h = 2166136261u;
-    for (const char *p = name; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
-    return h;
-}
 
 static const func *do_find_func(uint32_t id)
 {
@@ -375,7 +369,7 @@ static int do_init(void)
 int ps_register(const char *name, ps_func fn, void *arg)
 {
     if (!name || !*name || strlen(name) >= NAME_MAX_LEN || !fn) return PS_ERR_INVAL;
-    uint32_t id = func_id(name);
+    uint32_t id = psi_name_id(name);
     pthread_mutex_lock(&cs.lock);
     int rv = do_init(); /* this node must now answer CALL messages */
     func *f = (func *)do_find_func(id);
@@ -446,7 +440,7 @@ static int64_t submit(const uint32_t *nodes, int n, const char *name, const void
     }
     if (len) memcpy(c->payload, req, len);
     c->len = len;
-    c->fid = func_id(name);
+    c->fid = psi_name_id(name);
     c->ntargets = c->pending = n;
     for (int i = 0; i < n; i++) c->targets[i].r.node = nodes[i];
     if (d) *d = (call_done){o->done, o->arg};

@@ -66,6 +66,29 @@ static inline uint64_t psi_get_u64(const uint8_t *p)
     return v;
 }
 
+/* 32-bit FNV-1a of a NUL-terminated name; never 0 (ids of tables and
+ * remote functions, derived the same way on every node). */
+static inline uint32_t psi_name_id(const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = name; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    return h ? h : 1;
+}
+
+/* memset(p, 0, n) with the common small block sizes inlined, so hot loops
+ * over keys make no libc call per key. */
+static inline void psi_zero_small(void *p, size_t n)
+{
+    switch (n) {
+    case 4: memset(p, 0, 4); break;
+    case 8: memset(p, 0, 8); break;
+    case 12: memset(p, 0, 12); break;
+    case 16: memset(p, 0, 16); break;
+    case 24: memset(p, 0, 24); break;
+    default: memset(p, 0, n); break;
+    }
+}
+
 /* CRC32C (Castagnoli), as used by iSCSI/ext4; crc of "123456789" is 0xE3069283. */
 uint32_t psi_crc32c(const void *data, size_t len);
 
