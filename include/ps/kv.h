@@ -152,6 +152,42 @@ int64_t ps_pull_var(ps_table *t, const uint64_t *keys, size_t n, ps_var_vals *ou
                     const ps_task_opts *opts);
 void ps_var_free(ps_var_vals *v);
 
+/*
+ * Filters.  A chain per table cuts traffic: `spec` is a comma list of
+ *   keycache      a key list sent before travels as a 128-bit signature;
+ *   zstd          lossless compression (keys delta-encoded first), skipped
+ *                 per segment when it does not pay;
+ *   fp16 | int8   lossy quantization of f32 values with stochastic rounding:
+ *                 relative error <= 2^-10 (fp16, normal range), absolute
+ *                 error <= max|v| / 127 per message (int8), unbiased;
+ *   sigmod=T      a worker sends a key's pushed value only once what it has
+ *                 accumulated since it last sent that key exceeds T in some
+ *                 component (the rest is kept and sent later: sums stay
+ *                 exact once flushed).
+ * Set it on the workers (servers reverse whatever arrives and answer pulls
+ * through the same chain if they set it too).  Call after ps_table_open,
+ * before the first push; "" removes every filter.  PS_ERR_INVAL (logged) on
+ * a bad spec.  sigmod and keep apply to ps_push only (not ps_pushpull).
+ */
+int ps_table_set_filters(ps_table *t, const char *spec);
+/* Push now whatever sigmod is still holding back (a normal push task). */
+int64_t ps_push_flush(ps_table *t, const ps_task_opts *opts);
+
+/* A user filter on the worker: called for every (key, values) of a push
+ * before anything is sent; return 0 to drop the pair (the KKT filter of
+ * the linear app is one).  NULL removes it. */
+typedef int (*ps_keep_fn)(void *arg, uint64_t key, const void *vals);
+int ps_table_set_keep(ps_table *t, ps_keep_fn fn, void *arg);
+
+/* Traffic of this node for one table, before (raw) and after (wire) the
+ * filters.  Keys dropped by filters count in keys_filtered. */
+typedef struct ps_traffic {
+    uint64_t msgs_sent, bytes_sent_raw, bytes_sent_wire, keys_sent;
+    uint64_t msgs_recv, bytes_recv_wire, bytes_recv_raw, keys_recv;
+    uint64_t keys_filtered, filter_errors;
+} ps_traffic;
+int ps_table_traffic(ps_table *t, ps_traffic *out);
+
 /* Block until task `ts` finished; returns its status (0 or a ps_err). */
 int ps_wait(ps_table *t, int64_t ts);
 /* Block until every task of this table issued so far finished. */

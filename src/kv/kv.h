@@ -24,6 +24,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "kv/filter.h"
 #include "kv/store.h"
 #include "kv/update.h"
 #include "node/ring.h"
@@ -62,6 +63,13 @@ struct ps_table {
     kv_parked *parked;           /* early pushes waiting for a predecessor */
     kv_bsp *bsp;                 /* BSP aggregation state (bsp.c) */
     ps_table_stats stats;
+    /* filters (filter.c; drop filters in worker.c) */
+    psi_chain *chain;
+    double sigmod;               /* > 0: significantly-modified threshold */
+    psi_store *sigmod_resid;     /* per key: what was pushed but not yet sent */
+    ps_keep_fn keep;
+    void *keep_arg;
+    ps_traffic traffic;
 };
 
 /* Keys then values of one slice, shared by every send of it. */
@@ -150,10 +158,18 @@ void psi_kv_var_free_store(ps_table *t);
 /* Keys must be unique in a push: PS_ERR_INVAL (logged) otherwise. */
 int psi_kv_check_unique(const kv_req *r);
 
-/* Reply to request `req` with `status` and optional values (copied). */
-void psi_kv_reply(const psi_msg *req, int status, const void *vals, size_t len);
+/* Reply to request `req` with `status` and optional values (copied),
+ * through table `t`'s filters (t may be NULL: no filters). */
+void psi_kv_reply(ps_table *t, const psi_msg *req, int status, const void *vals, size_t len);
 /* Send `m` (segments filled by the caller; owned by this call) as the
- * successful answer to `req`. */
-void psi_kv_reply_msg(const psi_msg *req, psi_msg *m);
+ * answer to `req`. */
+void psi_kv_reply_msg(ps_table *t, const psi_msg *req, psi_msg *m);
+/* Traffic accounting (table lock held): `m` is about to be sent / was
+ * received, before (wire = 0) or after (wire = 1) the filters. */
+void psi_kv_count_sent(ps_table *t, const psi_msg *m, int wire);
+void psi_kv_count_recv(ps_table *t, const psi_msg *m, int wire);
+/* Reverse the filters of a received message (table lock held), counting
+ * it; 0 or the decode error (logged and counted). */
+int psi_kv_decode(ps_table *t, psi_msg *m);
 
 #endif /* PSI_KV_KV_H */

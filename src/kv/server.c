@@ -68,22 +68,31 @@ void psi_kv_server_free(ps_table *t)
     t->applied = NULL;
 }
 
-void psi_kv_reply_msg(const psi_msg *req, psi_msg *m)
+void psi_kv_reply_msg(ps_table *t, const psi_msg *req, psi_msg *m)
 {
     m->hdr.flags = (uint16_t)(PSI_F_RESPONSE | (req->hdr.flags & (PSI_F_PUSH | PSI_F_PULL)));
     m->hdr.table = req->hdr.table;
     m->hdr.timestamp = req->hdr.timestamp;
+    if (t && m->hdr.arg == 0 && m->hdr.seg_len[PSI_SEG_VALS]) {
+        m->hdr.key_count = 0; /* an answer carries values only */
+        psi_kv_count_sent(t, m, 0);
+        if (psi_chain_encode(t->chain, req->hdr.sender, m) != 0) {
+            psi_msg_free(m); /* the worker resends its request */
+            return;
+        }
+        psi_kv_count_sent(t, m, 1);
+    }
     psi_node_send(req->hdr.sender, m);
 }
 
-void psi_kv_reply(const psi_msg *req, int status, const void *vals, size_t len)
+void psi_kv_reply(ps_table *t, const psi_msg *req, int status, const void *vals, size_t len)
 {
     psi_msg *m = psi_msg_new(PSI_MSG_DATA);
     if (!m) return;
     m->hdr.arg = (uint32_t)status;
     if (status == 0 && len && psi_msg_set_seg(m, PSI_SEG_VALS, vals, len) != 0)
         m->hdr.arg = (uint32_t)PS_ERR_NOMEM;
-    psi_kv_reply_msg(req, m);
+    psi_kv_reply_msg(t, req, m);
 }
 
 /* ---- validation ----------------------------------------------------------------- */
@@ -178,7 +187,7 @@ void psi_kv_answer_pull(ps_table *t, const psi_msg *m)
     }
     uint8_t *vals = m->hdr.key_count ? do_read(t, m) : NULL;
     int st = vals || !m->hdr.key_count ? PS_OK : PS_ERR_NOMEM;
-    psi_kv_reply(m, st, vals, m->hdr.key_count * t->vbytes);
+    psi_kv_reply(t, m, st, vals, m->hdr.key_count * t->vbytes);
     free(vals);
 }
 
@@ -188,7 +197,7 @@ void psi_kv_answer_pull(ps_table *t, const psi_msg *m)
 static int do_answer(ps_table *t, psi_msg *m, int status, uint64_t iter)
 {
     if (status != 0 || !(m->hdr.flags & PSI_F_PULL)) {
-        psi_kv_reply(m, status, NULL, 0);
+        psi_kv_reply(t, m, status, NULL, 0);
         return 0;
     }
     if (t->bsp) return psi_kv_bsp_pull(t, m, iter);
@@ -260,11 +269,18 @@ void psi_kv_server_on_request(ps_table *t, psi_msg *m)
 {
     uint64_t seq = 0;
     pthread_mutex_lock(&t->lock);
-    int rv = check_request(t, m, &seq);
+    int rv = psi_kv_decode(t, m);
+    if (rv == PSI_ERR_KEYCACHE_MISS) {
+        psi_kv_reply(NULL, m, rv, NULL, 0); /* the worker resends the key list */
+        psi_msg_free(m);
+        pthread_mutex_unlock(&t->lock);
+        return;
+    }
+    if (rv == 0) rv = check_request(t, m, &seq);
     if (rv != 0) {
         PSI_WARN("table %s: bad request from node %u (%llu keys): %s", t->name, m->hdr.sender,
                  (unsigned long long)m->hdr.key_count, ps_strerror(rv));
-        if (m->hdr.sender < PSI_MAX_NODES) psi_kv_reply(m, rv, NULL, 0);
+        if (m->hdr.sender < PSI_MAX_NODES) psi_kv_reply(t, m, rv, NULL, 0);
         psi_msg_free(m);
     } else if (m->hdr.flags & PSI_F_PUSH) {
         do_push(t, m, seq);

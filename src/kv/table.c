@@ -76,7 +76,7 @@ static void on_data(void *arg, psi_msg *m)
     if (!t || !(t->store || t->dense)) {
         PSI_WARN("request from node %u for table %08x, which this node does not serve",
                  m->hdr.sender, m->hdr.table);
-        psi_kv_reply(m, t ? PS_ERR_STATE : PS_ERR_NOTFOUND, NULL, 0);
+        psi_kv_reply(t, m, t ? PS_ERR_STATE : PS_ERR_NOTFOUND, NULL, 0);
         psi_msg_free(m);
         return;
     }
@@ -176,6 +176,8 @@ static void table_free(ps_table *t)
     if (!t) return;
     psi_kv_worker_free(t);
     psi_kv_server_free(t);
+    psi_chain_free(t->chain);
+    psi_store_free(t->sigmod_resid);
     pthread_mutex_destroy(&t->lock);
     free(t);
 }
@@ -194,6 +196,8 @@ static int table_new(const char *name, const ps_table_opts *o, ps_table **out)
     if (t->var) uo.width = 1; /* the update works on one element */
     if ((rv = psi_update_from_opts(&t->upd, &uo)) != 0) goto fail;
     t->vbytes = psi_update_value_bytes(&t->upd);
+    double unused;
+    if ((rv = psi_chain_new(NULL, o->dtype, &t->chain, &unused)) != 0) goto fail;
     if (ps_my_role() == PS_ROLE_WORKER) {
         int tau = o->consistency == PS_SEQUENTIAL ? 0
                   : o->consistency == PS_BOUNDED_DELAY ? o->tau : -1;
@@ -260,6 +264,100 @@ int ps_table_stats_get(ps_table *t, ps_table_stats *out)
     return PS_OK;
 }
 
+/* ---- filters and traffic -------------------------------------------------------- */
+
+int ps_table_set_filters(ps_table *t, const char *spec)
+{
+    psi_chain *c;
+    double sigmod;
+    if (!t) return PS_ERR_INVAL;
+    int rv = psi_chain_new(spec, t->opts.dtype, &c, &sigmod);
+    if (rv != 0) return rv;
+    if (sigmod > 0 && (t->var || t->opts.dtype == PS_I64)) {
+        PSI_ERROR("table %s: sigmod needs fixed-width f32 or f64 values", t->name);
+        psi_chain_free(c);
+        return PS_ERR_INVAL;
+    }
+    pthread_mutex_lock(&t->lock);
+    psi_chain_free(t->chain);
+    t->chain = c;
+    t->sigmod = sigmod;
+    if (sigmod > 0 && !t->sigmod_resid && !(t->sigmod_resid = psi_store_new(t->vbytes)))
+        rv = PS_ERR_NOMEM;
+    pthread_mutex_unlock(&t->lock);
+    return rv;
+}
+
+int ps_table_set_keep(ps_table *t, ps_keep_fn fn, void *arg)
+{
+    if (!t) return PS_ERR_INVAL;
+    pthread_mutex_lock(&t->lock);
+    t->keep = fn;
+    t->keep_arg = arg;
+    pthread_mutex_unlock(&t->lock);
+    return PS_OK;
+}
+
+int ps_table_traffic(ps_table *t, ps_traffic *out)
+{
+    if (!t || !out) return PS_ERR_INVAL;
+    pthread_mutex_lock(&t->lock);
+    *out = t->traffic;
+    pthread_mutex_unlock(&t->lock);
+    return PS_OK;
+}
+
+static uint64_t msg_bytes(const psi_msg *m) { return PSI_HDR_SIZE + psi_msg_payload_len(&m->hdr); }
+
+void psi_kv_count_sent(ps_table *t, const psi_msg *m, int wire)
+{
+    if (wire) {
+        t->traffic.bytes_sent_wire += msg_bytes(m);
+        return;
+    }
+    t->traffic.msgs_sent++;
+    t->traffic.keys_sent += m->hdr.key_count;
+    t->traffic.bytes_sent_raw += msg_bytes(m);
+}
+
+void psi_kv_count_recv(ps_table *t, const psi_msg *m, int wire)
+{
+    if (wire) {
+        t->traffic.msgs_recv++;
+        t->traffic.bytes_recv_wire += msg_bytes(m);
+        return;
+    }
+    t->traffic.keys_recv += m->hdr.key_count;
+    t->traffic.bytes_recv_raw += msg_bytes(m);
+}
+
+int psi_kv_decode(ps_table *t, psi_msg *m)
+{
+    psi_kv_count_recv(t, m, 1);
+    int rv = psi_chain_decode(t->chain, m->hdr.sender, m);
+    if (rv == 0) {
+        psi_kv_count_recv(t, m, 0);
+    } else if (rv != PSI_ERR_KEYCACHE_MISS) {
+        t->traffic.filter_errors++;
+        PSI_WARN("table %s: message from node %u failed its filters: %s", t->name,
+                 m->hdr.sender, ps_strerror(rv));
+    }
+    return rv;
+}
+
+static void print_stats(const ps_table *t)
+{
+    const ps_traffic *x = &t->traffic;
+    printf("stats table %s: sent %llu msgs %llu keys %llu bytes (%llu before filters, %llu keys "
+           "filtered); received %llu msgs %llu keys %llu bytes (%llu after decoding); %llu filter "
+           "errors\n", t->name, (unsigned long long)x->msgs_sent, (unsigned long long)x->keys_sent,
+           (unsigned long long)x->bytes_sent_wire, (unsigned long long)x->bytes_sent_raw,
+           (unsigned long long)x->keys_filtered, (unsigned long long)x->msgs_recv,
+           (unsigned long long)x->keys_recv, (unsigned long long)x->bytes_recv_wire,
+           (unsigned long long)x->bytes_recv_raw, (unsigned long long)x->filter_errors);
+    fflush(stdout);
+}
+
 /* Called by ps_finalize after the transport is closed: no callbacks run. */
 static void kv_shutdown(void)
 {
@@ -269,7 +367,9 @@ static void kv_shutdown(void)
     pthread_cond_broadcast(&reg.cond);
     pthread_mutex_unlock(&reg.lock);
     if (started) pthread_join(reg.timer, NULL);
+    const char *stats = getenv("PS_STATS");
     pthread_mutex_lock(&reg.lock);
+    for (int i = 0; stats && !strcmp(stats, "1") && i < reg.n; i++) print_stats(reg.tables[i]);
     for (int i = 0; i < reg.n; i++) table_free(reg.tables[i]);
     reg.n = 0;
     reg.timer_started = 0;

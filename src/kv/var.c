@@ -254,10 +254,10 @@ void psi_kv_var_answer_pull(ps_table *t, const psi_msg *m)
     }
     if (r && psi_msg_set_seg(r, PSI_SEG_LENS, lens, n * 4) == 0 &&
         psi_msg_set_seg(r, PSI_SEG_VALS, vals, total * t->vbytes) == 0) {
-        psi_kv_reply_msg(m, r);
+        psi_kv_reply_msg(t, m, r);
     } else {
         psi_msg_free(r);
-        psi_kv_reply(m, PS_ERR_NOMEM, NULL, 0);
+        psi_kv_reply(t, m, PS_ERR_NOMEM, NULL, 0);
     }
     free(lens);
     free(vals);

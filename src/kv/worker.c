@@ -27,6 +27,8 @@
 #include "util/log.h"
 #include "util/util.h"
 
+#define KV_NODROP (1u << 15) /* internal request flag: skip the drop filters */
+
 typedef struct user_done {
     void (*fn)(ps_table *t, int64_t ts, int status, void *arg);
     void *arg;
@@ -98,6 +100,53 @@ int psi_kv_check_unique(const kv_req *r)
 }
 
 static int do_ring(ps_table *t);
+
+/* sigmod: add `v` to the key's residual; returns 1 (and moves the residual
+ * into `out`) once some component exceeds the threshold. */
+static int do_sigmod(ps_table *t, uint64_t key, const uint8_t *v, uint8_t *out)
+{
+    int inserted, big = 0, w = t->opts.width;
+    void *res = psi_store_upsert(t->sigmod_resid, key, &inserted);
+    if (!res) { /* out of memory: send it as it is */
+        memcpy(out, v, t->vbytes);
+        return 1;
+    }
+    for (int j = 0; j < w; j++) {
+        double x;
+        if (t->opts.dtype == PS_F32) x = ((float *)res)[j] += ((const float *)(const void *)v)[j];
+        else x = ((double *)res)[j] += ((const double *)(const void *)v)[j];
+        big |= x > t->sigmod || x < -t->sigmod;
+    }
+    if (!big) return 0;
+    memcpy(out, res, t->vbytes);
+    memset(res, 0, t->vbytes);
+    return 1;
+}
+
+/* The user's keep function and sigmod drop (key, value) pairs of a push
+ * before it is sliced: r->keys/r->vals become the survivors, in key order. */
+static int drop_filters(kv_req *r, const uint8_t *push)
+{
+    ps_table *t = r->t;
+    size_t vb = t->vbytes, m = 0;
+    uint8_t *vals = malloc(PSI_MAX(r->n * vb, 1));
+    if (!vals) return PS_ERR_NOMEM;
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < r->n; i++) {
+        const uint8_t *v = push + (r->perm ? r->perm[i] : i) * vb;
+        if (t->keep && !t->keep(t->keep_arg, r->keys[i], v)) continue;
+        if (t->sigmod > 0 ? !do_sigmod(t, r->keys[i], v, vals + m * vb) : 0) continue;
+        if (t->sigmod <= 0) memcpy(vals + m * vb, v, vb);
+        r->keys[m++] = r->keys[i];
+    }
+    t->traffic.keys_filtered += r->n - m;
+    pthread_mutex_unlock(&t->lock);
+    free(r->perm);
+    r->perm = NULL;
+    r->n = m;
+    r->vals = vals;
+    return PS_OK;
+}
 static int do_slice(kv_req *r, const uint8_t *uvals);
 
 static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, size_t n,
@@ -113,9 +162,12 @@ static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, si
     else r->out = pull;
     if ((*rv = sort_keys(r, keys)) == 0 && (flags & PSI_F_PUSH))
         *rv = t->var ? psi_kv_var_prepare(r, lens, push) : psi_kv_check_unique(r);
+    int drops = !(flags & KV_NODROP) && flags == PSI_F_PUSH && !t->var && (t->keep || t->sigmod > 0);
+    r->flags &= ~KV_NODROP;
+    if (*rv == 0 && drops) *rv = drop_filters(r, push);
     if (*rv == 0) {
         pthread_mutex_lock(&t->lock);
-        if ((*rv = do_ring(t)) == 0) *rv = do_slice(r, push);
+        if ((*rv = do_ring(t)) == 0) *rv = do_slice(r, drops ? r->vals : push);
         pthread_mutex_unlock(&t->lock);
     }
     if (*rv != 0) {
@@ -273,7 +325,7 @@ static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
     psi_msg *m = psi_msg_new(PSI_MSG_DATA);
     if (!m) return NULL;
     psi_hdr *h = &m->hdr;
-    h->flags = (uint16_t)(PSI_F_REQUEST | r->flags);
+    h->flags = (uint16_t)(PSI_F_REQUEST | (r->flags & (PSI_F_PUSH | PSI_F_PULL)));
     h->table = r->t->id;
     h->timestamp = (uint64_t)r->ts;
     h->key_count = s->nkeys;
@@ -303,6 +355,12 @@ static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
     atomic_fetch_add(&s->buf->refs, 1);
     m->on_free = buf_unref;
     m->on_free_arg = s->buf;
+    psi_kv_count_sent(r->t, m, 0);
+    if (psi_chain_encode(r->t->chain, s->server, m) != 0) {
+        psi_msg_free(m); /* resent, encoded again, on the next tick */
+        return NULL;
+    }
+    psi_kv_count_sent(r->t, m, 1);
     return m;
 }
 
@@ -422,6 +480,48 @@ int64_t ps_push(ps_table *t, const uint64_t *keys, size_t n, const void *vals,
     return submit(t, PSI_F_PUSH, 0, keys, n, NULL, vals, NULL, opts);
 }
 
+typedef struct resid_list {
+    uint64_t *keys;
+    uint8_t *vals;
+    size_t n, cap, vb;
+} resid_list;
+
+static int collect_resid(void *arg, uint64_t key, void *block)
+{
+    resid_list *l = arg;
+    static const uint8_t zero[64];
+    if (l->vb <= sizeof(zero) && !memcmp(block, zero, l->vb)) return 0;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 1024;
+        uint64_t *k = realloc(l->keys, nc * 8);
+        if (k) l->keys = k;
+        uint8_t *v = realloc(l->vals, nc * l->vb);
+        if (v) l->vals = v;
+        if (!k || !v) return 1;
+        l->cap = nc;
+    }
+    l->keys[l->n] = key;
+    memcpy(l->vals + l->n * l->vb, block, l->vb);
+    memset(block, 0, l->vb);
+    l->n++;
+    return 0;
+}
+
+int64_t ps_push_flush(ps_table *t, const ps_task_opts *opts)
+{
+    if (!t) return PS_ERR_INVAL;
+    resid_list l = {.vb = t->vbytes};
+    pthread_mutex_lock(&t->lock);
+    if (t->sigmod_resid) psi_store_foreach(t->sigmod_resid, collect_resid, &l);
+    pthread_mutex_unlock(&t->lock);
+    static const uint8_t none[1];
+    const void *vals = l.n ? (const void *)l.vals : (const void *)none;
+    int64_t ts = submit(t, PSI_F_PUSH | KV_NODROP, 0, l.keys, l.n, NULL, vals, NULL, opts);
+    free(l.keys);
+    free(l.vals);
+    return ts;
+}
+
 int64_t ps_pull(ps_table *t, const uint64_t *keys, size_t n, void *vals, const ps_task_opts *opts)
 {
     return submit(t, PSI_F_PULL, 0, keys, n, NULL, NULL, vals, opts);
@@ -535,7 +635,13 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
     for (int i = 0; r && i < r->nslices && !s; i++)
         if (r->slices[i].server == m->hdr.sender) s = &r->slices[i];
     int complete = 0;
-    if (s && !s->done) {
+    psi_msg *again = NULL;
+    if (s && !s->done && (int)m->hdr.arg == PSI_ERR_KEYCACHE_MISS) {
+        /* the server lost the key lists we sent it: send this one whole */
+        psi_chain_forget_peer(t->chain, s->server);
+        s->sent_ms = psi_now_ms();
+        again = slice_msg(r, s);
+    } else if (s && !s->done && psi_kv_decode(t, m) == 0) {
         int st = (int)m->hdr.arg;
         if (st == 0 && (r->flags & PSI_F_PULL) && t->var) {
             if ((st = psi_kv_var_check_answer(r, s, m)) == 0) {
@@ -551,8 +657,10 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
         complete = do_slice_done(r, s, st);
         if (complete) do_unlink(t, r);
     }
+    uint32_t to = s ? s->server : 0;
     pthread_mutex_unlock(&t->lock);
     psi_msg_free(m);
+    if (again) psi_node_send(to, again);
     if (complete) finish(r, r->status);
 }
 

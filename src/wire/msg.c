@@ -231,7 +231,9 @@ static int check_fields(const psi_hdr *h)
 /*
  * Each segment and the running sum against `max_payload` (never adding past
  * it, so nothing wraps), then key_count against the keys segment by division
- * (8 * key_count could wrap).
+ * (8 * key_count could wrap).  A message that went through filters (a
+ * nonzero filters[0]) carries its keys encoded: their count is checked by
+ * the key-value layer once the filters are reversed.
  */
 static int check_lengths(const psi_hdr *h, uint64_t max_payload)
 {
@@ -241,6 +243,7 @@ static int check_lengths(const psi_hdr *h, uint64_t max_payload)
         if (h->seg_len[i] > max_payload - sum) return PS_ERR_TOOBIG;
         sum += h->seg_len[i];
     }
+    if (h->filters[0] != 0) return PS_OK;
     if (keys % 8 != 0 || h->key_count != keys / 8) return PS_ERR_PROTO;
     return PS_OK;
 }

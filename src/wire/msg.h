@@ -30,7 +30,8 @@
  *
  * Validation happens before any allocation: magic, version, CRC, type,
  * each segment length against the cap, the sum against the bytes received,
- * and key_count against the keys segment (8 bytes a key).
+ * and key_count against the keys segment (8 bytes a key) unless filters
+ * were applied (filters[0] != 0: the kv layer checks after reversing them).
  */
 #ifndef PSI_WIRE_MSG_H
 #define PSI_WIRE_MSG_H

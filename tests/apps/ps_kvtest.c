@@ -24,6 +24,10 @@
  *   ps_kvtest dense                         a dense table over [1000, 51000):
  *       range push and pull, constant initializer on every key of a page,
  *       keys outside the range refused, every server holds part of it.
+ *   ps_kvtest filters --spec S [--tol T]    pushes through the filter chain S
+ *       (same key list every round, so keycache hits): the pulled sums match
+ *       exactly (T = 0) or within relative T; a keep filter dropping odd keys
+ *       leaves them at 0; prints the traffic before and after the filters.
  *   ps_kvtest calls [--calls N]             remote functions: the scheduler
  *       calls every worker N times (a chain of dependencies); each handler
  *       must run exactly N times, in order, under any PS_FAULT; a worker
@@ -343,6 +347,69 @@ static void run_dense(void)
     }
 }
 
+/* ---- filters ------------------------------------------------------------------------ */
+
+static int keep_even(void *arg, uint64_t key, const void *vals)
+{
+    (void)arg;
+    (void)vals;
+    return (key & 1) == 0;
+}
+
+static const char *arg_str(int argc, char **argv, const char *flag, const char *def)
+{
+    for (int i = 0; i + 1 < argc; i++)
+        if (!strcmp(argv[i], flag)) return argv[i + 1];
+    return def;
+}
+
+static void run_filters(int argc, char **argv)
+{
+    enum { N = 4000, ROUNDS = 12 };
+    const char *spec = arg_str(argc, argv, "--spec", "");
+    double tol = atof(arg_str(argc, argv, "--tol", "0"));
+    ps_table *t, *k;
+    if (ps_table_open("filtered", NULL, &t) != 0 || ps_table_open("kept", NULL, &k) != 0) exit(1);
+    int rv = ps_table_set_filters(t, spec);
+    CHECK(rv == 0, "set filters", "%s: %s", spec, ps_strerror(rv));
+    CHECK(ps_table_set_filters(t, "gzip") == PS_ERR_INVAL, "unknown filter refused", "-");
+    ps_table_set_filters(t, spec);
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_WORKER) {
+        static uint64_t keys[N];
+        static float v[N], got[N];
+        for (int i = 0; i < N; i++) keys[i] = (uint64_t)i * 977;
+        for (int i = 0; i < N; i++) v[i] = 0.37f * (float)((i % 13) - 6);
+        for (int r = 0; r < ROUNDS; r++) ps_push(t, keys, N, v, NULL);
+        rv = ps_wait_all(t);
+        rv |= ps_wait(t, ps_push_flush(t, NULL));
+        ps_barrier(PS_GROUP_WORKERS);
+        rv |= ps_wait(t, ps_pull(t, keys, N, got, NULL));
+        double worst = 0, scale = 0.37 * 6 * ROUNDS * ps_num_workers();
+        for (int i = 0; i < N; i++) {
+            double want = (double)v[i] * ROUNDS * ps_num_workers();
+            worst = PSI_MAX(worst, fabs(got[i] - want) / scale);
+        }
+        CHECK(rv == 0 && worst <= tol + 1e-6, "filtered sums", "status %d, worst relative error %g "
+              "(allowed %g)", rv, worst, tol);
+        ps_traffic x;
+        ps_table_traffic(t, &x);
+        printf("traffic raw %llu wire %llu keys %llu filtered %llu errors %llu\n",
+               (unsigned long long)x.bytes_sent_raw, (unsigned long long)x.bytes_sent_wire,
+               (unsigned long long)x.keys_sent, (unsigned long long)x.keys_filtered,
+               (unsigned long long)x.filter_errors);
+        ps_table_set_keep(k, keep_even, NULL);
+        rv = ps_wait(k, ps_push(k, keys, 100, v, NULL));
+        ps_barrier(PS_GROUP_WORKERS);
+        rv |= ps_wait(k, ps_pull(k, keys, 100, got, NULL));
+        int bad = 0;
+        for (int i = 0; i < 100; i++)
+            bad += got[i] != (keys[i] & 1 ? 0.0f : v[i] * (float)ps_num_workers());
+        CHECK(rv == 0 && !bad, "keep filter drops pairs", "status %d, %d wrong", rv, bad);
+    }
+    ps_barrier(PS_GROUP_ALL);
+}
+
 /* ---- BSP ---------------------------------------------------------------------- */
 
 static void run_bsp(int argc, char **argv)
@@ -466,6 +533,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "bsp")) run_bsp(argc, argv);
     else if (!strcmp(argv[1], "var")) run_var();
     else if (!strcmp(argv[1], "dense")) run_dense();
+    else if (!strcmp(argv[1], "filters")) run_filters(argc, argv);
     else failures++;
     int rv = ps_finalize();
     return failures || rv ? 1 : 0;

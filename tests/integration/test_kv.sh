@@ -39,3 +39,15 @@ run var 12 var
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.1,reorder=0.2,seed=11" run var-faults 12 var
 run dense 6 dense
 [ "$(grep -c 'server dense bytes [1-9]' "$TMP/dense.log")" = 2 ] || fail "the dense range is not spread over both servers"
+# Filters: lossless chains give exact sums and cut the bytes on the wire;
+# lossy ones stay within their bounds; sigmod is exact once flushed.
+run filters-none 18 filters --spec ""
+run filters-lossless 18 filters --spec "keycache,zstd"
+wire=$(grep -m1 -o 'traffic raw [0-9]* wire [0-9]*' "$TMP/filters-lossless.log" | awk '{print $5 / $3}')
+awk -v r="$wire" 'BEGIN { exit !(r < 0.5) }' || fail "keycache+zstd sent $wire of the raw bytes"
+run filters-fp16 18 filters --spec "fp16" --tol 0.002
+run filters-int8 18 filters --spec "int8" --tol 0.05
+run filters-sigmod 18 filters --spec "sigmod=2"
+run filters-all 18 filters --spec "keycache,zstd,int8,sigmod=0.5" --tol 0.05
+PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,reorder=0.1,seed=13" \
+  run filters-faults 18 filters --spec "keycache,zstd"

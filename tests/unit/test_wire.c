@@ -328,6 +328,10 @@ static void test_key_count_mismatch_is_proto(void **state)
 {
     psi_hdr h = sample_hdr(); /* 24 bytes of keys, key_count 3 */
 
+    /* with filters applied the keys are encoded: the kv layer checks them */
+    assert_int_equal(decode_patched64(h, 48, 2, CAP), PS_OK);
+    memset(h.filters, 0, sizeof(h.filters)); /* no filters: checked here */
+
     assert_int_equal(decode_patched64(h, 48, 3, CAP), PS_OK);
     assert_int_equal(decode_patched64(h, 48, 2, CAP), PS_ERR_PROTO);
     assert_int_equal(decode_patched64(h, 48, 4, CAP), PS_ERR_PROTO);
