@@ -51,3 +51,7 @@ run filters-sigmod 18 filters --spec "sigmod=2"
 run filters-all 18 filters --spec "keycache,zstd,int8,sigmod=0.5" --tol 0.05
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,reorder=0.1,seed=13" \
   run filters-faults 18 filters --spec "keycache,zstd"
+out=$(timeout 60 "$PS_BIN/psrun" -q --stats -s 1 -w 1 --timeout 50 -- "$PS_BIN/ps_kvtest" filters --spec zstd 2>&1) ||
+  fail "psrun --stats: $out"
+[ "$(echo "$out" | grep -c '^\[[a-z0-9 ]*\] stats table filtered: sent')" = 3 ] || fail "psrun --stats: no summary per node"
+pass "psrun --stats prints every node's traffic"

@@ -22,7 +22,7 @@
 
 #define MAX_SECONDS 1e7 /* about 115 days; keeps deadlines far from overflow */
 
-enum { OPT_TIMEOUT = 256, OPT_GRACE, OPT_PORT, OPT_HOST, OPT_NO_PREFIX, OPT_ENV };
+enum { OPT_TIMEOUT = 256, OPT_GRACE, OPT_PORT, OPT_HOST, OPT_NO_PREFIX, OPT_ENV, OPT_STATS };
 
 typedef int (*opt_fn)(psr_opts *o, const char *arg);
 
@@ -49,6 +49,8 @@ static const char usage_text[] =
     "      --host H        scheduler host (default 127.0.0.1)\n"
     "      --env K=V       extra environment for every node (repeatable)\n"
     "      --no-prefix     print node output without the [role rank] prefix\n"
+    "      --stats         each node prints its traffic per table (messages, keys,\n"
+    "                      bytes before and after filters) when it finalizes\n"
     "  -q, --quiet         do not print psrun's own status lines\n"
     "  -h, --help          print this help and exit\n"
     "\n"
@@ -154,6 +156,14 @@ static int opt_env(psr_opts *o, const char *arg)
     return 0;
 }
 
+/* --stats: every node prints its traffic per table when it finalizes
+ * (PS_STATS=1), so the summary comes out prefixed with the node's name. */
+static int opt_stats(psr_opts *o, const char *arg)
+{
+    (void)arg;
+    return opt_env(o, "PS_STATS=1");
+}
+
 static int opt_quiet(psr_opts *o, const char *arg)
 {
     o->quiet = 1;
@@ -175,6 +185,7 @@ static const opt_def opt_table[] = {
     {{"host", required_argument, NULL, OPT_HOST}, opt_host},
     {{"no-prefix", no_argument, NULL, OPT_NO_PREFIX}, opt_no_prefix},
     {{"env", required_argument, NULL, OPT_ENV}, opt_env},
+    {{"stats", no_argument, NULL, OPT_STATS}, opt_stats},
     {{"quiet", no_argument, NULL, 'q'}, opt_quiet},
     {{"help", no_argument, NULL, 'h'}, opt_help},
 };
