@@ -140,7 +140,7 @@ static void scatter_vals(kv_req *r, ps_var_vals *out)
         for (size_t j = 0; j < s->nruns; j++)
             for (size_t k = s->runs[j].begin; k < s->runs[j].end; k++) {
                 size_t p = r->perm ? r->perm[k] : k;
-                memcpy((uint8_t *)out->vals + out->offs[p] * esz, v, out->lens[p] * esz);
+                if (out->lens[p]) memcpy((uint8_t *)out->vals + out->offs[p] * esz, v, out->lens[p] * esz);
                 v += out->lens[p] * esz;
             }
     }

@@ -75,13 +75,12 @@ static int is_sorted(const uint64_t *k, size_t n)
 }
 
 /* Sort keys into r->keys, setting r->perm when the order changed. */
-/* Sort keys into r->keys, setting r->perm when the order changed. */
 static int sort_keys(kv_req *r, const uint64_t *keys)
 {
     size_t n = r->n;
     if (!(r->keys = malloc(PSI_MAX(n, 1) * sizeof(uint64_t)))) return PS_ERR_NOMEM;
     if (is_sorted(keys, n)) {
-        memcpy(r->keys, keys, n * sizeof(uint64_t));
+        if (n) memcpy(r->keys, keys, n * sizeof(uint64_t));
         return PS_OK;
     }
     if (!(r->perm = malloc(n * sizeof(size_t)))) return PS_ERR_NOMEM;
