@@ -160,15 +160,18 @@ static int quant_encode(psi_chain *c, psi_msg *m)
                  ? psi_codec_fp16_encode(m->seg[PSI_SEG_VALS], n, &c->rng, (uint16_t **)&out)
                  : psi_codec_int8_encode(m->seg[PSI_SEG_VALS], n, &c->rng, (uint8_t **)&out, &olen);
     if (rv != 0) return rv;
-    uint8_t *seg = malloc((c->quant == PSI_FILTER_FP16 ? n * 2 : olen) + 1);
+    /* tag byte, then for fp16 a pad byte so the halves stay 2-byte aligned */
+    size_t head = c->quant == PSI_FILTER_FP16 ? 2 : 1, body = c->quant == PSI_FILTER_FP16 ? n * 2 : olen;
+    uint8_t *seg = malloc(head + body);
     if (!seg) {
         free(out);
         return PS_ERR_NOMEM;
     }
     seg[0] = (uint8_t)c->quant;
-    memcpy(seg + 1, out, c->quant == PSI_FILTER_FP16 ? n * 2 : olen);
+    seg[head - 1] = seg[0];
+    memcpy(seg + head, out, body);
     free(out);
-    psi_msg_take_seg(m, PSI_SEG_VALS, seg, (c->quant == PSI_FILTER_FP16 ? n * 2 : olen) + 1);
+    psi_msg_take_seg(m, PSI_SEG_VALS, seg, head + body);
     return add_id(m, (uint8_t)c->quant);
 }
 
@@ -176,14 +179,14 @@ static int quant_decode(psi_msg *m, uint8_t id)
 {
     size_t len = m->hdr.seg_len[PSI_SEG_VALS];
     const uint8_t *in = m->seg[PSI_SEG_VALS];
-    if (len < 1 || in[0] != id) return PS_ERR_PROTO;
-    size_t n = id == PSI_FILTER_FP16 ? (len - 1) / 2 : (len >= 5 ? len - 5 : 0);
-    if ((id == PSI_FILTER_FP16 && (len - 1) % 2) || (id == PSI_FILTER_INT8 && len < 5))
+    if (len < 2 || in[0] != id) return PS_ERR_PROTO;
+    size_t n = id == PSI_FILTER_FP16 ? (len - 2) / 2 : (len >= 5 ? len - 5 : 0);
+    if ((id == PSI_FILTER_FP16 && (len % 2 || in[1] != id)) || (id == PSI_FILTER_INT8 && len < 5))
         return PS_ERR_PROTO;
     float *out = malloc(PSI_MAX(n, 1) * sizeof(float));
     if (!out) return PS_ERR_NOMEM;
     int rv = PS_OK;
-    if (id == PSI_FILTER_FP16) psi_codec_fp16_decode((const uint16_t *)(const void *)(in + 1), n, out);
+    if (id == PSI_FILTER_FP16) psi_codec_fp16_decode((const uint16_t *)(const void *)(in + 2), n, out);
     else rv = psi_codec_int8_decode(in + 1, len - 1, n, out);
     if (rv != 0) {
         free(out);
