@@ -1,0 +1,753 @@
+/*
+ * data.c -- the data pipeline of pslinear (data.h): read one shard of a
+ * libsvm, flights-TSV or text file into sparse examples held in flat CSR
+ * arrays, and collect the distinct keys a worker pulls weights for.
+ *
+ * Design: a lin_reader owns a FILE positioned at the first line start of its
+ * byte range and reads whole lines with getline until the next line would
+ * start at or after the range's end, so lines that cross a boundary belong to
+ * the shard in which they start.  Each line goes through the parser of its
+ * format (a table, one function per format), which tokenizes the line in
+ * place and leaves the example's features in the reader's scratch arrays;
+ * the caller of the parser appends them to the lin_data, whose arrays grow by
+ * doubling.  Values are stored only once some value differs from 1, so binary
+ * data (flights, text) costs 8 bytes per feature.  Line numbers are needed
+ * only for messages, so the lines before the shard are counted only when the
+ * first bad line is reported.  Distinct keys go through an open-addressing
+ * hash set, which stays small (the model, not the data) while the data has
+ * millions of entries.
+ *
+ * It must never read past its shard's last line nor skip a line that starts
+ * inside its range, and never leave *out inconsistent: after any return,
+ * lin_data_free releases everything.  Only libc and the public libps API.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "ps/ps.h"
+
+#include "data.h"
+
+#define LIN_MAX_CODE 32   /* longest origin or destination in the flights TSV */
+#define LIN_WHAT 160      /* room for the description of a bad line */
+
+struct lin_reader {
+    FILE *f;
+    char *path;
+    lin_format fmt;
+    int skip_bad;
+    int reported_bad;     /* the first skipped line's message went to err */
+    uint64_t begin;       /* offset of the shard's first line */
+    uint64_t pos;         /* offset of the next line */
+    uint64_t end;         /* a line starting at or after end is not ours */
+    uint64_t nread;       /* lines of the shard read so far */
+    int64_t base_line;    /* lines before `begin`, -1 until counted */
+    char *line;
+    size_t line_cap;
+    char *buf;            /* scratch for the strings that are hashed */
+    size_t buf_cap;
+    uint64_t *fk;         /* features of the current line */
+    float *fv;
+    size_t fn, f_cap;
+    char what[LIN_WHAT];  /* why the current line is bad */
+};
+
+/* A parser fills r->fk/fv/fn and *label from the NUL-terminated line s,
+ * which it may modify.  Returns 0, 1 for a bad line (r->what set), or a
+ * negative ps_err. */
+typedef int (*lin_parse_fn)(lin_reader *r, char *s, float *label);
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static void set_err(char *err, size_t errcap, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errcap == 0) return;
+    va_start(ap, fmt);
+    vsnprintf(err, errcap, fmt, ap);
+    va_end(ap);
+}
+
+/* Describe a bad line; returns 1 for the parser to return. */
+static int bad(lin_reader *r, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(r->what, sizeof(r->what), fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+static size_t next_cap(size_t cap, size_t need)
+{
+    size_t n = cap ? cap : 16;
+
+    while (n < need) n *= 2;
+    return n;
+}
+
+static int resize(void **p, size_t n, size_t elem)
+{
+    void *q = realloc(*p, n * elem);
+
+    if (q == NULL) return PS_ERR_NOMEM;
+    *p = q;
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A decimal u64 made of digits only. */
+static int parse_u64(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (*s == '\0') return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10) return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char *s, float *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtof(s, &end);
+    return *s == '\0' || *end != '\0' || !isfinite(*out) ? -1 : 0;
+}
+
+/* -1, 0, 1 or +1 in any spelling strtod accepts; -1 becomes 0. */
+static int parse_label(const char *s, float *out)
+{
+    float v;
+
+    if (s == NULL || parse_float(s, &v) != 0 || (v != -1 && v != 0 && v != 1)) return -1;
+    *out = v > 0 ? 1.0f : 0.0f;
+    return 0;
+}
+
+static int push_feat(lin_reader *r, uint64_t key, float val)
+{
+    if (r->fn == r->f_cap) {
+        size_t c = next_cap(r->f_cap, r->fn + 1);
+        if (resize((void **)&r->fk, c, sizeof(*r->fk)) != 0 ||
+            resize((void **)&r->fv, c, sizeof(*r->fv)) != 0)
+            return PS_ERR_NOMEM;
+        r->f_cap = c;
+    }
+    r->fk[r->fn] = key;
+    r->fv[r->fn++] = val;
+    return 0;
+}
+
+uint64_t lin_bias_key(void) { return ps_hash_bytes("bias", 4); }
+
+/* ---- the three formats ---------------------------------------------------- */
+
+static int parse_libsvm(lin_reader *r, char *s, float *label)
+{
+    char *save = NULL, *tok = strtok_r(s, " \t", &save);
+    int rv;
+
+    if (parse_label(tok, label) != 0) return bad(r, "bad label '%.32s'", tok);
+    while ((tok = strtok_r(NULL, " \t", &save)) != NULL && tok[0] != '#') {
+        char *colon = strchr(tok, ':');
+        uint64_t idx;
+        float v;
+
+        if (colon == NULL) return bad(r, "bad feature '%.32s' (want idx:val)", tok);
+        *colon = '\0';
+        if (parse_u64(tok, &idx) != 0 || parse_float(colon + 1, &v) != 0) {
+            *colon = ':';
+            return bad(r, "bad feature '%.32s' (want idx:val)", tok);
+        }
+        if ((rv = push_feat(r, ps_hash_key(idx), v)) != 0) return rv;
+    }
+    return 0;
+}
+
+/* Fields of the flights TSV after the label, and the features built from
+ * them: each a list of field indices whose "name=value" strings are joined
+ * by '&' (so a cross is its components' strings joined). */
+enum { F_ORIGIN, F_DEST, F_HOUR, F_WEEKDAY, F_MONTH, F_COUNT };
+static const char *const flight_field[F_COUNT] = {"origin", "dest", "hour", "weekday", "month"};
+static const unsigned flight_max[F_COUNT] = {0, 0, 23, 6, 12};
+static const signed char flight_feat[][4] = {
+    {F_ORIGIN, -1}, {F_DEST, -1}, {F_ORIGIN, F_DEST, -1}, {F_HOUR, -1}, {F_WEEKDAY, -1},
+    {F_MONTH, -1}, {F_ORIGIN, F_HOUR, -1}, {F_DEST, F_HOUR, -1}, {F_ORIGIN, F_DEST, F_WEEKDAY, -1},
+};
+
+/* Split s at tabs into at most max fields; returns the number of fields. */
+static int split_tabs(char *s, char **f, int max)
+{
+    int n = 0;
+
+    for (;;) {
+        char *tab = strchr(s, '\t');
+        if (n < max) f[n] = s;
+        n++;
+        if (tab == NULL) return n;
+        *tab = '\0';
+        s = tab + 1;
+    }
+}
+
+/* "name=value" of flights field i into out (room for 48 bytes); its length. */
+static int flight_part(int i, const char *v, char *out, lin_reader *r)
+{
+    uint64_t x;
+    size_t len = strlen(v);
+
+    if (i <= F_DEST) {
+        if (len == 0 || len > LIN_MAX_CODE || strpbrk(v, " \v\f") != NULL)
+            return -bad(r, "bad %s '%.32s'", flight_field[i], v);
+        return snprintf(out, 48, "%s=%s", flight_field[i], v);
+    }
+    if (parse_u64(v, &x) != 0 || x > flight_max[i] || (i == F_MONTH && x == 0))
+        return -bad(r, "bad %s '%.32s'", flight_field[i], v);
+    return snprintf(out, 48, "%s=%u", flight_field[i], (unsigned)x);
+}
+
+static int parse_flights(lin_reader *r, char *s, float *label)
+{
+    char *f[1 + F_COUNT], part[F_COUNT][48], key[4 * 48];
+    int n = split_tabs(s, f, 1 + F_COUNT), len[F_COUNT], rv;
+
+    if (n != 1 + F_COUNT) return bad(r, "expected %d tab-separated fields, got %d", 1 + F_COUNT, n);
+    if (parse_label(f[0], label) != 0) return bad(r, "bad label '%.32s'", f[0]);
+    for (int i = 0; i < F_COUNT; i++)
+        if ((len[i] = flight_part(i, f[1 + i], part[i], r)) < 0) return 1;
+    for (size_t k = 0; k < sizeof(flight_feat) / sizeof(flight_feat[0]); k++) {
+        size_t kl = 0;
+        for (const signed char *p = flight_feat[k]; *p >= 0; p++) {
+            if (kl > 0) key[kl++] = '&';
+            memcpy(key + kl, part[*p], (size_t)len[*p]);
+            kl += (size_t)len[*p];
+        }
+        if ((rv = push_feat(r, ps_hash_bytes(key, kl), 1.0f)) != 0) return rv;
+    }
+    return push_feat(r, lin_bias_key(), 1.0f);
+}
+
+/* Sort the current line's keys and drop repeats (binary bag of words). */
+static void unique_feats(lin_reader *r)
+{
+    size_t m = 0;
+
+    qsort(r->fk, r->fn, sizeof(*r->fk), cmp_u64);
+    for (size_t i = 0; i < r->fn; i++)
+        if (m == 0 || r->fk[i] != r->fk[m - 1]) r->fk[m++] = r->fk[i];
+    r->fn = m;
+}
+
+static int parse_text(lin_reader *r, char *s, float *label)
+{
+    char *tab = strchr(s, '\t'), *save = NULL, *w;
+    int rv;
+
+    if (tab == NULL) return bad(r, "missing tab after the label");
+    *tab = '\0';
+    if (parse_label(s, label) != 0) return bad(r, "bad label '%.32s'", s);
+    for (w = strtok_r(tab + 1, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+        size_t len = strlen(w);
+        if (len + 2 > r->buf_cap) {
+            if (resize((void **)&r->buf, next_cap(r->buf_cap, len + 2), 1) != 0) return PS_ERR_NOMEM;
+            r->buf_cap = next_cap(r->buf_cap, len + 2);
+        }
+        memcpy(r->buf, "w=", 2);
+        memcpy(r->buf + 2, w, len);
+        if ((rv = push_feat(r, ps_hash_bytes(r->buf, len + 2), 1.0f)) != 0) return rv;
+    }
+    if ((rv = push_feat(r, lin_bias_key(), 1.0f)) != 0) return rv;
+    unique_feats(r);
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    lin_parse_fn parse;
+} formats[] = {
+    [LIN_FMT_LIBSVM] = {"libsvm", parse_libsvm},
+    [LIN_FMT_FLIGHTS] = {"flights", parse_flights},
+    [LIN_FMT_TEXT] = {"text", parse_text},
+};
+#define NFORMATS ((int)(sizeof(formats) / sizeof(formats[0])))
+
+int lin_format_parse(const char *name, lin_format *out)
+{
+    for (int i = 0; i < NFORMATS; i++)
+        if (strcmp(name, formats[i].name) == 0) return *out = (lin_format)i, 0;
+    if (strcmp(name, "svmlight") == 0) return *out = LIN_FMT_LIBSVM, 0;
+    return PS_ERR_INVAL;
+}
+
+const char *lin_format_name(lin_format fmt)
+{
+    return (int)fmt >= 0 && (int)fmt < NFORMATS ? formats[fmt].name : "?";
+}
+
+/* ---- lin_data ---------------------------------------------------------------- */
+
+void lin_data_init(lin_data *d) { memset(d, 0, sizeof(*d)); }
+
+void lin_data_clear(lin_data *d)
+{
+    d->n = d->nnz = 0;
+    d->lines = d->bad_lines = 0;
+}
+
+void lin_data_free(lin_data *d)
+{
+    free(d->labels);
+    free(d->offsets);
+    free(d->keys);
+    free(d->vals);
+    lin_data_init(d);
+}
+
+void lin_data_example(const lin_data *d, size_t i, lin_example *ex)
+{
+    uint64_t a = d->offsets[i];
+
+    ex->label = d->labels[i];
+    ex->nfeat = (uint32_t)(d->offsets[i + 1] - a);
+    ex->keys = d->keys + a;
+    ex->vals = d->vals ? d->vals + a : NULL;
+}
+
+/* Room for one more example of nf features.  A cap grows only once every
+ * array it sizes has grown, so a failure leaves d consistent. */
+static int reserve(lin_data *d, size_t nf)
+{
+    if (d->n + 1 > d->cap_n) {
+        size_t c = next_cap(d->cap_n, d->n + 1);
+        if (resize((void **)&d->labels, c, sizeof(float)) != 0 ||
+            resize((void **)&d->offsets, c + 1, sizeof(uint64_t)) != 0)
+            return PS_ERR_NOMEM;
+        d->cap_n = c;
+    }
+    if (d->nnz + nf > d->cap_nnz) {
+        size_t c = next_cap(d->cap_nnz, d->nnz + nf);
+        if (resize((void **)&d->keys, c, sizeof(uint64_t)) != 0 ||
+            (d->vals && resize((void **)&d->vals, c, sizeof(float)) != 0))
+            return PS_ERR_NOMEM;
+        d->cap_nnz = c;
+    }
+    return 0;
+}
+
+/* Store values from now on: every entry so far was 1. */
+static int start_vals(lin_data *d)
+{
+    float *v = malloc((d->cap_nnz ? d->cap_nnz : 1) * sizeof(*v));
+
+    if (v == NULL) return PS_ERR_NOMEM;
+    for (size_t i = 0; i < d->nnz; i++) v[i] = 1.0f;
+    d->vals = v;
+    return 0;
+}
+
+static int append(lin_data *d, float label, const uint64_t *k, const float *v, size_t nf)
+{
+    int rv;
+
+    if ((rv = reserve(d, nf)) != 0) return rv;
+    for (size_t i = 0; i < nf && d->vals == NULL; i++)
+        if (v[i] != 1.0f && (rv = start_vals(d)) != 0) return rv;
+    memcpy(d->keys + d->nnz, k, nf * sizeof(*k));
+    if (d->vals) memcpy(d->vals + d->nnz, v, nf * sizeof(*v));
+    d->offsets[d->n] = d->nnz;
+    d->labels[d->n++] = label;
+    d->nnz += nf;
+    d->offsets[d->n] = d->nnz;
+    return 0;
+}
+
+/* ---- the reader ------------------------------------------------------------------ */
+
+/* Lines before offset `upto` (for messages only). */
+static int64_t count_lines(const char *path, uint64_t upto)
+{
+    char blk[65536];
+    int64_t n = 0;
+    FILE *f = fopen(path, "rb");
+
+    if (f == NULL) return -1;
+    while (upto > 0) {
+        size_t got = fread(blk, 1, upto < sizeof(blk) ? (size_t)upto : sizeof(blk), f);
+        if (got == 0) break;
+        for (char *p = blk; (p = memchr(p, '\n', got - (size_t)(p - blk))) != NULL; p++) n++;
+        upto -= got;
+    }
+    fclose(f);
+    return upto == 0 ? n : -1;
+}
+
+/* Report the current line as bad: an error, or with skip_bad a count (and
+ * the first such message in err).  Returns 0 or PS_ERR_INVAL. */
+static int bad_line(lin_reader *r, lin_data *out, char *err, size_t errcap)
+{
+    if (r->skip_bad) out->bad_lines++;
+    if (r->skip_bad && r->reported_bad) return 0;
+    if (r->base_line < 0) r->base_line = count_lines(r->path, r->begin);
+    if (r->base_line < 0)
+        set_err(err, errcap, "%s:?: %s (line %llu of shard)", r->path, r->what,
+                (unsigned long long)r->nread);
+    else
+        set_err(err, errcap, "%s:%llu: %s", r->path,
+                (unsigned long long)r->base_line + r->nread, r->what);
+    r->reported_bad = 1;
+    return r->skip_bad ? 0 : PS_ERR_INVAL;
+}
+
+/* The next line of the shard into r->line: 1, 0 at the end, or PS_ERR_SYS. */
+static int read_line(lin_reader *r, size_t *len, char *err, size_t errcap)
+{
+    ssize_t n;
+
+    if (r->pos >= r->end) return 0;
+    errno = 0;
+    if ((n = getline(&r->line, &r->line_cap, r->f)) < 0) {
+        if (!ferror(r->f) && errno != ENOMEM) return 0;
+        set_err(err, errcap, "%s: read: %s", r->path, strerror(errno ? errno : EIO));
+        return errno == ENOMEM ? PS_ERR_NOMEM : PS_ERR_SYS;
+    }
+    r->pos += (uint64_t)n;
+    r->nread++;
+    *len = (size_t)n;
+    return 1;
+}
+
+/* Parse r->line (len bytes) and append it: 1 appended, 0 skipped (blank, or
+ * bad with skip_bad), or a negative ps_err. */
+static int take_line(lin_reader *r, size_t len, lin_data *out, char *err, size_t errcap)
+{
+    char *s = r->line;
+    float label = 0;
+    int rv;
+
+    if (len > 0 && s[len - 1] == '\n') s[--len] = '\0';
+    if (len > 0 && s[len - 1] == '\r') s[--len] = '\0';
+    r->fn = 0;
+    if (strlen(s) != len)
+        rv = bad(r, "NUL byte in line");
+    else if (s[strspn(s, " \t")] == '\0')
+        return 0;                                    /* blank */
+    else
+        rv = formats[r->fmt].parse(r, s, &label);
+    if (rv > 0) return bad_line(r, out, err, errcap);
+    if (rv < 0 || (rv = append(out, label, r->fk, r->fv, r->fn)) != 0) {
+        set_err(err, errcap, "%s: %s", r->path, ps_strerror(rv));
+        return rv;
+    }
+    return 1;
+}
+
+int lin_reader_next(lin_reader *r, size_t max, lin_data *out, char *err, size_t errcap)
+{
+    size_t added = 0, len = 0;
+    int rv;
+
+    while (added < max) {
+        if ((rv = read_line(r, &len, err, errcap)) <= 0) return rv;
+        out->lines++;
+        if ((rv = take_line(r, len, out, err, errcap)) < 0) return rv;
+        added += (size_t)rv;
+    }
+    return 0;
+}
+
+/* Position r at the first line starting at or after byte `from`. */
+static int seek_shard(lin_reader *r, uint64_t from, char *err, size_t errcap)
+{
+    ssize_t n;
+
+    r->pos = from;
+    if (from > 0) {
+        if (fseeko(r->f, (off_t)(from - 1), SEEK_SET) != 0) {
+            set_err(err, errcap, "%s: seek: %s", r->path, strerror(errno));
+            return PS_ERR_SYS;
+        }
+        n = getline(&r->line, &r->line_cap, r->f);   /* the rest of the line before */
+        if (n < 0 && ferror(r->f)) {
+            set_err(err, errcap, "%s: read: %s", r->path, strerror(errno));
+            return PS_ERR_SYS;
+        }
+        r->pos = from - 1 + (n > 0 ? (uint64_t)n : 1);
+    }
+    r->begin = r->pos;
+    return 0;
+}
+
+/* Set r's byte range for shard/nshards (the whole stream when nshards is 1). */
+static int set_range(lin_reader *r, int shard, int nshards, char *err, size_t errcap)
+{
+    struct stat st;
+    uint64_t size;
+
+    if (nshards == 1) {
+        r->end = UINT64_MAX;
+        return 0;
+    }
+    if (fstat(fileno(r->f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        set_err(err, errcap, "%s: not a regular file, cannot read shard %d of %d", r->path, shard,
+                nshards);
+        return PS_ERR_INVAL;
+    }
+    size = (uint64_t)st.st_size;
+    r->end = shard + 1 == nshards ? UINT64_MAX : size * (uint64_t)(shard + 1) / (uint64_t)nshards;
+    return seek_shard(r, size * (uint64_t)shard / (uint64_t)nshards, err, errcap);
+}
+
+int lin_reader_open(const char *path, lin_format fmt, int shard, int nshards, int skip_bad,
+                    lin_reader **out, char *err, size_t errcap)
+{
+    lin_reader *r;
+    int rv;
+
+    *out = NULL;
+    if ((int)fmt < 0 || (int)fmt >= NFORMATS || nshards < 1 || shard < 0 || shard >= nshards) {
+        set_err(err, errcap, "%s: bad format or shard %d of %d", path, shard, nshards);
+        return PS_ERR_INVAL;
+    }
+    if ((r = calloc(1, sizeof(*r))) == NULL || (r->path = strdup(path)) == NULL) {
+        free(r);
+        set_err(err, errcap, "%s: out of memory", path);
+        return PS_ERR_NOMEM;
+    }
+    r->fmt = fmt;
+    r->skip_bad = skip_bad;
+    r->base_line = -1;
+    if ((r->f = fopen(path, "rb")) == NULL) {
+        set_err(err, errcap, "%s: %s", path, strerror(errno));
+        rv = PS_ERR_SYS;
+    } else {
+        rv = set_range(r, shard, nshards, err, errcap);
+    }
+    if (rv != 0) {
+        lin_reader_close(r);
+        return rv;
+    }
+    *out = r;
+    return 0;
+}
+
+void lin_reader_close(lin_reader *r)
+{
+    if (r == NULL) return;
+    if (r->f) fclose(r->f);
+    free(r->path);
+    free(r->line);
+    free(r->buf);
+    free(r->fk);
+    free(r->fv);
+    free(r);
+}
+
+int lin_data_load(const char *path, lin_format fmt, int shard, int nshards, int skip_bad,
+                  lin_data *out, char *err, size_t errcap)
+{
+    lin_reader *r;
+    int rv;
+
+    lin_data_init(out);
+    set_err(err, errcap, "%s", "");
+    if ((rv = lin_reader_open(path, fmt, shard, nshards, skip_bad, &r, err, errcap)) != 0) return rv;
+    rv = lin_reader_next(r, SIZE_MAX, out, err, errcap);
+    lin_reader_close(r);
+    return rv;
+}
+
+/* ---- distinct keys: an open-addressing hash map u64 -> u32 ---------------------- */
+
+typedef struct kmap {
+    uint64_t *keys;   /* 0 = empty slot; key 0 itself lives in has0/val0 */
+    uint32_t *vals;
+    unsigned bits;
+    size_t n;         /* nonzero keys stored */
+    int has0;
+    uint32_t val0;
+} kmap;
+
+static size_t kmap_slot(const kmap *m, uint64_t k)
+{
+    return (size_t)((k * 0x9E3779B97F4A7C15ull) >> (64 - m->bits));
+}
+
+static int kmap_init(kmap *m, unsigned bits)
+{
+    memset(m, 0, sizeof(*m));
+    m->bits = bits < 4 ? 4 : bits;
+    m->keys = calloc((size_t)1 << m->bits, sizeof(*m->keys));
+    m->vals = malloc(((size_t)1 << m->bits) * sizeof(*m->vals));
+    return m->keys && m->vals ? 0 : PS_ERR_NOMEM;
+}
+
+static void kmap_free(kmap *m)
+{
+    free(m->keys);
+    free(m->vals);
+}
+
+/* Slot of nonzero k: where it is, or the empty slot where it would go. */
+static size_t kmap_find(const kmap *m, uint64_t k)
+{
+    size_t mask = ((size_t)1 << m->bits) - 1, i = kmap_slot(m, k);
+
+    while (m->keys[i] != 0 && m->keys[i] != k) i = (i + 1) & mask;
+    return i;
+}
+
+static int kmap_grow(kmap *m)
+{
+    kmap bigger;
+    size_t cap = (size_t)1 << m->bits;
+
+    if (kmap_init(&bigger, m->bits + 1) != 0) return kmap_free(&bigger), PS_ERR_NOMEM;
+    for (size_t i = 0; i < cap; i++) {
+        if (m->keys[i] == 0) continue;
+        size_t j = kmap_find(&bigger, m->keys[i]);
+        bigger.keys[j] = m->keys[i];
+        bigger.vals[j] = m->vals[i];
+    }
+    bigger.n = m->n;
+    bigger.has0 = m->has0;
+    bigger.val0 = m->val0;
+    kmap_free(m);
+    *m = bigger;
+    return 0;
+}
+
+/* Insert k -> v unless k is there already. */
+static int kmap_put(kmap *m, uint64_t k, uint32_t v)
+{
+    size_t i;
+
+    if (k == 0) {
+        if (!m->has0) m->has0 = 1, m->val0 = v;
+        return 0;
+    }
+    if (2 * (m->n + 1) > ((size_t)1 << m->bits) && kmap_grow(m) != 0) return PS_ERR_NOMEM;
+    i = kmap_find(m, k);
+    if (m->keys[i] == 0) {
+        m->keys[i] = k;
+        m->vals[i] = v;
+        m->n++;
+    }
+    return 0;
+}
+
+static const uint32_t *kmap_get(const kmap *m, uint64_t k)
+{
+    size_t i;
+
+    if (k == 0) return m->has0 ? &m->val0 : NULL;
+    i = kmap_find(m, k);
+    return m->keys[i] == k ? &m->vals[i] : NULL;
+}
+
+int lin_data_unique_keys(const lin_data *d, uint64_t **keys, size_t *n)
+{
+    kmap m;
+    size_t cap, k = 0;
+    uint64_t *out;
+
+    *keys = NULL;
+    *n = 0;
+    if (kmap_init(&m, 10) != 0) return kmap_free(&m), PS_ERR_NOMEM;
+    for (size_t j = 0; j < d->nnz; j++)
+        if (kmap_put(&m, d->keys[j], 0) != 0) return kmap_free(&m), PS_ERR_NOMEM;
+    cap = (size_t)1 << m.bits;
+    if ((out = malloc((m.n + 1) * sizeof(*out))) == NULL) return kmap_free(&m), PS_ERR_NOMEM;
+    if (m.has0) out[k++] = 0;
+    for (size_t i = 0; i < cap; i++)
+        if (m.keys[i] != 0) out[k++] = m.keys[i];
+    kmap_free(&m);
+    qsort(out, k, sizeof(*out), cmp_u64);
+    *keys = out;
+    *n = k;
+    return 0;
+}
+
+int lin_data_columns(const lin_data *d, const uint64_t *uniq, size_t nuniq, uint32_t *cols)
+{
+    kmap m;
+    unsigned bits = 4;
+    int rv = 0;
+
+    if (nuniq > UINT32_MAX) return PS_ERR_INVAL;
+    while (((size_t)1 << bits) < 2 * nuniq) bits++;
+    if (kmap_init(&m, bits) != 0) return kmap_free(&m), PS_ERR_NOMEM;
+    for (size_t i = 0; i < nuniq && rv == 0; i++) rv = kmap_put(&m, uniq[i], (uint32_t)i);
+    for (size_t j = 0; j < d->nnz && rv == 0; j++) {
+        const uint32_t *c = kmap_get(&m, d->keys[j]);
+        if (c == NULL) rv = PS_ERR_NOTFOUND;
+        else cols[j] = *c;
+    }
+    kmap_free(&m);
+    return rv;
+}
+
+/* ---- export for other tools ------------------------------------------------------ */
+
+typedef struct lin_pair {
+    uint64_t idx;
+    float val;
+} lin_pair;
+
+static int cmp_pair(const void *a, const void *b)
+{
+    return cmp_u64(&((const lin_pair *)a)->idx, &((const lin_pair *)b)->idx);
+}
+
+/* One example as a libsvm line; p has room for its features. */
+static void write_example(const lin_example *ex, lin_pair *p, uint64_t mask, FILE *f)
+{
+    for (uint32_t j = 0; j < ex->nfeat; j++) {
+        p[j].idx = (ex->keys[j] & mask) + 1;
+        p[j].val = ex->vals ? ex->vals[j] : 1.0f;
+    }
+    qsort(p, ex->nfeat, sizeof(*p), cmp_pair);
+    fputs(ex->label > 0 ? "+1" : "-1", f);
+    for (uint32_t j = 0; j < ex->nfeat; j++) {
+        float v = p[j].val;
+        while (j + 1 < ex->nfeat && p[j + 1].idx == p[j].idx) v += p[++j].val;
+        fprintf(f, " %llu:%.9g", (unsigned long long)p[j].idx, (double)v);
+    }
+    fputc('\n', f);
+}
+
+int lin_data_write_libsvm(const lin_data *d, FILE *f, unsigned bits)
+{
+    lin_pair *p = NULL;
+    size_t cap = 0;
+    lin_example ex;
+
+    if (bits < 1 || bits > 63) return PS_ERR_INVAL;
+    for (size_t i = 0; i < d->n; i++) {
+        lin_data_example(d, i, &ex);
+        if (ex.nfeat > cap) {
+            cap = next_cap(cap, ex.nfeat);
+            if (resize((void **)&p, cap, sizeof(*p)) != 0) return free(p), PS_ERR_NOMEM;
+        }
+        write_example(&ex, p, ((uint64_t)1 << bits) - 1, f);
+    }
+    free(p);
+    return fflush(f) != 0 || ferror(f) ? PS_ERR_SYS : 0;
+}

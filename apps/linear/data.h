@@ -1,0 +1,115 @@
+/*
+ * data.h -- the data pipeline of pslinear: read a shard of a text file into
+ * sparse examples (label in {0, 1}, u64 feature keys, optional values).
+ *
+ * Formats (one example per line; blank lines are skipped; a trailing \r is
+ * dropped, so CRLF files read like LF files):
+ *   LIN_FMT_LIBSVM   `label idx:val idx:val ... [# comment]`, label -1, 0, 1
+ *                    or +1 (any spelling strtof reads as one of them; -1
+ *                    becomes 0), idx a decimal u64, val a finite float.
+ *                    key = ps_hash_key(idx); no bias key is added.
+ *   LIN_FMT_FLIGHTS  `label TAB origin TAB dest TAB hour TAB weekday TAB month`
+ *                    as written by scripts/data/convert_flights.mjs (hour
+ *                    0-23, weekday 0-6 with 0 = Sunday, month 1-12; origin
+ *                    and dest 1-32 bytes).  Ten binary features, each key =
+ *                    ps_hash_bytes of a string: "origin=LAS", "dest=PHL",
+ *                    "hour=7", "weekday=1", "month=3", the crosses
+ *                    "origin=LAS&dest=PHL" (route), "origin=LAS&hour=7",
+ *                    "dest=PHL&hour=7", "origin=LAS&dest=PHL&weekday=1", and
+ *                    the bias key.
+ *   LIN_FMT_TEXT     `label TAB word word ...` (words separated by blanks) as
+ *                    written by scripts/data/convert_spam.mjs.  Bag of words,
+ *                    binary: key = ps_hash_bytes("w=" word), each distinct
+ *                    word once per example (keys of an example are sorted),
+ *                    plus the bias key.
+ * The bias key is ps_hash_bytes("bias"); no "field=value" string equals it.
+ *
+ * Sharding: shard s of n owns the lines that START in the byte range
+ * [size*s/n, size*(s+1)/n), so the n shards of a file cover every line
+ * exactly once and W workers read disjoint shards in parallel.  A bad line is
+ * an error "path:line: what" (line numbers count from 1 over the whole file),
+ * or, with skip_bad, skipped and counted in lin_data.bad_lines.
+ *
+ * Every function returns 0 or a negative ps_err (PS_ERR_INVAL: bad argument
+ * or bad line, PS_ERR_SYS: I/O, errno kept; PS_ERR_NOMEM).
+ */
+#ifndef PSLINEAR_DATA_H
+#define PSLINEAR_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum lin_format {
+    LIN_FMT_LIBSVM = 0,
+    LIN_FMT_FLIGHTS = 1,
+    LIN_FMT_TEXT = 2,
+} lin_format;
+
+/* One example, pointing into a lin_data (valid until that data changes). */
+typedef struct lin_example {
+    float label;          /* 0 or 1 */
+    uint32_t nfeat;
+    const uint64_t *keys; /* nfeat keys */
+    const float *vals;    /* nfeat values, or NULL: every value is 1 */
+} lin_example;
+
+/* All examples read so far, in flat CSR arrays owned by the struct. */
+typedef struct lin_data {
+    size_t n;            /* examples */
+    size_t nnz;          /* features over all examples */
+    float *labels;       /* [n], 0 or 1 */
+    uint64_t *offsets;   /* [n + 1]: example i has entries offsets[i] .. offsets[i+1]-1 */
+    uint64_t *keys;      /* [nnz] */
+    float *vals;         /* [nnz], or NULL while every value is 1 (binary data) */
+    uint64_t lines;      /* lines read, blank and bad ones included */
+    uint64_t bad_lines;  /* lines skipped as bad (skip_bad only) */
+    size_t cap_n, cap_nnz; /* internal: allocated sizes */
+} lin_data;
+
+/* A shard being read (opaque). */
+typedef struct lin_reader lin_reader;
+
+/* "libsvm" (or "svmlight"), "flights", "text" -> *out; PS_ERR_INVAL if unknown. */
+int lin_format_parse(const char *name, lin_format *out);
+const char *lin_format_name(lin_format fmt);
+uint64_t lin_bias_key(void);
+
+/* Read shard `shard` of `nshards` of `path` (nshards == 1 also reads pipes)
+ * into *out, which the call initializes; free it with lin_data_free even on
+ * failure.  On failure err holds "path:line: what" (or the OS error); with
+ * skip_bad, on success, err holds the first skipped line's message or "". */
+int lin_data_load(const char *path, lin_format fmt, int shard, int nshards, int skip_bad,
+                  lin_data *out, char *err, size_t errcap);
+
+/* Streaming: open the shard, then append at most `max` examples per call to
+ * *out (lin_data_init it first; lin_data_clear between chunks to reuse it).
+ * lin_reader_next returns 0 with nothing appended at the end of the shard.
+ * err as for lin_data_load.  The reader owns its file and buffers. */
+int lin_reader_open(const char *path, lin_format fmt, int shard, int nshards, int skip_bad,
+                    lin_reader **out, char *err, size_t errcap);
+int lin_reader_next(lin_reader *r, size_t max, lin_data *out, char *err, size_t errcap);
+void lin_reader_close(lin_reader *r);
+
+void lin_data_init(lin_data *d);
+/* Drop the examples and counters, keep the memory. */
+void lin_data_clear(lin_data *d);
+void lin_data_free(lin_data *d);
+/* Example i (< d->n) as pointers into d. */
+void lin_data_example(const lin_data *d, size_t i, lin_example *ex);
+
+/* The sorted distinct keys of d in a new array *keys (caller frees), *n of
+ * them: the keys whose weights a worker pulls. */
+int lin_data_unique_keys(const lin_data *d, uint64_t **keys, size_t *n);
+/* cols[j] = index of d->keys[j] in uniq[0..nuniq) (cols has d->nnz entries,
+ * caller-owned), so that weights pulled for uniq can be read by position.
+ * PS_ERR_NOTFOUND if a key is missing from uniq. */
+int lin_data_columns(const lin_data *d, const uint64_t *uniq, size_t nuniq, uint32_t *cols);
+
+/* Write d to f as libsvm lines "+1|-1 idx:val ..." for other tools
+ * (liblinear-train): idx = 1 + (key mod 2^bits), ascending, the values of
+ * keys that share an idx in one example summed.  bits in 1..63.  Returns 0,
+ * PS_ERR_INVAL, PS_ERR_NOMEM or PS_ERR_SYS (write error). */
+int lin_data_write_libsvm(const lin_data *d, FILE *f, unsigned bits);
+
+#endif

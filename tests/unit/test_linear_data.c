@@ -1,0 +1,491 @@
+/*
+ * test_linear_data.c -- unit tests of apps/linear/data.c, the data pipeline
+ * of pslinear: each format (libsvm, flights TSV, text) parses to the
+ * expected labels, keys and values; the shards 0..k-1 of a file read every
+ * line exactly once and in order for k = 1..7 (lines crossing boundaries, no
+ * trailing newline, CRLF, blank lines, tiny files); bad lines give
+ * "file:line: what" or are skipped and counted; empty files; streaming in
+ * chunks equals loading at once; distinct keys are sorted and unique and
+ * lin_data_columns maps every entry to its key's position.
+ *
+ * data.c is compiled into this test (the app folder builds into its own
+ * executable).  Fixtures are written into a fresh temporary directory.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../apps/linear/data.h"
+#include "../../apps/linear/data.c"
+
+static char tmpdir[256];
+static char errbuf[512];
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+/* Write `len` bytes of text to a fixture file; returns its path (static). */
+static const char *fixture_n(const char *name, const char *text, size_t len)
+{
+    static char path[512];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    assert_non_null(f = fopen(path, "wb"));
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    return path;
+}
+
+static const char *fixture(const char *name, const char *text)
+{
+    return fixture_n(name, text, strlen(text));
+}
+
+static uint64_t hs(const char *s) { return ps_hash_bytes(s, strlen(s)); }
+
+static void load_ok(const char *path, lin_format fmt, int shard, int nshards, lin_data *d)
+{
+    int rv = lin_data_load(path, fmt, shard, nshards, 0, d, errbuf, sizeof(errbuf));
+    if (rv != 0) fail_msg("load %s shard %d/%d: %d %s", path, shard, nshards, rv, errbuf);
+}
+
+/* Loading text must fail with "path:line: ..." containing `what`. */
+static void load_bad_n(const char *text, size_t len, lin_format fmt, int line, const char *what)
+{
+    char want[600];
+    const char *path = fixture_n("bad.txt", text, len);
+    lin_data d;
+
+    assert_int_equal(lin_data_load(path, fmt, 0, 1, 0, &d, errbuf, sizeof(errbuf)), PS_ERR_INVAL);
+    snprintf(want, sizeof(want), "%s:%d: ", path, line);
+    if (strncmp(errbuf, want, strlen(want)) != 0 || strstr(errbuf, what) == NULL)
+        fail_msg("got '%s', want '%s...%s'", errbuf, want, what);
+    lin_data_free(&d);
+}
+
+static void load_bad(const char *text, lin_format fmt, int line, const char *what)
+{
+    load_bad_n(text, strlen(text), fmt, line, what);
+}
+
+static int setup(void **state)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "%s/ps-lindata.XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- formats ---------------------------------------------------------------- */
+
+static void test_libsvm(void **state)
+{
+    const char *p = fixture("a.svm", "1 3:0.5 7:1\n-1 2:2\n0\n+1 5:1 # comment 9:9\n\n  \n1.0 0:-1.5e2\n");
+    lin_data d;
+    lin_example ex;
+
+    load_ok(p, LIN_FMT_LIBSVM, 0, 1, &d);
+    assert_int_equal(d.n, 5);
+    assert_int_equal(d.nnz, 5);
+    assert_int_equal(d.lines, 7);
+    assert_non_null(d.vals);
+    float labels[] = {1, 0, 0, 1, 1};
+    for (int i = 0; i < 5; i++) assert_true(d.labels[i] == labels[i]);
+    lin_data_example(&d, 0, &ex);
+    assert_int_equal(ex.nfeat, 2);
+    assert_true(ex.keys[0] == ps_hash_key(3) && ex.keys[1] == ps_hash_key(7));
+    assert_true(ex.vals[0] == 0.5f && ex.vals[1] == 1.0f);
+    lin_data_example(&d, 2, &ex);
+    assert_int_equal(ex.nfeat, 0);
+    lin_data_example(&d, 3, &ex);
+    assert_true(ex.nfeat == 1 && ex.keys[0] == ps_hash_key(5) && ex.vals[0] == 1.0f);
+    lin_data_example(&d, 4, &ex);
+    assert_true(ex.keys[0] == ps_hash_key(0) && ex.vals[0] == -150.0f);
+    lin_data_free(&d);
+}
+
+static void test_libsvm_binary_has_no_vals(void **state)
+{
+    const char *p = fixture("b.svm", "1 3:1 4:1\n0 9:1\n");
+    lin_data d;
+    lin_example ex;
+
+    load_ok(p, LIN_FMT_LIBSVM, 0, 1, &d);
+    assert_int_equal(d.n, 2);
+    assert_null(d.vals);
+    lin_data_example(&d, 1, &ex);
+    assert_true(ex.nfeat == 1 && ex.vals == NULL && ex.keys[0] == ps_hash_key(9));
+    lin_data_free(&d);
+}
+
+static void test_flights(void **state)
+{
+    const char *p = fixture("f.tsv", "1\tLAS\tPHL\t7\t1\t3\n0\tATL\tSAV\t0\t0\t12\r\n");
+    const char *want[] = {"origin=LAS", "dest=PHL", "origin=LAS&dest=PHL", "hour=7", "weekday=1",
+                          "month=3", "origin=LAS&hour=7", "dest=PHL&hour=7",
+                          "origin=LAS&dest=PHL&weekday=1", "bias"};
+    lin_data d;
+    lin_example ex;
+
+    load_ok(p, LIN_FMT_FLIGHTS, 0, 1, &d);
+    assert_int_equal(d.n, 2);
+    assert_int_equal(d.nnz, 20);
+    assert_null(d.vals);
+    lin_data_example(&d, 0, &ex);
+    assert_true(ex.label == 1 && ex.nfeat == 10);
+    for (int i = 0; i < 10; i++)
+        if (ex.keys[i] != hs(want[i])) fail_msg("feature %d is not %s", i, want[i]);
+    assert_true(lin_bias_key() == hs("bias"));
+    lin_data_example(&d, 1, &ex);
+    assert_true(ex.label == 0 && ex.nfeat == 10);
+    assert_true(ex.keys[5] == hs("month=12") && ex.keys[8] == hs("origin=ATL&dest=SAV&weekday=0"));
+    lin_data_free(&d);
+}
+
+static void test_text(void **state)
+{
+    const char *p = fixture("t.txt", "1\tHello  hello world hello\n0\t\n-1\tx\ty\n");
+    uint64_t want[] = {hs("w=Hello"), hs("w=hello"), hs("w=world"), hs("bias")};
+    lin_data d;
+    lin_example ex;
+
+    qsort(want, 4, sizeof(want[0]), cmp_u64);
+    load_ok(p, LIN_FMT_TEXT, 0, 1, &d);
+    assert_int_equal(d.n, 3);
+    assert_null(d.vals);
+    lin_data_example(&d, 0, &ex);
+    assert_true(ex.label == 1 && ex.nfeat == 4);
+    assert_memory_equal(ex.keys, want, sizeof(want));
+    lin_data_example(&d, 1, &ex);
+    assert_true(ex.label == 0 && ex.nfeat == 1 && ex.keys[0] == lin_bias_key());
+    lin_data_example(&d, 2, &ex);
+    assert_true(ex.label == 0 && ex.nfeat == 3);
+    lin_data_free(&d);
+}
+
+static void test_format_names(void **state)
+{
+    lin_format f;
+
+    assert_int_equal(lin_format_parse("flights", &f), 0);
+    assert_int_equal(f, LIN_FMT_FLIGHTS);
+    assert_int_equal(lin_format_parse("svmlight", &f), 0);
+    assert_int_equal(f, LIN_FMT_LIBSVM);
+    assert_int_equal(lin_format_parse("csv", &f), PS_ERR_INVAL);
+    assert_string_equal(lin_format_name(LIN_FMT_TEXT), "text");
+}
+
+/* ---- shards ------------------------------------------------------------------- */
+
+/* A libsvm file of n lines, line i = "1 i:1" padded to a pseudo-random
+ * length (some longer than a shard), with blank lines mixed in; `eol` ends
+ * each line, the last one only if `trailing`.  want[i] = key of line i. */
+static size_t make_lines(char *buf, int n, const char *eol, int trailing, uint64_t *want)
+{
+    size_t len = 0;
+    uint64_t x = 12345;
+
+    for (int i = 0; i < n; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        int pad = (int)(x >> 59) == 0 ? 700 : (int)((x >> 33) % 40);
+        len += (size_t)sprintf(buf + len, "1 %d:1", i);
+        for (int j = 0; j < pad; j++) len += (size_t)sprintf(buf + len, " ");
+        if (i % 11 == 5) len += (size_t)sprintf(buf + len, "%s  ", eol);   /* a blank line */
+        if (i + 1 < n || trailing) len += (size_t)sprintf(buf + len, "%s", eol);
+        want[i] = ps_hash_key((uint64_t)i);
+    }
+    return len;
+}
+
+/* Shards 0..k-1 of path, concatenated, must be exactly want[0..n). */
+static void check_shards(const char *path, int k, const uint64_t *want, int n)
+{
+    int got = 0;
+
+    for (int s = 0; s < k; s++) {
+        lin_data d;
+        load_ok(path, LIN_FMT_LIBSVM, s, k, &d);
+        for (size_t i = 0; i < d.n; i++, got++) {
+            if (got >= n || d.keys[d.offsets[i]] != want[got])
+                fail_msg("k=%d shard %d: example %zu is not line %d", k, s, i, got);
+        }
+        lin_data_free(&d);
+    }
+    if (got != n) fail_msg("k=%d: %d lines read, want %d", k, got, n);
+}
+
+static void test_shards_cover_every_line_once(void **state)
+{
+    static char buf[1 << 20];
+    static uint64_t want[1000];
+    const char *eols[] = {"\n", "\r\n"};
+
+    for (int n = 1; n <= 200; n = n < 4 ? n + 1 : n * 3)
+        for (int e = 0; e < 2; e++)
+            for (int trailing = 0; trailing < 2; trailing++) {
+                size_t len = make_lines(buf, n, eols[e], trailing, want);
+                const char *p = fixture_n("shard.svm", buf, len);
+                for (int k = 1; k <= 7; k++) check_shards(p, k, want, n);
+            }
+}
+
+static void test_shard_boundaries_at_every_byte(void **state)
+{
+    /* 3 lines; with nshards = len every byte offset is a boundary. */
+    const char *text = "1 0:1\n1 1:1\n1 2:1";
+    uint64_t want[3] = {ps_hash_key(0), ps_hash_key(1), ps_hash_key(2)};
+    const char *p = fixture("tiny.svm", text);
+
+    for (int k = 1; k <= (int)strlen(text) + 3; k++) check_shards(p, k, want, 3);
+}
+
+static void test_empty_files(void **state)
+{
+    const char *files[] = {"", "\n\n  \n", "\r\n"};
+    lin_data d;
+
+    for (int f = 0; f < 3; f++) {
+        const char *p = fixture("empty.txt", files[f]);
+        for (int k = 1; k <= 3; k++)
+            for (int s = 0; s < k; s++) {
+                load_ok(p, LIN_FMT_TEXT, s, k, &d);
+                assert_int_equal(d.n, 0);
+                assert_int_equal(d.bad_lines, 0);
+                lin_data_free(&d);
+            }
+    }
+}
+
+static void test_stream_chunks_equal_load(void **state)
+{
+    static char buf[1 << 20];
+    static uint64_t want[600];
+    size_t len = make_lines(buf, 500, "\n", 1, want);
+    const char *p = fixture_n("chunks.svm", buf, len);
+    lin_reader *r;
+    lin_data d;
+    int got = 0;
+
+    assert_int_equal(lin_reader_open(p, LIN_FMT_LIBSVM, 1, 3, 0, &r, errbuf, sizeof(errbuf)), 0);
+    lin_data_init(&d);
+    for (;;) {
+        lin_data_clear(&d);
+        assert_int_equal(lin_reader_next(r, 7, &d, errbuf, sizeof(errbuf)), 0);
+        if (d.n == 0) break;
+        assert_true(d.n <= 7);
+        got += (int)d.n;
+    }
+    lin_reader_close(r);
+    lin_data_free(&d);
+    load_ok(p, LIN_FMT_LIBSVM, 1, 3, &d);
+    assert_int_equal(got, d.n);
+    assert_true(got > 100);
+    lin_data_free(&d);
+}
+
+/* ---- bad lines ---------------------------------------------------------------- */
+
+static void test_bad_lines_name_file_and_line(void **state)
+{
+    load_bad("1 1:1\nx 1:1\n", LIN_FMT_LIBSVM, 2, "bad label 'x'");
+    load_bad("2 1:1\n", LIN_FMT_LIBSVM, 1, "bad label '2'");
+    load_bad("1 1:1\n\n1 a:1\n", LIN_FMT_LIBSVM, 3, "bad feature 'a:1'");
+    load_bad("1 3\n", LIN_FMT_LIBSVM, 1, "bad feature '3'");
+    load_bad("1 3:\n", LIN_FMT_LIBSVM, 1, "bad feature");
+    load_bad("1 -3:1\n", LIN_FMT_LIBSVM, 1, "bad feature");
+    load_bad("1 3:nan\n", LIN_FMT_LIBSVM, 1, "bad feature");
+    load_bad("1 no tab here\n", LIN_FMT_TEXT, 1, "missing tab");
+    load_bad("0\tok\r\nyes\tword\n", LIN_FMT_TEXT, 2, "bad label 'yes'");
+    load_bad("1\tA\tB\t1\t1\t1\textra\n", LIN_FMT_FLIGHTS, 1, "expected 6 tab-separated fields, got 7");
+    load_bad("1\tA\tB\t1\t1\n", LIN_FMT_FLIGHTS, 1, "got 5");
+    load_bad("1\tA\tB\t24\t1\t1\n", LIN_FMT_FLIGHTS, 1, "bad hour '24'");
+    load_bad("1\tA\tB\t2\t7\t1\n", LIN_FMT_FLIGHTS, 1, "bad weekday");
+    load_bad("1\tA\tB\t2\t1\t0\n", LIN_FMT_FLIGHTS, 1, "bad month '0'");
+    load_bad("1\t\tB\t2\t1\t1\n", LIN_FMT_FLIGHTS, 1, "bad origin");
+    load_bad("0.5\tA\tB\t2\t1\t1\n", LIN_FMT_FLIGHTS, 1, "bad label");
+    load_bad("1\tA\tB\t1\t1\t1\n1 A B 1 1 1\n", LIN_FMT_FLIGHTS, 2, "got 1");
+    load_bad_n("1 1:1\n1 2:1\0junk\n", 18, LIN_FMT_LIBSVM, 2, "NUL byte");
+}
+
+static void test_bad_line_number_is_absolute_in_a_shard(void **state)
+{
+    static char buf[20000];
+    size_t len = 0;
+    lin_data d;
+    char want[600];
+
+    for (int i = 0; i < 1000; i++) len += (size_t)sprintf(buf + len, i == 900 ? "z 1:1\n" : "1 %d:1\n", i);
+    const char *p = fixture_n("late.svm", buf, len);
+    load_ok(p, LIN_FMT_LIBSVM, 0, 2, &d);
+    lin_data_free(&d);
+    assert_int_equal(lin_data_load(p, LIN_FMT_LIBSVM, 1, 2, 0, &d, errbuf, sizeof(errbuf)),
+                     PS_ERR_INVAL);
+    snprintf(want, sizeof(want), "%s:901: bad label 'z'", p);
+    assert_string_equal(errbuf, want);
+    lin_data_free(&d);
+}
+
+static void test_skip_bad_counts(void **state)
+{
+    const char *p = fixture("skip.svm", "1 1:1\nx\n0 2:1\n1 a:b\n\n1 3:1\n1 4\n");
+    lin_data d;
+    char want[600];
+
+    assert_int_equal(lin_data_load(p, LIN_FMT_LIBSVM, 0, 1, 1, &d, errbuf, sizeof(errbuf)), 0);
+    assert_int_equal(d.n, 3);
+    assert_int_equal(d.bad_lines, 3);
+    assert_int_equal(d.lines, 7);
+    snprintf(want, sizeof(want), "%s:2: bad label 'x'", p);
+    assert_string_equal(errbuf, want);
+    assert_true(d.keys[2] == ps_hash_key(3));
+    lin_data_free(&d);
+    p = fixture("clean.svm", "1 1:1\n");
+    assert_int_equal(lin_data_load(p, LIN_FMT_LIBSVM, 0, 1, 1, &d, errbuf, sizeof(errbuf)), 0);
+    assert_int_equal(d.bad_lines, 0);
+    assert_string_equal(errbuf, "");
+    lin_data_free(&d);
+}
+
+static void test_bad_arguments(void **state)
+{
+    lin_data d;
+    const char *p = fixture("ok.svm", "1 1:1\n");
+
+    assert_int_equal(lin_data_load(p, LIN_FMT_LIBSVM, 2, 2, 0, &d, errbuf, sizeof(errbuf)), PS_ERR_INVAL);
+    lin_data_free(&d);
+    assert_int_equal(lin_data_load(p, LIN_FMT_LIBSVM, 0, 0, 0, &d, errbuf, sizeof(errbuf)), PS_ERR_INVAL);
+    lin_data_free(&d);
+    assert_int_equal(lin_data_load(p, (lin_format)7, 0, 1, 0, &d, errbuf, sizeof(errbuf)), PS_ERR_INVAL);
+    lin_data_free(&d);
+    assert_int_equal(lin_data_load("/nonexistent/x.svm", LIN_FMT_LIBSVM, 0, 1, 0, &d, errbuf,
+                                   sizeof(errbuf)), PS_ERR_SYS);
+    assert_non_null(strstr(errbuf, "/nonexistent/x.svm: "));
+    lin_data_free(&d);
+    assert_int_equal(lin_data_load("/dev/null", LIN_FMT_LIBSVM, 0, 2, 0, &d, errbuf, sizeof(errbuf)),
+                     PS_ERR_INVAL);
+    lin_data_free(&d);
+}
+
+/* ---- distinct keys ------------------------------------------------------------ */
+
+static void test_unique_keys_sorted_and_columns(void **state)
+{
+    uint64_t keys[] = {5, 0, 3, 5, 0, 9, UINT64_MAX, 3}, want[] = {0, 3, 5, 9, UINT64_MAX};
+    uint64_t offsets[] = {0, 4, 8};
+    float labels[] = {1, 0};
+    lin_data d = {.n = 2, .nnz = 8, .labels = labels, .offsets = offsets, .keys = keys};
+    uint64_t *u;
+    size_t n;
+    uint32_t cols[8];
+
+    assert_int_equal(lin_data_unique_keys(&d, &u, &n), 0);
+    assert_int_equal(n, 5);
+    assert_memory_equal(u, want, sizeof(want));
+    assert_int_equal(lin_data_columns(&d, u, n, cols), 0);
+    for (int j = 0; j < 8; j++) assert_true(u[cols[j]] == keys[j]);
+    assert_int_equal(lin_data_columns(&d, u + 1, n - 1, cols), PS_ERR_NOTFOUND);
+    free(u);
+}
+
+static void test_unique_keys_many(void **state)
+{
+    enum { NNZ = 200000, DISTINCT = 30000 };
+    uint64_t *keys = malloc(NNZ * sizeof(*keys)), *ref = malloc(NNZ * sizeof(*ref)), *u;
+    uint32_t *cols = malloc(NNZ * sizeof(*cols));
+    uint64_t offsets[2] = {0, NNZ}, x = 7;
+    float label = 1;
+    lin_data d = {.n = 1, .nnz = NNZ, .labels = &label, .offsets = offsets, .keys = keys};
+    size_t n, m = 0;
+
+    for (int j = 0; j < NNZ; j++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        keys[j] = ps_hash_key((x >> 33) % DISTINCT);
+    }
+    memcpy(ref, keys, NNZ * sizeof(*ref));
+    qsort(ref, NNZ, sizeof(*ref), cmp_u64);
+    for (int j = 0; j < NNZ; j++)
+        if (m == 0 || ref[j] != ref[m - 1]) ref[m++] = ref[j];
+    assert_int_equal(lin_data_unique_keys(&d, &u, &n), 0);
+    assert_int_equal(n, m);
+    assert_memory_equal(u, ref, m * sizeof(*u));
+    assert_int_equal(lin_data_columns(&d, u, n, cols), 0);
+    for (int j = 0; j < NNZ; j++) assert_true(u[cols[j]] == keys[j]);
+    free(u);
+    free(cols);
+    free(ref);
+    free(keys);
+}
+
+static void test_unique_keys_empty(void **state)
+{
+    lin_data d;
+    uint64_t *u;
+    size_t n = 99;
+
+    lin_data_init(&d);
+    assert_int_equal(lin_data_unique_keys(&d, &u, &n), 0);
+    assert_int_equal(n, 0);
+    free(u);
+}
+
+/* ---- export ------------------------------------------------------------------ */
+
+static void test_write_libsvm(void **state)
+{
+    uint64_t keys[] = {7, (1ull << 24) + 5, 5, 3, UINT64_MAX};
+    float vals[] = {1, 2, 0.5f, -1, 4}, labels[] = {1, 0};
+    uint64_t offsets[] = {0, 3, 5};
+    lin_data d = {.n = 2, .nnz = 5, .labels = labels, .offsets = offsets, .keys = keys};
+    char path[512], text[256] = {0};
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/out.svm", tmpdir);
+    assert_non_null(f = fopen(path, "w"));
+    assert_int_equal(lin_data_write_libsvm(&d, f, 24), 0);
+    d.vals = vals;
+    assert_int_equal(lin_data_write_libsvm(&d, f, 24), 0);
+    assert_int_equal(lin_data_write_libsvm(&d, f, 64), PS_ERR_INVAL);
+    assert_int_equal(fclose(f), 0);
+    assert_non_null(f = fopen(path, "r"));
+    assert_true(fread(text, 1, sizeof(text) - 1, f) > 0);
+    fclose(f);
+    assert_string_equal(text, "+1 6:2 8:1\n-1 4:1 16777216:1\n"
+                              "+1 6:2.5 8:1\n-1 4:-1 16777216:4\n");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_libsvm),
+        cmocka_unit_test(test_libsvm_binary_has_no_vals),
+        cmocka_unit_test(test_flights),
+        cmocka_unit_test(test_text),
+        cmocka_unit_test(test_format_names),
+        cmocka_unit_test(test_shards_cover_every_line_once),
+        cmocka_unit_test(test_shard_boundaries_at_every_byte),
+        cmocka_unit_test(test_empty_files),
+        cmocka_unit_test(test_stream_chunks_equal_load),
+        cmocka_unit_test(test_bad_lines_name_file_and_line),
+        cmocka_unit_test(test_bad_line_number_is_absolute_in_a_shard),
+        cmocka_unit_test(test_skip_bad_counts),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_unique_keys_sorted_and_columns),
+        cmocka_unit_test(test_unique_keys_many),
+        cmocka_unit_test(test_unique_keys_empty),
+        cmocka_unit_test(test_write_libsvm),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
