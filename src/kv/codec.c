@@ -13,14 +13,18 @@
  * rounds the dropped mantissa bits (nearest-even, or up when random bits
  * fall below them, which is exactly unbiased); int8 computes in double.
  *
+ * The only state is scratch: one zstd compression and one decompression
+ * context per thread, kept for the next call and freed at thread exit.
+ *
  * Must never: read past `in + len` or write past what it allocated; allocate
  * from a length not yet checked; return a half-filled output on failure;
- * keep state between calls.
+ * let one call's result depend on an earlier call.
  */
 #include "kv/codec.h"
 
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -64,20 +68,58 @@ static inline int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 
 /* ---- zstd frames ---------------------------------------------------------------- */
 
+/* Per-thread zstd contexts, made on first use and freed at thread exit:
+ * making one costs about 10 us, as much as compressing 4 KB. */
+typedef struct zctx {
+    ZSTD_CCtx *c; /* level 1, content size and checksum set once */
+    ZSTD_DCtx *d;
+} zctx;
+
+static pthread_key_t zkey;
+static pthread_once_t zonce = PTHREAD_ONCE_INIT;
+static int zkey_ok;
+
+static void zctx_free(void *p)
+{
+    zctx *z = p;
+    ZSTD_freeCCtx(z->c);
+    ZSTD_freeDCtx(z->d);
+    free(z);
+}
+
+static void zkey_init(void) { zkey_ok = pthread_key_create(&zkey, zctx_free) == 0; }
+
+/* This thread's contexts, or NULL (no memory). */
+static zctx *zctx_get(void)
+{
+    zctx *z;
+
+    pthread_once(&zonce, zkey_init);
+    if (!zkey_ok) return NULL;
+    if ((z = pthread_getspecific(zkey)) != NULL) return z;
+    if (!(z = calloc(1, sizeof(*z)))) return NULL;
+    z->c = ZSTD_createCCtx();
+    z->d = ZSTD_createDCtx();
+    if (!z->c || !z->d ||
+        ZSTD_isError(ZSTD_CCtx_setParameter(z->c, ZSTD_c_compressionLevel, ZSTD_LEVEL)) ||
+        ZSTD_isError(ZSTD_CCtx_setParameter(z->c, ZSTD_c_checksumFlag, 1)) ||
+        pthread_setspecific(zkey, z) != 0) {
+        zctx_free(z);
+        return NULL;
+    }
+    return z;
+}
+
 /* Compress src into dst (cap bytes): one level-1 frame with its content size
  * and checksum.  Returns the frame's size, or 0 on failure (no memory). */
 static size_t zstd_frame(void *dst, size_t cap, const void *src, size_t len)
 {
-    ZSTD_CCtx *c = ZSTD_createCCtx();
-    size_t r = 0;
+    zctx *z = zctx_get();
+    size_t r;
 
-    if (c && !ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, ZSTD_LEVEL)) &&
-        !ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1))) {
-        r = ZSTD_compress2(c, dst, cap, src, len);
-        if (ZSTD_isError(r)) r = 0;
-    }
-    ZSTD_freeCCtx(c);
-    return r;
+    if (!z) return 0;
+    r = ZSTD_compress2(z->c, dst, cap, src, len);
+    return ZSTD_isError(r) ? 0 : r;
 }
 
 /* Check that [in, in+len) is exactly one zstd frame (not a skippable one)
@@ -101,11 +143,12 @@ static int zstd_frame_size(const uint8_t *in, size_t len, uint64_t *size)
  * checksum mismatch). */
 static int zstd_inflate(const uint8_t *in, size_t len, size_t size, uint8_t **out)
 {
-    uint8_t *buf = malloc(size ? size : 1);
+    zctx *z = zctx_get();
+    uint8_t *buf;
     size_t r;
 
-    if (!buf) return PS_ERR_NOMEM;
-    r = ZSTD_decompress(buf, size, in, len);
+    if (!z || !(buf = malloc(size ? size : 1))) return PS_ERR_NOMEM;
+    r = ZSTD_decompressDCtx(z->d, buf, size, in, len);
     if (ZSTD_isError(r) || r != size) {
         free(buf);
         return PS_ERR_PROTO;
@@ -205,8 +248,9 @@ int psi_codec_keys_encode(const uint64_t *keys, size_t n, uint8_t **out, size_t 
     uint8_t *raw, *z;
     size_t hdr, vlen;
 
-    if (!out || !out_len || (n && !keys) || !keys_sorted(keys, n)) return PS_ERR_INVAL;
+    if (!out || !out_len) return PS_ERR_INVAL;
     *out = NULL;
+    if ((n && !keys) || !keys_sorted(keys, n)) return PS_ERR_INVAL;
     if (n > KEYS_MAX) return PS_ERR_TOOBIG;
     if (!(raw = malloc(KEYS_HDR_MAX + n * VARINT_MAX))) return PS_ERR_NOMEM;
     raw[0] = PSI_CODEC_KEYS_RAW;
@@ -227,8 +271,9 @@ int psi_codec_keys_decode(const uint8_t *in, size_t len, size_t expect_n, uint64
     uint64_t n;
     uint8_t tag;
 
-    if (!keys || (len && !in)) return PS_ERR_INVAL;
+    if (!keys) return PS_ERR_INVAL;
     *keys = NULL;
+    if (len && !in) return PS_ERR_INVAL;
     if (len < 2) return PS_ERR_PROTO;
     tag = in[0], p = in + 1, end = in + len;
     if (get_varint(&p, end, &n) != 0 || n != expect_n) return PS_ERR_PROTO;
@@ -245,8 +290,9 @@ int psi_codec_zstd_encode(const void *in, size_t len, uint8_t **out, size_t *out
     size_t hdr, cap = ZSTD_compressBound(len), zlen;
     uint8_t *buf;
 
-    if (!out || !out_len || (len && !in)) return PS_ERR_INVAL;
+    if (!out || !out_len) return PS_ERR_INVAL;
     *out = NULL;
+    if (len && !in) return PS_ERR_INVAL;
     if (ZSTD_isError(cap) || cap > SIZE_MAX - VARINT_MAX) return PS_ERR_TOOBIG;
     if (!(buf = malloc(VARINT_MAX + cap))) return PS_ERR_NOMEM;
     hdr = put_varint(buf, len);
@@ -265,9 +311,10 @@ int psi_codec_zstd_decode(const uint8_t *in, size_t len, size_t max_out, uint8_t
     uint64_t size, cs;
     int rv;
 
-    if (!out || !out_len || (len && !in)) return PS_ERR_INVAL;
+    if (!out || !out_len) return PS_ERR_INVAL;
     *out = NULL;
     *out_len = 0;
+    if (len && !in) return PS_ERR_INVAL;
     if (len == 0 || get_varint(&p, in + len, &size) != 0) return PS_ERR_PROTO;
     if (size > max_out) return PS_ERR_TOOBIG;
     if ((rv = zstd_frame_size(p, len - (size_t)(p - in), &cs)) != 0) return rv;
@@ -283,15 +330,16 @@ int psi_codec_zstd_decode(const uint8_t *in, size_t len, size_t max_out, uint8_t
  * The fp16 bits of f.  The magnitude is written as base >> s: for results in
  * fp16's normal range base is f's bits rebiased (so a carry out of the
  * mantissa bumps the exponent), s = 13; below it base is f's 24-bit
- * significand and s shifts it to units of 2^-24.  The s dropped bits `rem`
- * decide rounding: nearest-even, or up when the random s bits are below rem
- * (probability rem / 2^s, exactly the fraction of the step).
+ * significand and s shifts it to units of 2^-24.  Rounding adds to base
+ * before the shift: half a step less one plus the kept low bit (nearest,
+ * ties to even), or s random bits (up with probability rem / 2^s, exactly
+ * the fraction of the step the dropped bits rem make).
  */
 static inline uint16_t f_to_h(float f, int stoch, uint64_t rnd)
 {
     uint32_t x, ax, e, base, sign;
     unsigned s;
-    uint64_t rem, half, q, up;
+    uint64_t add;
 
     memcpy(&x, &f, sizeof(x));
     sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu, e = ax >> 23;
@@ -300,10 +348,9 @@ static inline uint16_t f_to_h(float f, int stoch, uint64_t rnd)
     if (e >= 113) base = ax - (112u << 23), s = 13;
     else base = (ax & 0x7fffffu) | (e ? 0x800000u : 0), s = 126 - (e ? e : 1);
     if (s > 63) return (uint16_t)sign;
-    q = (uint64_t)base >> s, rem = (uint64_t)base & ((1ull << s) - 1), half = 1ull << (s - 1);
-    if (stoch) up = (rnd & ((1ull << s) - 1)) < rem;
-    else up = rem > half || (rem == half && (q & 1));
-    return (uint16_t)(sign | (q + up));
+    if (stoch) add = rnd & ((1ull << s) - 1);
+    else add = (1ull << (s - 1)) - 1 + (((uint64_t)base >> s) & 1);
+    return (uint16_t)(sign | (((uint64_t)base + add) >> s));
 }
 
 static inline float h_to_f(uint16_t h)
@@ -324,8 +371,9 @@ int psi_codec_fp16_encode(const float *v, size_t n, psi_rng *rng, uint16_t **out
 {
     uint16_t *h;
 
-    if (!out || (n && !v)) return PS_ERR_INVAL;
+    if (!out) return PS_ERR_INVAL;
     *out = NULL;
+    if (n && !v) return PS_ERR_INVAL;
     if (n > SIZE_MAX / sizeof(*h)) return PS_ERR_TOOBIG;
     if (!(h = malloc(n ? n * sizeof(*h) : 1))) return PS_ERR_NOMEM;
     if (rng)
@@ -358,16 +406,15 @@ static int abs_max(const float *v, size_t n, float *m)
     return bad ? PS_ERR_INVAL : 0;
 }
 
-/* m / 127, rounded up so that 127 * scale >= m (no value clips) unless that
- * would make 127 * scale overflow f32. */
+/* m / 127, rounded up so that 127 * scale >= m (no value clips), but down
+ * where 127 * scale would overflow f32 (m within 2^-23 of FLT_MAX: the
+ * largest values then clip by less than the f32 rounding of the decode). */
 static float int8_scale(float m)
 {
-    float s = (float)((double)m / 127.0), up;
+    float s = (float)((double)m / 127.0);
 
-    if ((double)s * 127.0 < (double)m) {
-        up = nextafterf(s, INFINITY);
-        if ((double)up * 127.0 <= FLT_MAX) s = up;
-    }
+    if ((double)s * 127.0 < (double)m) s = nextafterf(s, INFINITY);
+    if ((double)s * 127.0 > FLT_MAX) s = nextafterf(s, 0);
     return s;
 }
 
@@ -390,8 +437,9 @@ int psi_codec_int8_encode(const float *v, size_t n, psi_rng *rng, uint8_t **out,
     uint8_t *buf;
     int rv;
 
-    if (!out || !out_len || (n && !v)) return PS_ERR_INVAL;
+    if (!out || !out_len) return PS_ERR_INVAL;
     *out = NULL;
+    if (n && !v) return PS_ERR_INVAL;
     if ((rv = abs_max(v, n, &m)) != 0) return rv;
     if (n > SIZE_MAX - 4) return PS_ERR_TOOBIG;
     if (!(buf = malloc(4 + n))) return PS_ERR_NOMEM;

@@ -63,8 +63,8 @@ int psi_codec_zstd_decode(const uint8_t *in, size_t len, size_t max_out, uint8_t
  * with probability equal to the fraction of the step, so E[decode] = v).
  * Finite values beyond +-65504 saturate to +-65504; +-inf stay infinite;
  * NaN becomes the quiet NaN 0x7e00 with v's sign; fp16 subnormals are kept
- * (f32 values below 2^-25 become +-0, or 2^-24 with their tiny probability
- * when stochastic, down to 2^-64; smaller ones always round to 0).
+ * (nearest: |v| <= 2^-25 becomes +-0; stochastic: |v| < 2^-24 becomes
+ * +-2^-24 with probability |v| / 2^-24, except below 2^-64: always +-0).
  * out gets n values.  0, PS_ERR_INVAL, PS_ERR_NOMEM or PS_ERR_TOOBIG.
  * Decoding is exact (every fp16 value is an f32 value).
  */

@@ -348,6 +348,8 @@ static int z_decode_seg(psi_msg *m, int seg)
         if (len > 1) memcpy(out, in + 1, len - 1);
         olen = len - 1;
     } else if (in[0] == Z_KEYS && seg == PSI_SEG_KEYS) {
+        /* key_count is from the wire: bound it before it sizes a buffer */
+        if (m->hdr.key_count > PSI_DEFAULT_MAX_PAYLOAD / 8) return PS_ERR_TOOBIG;
         rv = psi_codec_keys_decode(in + 1, len - 1, m->hdr.key_count, (uint64_t **)&out);
         olen = m->hdr.key_count * 8;
     } else if (in[0] == Z_BYTES) {
