@@ -159,6 +159,7 @@ static int quant_encode(psi_chain *c, psi_msg *m)
     int rv = c->quant == PSI_FILTER_FP16
                  ? psi_codec_fp16_encode(m->seg[PSI_SEG_VALS], n, &c->rng, (uint16_t **)&out)
                  : psi_codec_int8_encode(m->seg[PSI_SEG_VALS], n, &c->rng, (uint8_t **)&out, &olen);
+    if (rv == PS_ERR_INVAL) return 1; /* inf or NaN: send the values as they are */
     if (rv != 0) return rv;
     /* tag byte, then for fp16 a pad byte so the halves stay 2-byte aligned */
     size_t head = c->quant == PSI_FILTER_FP16 ? 2 : 1, body = c->quant == PSI_FILTER_FP16 ? n * 2 : olen;
@@ -169,7 +170,10 @@ static int quant_encode(psi_chain *c, psi_msg *m)
     }
     seg[0] = (uint8_t)c->quant;
     seg[head - 1] = seg[0];
-    memcpy(seg + head, out, body);
+    if (c->quant == PSI_FILTER_FP16) /* little-endian halves, whatever the host */
+        for (size_t i = 0; i < n; i++) psi_put_u16(seg + head + 2 * i, ((const uint16_t *)out)[i]);
+    else
+        memcpy(seg + head, out, body);
     free(out);
     psi_msg_take_seg(m, PSI_SEG_VALS, seg, head + body);
     return add_id(m, (uint8_t)c->quant);
@@ -184,13 +188,18 @@ static int quant_decode(psi_msg *m, uint8_t id)
     if ((id == PSI_FILTER_FP16 && (len % 2 || in[1] != id)) || (id == PSI_FILTER_INT8 && len < 5))
         return PS_ERR_PROTO;
     float *out = malloc(PSI_MAX(n, 1) * sizeof(float));
-    if (!out) return PS_ERR_NOMEM;
-    int rv = PS_OK;
-    if (id == PSI_FILTER_FP16) psi_codec_fp16_decode((const uint16_t *)(const void *)(in + 2), n, out);
-    else rv = psi_codec_int8_decode(in + 1, len - 1, n, out);
+    uint16_t *halves = id == PSI_FILTER_FP16 ? malloc(PSI_MAX(n, 1) * 2) : NULL;
+    int rv = out && (halves || id != PSI_FILTER_FP16) ? PS_OK : PS_ERR_NOMEM;
+    if (rv == 0 && id == PSI_FILTER_FP16) { /* the segment may sit at any offset */
+        for (size_t i = 0; i < n; i++) halves[i] = psi_get_u16(in + 2 + 2 * i);
+        psi_codec_fp16_decode(halves, n, out);
+    } else if (rv == 0) {
+        rv = psi_codec_int8_decode(in + 1, len - 1, n, out);
+    }
+    free(halves);
     if (rv != 0) {
         free(out);
-        return PS_ERR_PROTO;
+        return rv == PS_ERR_NOMEM ? rv : PS_ERR_PROTO;
     }
     psi_msg_take_seg(m, PSI_SEG_VALS, out, n * sizeof(float));
     return PS_OK;
@@ -393,6 +402,8 @@ int psi_chain_decode(psi_chain *c, uint32_t peer, psi_msg *m)
         }
     }
     if (rv == 0) memset(m->hdr.filters, 0, sizeof(m->hdr.filters));
-    if (rv == 0 && m->hdr.seg_len[PSI_SEG_KEYS] != m->hdr.key_count * 8) rv = PS_ERR_PROTO;
+    if (rv == 0 && (m->hdr.seg_len[PSI_SEG_KEYS] % 8 ||
+                    m->hdr.seg_len[PSI_SEG_KEYS] / 8 != m->hdr.key_count))
+        rv = PS_ERR_PROTO; /* by division: key_count * 8 could wrap */
     return rv;
 }
