@@ -1,13 +1,669 @@
 /*
- * pslinear.c -- placeholder main of the sparse logistic regression app
- * (issue 5).  The data pipeline (data.c) is in; the solver lands later and
- * replaces this file.  Until then the folder builds into a pslinear binary
- * that says so and exits with status 2.
+ * pslinear.c -- sparse logistic regression on libps (issue 5): flags, data,
+ * the scheduler's driver and progress lines, evaluation (test AUC and
+ * logloss from per-worker score histograms), asynchronous FTRL / SGD, model
+ * files, and the local modes --predict and --export-libsvm.  The BPG solver
+ * is bpg.c.
+ *
+ * Run under psrun (every role runs this binary):
+ *   psrun -s 2 -w 2 -- pslinear --algo bpg --train T --test E --format flights
+ * The scheduler drives the solver with remote calls and prints progress; each
+ * worker reads shard `rank` of W of the train and test files.  --save PATH:
+ * at the end the scheduler gathers from every worker the non-zero weights
+ * of the keys of its shard (the union is the whole model) and writes
+ * "key<TAB>weight" lines sorted by key.
  */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-int main(void)
+#include "lin.h"
+
+static lin_cfg cfg;
+static lin_worker W;
+
+double lin_now(void)
 {
-    fprintf(stderr, "pslinear: solver not yet implemented\n");
-    return 2;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+double lin_softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
+
+static int bucket(double p)
+{
+    int k = (int)(p * LIN_NB);
+    return k < 0 ? 0 : k >= LIN_NB ? LIN_NB - 1 : k;
+}
+
+double lin_auc(const double *hist)
+{
+    const double *neg = hist, *pos = hist + LIN_NB;
+    double P = 0, N = 0, below = 0, a = 0;
+    for (int k = 0; k < LIN_NB; k++) P += pos[k], N += neg[k];
+    for (int k = 0; k < LIN_NB; k++) {
+        a += pos[k] * (below + 0.5 * neg[k]);
+        below += neg[k];
+    }
+    return P > 0 && N > 0 ? a / (P * N) : 0.5;
+}
+
+/* ---- flags ------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "Usage: psrun -s S -w W -- pslinear --train PATH [--test PATH] [options]\n"
+        "       pslinear --predict --model PATH --test PATH [--format F] [--json]\n"
+        "       pslinear --export-libsvm OUT --train PATH [--format F] [--bits 24]\n\n"
+        "L1/L2-regularized logistic regression on a libps cluster.\n"
+        "  --format F        flights | text | libsvm (default libsvm)\n"
+        "  --algo A          bpg (block proximal gradient, default) | ftrl | sgd\n"
+        "  --l1 X, --l2 X    regularization; bpg: of the mean loss (default l1 = 1/N,\n"
+        "                    liblinear -c 1), ftrl/sgd: per example (default l1 = 1)\n"
+        "  --lr X            bpg: step scale eta (default 1); ftrl: alpha (0.1); sgd: lr (0.1)\n"
+        "  --beta X          ftrl beta (default 1)\n"
+        "  --iters N         bpg iterations (default 40); --epochs N: ftrl/sgd (default 2)\n"
+        "  --blocks B        bpg feature blocks, key %% B (default 4, at most 65535)\n"
+        "  --tau N           bounded delay (bpg: calls; ftrl/sgd: table tasks; default 0 / 4)\n"
+        "  --minibatch N     ftrl/sgd examples per push (default 1000)\n"
+        "  --filters SPEC    ps_table_set_filters spec on the workers, e.g. keycache,zstd\n"
+        "  --kkt | --no-kkt  the KKT filter (bpg; default on), --kkt-slack X (default 1)\n"
+        "  --eval-every N    test metrics every N iterations / epochs (default 10; 0: end only)\n"
+        "  --save PATH       write the model as key<TAB>weight lines\n"
+        "  --model PATH      the model for --predict\n"
+        "  --json            print a final JSON summary line\n"
+        "  --skip-bad-lines  skip (and count) malformed lines instead of failing\n"
+        "  --help            this text\n");
+}
+
+static void bad_flag(const char *fmt, const char *a)
+{
+    fprintf(stderr, "pslinear: ");
+    fprintf(stderr, fmt, a);
+    fprintf(stderr, " (see --help)\n");
+    exit(2);
+}
+
+static double num(const char *name, const char *s, double lo, double hi)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        char m[160];
+        snprintf(m, sizeof m, "bad value for --%s: '%%s' (want %g..%g)", name, lo, hi);
+        bad_flag(m, s);
+    }
+    return v;
+}
+
+static void parse_flags(int argc, char **argv)
+{
+    enum { O_L1 = 256, O_L2, O_LR, O_BETA, O_ITERS, O_EPOCHS, O_BLOCKS, O_TAU, O_MB,
+           O_FILTERS, O_KKT, O_NOKKT, O_SLACK, O_EVAL, O_SAVE, O_PREDICT, O_JSON, O_SKIP,
+           O_MODEL, O_EXPORT, O_BITS, O_ALGO, O_FMT, O_TRAIN, O_TEST };
+    static const struct option opts[] = {
+        {"train", 1, 0, O_TRAIN}, {"test", 1, 0, O_TEST}, {"format", 1, 0, O_FMT},
+        {"algo", 1, 0, O_ALGO}, {"l1", 1, 0, O_L1}, {"l2", 1, 0, O_L2}, {"lr", 1, 0, O_LR},
+        {"alpha", 1, 0, O_LR}, {"beta", 1, 0, O_BETA}, {"iters", 1, 0, O_ITERS},
+        {"epochs", 1, 0, O_EPOCHS}, {"blocks", 1, 0, O_BLOCKS}, {"tau", 1, 0, O_TAU},
+        {"minibatch", 1, 0, O_MB}, {"filters", 1, 0, O_FILTERS}, {"kkt", 0, 0, O_KKT},
+        {"no-kkt", 0, 0, O_NOKKT}, {"kkt-slack", 1, 0, O_SLACK}, {"eval-every", 1, 0, O_EVAL},
+        {"save", 1, 0, O_SAVE}, {"predict", 0, 0, O_PREDICT}, {"json", 0, 0, O_JSON},
+        {"skip-bad-lines", 0, 0, O_SKIP}, {"model", 1, 0, O_MODEL},
+        {"export-libsvm", 1, 0, O_EXPORT}, {"bits", 1, 0, O_BITS}, {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
+    cfg = (lin_cfg){.fmt = LIN_FMT_LIBSVM, .algo = ALGO_BPG, .iters = 40, .epochs = 2,
+                    .blocks = 4, .tau = -1, .minibatch = 1000, .kkt = 1, .eval_every = 10,
+                    .bits = 24, .l1 = -1, .l2 = 0, .lr = -1, .beta = 1, .kkt_slack = 1};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_TRAIN: cfg.train = optarg; break;
+        case O_TEST: cfg.test = optarg; break;
+        case O_FMT:
+            if (lin_format_parse(optarg, &cfg.fmt) != 0)
+                bad_flag("unknown --format '%s' (flights, text or libsvm)", optarg);
+            break;
+        case O_ALGO:
+            if (!strcmp(optarg, "bpg")) cfg.algo = ALGO_BPG;
+            else if (!strcmp(optarg, "ftrl")) cfg.algo = ALGO_FTRL;
+            else if (!strcmp(optarg, "sgd")) cfg.algo = ALGO_SGD;
+            else bad_flag("unknown --algo '%s' (bpg, ftrl or sgd)", optarg);
+            break;
+        case O_L1: cfg.l1 = num("l1", optarg, 0, 1e9); break;
+        case O_L2: cfg.l2 = num("l2", optarg, 0, 1e9); break;
+        case O_LR: cfg.lr = num("lr", optarg, 1e-9, 1e9); break;
+        case O_BETA: cfg.beta = num("beta", optarg, 0, 1e9); break;
+        case O_ITERS: cfg.iters = (int)num("iters", optarg, 1, 1e7); break;
+        case O_EPOCHS: cfg.epochs = (int)num("epochs", optarg, 1, 1e5); break;
+        case O_BLOCKS: cfg.blocks = (int)num("blocks", optarg, 1, 65535); break;
+        case O_TAU: cfg.tau = (int)num("tau", optarg, 0, 1e6); break;
+        case O_MB: cfg.minibatch = (int)num("minibatch", optarg, 1, 1e8); break;
+        case O_FILTERS: cfg.filters = optarg; break;
+        case O_KKT: cfg.kkt = 1; break;
+        case O_NOKKT: cfg.kkt = 0; break;
+        case O_SLACK: cfg.kkt_slack = num("kkt-slack", optarg, 0, 1e6); break;
+        case O_EVAL: cfg.eval_every = (int)num("eval-every", optarg, 0, 1e7); break;
+        case O_SAVE: cfg.save = optarg; break;
+        case O_PREDICT: cfg.predict = 1; break;
+        case O_JSON: cfg.json = 1; break;
+        case O_SKIP: cfg.skip_bad = 1; break;
+        case O_MODEL: cfg.model = optarg; break;
+        case O_EXPORT: cfg.export_path = optarg; break;
+        case O_BITS: cfg.bits = (int)num("bits", optarg, 1, 63); break;
+        case 'h': usage(stdout); exit(0);
+        default:
+            bad_flag("unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) bad_flag("unexpected argument '%s'", argv[optind]);
+    if (cfg.predict && (!cfg.model || !cfg.test)) bad_flag("%s needs --model and --test", "--predict");
+    if (cfg.export_path && !cfg.train) bad_flag("%s needs --train", "--export-libsvm");
+    if (!cfg.predict && !cfg.export_path && !cfg.train) bad_flag("%s is required", "--train");
+    if (cfg.lr < 0) cfg.lr = cfg.algo == ALGO_BPG ? 1.0 : 0.1;
+    if (cfg.tau < 0) cfg.tau = cfg.algo == ALGO_BPG ? 0 : 4;
+    if (cfg.algo != ALGO_BPG) cfg.kkt = 0;
+    if (cfg.l1 < 0 && cfg.algo != ALGO_BPG) cfg.l1 = cfg.algo == ALGO_FTRL ? 1.0 : 0.0;
+}
+
+/* ---- data ------------------------------------------------------------------------- */
+
+static void load_or_die(const char *path, int shard, int nshards, lin_data *d)
+{
+    char err[512];
+    if (lin_data_load(path, cfg.fmt, shard, nshards, cfg.skip_bad, d, err, sizeof err) != 0) {
+        fprintf(stderr, "pslinear: %s\n", err);
+        fflush(NULL);
+        _exit(1);
+    }
+    if (d->bad_lines)
+        fprintf(stderr, "pslinear: %s: skipped %" PRIu64 " bad lines (first: %s)\n", path,
+                d->bad_lines, err);
+}
+
+static int index_data(const lin_data *d, uint64_t **uk, size_t *nu, uint32_t **cols)
+{
+    int rv = lin_data_unique_keys(d, uk, nu);
+    if (rv != 0) return rv;
+    if (!(*cols = malloc((d->nnz + 1) * sizeof(uint32_t)))) return PS_ERR_NOMEM;
+    return lin_data_columns(d, *uk, *nu, *cols);
+}
+
+/* ---- evaluation and replies ----------------------------------------------------------- */
+
+/* Pull the weights of the test keys and score the test shard into hist. */
+static int evaluate(lin_worker *lw, uint32_t *hist, double *loss)
+{
+    float *tw = malloc((lw->ntu * (size_t)lw->width + 1) * sizeof(float));
+    if (!tw) return PS_ERR_NOMEM;
+    int rv = ps_wait(lw->w, ps_pull(lw->w, lw->tk, lw->ntu, tw, NULL));
+    const lin_data *d = &lw->te;
+    *loss = 0;
+    for (size_t i = 0; rv == 0 && i < d->n; i++) {
+        double z = 0;
+        for (uint64_t j = d->offsets[i]; j < d->offsets[i + 1]; j++)
+            z += tw[(size_t)lw->tcols[j] * lw->width] * (d->vals ? d->vals[j] : 1.0);
+        int y = d->labels[i] > 0.5;
+        *loss += lin_softplus(y ? -z : z);
+        hist[y * LIN_NB + bucket(1.0 / (1.0 + exp(-z)))]++;
+    }
+    free(tw);
+    return rv;
+}
+
+int lin_reply(lin_worker *lw, double loss, int eval, void **out, size_t *len)
+{
+    eval = eval && lw->te.n > 0;
+    size_t n = sizeof(lin_rep) + (eval ? 2 * LIN_NB * sizeof(uint32_t) : 0);
+    uint8_t *buf = calloc(1, n);
+    if (!buf) return PS_ERR_NOMEM;
+    lin_rep r = {.loss = loss, .n = (double)lw->tr.n, .wait_s = lw->wait_s,
+                 .busy_s = lw->busy_s, .grad_keys = lw->grad_keys, .has_hist = (uint64_t)eval};
+    ps_traffic tr;
+    if (ps_table_traffic(lw->w, &tr) == 0) {
+        r.keys_sent = tr.keys_sent;
+        r.keys_filtered = tr.keys_filtered;
+        r.bytes_sent = tr.bytes_sent_wire;
+    }
+    if (eval) {
+        int rv = evaluate(lw, (uint32_t *)(buf + sizeof r), &r.tloss);
+        if (rv != 0) {
+            free(buf);
+            return rv;
+        }
+        r.tn = (double)lw->te.n;
+    }
+    memcpy(buf, &r, sizeof r);
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* ---- FTRL / SGD: asynchronous minibatches ------------------------------------------- */
+
+static double sigm(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+static int ftrl_epoch(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+                      size_t *reply_len)
+{
+    (void)caller;
+    lin_worker *lw = arg;
+    if (len != sizeof(lin_req)) return PS_ERR_INVAL;
+    lin_req q;
+    memcpy(&q, req, sizeof q);
+    const lin_data *d = &lw->tr;
+    size_t mb = (size_t)lw->cfg->minibatch, cap = 0;
+    for (size_t s = 0; s < d->n; s += mb) {
+        size_t e = s + mb < d->n ? s + mb : d->n;
+        if (d->offsets[e] - d->offsets[s] > cap) cap = d->offsets[e] - d->offsets[s];
+    }
+    int32_t *pos = malloc((lw->nu + 1) * sizeof(int32_t));
+    uint32_t *mc = malloc((cap + 1) * sizeof(uint32_t));
+    uint64_t *mk = malloc((cap + 1) * sizeof(uint64_t));
+    float *mw = malloc((cap + 1) * sizeof(float)), *mg = calloc(cap + 1, sizeof(float));
+    int rv = pos && mc && mk && mw && mg ? 0 : PS_ERR_NOMEM;
+    double t0 = lin_now(), loss = 0;
+    if (pos) memset(pos, 0xff, (lw->nu + 1) * sizeof(int32_t));
+    for (size_t s = 0; rv == 0 && s < d->n; s += mb) {
+        size_t e = s + mb < d->n ? s + mb : d->n, nk = 0;
+        for (uint64_t j = d->offsets[s]; j < d->offsets[e]; j++) {
+            uint32_t c = lw->cols[j];
+            if (pos[c] < 0) {
+                pos[c] = (int32_t)nk;
+                mc[nk] = c;
+                mk[nk++] = lw->uk[c];
+            }
+        }
+        double tw = lin_now();
+        if ((rv = ps_wait(lw->w, ps_pull(lw->w, mk, nk, mw, NULL))) != 0) break;
+        lw->wait_s += lin_now() - tw;
+        double scale = lw->cfg->algo == ALGO_SGD ? 1.0 / (double)(e - s) : 1.0;
+        for (size_t i = s; i < e; i++) {
+            double z = 0;
+            for (uint64_t j = d->offsets[i]; j < d->offsets[i + 1]; j++)
+                z += mw[pos[lw->cols[j]]] * (d->vals ? d->vals[j] : 1.0);
+            int y = d->labels[i] > 0.5;
+            loss += lin_softplus(y ? -z : z);
+            double r = (sigm(z) - y) * scale;
+            for (uint64_t j = d->offsets[i]; j < d->offsets[i + 1]; j++)
+                mg[pos[lw->cols[j]]] += (float)(r * (d->vals ? d->vals[j] : 1.0));
+        }
+        lw->grad_keys += nk;
+        int64_t ts = ps_push(lw->w, mk, nk, mg, NULL); /* async; the table bounds the delay */
+        if (ts < 0) rv = (int)ts;
+        for (size_t k = 0; k < nk; k++) pos[mc[k]] = -1, mg[k] = 0;
+    }
+    if (rv == 0) rv = ps_wait_all(lw->w);
+    free(pos), free(mc), free(mk), free(mw), free(mg);
+    lw->busy_s += lin_now() - t0;
+    return rv ? rv : lin_reply(lw, loss, q.eval, reply, reply_len);
+}
+
+static int info_call(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+                     size_t *reply_len)
+{
+    (void)caller, (void)req, (void)len;
+    lin_worker *lw = arg;
+    double *r = malloc(sizeof(double));
+    if (!r) return PS_ERR_NOMEM;
+    *r = (double)lw->tr.n;
+    *reply = r;
+    *reply_len = sizeof *r;
+    return 0;
+}
+
+static int setl1_call(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+                      size_t *reply_len)
+{
+    (void)arg, (void)caller, (void)reply, (void)reply_len;
+    if (len != sizeof(double)) return PS_ERR_INVAL;
+    memcpy(&cfg.l1, req, sizeof(double));
+    bpg_set_l1(cfg.l1);
+    return 0;
+}
+
+/* "model": the non-zero weights of this worker's keys as (u64 key, f32 w) records. */
+static int model_call(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+                      size_t *reply_len)
+{
+    (void)caller, (void)req, (void)len;
+    lin_worker *lw = arg;
+    float *w = malloc((lw->nu * (size_t)lw->width + 1) * sizeof(float));
+    uint8_t *out = malloc(lw->nu * 12 + 1);
+    if (!w || !out) {
+        free(w), free(out);
+        return PS_ERR_NOMEM;
+    }
+    int rv = ps_wait(lw->w, ps_pull(lw->w, lw->uk, lw->nu, w, NULL));
+    size_t n = 0;
+    for (size_t c = 0; rv == 0 && c < lw->nu; c++) {
+        float v = w[c * (size_t)lw->width];
+        if (v == 0) continue;
+        memcpy(out + n * 12, &lw->uk[c], 8);
+        memcpy(out + n * 12 + 8, &v, 4);
+        n++;
+    }
+    free(w);
+    if (rv != 0) {
+        free(out);
+        return rv;
+    }
+    *reply = out;
+    *reply_len = n * 12;
+    return 0;
+}
+
+/* ---- the scheduler ----------------------------------------------------------------------- */
+
+typedef struct kw { uint64_t k; float w; } kw;
+static int kw_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const kw *)a)->k, y = ((const kw *)b)->k;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct summary {
+    double loss, n, wait, tloss, tn, auc, elapsed;
+    uint64_t keys_sent, keys_filtered, bytes, grad_keys;
+    int has_test;
+} summary;
+
+static double *hist;
+
+/* Merge the replies of call ts into *s (and print a failure). */
+static int gather(int64_t ts, summary *s)
+{
+    const ps_reply *rep;
+    int n, rv = ps_call_wait(ts, &rep, &n);
+    memset(s, 0, sizeof *s);
+    if (rv != 0) {
+        fprintf(stderr, "pslinear: a worker failed: %s\n", ps_strerror(rv));
+        ps_call_release(ts);
+        return rv;
+    }
+    memset(hist, 0, 2 * LIN_NB * sizeof(double));
+    for (int i = 0; i < n; i++) {
+        lin_rep r;
+        if (rep[i].len < sizeof r) continue;
+        memcpy(&r, rep[i].data, sizeof r);
+        s->loss += r.loss, s->n += r.n, s->wait += r.wait_s, s->tloss += r.tloss, s->tn += r.tn;
+        s->keys_sent += r.keys_sent, s->keys_filtered += r.keys_filtered;
+        s->bytes += r.bytes_sent, s->grad_keys += r.grad_keys;
+        if (r.has_hist && rep[i].len == sizeof r + 2 * LIN_NB * sizeof(uint32_t)) {
+            const uint8_t *h = (const uint8_t *)rep[i].data + sizeof r;
+            for (int k = 0; k < 2 * LIN_NB; k++) {
+                uint32_t v;
+                memcpy(&v, h + 4 * (size_t)k, 4);
+                hist[k] += v;
+            }
+            s->has_test = 1;
+        }
+    }
+    if (s->has_test) s->auc = lin_auc(hist);
+    ps_call_release(ts);
+    return 0;
+}
+
+/* Collect the model from the workers: nnz of the union, and --save. */
+static int collect_model(double *nnz)
+{
+    const ps_reply *rep;
+    int n;
+    int64_t ts = ps_call_group(PS_GROUP_WORKERS, "model", NULL, 0, NULL);
+    int rv = ts < 0 ? (int)ts : ps_call_wait(ts, &rep, &n);
+    if (rv != 0) return rv;
+    size_t tot = 0, k = 0;
+    for (int i = 0; i < n; i++) tot += rep[i].len / 12;
+    kw *all = malloc((tot + 1) * sizeof(kw));
+    if (!all) return PS_ERR_NOMEM;
+    for (int i = 0; i < n; i++)
+        for (size_t j = 0; j < rep[i].len / 12; j++) {
+            const uint8_t *p = (const uint8_t *)rep[i].data + 12 * j;
+            memcpy(&all[k].k, p, 8);
+            memcpy(&all[k++].w, p + 8, 4);
+        }
+    ps_call_release(ts);
+    qsort(all, k, sizeof(kw), kw_cmp);
+    size_t u = 0;
+    for (size_t i = 0; i < k; i++)
+        if (u == 0 || all[u - 1].k != all[i].k) all[u++] = all[i];
+    *nnz = (double)u;
+    if (cfg.save) {
+        FILE *f = fopen(cfg.save, "w");
+        if (!f) {
+            fprintf(stderr, "pslinear: %s: %s\n", cfg.save, strerror(errno));
+            free(all);
+            return PS_ERR_SYS;
+        }
+        for (size_t i = 0; i < u; i++) fprintf(f, "%" PRIu64 "\t%.9g\n", all[i].k, all[i].w);
+        if (fclose(f) != 0) rv = PS_ERR_SYS;
+    }
+    free(all);
+    return rv;
+}
+
+static void progress(const char *what, long t, const summary *s, double nnz, double l1norm)
+{
+    double off = (double)s->grad_keys;
+    printf("%s %4ld  objective %.6f  nnz %7.0f", what, t,
+           s->loss / (s->n > 0 ? s->n : 1) + cfg.l1 * l1norm, nnz);
+    if (s->has_test) printf("  test logloss %.5f auc %.5f", s->tloss / s->tn, s->auc);
+    printf("  keys sent %" PRIu64 " filtered %.1f%%  %.1fs  idle %.1f%%\n", s->keys_sent,
+           off > 0 ? 100.0 * (double)s->keys_filtered / off : 0.0, s->elapsed,
+           s->elapsed > 0 ? 100.0 * s->wait / (ps_num_workers() * s->elapsed) : 0.0);
+    fflush(stdout);
+}
+
+static int run_scheduler(void)
+{
+    const ps_reply *rep;
+    int n;
+    double N = 0, t0 = lin_now();
+    int64_t ts = ps_call_group(PS_GROUP_WORKERS, "info", NULL, 0, NULL);
+    int rv = ts < 0 ? (int)ts : ps_call_wait(ts, &rep, &n);
+    if (rv != 0) return rv;
+    for (int i = 0; i < n; i++)
+        if (rep[i].len == sizeof(double)) N += *(const double *)rep[i].data;
+    ps_call_release(ts);
+    if (!(hist = calloc(2 * LIN_NB, sizeof(double)))) return PS_ERR_NOMEM;
+    if (cfg.l1 < 0) { /* bpg default: l1 = 1/N, like liblinear -s 6 -c 1 */
+        cfg.l1 = N > 0 ? 1.0 / N : 0;
+        ts = ps_call_group(PS_GROUP_SERVERS | PS_GROUP_WORKERS, "setl1", &cfg.l1, sizeof(double),
+                           NULL);
+        if ((rv = ts < 0 ? (int)ts : ps_call_wait(ts, NULL, NULL)) != 0) return rv;
+        ps_call_release(ts);
+    }
+    printf("pslinear: %s on %.0f examples, %d workers, %d servers, l1 %.3g l2 %.3g lr %.3g "
+           "tau %d%s\n", cfg.algo == ALGO_BPG ? "bpg" : cfg.algo == ALGO_FTRL ? "ftrl" : "sgd",
+           N, ps_num_workers(), ps_num_servers(), cfg.l1, cfg.l2, cfg.lr, cfg.tau,
+           cfg.kkt ? ", KKT filter" : "");
+    summary s = {0}, last = {0};
+    double nnz = 0, l1n = 0;
+    int T = cfg.algo == ALGO_BPG ? cfg.iters : cfg.epochs, done = 0;
+    int64_t *calls = calloc((size_t)T, sizeof(int64_t));
+    if (!calls) return PS_ERR_NOMEM;
+    for (int t = 0; t < T && rv == 0; t++) {
+        int64_t dep = t - cfg.tau - 1 >= 0 ? calls[t - cfg.tau - 1] : -1;
+        ps_task_opts o = {.deps = &dep, .ndeps = dep >= 0};
+        lin_req q = {.t = t, .block = cfg.blocks > 0 ? t % cfg.blocks : 0, .ntotal = N,
+                     .eval = t == T - 1 || (cfg.eval_every && (t + 1) % cfg.eval_every == 0)};
+        calls[t] = ps_call_group(PS_GROUP_WORKERS, cfg.algo == ALGO_BPG ? "iter" : "epoch",
+                                 &q, sizeof q, &o);
+        if (calls[t] < 0) rv = (int)calls[t];
+        for (; rv == 0 && done <= t && (done <= t - cfg.tau || t == T - 1); done++) {
+            if ((rv = gather(calls[done], &s)) != 0) break;
+            s.elapsed = lin_now() - t0;
+            if (cfg.algo == ALGO_BPG) bpg_server_stats(&nnz, &l1n);
+            progress(cfg.algo == ALGO_BPG ? "iter" : "epoch", done, &s, nnz, l1n);
+            if (s.has_test) last = s;
+        }
+    }
+    free(calls);
+    double train_s = lin_now() - t0;
+    if (rv == 0) rv = collect_model(&nnz);
+    if (rv != 0) {
+        fprintf(stderr, "pslinear: training failed: %s\n", ps_strerror(rv));
+        return rv;
+    }
+    double off = (double)s.grad_keys;
+    printf("final: test logloss %.5f auc %.5f  train %.1fs  nnz %.0f  keys filtered %.1f%%  "
+           "idle %.1f%%  sent %.1f MB\n", last.tn ? last.tloss / last.tn : NAN, last.auc,
+           train_s, nnz, off > 0 ? 100.0 * (double)s.keys_filtered / off : 0.0,
+           100.0 * s.wait / (ps_num_workers() * train_s), (double)s.bytes / 1e6);
+    if (cfg.json)
+        printf("{\"algo\": \"%s\", \"test_auc\": %.6f, \"test_logloss\": %.6f, "
+               "\"train_seconds\": %.3f, \"nnz\": %.0f, \"keys_filtered_pct\": %.2f, "
+               "\"idle_pct\": %.2f, \"bytes_sent\": %" PRIu64 ", \"keys_sent\": %" PRIu64
+               ", \"objective\": %.8f, \"examples\": %.0f, \"iterations\": %d}\n",
+               cfg.algo == ALGO_BPG ? "bpg" : cfg.algo == ALGO_FTRL ? "ftrl" : "sgd", last.auc,
+               last.tn ? last.tloss / last.tn : NAN, train_s, nnz,
+               off > 0 ? 100.0 * (double)s.keys_filtered / off : 0.0,
+               100.0 * s.wait / (ps_num_workers() * train_s), s.bytes, s.keys_sent,
+               s.loss / (s.n > 0 ? s.n : 1) + cfg.l1 * l1n, s.n, T);
+    fflush(stdout);
+    free(hist);
+    return 0;
+}
+
+/* ---- local modes --------------------------------------------------------------------------- */
+
+static int run_predict(void)
+{
+    FILE *f = fopen(cfg.model, "r");
+    if (!f) {
+        fprintf(stderr, "pslinear: %s: %s\n", cfg.model, strerror(errno));
+        return 1;
+    }
+    size_t n = 0, cap = 1024;
+    kw *m = malloc(cap * sizeof(kw));
+    char line[256];
+    unsigned long ln = 0;
+    while (m && fgets(line, sizeof line, f)) {
+        ln++;
+        uint64_t k;
+        float w;
+        if (sscanf(line, "%" SCNu64 "\t%f", &k, &w) != 2) {
+            fprintf(stderr, "pslinear: %s:%lu: bad model line\n", cfg.model, ln);
+            fclose(f);
+            return 1;
+        }
+        if (n == cap) m = realloc(m, (cap *= 2) * sizeof(kw));
+        if (m) m[n++] = (kw){k, w};
+    }
+    fclose(f);
+    if (!m) return 1;
+    qsort(m, n, sizeof(kw), kw_cmp);
+    lin_data d;
+    load_or_die(cfg.test, 0, 1, &d);
+    double *h = calloc(2 * LIN_NB, sizeof(double)), loss = 0;
+    if (!h) return 1;
+    for (size_t i = 0; i < d.n; i++) {
+        double z = 0;
+        for (uint64_t j = d.offsets[i]; j < d.offsets[i + 1]; j++) {
+            kw key = {d.keys[j], 0}, *hit = bsearch(&key, m, n, sizeof(kw), kw_cmp);
+            if (hit) z += hit->w * (d.vals ? d.vals[j] : 1.0);
+        }
+        int y = d.labels[i] > 0.5;
+        loss += lin_softplus(y ? -z : z);
+        h[y * LIN_NB + bucket(1.0 / (1.0 + exp(-z)))]++;
+    }
+    double auc = lin_auc(h), ll = d.n ? loss / (double)d.n : NAN;
+    if (cfg.json)
+        printf("{\"test_auc\": %.6f, \"test_logloss\": %.6f, \"examples\": %zu, \"nnz\": %zu}\n",
+               auc, ll, d.n, n);
+    else printf("predict: %zu examples, test logloss %.5f auc %.5f (model nnz %zu)\n", d.n, ll,
+                auc, n);
+    free(h), free(m);
+    lin_data_free(&d);
+    return 0;
+}
+
+static int run_export(void)
+{
+    lin_data d;
+    load_or_die(cfg.train, 0, 1, &d);
+    FILE *f = strcmp(cfg.export_path, "-") ? fopen(cfg.export_path, "w") : stdout;
+    if (!f) {
+        fprintf(stderr, "pslinear: %s: %s\n", cfg.export_path, strerror(errno));
+        return 1;
+    }
+    int rv = lin_data_write_libsvm(&d, f, (unsigned)cfg.bits);
+    if (f != stdout && fclose(f) != 0) rv = PS_ERR_SYS;
+    lin_data_free(&d);
+    if (rv != 0) fprintf(stderr, "pslinear: writing %s: %s\n", cfg.export_path, ps_strerror(rv));
+    return rv ? 1 : 0;
+}
+
+/* ---- main ----------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    parse_flags(argc, argv);
+    if (cfg.predict) return run_predict();
+    if (cfg.export_path) return run_export();
+    W.cfg = &cfg;
+    ps_register("info", info_call, &W);
+    ps_register("iter", bpg_iter, &W);
+    ps_register("epoch", ftrl_epoch, &W);
+    ps_register("model", model_call, &W);
+    ps_register("wstat", bpg_wstat, NULL);
+    ps_register("setl1", setl1_call, NULL);
+    int rv = ps_start();
+    if (rv != 0) {
+        fprintf(stderr, "pslinear: cannot join the cluster: %s\n", ps_strerror(rv));
+        return 1;
+    }
+    ps_table_opts o;
+    if (cfg.algo == ALGO_BPG) {
+        bpg_table_opts(&cfg, &o); /* l1 auto (< 0): the scheduler sends 1/N ("setl1") */
+    } else {
+        ps_table_opts_init(&o);
+        o.update = cfg.algo == ALGO_FTRL ? PS_UPDATE_FTRL : PS_UPDATE_SGD;
+        o.lr = cfg.lr, o.beta = cfg.beta, o.l1 = cfg.l1, o.l2 = cfg.l2;
+        o.consistency = PS_BOUNDED_DELAY;
+        o.tau = cfg.tau;
+    }
+    W.width = o.width;
+    if ((rv = ps_table_open("w", &o, &W.w)) != 0) {
+        fprintf(stderr, "pslinear: cannot open table w: %s\n", ps_strerror(rv));
+        ps_finalize();
+        return 1;
+    }
+    if (ps_my_role() == PS_ROLE_WORKER) {
+        if (cfg.filters && (rv = ps_table_set_filters(W.w, cfg.filters)) != 0) {
+            fprintf(stderr, "pslinear: bad --filters '%s': %s\n", cfg.filters, ps_strerror(rv));
+            fflush(NULL);
+            _exit(2);
+        }
+        int r = ps_my_rank(), nw = ps_num_workers();
+        load_or_die(cfg.train, r, nw, &W.tr);
+        if (cfg.test) load_or_die(cfg.test, r, nw, &W.te);
+        else lin_data_init(&W.te);
+        rv = index_data(&W.tr, &W.uk, &W.nu, &W.cols);
+        if (rv == 0) rv = index_data(&W.te, &W.tk, &W.ntu, &W.tcols);
+        if (rv == 0 && cfg.algo == ALGO_BPG) rv = bpg_worker_setup(&W);
+        if (rv != 0) {
+            fprintf(stderr, "pslinear: worker setup: %s\n", ps_strerror(rv));
+            fflush(NULL);
+            _exit(1);
+        }
+    }
+    if ((rv = ps_barrier(PS_GROUP_ALL)) != 0) {
+        fprintf(stderr, "pslinear: barrier: %s\n", ps_strerror(rv));
+        return 1;
+    }
+    int status = 0;
+    if (ps_my_role() == PS_ROLE_SCHEDULER) status = run_scheduler() ? 1 : 0;
+    int frv = ps_finalize();
+    return status || frv ? 1 : 0;
 }

@@ -1,0 +1,247 @@
+/*
+ * bpg.c -- Block Proximal Gradient for L1/L2-regularized logistic regression
+ * (Li et al., OSDI 2014, section 5.1), on top of libps.
+ *
+ * Objective: (1/N) sum_i logloss(y_i, x_i.w) + l1 |w|_1 + l2/2 |w|^2.
+ * Features are split into B blocks by key (key % B).  The scheduler runs
+ * iteration t on block t % B as a remote call to every worker, each call
+ * depending on call t - tau - 1 (bounded delay).  A worker keeps the margins
+ * x_i.w of its shard; per iteration it computes the block's gradient g and a
+ * diagonal curvature bound h, pushes (g, h) for the block's keys of its shard
+ * (the KKT filter drops keys whose weight is 0 and whose partial gradient is
+ * within its share of l1: the server would leave them at 0), pulls the new
+ * weights of those keys and updates its margins by X_b (w_new - w_old).
+ *
+ * Table "w" is BSP (the servers sum every worker's push of an iteration and
+ * apply the sum once), width 2 (value: weight, last curvature; push:
+ * gradient, curvature), with a custom update: the proximal step with a
+ * diagonal metric,  w = soft(h w - g, l1) / (h + l2),  i.e. a proximal
+ * gradient step whose step size per coordinate is 1/h (eta = --lr scales h).
+ * The curvature h_j = sum_i p_i(1-p_i) x_ij^2 k_i / N, with k_i the number of
+ * features of example i in the block, majorizes the block's quadratic model
+ * separably, so a whole block moves at once without overshooting.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lin.h"
+
+/* ---- server side: the update and the weight statistics ---------------------------- */
+
+static pthread_mutex_t st_lock = PTHREAD_MUTEX_INITIALIZER;
+static double st_nnz, st_l1; /* over this server's keys */
+static double up_l1, up_l2;
+
+static void prox_apply(void *arg, uint64_t key, void *val, void *state, const void *push,
+                       int width)
+{
+    (void)arg, (void)key, (void)state, (void)width;
+    float *v = val;
+    const float *p = push;
+    double g = p[0], h = p[1], w = v[0];
+    if (h <= 0) return;
+    double z = h * w - g;
+    double nw = z > up_l1 ? (z - up_l1) / (h + up_l2)
+              : z < -up_l1 ? (z + up_l1) / (h + up_l2) : 0.0;
+    v[0] = (float)nw;
+    v[1] = (float)h;
+    pthread_mutex_lock(&st_lock);
+    st_nnz += (v[0] != 0) - (w != 0);
+    st_l1 += fabs(v[0]) - fabs(w);
+    pthread_mutex_unlock(&st_lock);
+}
+
+static const ps_update_ops prox_ops = {.state_bytes = 0, .apply = prox_apply};
+
+int bpg_table_opts(const lin_cfg *c, ps_table_opts *o)
+{
+    ps_table_opts_init(o);
+    o->dtype = PS_F32;
+    o->width = 2;
+    o->update = PS_UPDATE_CUSTOM;
+    o->custom = &prox_ops;
+    o->bsp = 1;
+    up_l1 = c->l1;
+    up_l2 = c->l2;
+    return 0;
+}
+
+void bpg_set_l1(double l1) { up_l1 = l1; }
+
+int bpg_wstat(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+              size_t *reply_len)
+{
+    (void)arg, (void)caller, (void)req, (void)len;
+    double *r = malloc(2 * sizeof(double));
+    if (!r) return PS_ERR_NOMEM;
+    pthread_mutex_lock(&st_lock);
+    r[0] = st_nnz;
+    r[1] = st_l1;
+    pthread_mutex_unlock(&st_lock);
+    *reply = r;
+    *reply_len = 2 * sizeof(double);
+    return 0;
+}
+
+int bpg_server_stats(double *nnz, double *l1norm)
+{
+    const ps_reply *rep;
+    int n;
+    int64_t ts = ps_call_group(PS_GROUP_SERVERS, "wstat", NULL, 0, NULL);
+    if (ts < 0) return (int)ts;
+    int rv = ps_call_wait(ts, &rep, &n);
+    *nnz = *l1norm = 0;
+    for (int i = 0; rv == 0 && i < n; i++) {
+        if (rep[i].len != 2 * sizeof(double)) continue;
+        const double *d = rep[i].data;
+        *nnz += d[0];
+        *l1norm += d[1];
+    }
+    ps_call_release(ts);
+    return rv;
+}
+
+/* ---- worker side ------------------------------------------------------------------ */
+
+/* Index of key in the current block's sorted keys, or -1. */
+static long find_key(const uint64_t *k, size_t n, uint64_t key)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (k[mid] < key) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && k[lo] == key ? (long)lo : -1;
+}
+
+/* The KKT filter: drop a gradient entry of a zero weight whose partial
+ * gradient is within this worker's share of l1 (if every worker drops it,
+ * the summed gradient is within l1 and the prox step keeps the weight 0). */
+static int kkt_keep(void *arg, uint64_t key, const void *vals)
+{
+    lin_worker *lw = arg;
+    int b = lw->cur_block;
+    long q = find_key(lw->bkeys[b], lw->bn[b], key);
+    if (q < 0) return 1;
+    if (lw->wl[lw->bcols[b][q]] != 0) return 1;
+    double share = (double)lw->tr.n / lw->ntotal;
+    return fabs(((const float *)vals)[0]) > lw->cfg->kkt_slack * lw->cfg->l1 * share;
+}
+
+int bpg_worker_setup(lin_worker *lw)
+{
+    const lin_data *d = &lw->tr;
+    int B = lw->cfg->blocks;
+    lw->eblk = malloc((d->nnz + 1) * sizeof(uint16_t));
+    lw->bkeys = calloc((size_t)B, sizeof(*lw->bkeys));
+    lw->bcols = calloc((size_t)B, sizeof(*lw->bcols));
+    lw->bn = calloc((size_t)B, sizeof(size_t));
+    lw->m = calloc(d->n + 1, sizeof(double));
+    lw->g = calloc(lw->nu + 1, sizeof(double));
+    lw->h = calloc(lw->nu + 1, sizeof(double));
+    lw->wl = calloc(lw->nu + 1, sizeof(float));
+    lw->buf = malloc((2 * lw->nu + 2) * sizeof(float));
+    if (!lw->eblk || !lw->bkeys || !lw->bcols || !lw->bn || !lw->m || !lw->g || !lw->h ||
+        !lw->wl || !lw->buf)
+        return PS_ERR_NOMEM;
+    for (size_t j = 0; j < d->nnz; j++) lw->eblk[j] = (uint16_t)(d->keys[j] % (uint64_t)B);
+    for (size_t c = 0; c < lw->nu; c++) lw->bn[lw->uk[c] % (uint64_t)B]++;
+    for (int b = 0; b < B; b++) {
+        lw->bkeys[b] = malloc((lw->bn[b] + 1) * sizeof(uint64_t));
+        lw->bcols[b] = malloc((lw->bn[b] + 1) * sizeof(uint32_t));
+        if (!lw->bkeys[b] || !lw->bcols[b]) return PS_ERR_NOMEM;
+        lw->bn[b] = 0;
+    }
+    for (size_t c = 0; c < lw->nu; c++) { /* uk is sorted, so each block's keys are */
+        int b = (int)(lw->uk[c] % (uint64_t)B);
+        lw->bkeys[b][lw->bn[b]] = lw->uk[c];
+        lw->bcols[b][lw->bn[b]++] = (uint32_t)c;
+    }
+    if (lw->cfg->kkt) return ps_table_set_keep(lw->w, kkt_keep, lw);
+    return 0;
+}
+
+static double sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+/* Gradient and curvature of block b over the shard into lw->g / lw->h. */
+static void block_gradient(lin_worker *lw, int b)
+{
+    const lin_data *d = &lw->tr;
+    for (size_t i = 0; i < d->n; i++) {
+        uint64_t s = d->offsets[i], e = d->offsets[i + 1];
+        double k = 0;
+        for (uint64_t j = s; j < e; j++) k += lw->eblk[j] == b;
+        if (k == 0) continue;
+        double p = sigmoid(lw->m[i]), r = p - d->labels[i], c = p * (1 - p) * k;
+        for (uint64_t j = s; j < e; j++) {
+            if (lw->eblk[j] != b) continue;
+            double v = d->vals ? d->vals[j] : 1.0;
+            lw->g[lw->cols[j]] += r * v;
+            lw->h[lw->cols[j]] += c * v * v;
+        }
+    }
+}
+
+/* m += X_b (w_new - w_old), with the deltas in lw->g (zeroed after). */
+static void update_margins(lin_worker *lw, int b)
+{
+    const lin_data *d = &lw->tr;
+    for (size_t i = 0; i < d->n; i++)
+        for (uint64_t j = d->offsets[i]; j < d->offsets[i + 1]; j++)
+            if (lw->eblk[j] == b) lw->m[i] += lw->g[lw->cols[j]] * (d->vals ? d->vals[j] : 1.0);
+    for (size_t q = 0; q < lw->bn[b]; q++) lw->g[lw->bcols[b][q]] = 0;
+}
+
+static double train_loss(const lin_worker *lw)
+{
+    double s = 0;
+    for (size_t i = 0; i < lw->tr.n; i++)
+        s += lin_softplus(lw->tr.labels[i] > 0.5 ? -lw->m[i] : lw->m[i]);
+    return s;
+}
+
+/* The "iter" call: one BPG iteration of this worker on block req->block. */
+int bpg_iter(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+             size_t *reply_len)
+{
+    (void)caller;
+    lin_worker *lw = arg;
+    if (len != sizeof(lin_req)) return PS_ERR_INVAL;
+    lin_req r;
+    memcpy(&r, req, sizeof r);
+    double t0 = lin_now();
+    int b = r.block, rv;
+    lw->ntotal = r.ntotal;
+    block_gradient(lw, b);
+    size_t nb = lw->bn[b];
+    double inv_n = 1.0 / r.ntotal, inv_lr = 1.0 / lw->cfg->lr;
+    for (size_t q = 0; q < nb; q++) {
+        uint32_t c = lw->bcols[b][q];
+        lw->buf[2 * q] = (float)(lw->g[c] * inv_n);
+        lw->buf[2 * q + 1] = (float)(lw->h[c] * inv_n * inv_lr);
+        lw->g[c] = lw->h[c] = 0;
+    }
+    lw->cur_block = b;
+    lw->grad_keys += nb;
+    int64_t ts = ps_push(lw->w, lw->bkeys[b], nb, lw->buf, NULL); /* KKT filter runs here */
+    if (ts < 0) return (int)ts;
+    ps_task_opts after = {.deps = &ts, .ndeps = 1};
+    double tw = lin_now();
+    int64_t tp = ps_pull(lw->w, lw->bkeys[b], nb, lw->buf, &after);
+    if (tp < 0) return (int)tp;
+    if ((rv = ps_wait(lw->w, tp)) != 0) return rv;
+    lw->wait_s += lin_now() - tw;
+    for (size_t q = 0; q < nb; q++) {
+        uint32_t c = lw->bcols[b][q];
+        lw->g[c] = (double)lw->buf[2 * q] - lw->wl[c];
+        lw->wl[c] = lw->buf[2 * q];
+    }
+    update_margins(lw, b);
+    double loss = train_loss(lw);
+    lw->busy_s += lin_now() - t0;
+    return lin_reply(lw, loss, r.eval, reply, reply_len);
+}
