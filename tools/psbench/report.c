@@ -22,6 +22,10 @@
  *                   assumed to touch min(keys, servers) servers (exact for
  *                   one server).  Responses, UCX framing and resends are
  *                   not counted.
+ *   transport       UCX_TLS, or "default" when unset; "+PS_SHM=1" is added
+ *                   when PS_SHM=1 lets libps's UCX use shared memory.
+ *   poll_us         PS_POLL_US as set, or -1 when unset (the library then
+ *                   picks its own busy-poll window; see bench/README.md).
  * Output goes to stdout (results) and stderr (server lines); every line is
  * flushed at once because psrun prefixes and interleaves them.
  *
@@ -29,6 +33,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "psbench.h"
@@ -72,10 +77,21 @@ static double mean(const double *v, long n)
     return n ? s / (double)n : 0;
 }
 
+/* UCX_TLS (or "default"), plus "+PS_SHM=1" when libps may use shared memory. */
 static const char *transport(void)
 {
-    const char *tls = getenv("UCX_TLS");
-    return tls && *tls ? tls : "default";
+    static char buf[256];
+    const char *tls = getenv("UCX_TLS"), *shm = getenv("PS_SHM");
+    snprintf(buf, sizeof(buf), "%s%s", tls && *tls ? tls : "default",
+             shm && strcmp(shm, "1") == 0 ? "+PS_SHM=1" : "");
+    return buf;
+}
+
+/* PS_POLL_US as set, or -1 when unset (the library picks its default). */
+static long poll_us(void)
+{
+    const char *v = getenv("PS_POLL_US");
+    return v && *v ? strtol(v, NULL, 10) : -1;
 }
 
 static void print_json(const pb_opts *o, const pb_result *r, const pb_total *t, double gbs,
@@ -92,10 +108,11 @@ static void print_json(const pb_opts *o, const pb_result *r, const pb_total *t, 
            pct(r->lat_us, n, 50), pct(r->lat_us, n, 99), mean(r->lat_us, n),
            n ? r->lat_us[n - 1] : 0, pct(r->sub_us, n, 50));
     printf("\"wall_s\":%.4f,\"gbytes_per_s\":%.4f,\"mkeys_per_s\":%.4f,\"wire_bytes\":%.0f,"
-           "\"wire_gbytes_per_s\":%.4f,\"resends\":%.0f,\"errors\":%.0f,\"transport\":\"%s\"}\n",
+           "\"wire_gbytes_per_s\":%.4f,\"resends\":%.0f,\"errors\":%.0f,\"transport\":\"%s\","
+           "\"poll_us\":%ld}\n",
            t->wall_s, gbs, mks, r->wire_bytes,
            r->wall_s > 0 ? r->wire_bytes / r->wall_s / 1e9 : 0, t->resends, t->errors,
-           transport());
+           transport(), poll_us());
 }
 
 static void print_text(const pb_opts *o, const pb_result *r, const pb_total *t, double gbs,
