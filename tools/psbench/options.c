@@ -34,6 +34,8 @@ static const char usage[] =
     "  --iters I        measured iterations, >= 1 (required)\n"
     "  --inflight K     most tasks in flight, 1..4096 (default 1)\n"
     "  --warmup W       unmeasured iterations first (default min(I/10, 1000))\n"
+    "  --filters LIST   the table's filter chain, e.g. keycache,zstd or int8\n"
+    "                   (wire_bytes then counts what the filters left)\n"
     "  --store          sparse table (servers' hash table); without it the table is\n"
     "                   dense over [0, N) and servers keep flat arrays\n"
     "  --random-keys    N distinct random u64 keys over the whole key space, fixed\n"
@@ -100,6 +102,7 @@ static int set_random(pb_opts *o, const char *v) { (void)v; return o->random_key
 static int set_sort(pb_opts *o, const char *v) { (void)v; return o->sort_keys = 1, 0; }
 static int set_store(pb_opts *o, const char *v) { (void)v; return o->store = 1, 0; }
 static int set_json(pb_opts *o, const char *v) { (void)v; return o->json = 1, 0; }
+static int set_filters(pb_opts *o, const char *v) { return o->filters = v, 0; }
 
 static const struct flag {
     const char *name;
@@ -112,6 +115,7 @@ static const struct flag {
     {"--seed", 1, set_seed},       {"--progress", 1, set_progress},
     {"--random-keys", 0, set_random}, {"--sort-keys", 0, set_sort},
     {"--store", 0, set_store},     {"--json", 0, set_json},
+    {"--filters", 1, set_filters},
 };
 
 static int usage_error(const char *fmt, const char *arg)

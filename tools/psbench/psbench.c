@@ -121,6 +121,8 @@ static ps_table *open_bench_table(const pb_opts *o)
     }
     int rv = ps_table_open("psbench", &to, &t);
     if (rv != 0) die("cannot open table psbench (see the log above)", rv);
+    if (o->filters && (rv = ps_table_set_filters(t, o->filters)) != 0)
+        die("bad --filters (see the log above)", rv);
     return t;
 }
 
@@ -256,14 +258,20 @@ static int run_worker(const pb_opts *o, ps_table *t, pb_result *r)
 {
     bench b;
     int rv;
+    ps_traffic t0, t1;
     bench_init(&b, o, t, r);
     rv = run_phase(&b, o->warmup, 0);
     int brv = ps_barrier(PS_GROUP_WORKERS); /* start together, even after a failure */
+    ps_table_traffic(t, &t0);
     if (rv == 0 && (rv = brv) == 0) rv = run_phase(&b, o->iters, 1);
+    ps_table_traffic(t, &t1);
     bench_free(&b);
     ps_table_stats st;
     if (ps_table_stats_get(t, &st) == 0) r->resends = (double)st.resends;
-    r->wire_bytes = pb_wire_bytes_per_iter(o, ps_num_servers()) * (double)r->nlat;
+    /* measured: what this worker's requests put on the wire during the run,
+     * after filters (resends included); the model is kept for runs without */
+    r->wire_bytes = o->filters ? (double)(t1.bytes_sent_wire - t0.bytes_sent_wire)
+                               : pb_wire_bytes_per_iter(o, ps_num_servers()) * (double)r->nlat;
     return rv;
 }
 

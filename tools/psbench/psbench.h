@@ -30,6 +30,7 @@ typedef struct pb_opts {
     int json;            /* JSON result line instead of text */
     uint64_t seed;       /* RNG seed for --random-keys */
     double progress_s;   /* seconds between progress lines on stderr */
+    const char *filters; /* filter chain of the table ("" = none) */
 } pb_opts;
 
 /* What one worker measured over the measured iterations. */
