@@ -4,7 +4,7 @@
  * Design: one allocation per table generation holds, in this order, the
  * blocks (capacity * block_bytes, 64-byte aligned), the keys (capacity * 8)
  * and the occupancy bitmap (one bit per slot, in u64 words).  The slot of a
- * key is mix64(key) & (capacity - 1) with linear probing; a clear bit ends a
+ * key is psi_mix64(key) & (capacity - 1) with linear probing; a clear bit ends a
  * probe.  The table keeps at most 0.8 * capacity keys (PSI_STORE_LOAD_*); an
  * insert past that doubles the capacity and rehashes every key into a fresh
  * allocation.  Memory per key for block_bytes = 4 is (4 + 8 + 1/8) / load:
@@ -56,17 +56,6 @@ struct psi_dense {
     void *init_arg;
 };
 
-/* The murmur3 64-bit finalizer: every input bit flips about half the
- * output bits, so keys in a narrow range (one server's arcs) still spread. */
-static inline uint64_t mix64(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ULL;
-    k ^= k >> 33;
-    return k;
-}
 
 static inline void copy_bytes(void *dst, const void *src, size_t n)
 {
@@ -130,7 +119,7 @@ static inline void bit_set(uint64_t *bits, size_t i) { bits[i >> 6] |= 1ULL << (
 /* The slot holding `key`, or the free slot where it would go (*found 0). */
 static inline size_t probe(const psi_store *s, uint64_t key, int *found)
 {
-    size_t mask = s->cap - 1, i = (size_t)mix64(key) & mask;
+    size_t mask = s->cap - 1, i = (size_t)psi_mix64(key) & mask;
     for (;;) {
         if (!bit_test(s->bits, i)) {
             *found = 0;
@@ -154,7 +143,7 @@ static inline void *block_at(const psi_store *s, size_t i)
 static inline __attribute__((always_inline)) void prefetch_key(const psi_store *s,
                                                                uint64_t key)
 {
-    size_t i = (size_t)mix64(key) & (s->cap - 1);
+    size_t i = (size_t)psi_mix64(key) & (s->cap - 1);
     __builtin_prefetch(&s->bits[i >> 6], 0, 3);
     __builtin_prefetch(&s->keys[i], 0, 3);
     __builtin_prefetch(block_at(s, i), 1, 3);
@@ -186,7 +175,7 @@ static void rehash_into(const psi_store *s, table_arrays *a)
         for (uint64_t x = s->bits[w]; x != 0; x &= x - 1) {
             size_t from = w * 64 + (size_t)__builtin_ctzll(x);
             uint64_t key = s->keys[from];
-            size_t i = (size_t)mix64(key) & mask;
+            size_t i = (size_t)psi_mix64(key) & mask;
             while (bit_test(a->bits, i)) i = (i + 1) & mask;
             bit_set(a->bits, i);
             a->keys[i] = key;

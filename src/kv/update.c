@@ -162,18 +162,9 @@ size_t psi_update_block_bytes(const psi_update *u) { return block_bytes(u); }
 
 /* ---- initializers ------------------------------------------------------------------ */
 
-static uint64_t mix64(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ULL;
-    k ^= k >> 33;
-    return k;
-}
 
 /* Output of the splitmix64 generator at state z. */
-static uint64_t splitmix64(uint64_t z)
+static uint64_t splitpsi_mix64(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -183,8 +174,8 @@ static uint64_t splitmix64(uint64_t z)
 /* The j-th RANDOM value of `key`: uniform in [-init_scale, init_scale). */
 static double random_value(const psi_update *u, uint64_t key, size_t j)
 {
-    uint64_t stream = mix64(key ^ mix64(u->init_seed ^ GOLDEN));
-    uint64_t r = splitmix64(stream + (uint64_t)(j + 1) * GOLDEN);
+    uint64_t stream = psi_mix64(key ^ psi_mix64(u->init_seed ^ GOLDEN));
+    uint64_t r = splitpsi_mix64(stream + (uint64_t)(j + 1) * GOLDEN);
     double unit = (double)(r >> 11) * 0x1p-53;
     return u->init_scale * (2.0 * unit - 1.0);
 }

@@ -66,6 +66,18 @@ static inline uint64_t psi_get_u64(const uint8_t *p)
     return v;
 }
 
+/* The murmur3 64-bit finalizer: every input bit flips about half the output
+ * bits (hash-table slots, per-key seeded initial values). */
+static inline uint64_t psi_mix64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return k;
+}
+
 /* 32-bit FNV-1a of a NUL-terminated name; never 0 (ids of tables and
  * remote functions, derived the same way on every node). */
 static inline uint32_t psi_name_id(const char *name)
