@@ -109,6 +109,10 @@ typedef struct ps_task_opts {
     int ndeps;
     void (*done)(ps_table *t, int64_t ts, int status, void *arg); /* completion */
     void *arg;
+    /* Override the table's filters for this request: "" or "none" sends it
+     * unfiltered; otherwise a spec of stateless filters (zstd, fp16, int8).
+     * NULL: the table's chain.  Not for remote calls. */
+    const char *filters;
 } ps_task_opts;
 
 /*

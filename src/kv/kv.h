@@ -109,6 +109,7 @@ struct kv_req {
     uint32_t *lens;    /* variable-length push: lengths in sorted order */
     size_t *voffs;     /* ... and element offsets of each key in vals (n + 1) */
     ps_var_vals *vout; /* variable-length pull: the caller's result */
+    psi_chain *chain;  /* this request's own filters (ps_task_opts.filters), or NULL */
     kv_slice *slices;
     int nslices, pending;
     int status;

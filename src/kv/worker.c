@@ -62,6 +62,7 @@ static void req_free(kv_req *r)
     free(r->perm);
     free(r->lens);
     free(r->voffs);
+    psi_chain_free(r->chain);
     free(r);
 }
 
@@ -355,7 +356,7 @@ static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
     m->on_free = buf_unref;
     m->on_free_arg = s->buf;
     psi_kv_count_sent(r->t, m, 0);
-    if (psi_chain_encode(r->t->chain, s->server, m) != 0) {
+    if (psi_chain_encode(r->chain ? r->chain : r->t->chain, s->server, m) != 0) {
         psi_msg_free(m); /* resent, encoded again, on the next tick */
         return NULL;
     }
@@ -436,6 +437,22 @@ static void on_done(void *arg, int64_t ts, int status)
     free(u);
 }
 
+/* The chain of a per-request filter override: stateless filters only
+ * (keycache and sigmod keep state per table). */
+static int request_chain(ps_table *t, const char *spec, psi_chain **out)
+{
+    double sigmod;
+    const char *s = strcmp(spec, "none") == 0 ? "" : spec;
+    int rv = psi_chain_new(s, t->opts.dtype, out, &sigmod);
+    if (rv == 0 && (sigmod > 0 || strstr(s, "keycache"))) {
+        PSI_ERROR("table %s: a request's filters cannot use keycache or sigmod", t->name);
+        psi_chain_free(*out);
+        *out = NULL;
+        rv = PS_ERR_INVAL;
+    }
+    return rv;
+}
+
 /* var_api: called through ps_push_var / ps_pull_var. */
 static int64_t submit(ps_table *t, unsigned flags, int var_api, const uint64_t *keys, size_t n,
                       const uint32_t *lens, const void *push, void *pull,
@@ -456,6 +473,10 @@ static int64_t submit(ps_table *t, unsigned flags, int var_api, const uint64_t *
     }
     kv_req *r = req_prepare(t, flags, keys, n, lens, push, pull, &rv);
     if (!r) return rv;
+    if (o && o->filters && (rv = request_chain(t, o->filters, &r->chain)) != 0) {
+        req_free(r);
+        return rv;
+    }
     user_done *u = NULL;
     if (o && o->done) {
         if (!(u = malloc(sizeof(*u)))) {

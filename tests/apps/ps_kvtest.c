@@ -398,6 +398,16 @@ static void run_filters(int argc, char **argv)
                (unsigned long long)x.bytes_sent_raw, (unsigned long long)x.bytes_sent_wire,
                (unsigned long long)x.keys_sent, (unsigned long long)x.keys_filtered,
                (unsigned long long)x.filter_errors);
+        ps_traffic a, b;
+        ps_table_traffic(t, &a);
+        ps_task_opts none = {.filters = "none"}, kc = {.filters = "keycache"};
+        rv = ps_wait(t, ps_push(t, keys, N, v, &none));
+        ps_table_traffic(t, &b);
+        CHECK(rv == 0 && b.bytes_sent_wire - a.bytes_sent_wire == b.bytes_sent_raw - a.bytes_sent_raw,
+              "per-request override: none", "status %d, %llu wire vs %llu raw bytes", rv,
+              (unsigned long long)(b.bytes_sent_wire - a.bytes_sent_wire),
+              (unsigned long long)(b.bytes_sent_raw - a.bytes_sent_raw));
+        CHECK(ps_push(t, keys, N, v, &kc) == PS_ERR_INVAL, "per-request keycache refused", "-");
         ps_table_set_keep(k, keep_even, NULL);
         rv = ps_wait(k, ps_push(k, keys, 100, v, NULL));
         ps_barrier(PS_GROUP_WORKERS);

@@ -41,16 +41,16 @@ run dense 6 dense
 [ "$(grep -c 'server dense bytes [1-9]' "$TMP/dense.log")" = 2 ] || fail "the dense range is not spread over both servers"
 # Filters: lossless chains give exact sums and cut the bytes on the wire;
 # lossy ones stay within their bounds; sigmod is exact once flushed.
-run filters-none 18 filters --spec ""
-run filters-lossless 18 filters --spec "keycache,zstd"
+run filters-none 24 filters --spec ""
+run filters-lossless 24 filters --spec "keycache,zstd"
 wire=$(grep -m1 -o 'traffic raw [0-9]* wire [0-9]*' "$TMP/filters-lossless.log" | awk '{print $5 / $3}')
 awk -v r="$wire" 'BEGIN { exit !(r < 0.5) }' || fail "keycache+zstd sent $wire of the raw bytes"
-run filters-fp16 18 filters --spec "fp16" --tol 0.002
-run filters-int8 18 filters --spec "int8" --tol 0.05
-run filters-sigmod 18 filters --spec "sigmod=2"
-run filters-all 18 filters --spec "keycache,zstd,int8,sigmod=0.5" --tol 0.05
+run filters-fp16 24 filters --spec "fp16" --tol 0.002
+run filters-int8 24 filters --spec "int8" --tol 0.05
+run filters-sigmod 24 filters --spec "sigmod=2"
+run filters-all 24 filters --spec "keycache,zstd,int8,sigmod=0.5" --tol 0.05
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,reorder=0.1,seed=13" \
-  run filters-faults 18 filters --spec "keycache,zstd"
+  run filters-faults 24 filters --spec "keycache,zstd"
 out=$(timeout 60 "$PS_BIN/psrun" -q --stats -s 1 -w 1 --timeout 50 -- "$PS_BIN/ps_kvtest" filters --spec zstd 2>&1) ||
   fail "psrun --stats: $out"
 [ "$(echo "$out" | grep -c '^\[[a-z0-9 ]*\] stats table filtered: sent')" = 3 ] || fail "psrun --stats: no summary per node"
