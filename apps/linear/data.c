@@ -1,7 +1,7 @@
 /*
  * data.c -- the data pipeline of pslinear (data.h): read one shard of a
- * libsvm, flights-TSV or text file into sparse examples held in flat CSR
- * arrays, and collect the distinct keys a worker pulls weights for.
+ * libsvm, flights-TSV, Criteo-TSV or text file into sparse examples in a
+ * lin_data (the container, distinct keys and export are keys.c).
  *
  * Design: a lin_reader owns a FILE positioned at the first line start of its
  * byte range and reads whole lines with getline until the next line would
@@ -9,13 +9,9 @@
  * the shard in which they start.  Each line goes through the parser of its
  * format (a table, one function per format), which tokenizes the line in
  * place and leaves the example's features in the reader's scratch arrays;
- * the caller of the parser appends them to the lin_data, whose arrays grow by
- * doubling.  Values are stored only once some value differs from 1, so binary
- * data (flights, text) costs 8 bytes per feature.  Line numbers are needed
- * only for messages, so the lines before the shard are counted only when the
- * first bad line is reported.  Distinct keys go through an open-addressing
- * hash set, which stays small (the model, not the data) while the data has
- * millions of entries.
+ * the caller of the parser appends them with lin_data_append.  Line numbers
+ * are needed only for messages, so the lines before the shard are counted
+ * only when the first bad line is reported.
  *
  * It must never read past its shard's last line nor skip a line that starts
  * inside its range, and never leave *out inconsistent: after any return,
@@ -156,9 +152,29 @@ static int push_feat(lin_reader *r, uint64_t key, float val)
     return 0;
 }
 
+/* Push the binary feature keyed by the hash of the concatenation of the n
+ * strings parts[0..n), joined in r->buf. */
+static int push_joined(lin_reader *r, const char *const *parts, int n)
+{
+    size_t len = 0, need = 0;
+
+    for (int i = 0; i < n; i++) need += strlen(parts[i]);
+    if (need > r->buf_cap) {
+        size_t c = next_cap(r->buf_cap, need);
+        if (resize((void **)&r->buf, c, 1) != 0) return PS_ERR_NOMEM;
+        r->buf_cap = c;
+    }
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(parts[i]);
+        memcpy(r->buf + len, parts[i], l);
+        len += l;
+    }
+    return push_feat(r, ps_hash_bytes(r->buf, len), 1.0f);
+}
+
 uint64_t lin_bias_key(void) { return ps_hash_bytes("bias", 4); }
 
-/* ---- the three formats ---------------------------------------------------- */
+/* ---- the four formats ----------------------------------------------------- */
 
 static int parse_libsvm(lin_reader *r, char *s, float *label)
 {
@@ -264,19 +280,61 @@ static int parse_text(lin_reader *r, char *s, float *label)
     if (tab == NULL) return bad(r, "missing tab after the label");
     *tab = '\0';
     if (parse_label(s, label) != 0) return bad(r, "bad label '%.32s'", s);
-    for (w = strtok_r(tab + 1, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
-        size_t len = strlen(w);
-        if (len + 2 > r->buf_cap) {
-            if (resize((void **)&r->buf, next_cap(r->buf_cap, len + 2), 1) != 0) return PS_ERR_NOMEM;
-            r->buf_cap = next_cap(r->buf_cap, len + 2);
-        }
-        memcpy(r->buf, "w=", 2);
-        memcpy(r->buf + 2, w, len);
-        if ((rv = push_feat(r, ps_hash_bytes(r->buf, len + 2), 1.0f)) != 0) return rv;
-    }
+    for (w = strtok_r(tab + 1, " \t", &save); w; w = strtok_r(NULL, " \t", &save))
+        if ((rv = push_joined(r, (const char *const[]){"w=", w}, 2)) != 0) return rv;
     if ((rv = push_feat(r, lin_bias_key(), 1.0f)) != 0) return rv;
     unique_feats(r);
     return 0;
+}
+
+/* Criteo TSV: label, integer columns I1..I13, categorical columns C1..C26;
+ * an empty field is a missing value.  The crosses (1-based C numbers) are
+ * "C1=a&C2=b", skipped when either side is missing. */
+enum { CRITEO_NI = 13, CRITEO_NC = 26, CRITEO_FIELDS = 1 + CRITEO_NI + CRITEO_NC };
+static const unsigned char criteo_cross[][2] = {{1, 2}, {3, 4}, {5, 6}};
+
+/* Integer field s (optional '-', digits) -> its bucket: v if v <= 2, else
+ * floor(log(v)^2).  -1 if s is not an integer. */
+static int criteo_bucket(const char *s, long long *out)
+{
+    char *end;
+    long long v;
+
+    if (!((s[0] >= '0' && s[0] <= '9') || (s[0] == '-' && s[1] >= '0' && s[1] <= '9'))) return -1;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (*end != '\0' || errno == ERANGE) return -1;
+    *out = v <= 2 ? v : (long long)floor(log((double)v) * log((double)v));
+    return 0;
+}
+
+static int parse_criteo(lin_reader *r, char *s, float *label)
+{
+    char *f[CRITEO_FIELDS], name[32], cross[16];
+    int n = split_tabs(s, f, CRITEO_FIELDS), rv;
+    long long b;
+
+    if (n != CRITEO_FIELDS) return bad(r, "expected %d tab-separated fields, got %d", CRITEO_FIELDS, n);
+    if (parse_label(f[0], label) != 0) return bad(r, "bad label '%.32s'", f[0]);
+    for (int i = 1; i <= CRITEO_NI; i++) {
+        if (f[i][0] == '\0') continue;
+        if (criteo_bucket(f[i], &b) != 0) return bad(r, "bad I%d '%.32s' (want an integer)", i, f[i]);
+        snprintf(name, sizeof(name), "I%d=%lld", i, b);
+        if ((rv = push_joined(r, (const char *const[]){name}, 1)) != 0) return rv;
+    }
+    for (int j = 1; j <= CRITEO_NC; j++) {
+        if (f[CRITEO_NI + j][0] == '\0') continue;
+        snprintf(name, sizeof(name), "C%d=", j);
+        if ((rv = push_joined(r, (const char *const[]){name, f[CRITEO_NI + j]}, 2)) != 0) return rv;
+    }
+    for (size_t k = 0; k < sizeof(criteo_cross) / sizeof(criteo_cross[0]); k++) {
+        const char *a = f[CRITEO_NI + criteo_cross[k][0]], *c = f[CRITEO_NI + criteo_cross[k][1]];
+        if (a[0] == '\0' || c[0] == '\0') continue;
+        snprintf(name, sizeof(name), "C%d=", criteo_cross[k][0]);
+        snprintf(cross, sizeof(cross), "&C%d=", criteo_cross[k][1]);
+        if ((rv = push_joined(r, (const char *const[]){name, a, cross, c}, 4)) != 0) return rv;
+    }
+    return push_feat(r, lin_bias_key(), 1.0f);
 }
 
 static const struct {
@@ -286,6 +344,7 @@ static const struct {
     [LIN_FMT_LIBSVM] = {"libsvm", parse_libsvm},
     [LIN_FMT_FLIGHTS] = {"flights", parse_flights},
     [LIN_FMT_TEXT] = {"text", parse_text},
+    [LIN_FMT_CRITEO] = {"criteo", parse_criteo},
 };
 #define NFORMATS ((int)(sizeof(formats) / sizeof(formats[0])))
 
@@ -300,83 +359,6 @@ int lin_format_parse(const char *name, lin_format *out)
 const char *lin_format_name(lin_format fmt)
 {
     return (int)fmt >= 0 && (int)fmt < NFORMATS ? formats[fmt].name : "?";
-}
-
-/* ---- lin_data ---------------------------------------------------------------- */
-
-void lin_data_init(lin_data *d) { memset(d, 0, sizeof(*d)); }
-
-void lin_data_clear(lin_data *d)
-{
-    d->n = d->nnz = 0;
-    d->lines = d->bad_lines = 0;
-}
-
-void lin_data_free(lin_data *d)
-{
-    free(d->labels);
-    free(d->offsets);
-    free(d->keys);
-    free(d->vals);
-    lin_data_init(d);
-}
-
-void lin_data_example(const lin_data *d, size_t i, lin_example *ex)
-{
-    uint64_t a = d->offsets[i];
-
-    ex->label = d->labels[i];
-    ex->nfeat = (uint32_t)(d->offsets[i + 1] - a);
-    ex->keys = d->keys + a;
-    ex->vals = d->vals ? d->vals + a : NULL;
-}
-
-/* Room for one more example of nf features.  A cap grows only once every
- * array it sizes has grown, so a failure leaves d consistent. */
-static int reserve(lin_data *d, size_t nf)
-{
-    if (d->n + 1 > d->cap_n) {
-        size_t c = next_cap(d->cap_n, d->n + 1);
-        if (resize((void **)&d->labels, c, sizeof(float)) != 0 ||
-            resize((void **)&d->offsets, c + 1, sizeof(uint64_t)) != 0)
-            return PS_ERR_NOMEM;
-        d->cap_n = c;
-    }
-    if (d->nnz + nf > d->cap_nnz) {
-        size_t c = next_cap(d->cap_nnz, d->nnz + nf);
-        if (resize((void **)&d->keys, c, sizeof(uint64_t)) != 0 ||
-            (d->vals && resize((void **)&d->vals, c, sizeof(float)) != 0))
-            return PS_ERR_NOMEM;
-        d->cap_nnz = c;
-    }
-    return 0;
-}
-
-/* Store values from now on: every entry so far was 1. */
-static int start_vals(lin_data *d)
-{
-    float *v = malloc((d->cap_nnz ? d->cap_nnz : 1) * sizeof(*v));
-
-    if (v == NULL) return PS_ERR_NOMEM;
-    for (size_t i = 0; i < d->nnz; i++) v[i] = 1.0f;
-    d->vals = v;
-    return 0;
-}
-
-static int append(lin_data *d, float label, const uint64_t *k, const float *v, size_t nf)
-{
-    int rv;
-
-    if ((rv = reserve(d, nf)) != 0) return rv;
-    for (size_t i = 0; i < nf && d->vals == NULL; i++)
-        if (v[i] != 1.0f && (rv = start_vals(d)) != 0) return rv;
-    memcpy(d->keys + d->nnz, k, nf * sizeof(*k));
-    if (d->vals) memcpy(d->vals + d->nnz, v, nf * sizeof(*v));
-    d->offsets[d->n] = d->nnz;
-    d->labels[d->n++] = label;
-    d->nnz += nf;
-    d->offsets[d->n] = d->nnz;
-    return 0;
 }
 
 /* ---- the reader ------------------------------------------------------------------ */
@@ -452,7 +434,7 @@ static int take_line(lin_reader *r, size_t len, lin_data *out, char *err, size_t
     else
         rv = formats[r->fmt].parse(r, s, &label);
     if (rv > 0) return bad_line(r, out, err, errcap);
-    if (rv < 0 || (rv = append(out, label, r->fk, r->fv, r->fn)) != 0) {
+    if (rv < 0 || (rv = lin_data_append(out, label, r->fk, r->fv, r->fn)) != 0) {
         set_err(err, errcap, "%s: %s", r->path, ps_strerror(rv));
         return rv;
     }
@@ -572,182 +554,4 @@ int lin_data_load(const char *path, lin_format fmt, int shard, int nshards, int 
     rv = lin_reader_next(r, SIZE_MAX, out, err, errcap);
     lin_reader_close(r);
     return rv;
-}
-
-/* ---- distinct keys: an open-addressing hash map u64 -> u32 ---------------------- */
-
-typedef struct kmap {
-    uint64_t *keys;   /* 0 = empty slot; key 0 itself lives in has0/val0 */
-    uint32_t *vals;
-    unsigned bits;
-    size_t n;         /* nonzero keys stored */
-    int has0;
-    uint32_t val0;
-} kmap;
-
-static size_t kmap_slot(const kmap *m, uint64_t k)
-{
-    return (size_t)((k * 0x9E3779B97F4A7C15ull) >> (64 - m->bits));
-}
-
-static int kmap_init(kmap *m, unsigned bits)
-{
-    memset(m, 0, sizeof(*m));
-    m->bits = bits < 4 ? 4 : bits;
-    m->keys = calloc((size_t)1 << m->bits, sizeof(*m->keys));
-    m->vals = malloc(((size_t)1 << m->bits) * sizeof(*m->vals));
-    return m->keys && m->vals ? 0 : PS_ERR_NOMEM;
-}
-
-static void kmap_free(kmap *m)
-{
-    free(m->keys);
-    free(m->vals);
-}
-
-/* Slot of nonzero k: where it is, or the empty slot where it would go. */
-static size_t kmap_find(const kmap *m, uint64_t k)
-{
-    size_t mask = ((size_t)1 << m->bits) - 1, i = kmap_slot(m, k);
-
-    while (m->keys[i] != 0 && m->keys[i] != k) i = (i + 1) & mask;
-    return i;
-}
-
-static int kmap_grow(kmap *m)
-{
-    kmap bigger;
-    size_t cap = (size_t)1 << m->bits;
-
-    if (kmap_init(&bigger, m->bits + 1) != 0) return kmap_free(&bigger), PS_ERR_NOMEM;
-    for (size_t i = 0; i < cap; i++) {
-        if (m->keys[i] == 0) continue;
-        size_t j = kmap_find(&bigger, m->keys[i]);
-        bigger.keys[j] = m->keys[i];
-        bigger.vals[j] = m->vals[i];
-    }
-    bigger.n = m->n;
-    bigger.has0 = m->has0;
-    bigger.val0 = m->val0;
-    kmap_free(m);
-    *m = bigger;
-    return 0;
-}
-
-/* Insert k -> v unless k is there already. */
-static int kmap_put(kmap *m, uint64_t k, uint32_t v)
-{
-    size_t i;
-
-    if (k == 0) {
-        if (!m->has0) m->has0 = 1, m->val0 = v;
-        return 0;
-    }
-    if (2 * (m->n + 1) > ((size_t)1 << m->bits) && kmap_grow(m) != 0) return PS_ERR_NOMEM;
-    i = kmap_find(m, k);
-    if (m->keys[i] == 0) {
-        m->keys[i] = k;
-        m->vals[i] = v;
-        m->n++;
-    }
-    return 0;
-}
-
-static const uint32_t *kmap_get(const kmap *m, uint64_t k)
-{
-    size_t i;
-
-    if (k == 0) return m->has0 ? &m->val0 : NULL;
-    i = kmap_find(m, k);
-    return m->keys[i] == k ? &m->vals[i] : NULL;
-}
-
-int lin_data_unique_keys(const lin_data *d, uint64_t **keys, size_t *n)
-{
-    kmap m;
-    size_t cap, k = 0;
-    uint64_t *out;
-
-    *keys = NULL;
-    *n = 0;
-    if (kmap_init(&m, 10) != 0) return kmap_free(&m), PS_ERR_NOMEM;
-    for (size_t j = 0; j < d->nnz; j++)
-        if (kmap_put(&m, d->keys[j], 0) != 0) return kmap_free(&m), PS_ERR_NOMEM;
-    cap = (size_t)1 << m.bits;
-    if ((out = malloc((m.n + 1) * sizeof(*out))) == NULL) return kmap_free(&m), PS_ERR_NOMEM;
-    if (m.has0) out[k++] = 0;
-    for (size_t i = 0; i < cap; i++)
-        if (m.keys[i] != 0) out[k++] = m.keys[i];
-    kmap_free(&m);
-    qsort(out, k, sizeof(*out), cmp_u64);
-    *keys = out;
-    *n = k;
-    return 0;
-}
-
-int lin_data_columns(const lin_data *d, const uint64_t *uniq, size_t nuniq, uint32_t *cols)
-{
-    kmap m;
-    unsigned bits = 4;
-    int rv = 0;
-
-    if (nuniq > UINT32_MAX) return PS_ERR_INVAL;
-    while (((size_t)1 << bits) < 2 * nuniq) bits++;
-    if (kmap_init(&m, bits) != 0) return kmap_free(&m), PS_ERR_NOMEM;
-    for (size_t i = 0; i < nuniq && rv == 0; i++) rv = kmap_put(&m, uniq[i], (uint32_t)i);
-    for (size_t j = 0; j < d->nnz && rv == 0; j++) {
-        const uint32_t *c = kmap_get(&m, d->keys[j]);
-        if (c == NULL) rv = PS_ERR_NOTFOUND;
-        else cols[j] = *c;
-    }
-    kmap_free(&m);
-    return rv;
-}
-
-/* ---- export for other tools ------------------------------------------------------ */
-
-typedef struct lin_pair {
-    uint64_t idx;
-    float val;
-} lin_pair;
-
-static int cmp_pair(const void *a, const void *b)
-{
-    return cmp_u64(&((const lin_pair *)a)->idx, &((const lin_pair *)b)->idx);
-}
-
-/* One example as a libsvm line; p has room for its features. */
-static void write_example(const lin_example *ex, lin_pair *p, uint64_t mask, FILE *f)
-{
-    for (uint32_t j = 0; j < ex->nfeat; j++) {
-        p[j].idx = (ex->keys[j] & mask) + 1;
-        p[j].val = ex->vals ? ex->vals[j] : 1.0f;
-    }
-    qsort(p, ex->nfeat, sizeof(*p), cmp_pair);
-    fputs(ex->label > 0 ? "+1" : "-1", f);
-    for (uint32_t j = 0; j < ex->nfeat; j++) {
-        float v = p[j].val;
-        while (j + 1 < ex->nfeat && p[j + 1].idx == p[j].idx) v += p[++j].val;
-        fprintf(f, " %llu:%.9g", (unsigned long long)p[j].idx, (double)v);
-    }
-    fputc('\n', f);
-}
-
-int lin_data_write_libsvm(const lin_data *d, FILE *f, unsigned bits)
-{
-    lin_pair *p = NULL;
-    size_t cap = 0;
-    lin_example ex;
-
-    if (bits < 1 || bits > 63) return PS_ERR_INVAL;
-    for (size_t i = 0; i < d->n; i++) {
-        lin_data_example(d, i, &ex);
-        if (ex.nfeat > cap) {
-            cap = next_cap(cap, ex.nfeat);
-            if (resize((void **)&p, cap, sizeof(*p)) != 0) return free(p), PS_ERR_NOMEM;
-        }
-        write_example(&ex, p, ((uint64_t)1 << bits) - 1, f);
-    }
-    free(p);
-    return fflush(f) != 0 || ferror(f) ? PS_ERR_SYS : 0;
 }

@@ -22,6 +22,19 @@
  *                    binary: key = ps_hash_bytes("w=" word), each distinct
  *                    word once per example (keys of an example are sorted),
  *                    plus the bias key.
+ *   LIN_FMT_CRITEO   Criteo TSV: `label TAB I1 .. TAB I13 TAB C1 .. TAB C26`,
+ *                    40 fields, label 0 or 1 (as above), I1..I13 integers
+ *                    (optional '-', decimal digits, fits a long long),
+ *                    C1..C26 categorical (any bytes but tab, usually 8 hex
+ *                    digits); an empty field is a missing value and gives no
+ *                    feature.  Binary features: integer column i with value v
+ *                    -> ps_hash_bytes("I<i>=<b>") with the bucket b = v if
+ *                    v <= 2, else floor(log(v)^2) (e.g. "I1=3", "I2=-1");
+ *                    categorical column j -> "C<j>=<value>" (e.g.
+ *                    "C3=68fd1e64"); the crosses C1xC2, C3xC4 and C5xC6 ->
+ *                    "C1=a&C2=b" (only when both are present; the list is
+ *                    criteo_cross in data.c); and the bias key.  Keys are in
+ *                    that order, not sorted.
  * The bias key is ps_hash_bytes("bias"); no "field=value" string equals it.
  *
  * Sharding: shard s of n owns the lines that START in the byte range
@@ -44,6 +57,7 @@ typedef enum lin_format {
     LIN_FMT_LIBSVM = 0,
     LIN_FMT_FLIGHTS = 1,
     LIN_FMT_TEXT = 2,
+    LIN_FMT_CRITEO = 3,
 } lin_format;
 
 /* One example, pointing into a lin_data (valid until that data changes). */
@@ -70,7 +84,8 @@ typedef struct lin_data {
 /* A shard being read (opaque). */
 typedef struct lin_reader lin_reader;
 
-/* "libsvm" (or "svmlight"), "flights", "text" -> *out; PS_ERR_INVAL if unknown. */
+/* "libsvm" (or "svmlight"), "flights", "text", "criteo" -> *out;
+ * PS_ERR_INVAL if unknown. */
 int lin_format_parse(const char *name, lin_format *out);
 const char *lin_format_name(lin_format fmt);
 uint64_t lin_bias_key(void);
@@ -91,12 +106,19 @@ int lin_reader_open(const char *path, lin_format fmt, int shard, int nshards, in
 int lin_reader_next(lin_reader *r, size_t max, lin_data *out, char *err, size_t errcap);
 void lin_reader_close(lin_reader *r);
 
+/* ---- the container (keys.c) ---- */
+
 void lin_data_init(lin_data *d);
 /* Drop the examples and counters, keep the memory. */
 void lin_data_clear(lin_data *d);
 void lin_data_free(lin_data *d);
 /* Example i (< d->n) as pointers into d. */
 void lin_data_example(const lin_data *d, size_t i, lin_example *ex);
+/* Append an example of nf features (keys copied; vals NULL: every value 1).
+ * 0 or PS_ERR_NOMEM, after which d is unchanged but for its capacity. */
+int lin_data_append(lin_data *d, float label, const uint64_t *keys, const float *vals, size_t nf);
+
+/* ---- distinct keys and export (keys.c) ---- */
 
 /* The sorted distinct keys of d in a new array *keys (caller frees), *n of
  * them: the keys whose weights a worker pulls. */

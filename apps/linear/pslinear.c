@@ -64,7 +64,7 @@ static void usage(FILE *f)
         "       pslinear --predict --model PATH --test PATH [--format F] [--json]\n"
         "       pslinear --export-libsvm OUT --train PATH [--format F] [--bits 24]\n\n"
         "L1/L2-regularized logistic regression on a libps cluster.\n"
-        "  --format F        flights | text | libsvm (default libsvm)\n"
+        "  --format F        flights | text | libsvm | criteo (default libsvm)\n"
         "  --algo A          bpg (block proximal gradient, default) | ftrl | sgd\n"
         "  --l1 X, --l2 X    regularization; bpg: of the mean loss (default l1 = 1/N,\n"
         "                    liblinear -c 1), ftrl/sgd: per example (default l1 = 1)\n"

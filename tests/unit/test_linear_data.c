@@ -1,15 +1,17 @@
 /*
- * test_linear_data.c -- unit tests of apps/linear/data.c, the data pipeline
- * of pslinear: each format (libsvm, flights TSV, text) parses to the
- * expected labels, keys and values; the shards 0..k-1 of a file read every
- * line exactly once and in order for k = 1..7 (lines crossing boundaries, no
- * trailing newline, CRLF, blank lines, tiny files); bad lines give
+ * test_linear_data.c -- unit tests of apps/linear/data.c and keys.c, the
+ * data pipeline of pslinear: each format (libsvm, flights TSV, Criteo TSV,
+ * text) parses to the expected labels, keys and values; the shards 0..k-1 of
+ * a file read every line exactly once and in order for k = 1..7 (lines
+ * crossing boundaries, no trailing newline, CRLF, blank lines, tiny files;
+ * Criteo lines with missing values for k = 1..5); bad lines give
  * "file:line: what" or are skipped and counted; empty files; streaming in
- * chunks equals loading at once; distinct keys are sorted and unique and
- * lin_data_columns maps every entry to its key's position.
+ * chunks equals loading at once; lin_data_append; distinct keys are sorted
+ * and unique and lin_data_columns maps every entry to its key's position.
  *
- * data.c is compiled into this test (the app folder builds into its own
- * executable).  Fixtures are written into a fresh temporary directory.
+ * data.c and keys.c are compiled into this test (the app folder builds into
+ * its own executable).  Fixtures are written into a fresh temporary
+ * directory.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +26,7 @@
 
 #include "../../apps/linear/data.h"
 #include "../../apps/linear/data.c"
+#include "../../apps/linear/keys.c"
 
 static char tmpdir[256];
 static char errbuf[512];
@@ -186,6 +189,148 @@ static void test_format_names(void **state)
     assert_int_equal(f, LIN_FMT_LIBSVM);
     assert_int_equal(lin_format_parse("csv", &f), PS_ERR_INVAL);
     assert_string_equal(lin_format_name(LIN_FMT_TEXT), "text");
+    assert_int_equal(lin_format_parse("criteo", &f), 0);
+    assert_int_equal(f, LIN_FMT_CRITEO);
+    assert_string_equal(lin_format_name(LIN_FMT_CRITEO), "criteo");
+}
+
+/* ---- Criteo TSV ---------------------------------------------------------------- */
+
+/* A Criteo line: label, then 39 fields (NULL = missing), tab separated. */
+static size_t criteo_line(char *out, const char *label, const char *const *fields)
+{
+    size_t len = (size_t)sprintf(out, "%s", label);
+
+    for (int i = 0; i < 39; i++) len += (size_t)sprintf(out + len, "\t%s", fields[i] ? fields[i] : "");
+    return len;
+}
+
+static void test_criteo(void **state)
+{
+    /* I1..I13, then C1..C26 (fields 13..38). */
+    const char *f[39] = {"0", "1", "2", "3", "100", "-1", NULL, "5", NULL, NULL, NULL, NULL, "1000000",
+                         "68fd1e64", "80e26c9b", NULL, "fb936136", "7b4723c4", "25c83c98"};
+    const char *none[39] = {NULL};
+    const char *want[] = {"I1=0", "I2=1", "I3=2", "I4=1", "I5=21", "I6=-1", "I8=2", "I13=190",
+                          "C1=68fd1e64", "C2=80e26c9b", "C4=fb936136", "C5=7b4723c4",
+                          "C6=25c83c98", "C26=deadbeef", "C1=68fd1e64&C2=80e26c9b",
+                          "C5=7b4723c4&C6=25c83c98", "bias"};
+    enum { NWANT = sizeof(want) / sizeof(want[0]) };
+    char text[2048];
+    size_t len;
+    lin_data d;
+    lin_example ex;
+
+    f[38] = "deadbeef";
+    len = criteo_line(text, "1", f);
+    len += (size_t)sprintf(text + len, "\n\n");
+    len += criteo_line(text + len, "0", none);
+    len += (size_t)sprintf(text + len, "\r\n");
+    f[0] = "9223372036854775807";
+    len += criteo_line(text + len, "-1", f);          /* no trailing newline */
+    load_ok(fixture_n("c.tsv", text, len), LIN_FMT_CRITEO, 0, 1, &d);
+    assert_int_equal(d.n, 3);
+    assert_int_equal(d.lines, 4);
+    assert_null(d.vals);
+    lin_data_example(&d, 0, &ex);
+    assert_true(ex.label == 1);
+    assert_int_equal(ex.nfeat, NWANT);
+    for (int i = 0; i < NWANT; i++)
+        if (ex.keys[i] != hs(want[i])) fail_msg("feature %d is not %s", i, want[i]);
+    lin_data_example(&d, 1, &ex);                     /* every value missing: bias only */
+    assert_true(ex.label == 0 && ex.nfeat == 1 && ex.keys[0] == lin_bias_key());
+    lin_data_example(&d, 2, &ex);
+    assert_true(ex.label == 0 && ex.nfeat == NWANT && ex.keys[0] == hs("I1=1906"));
+    lin_data_free(&d);
+}
+
+/* Shards 0..k-1 of a Criteo file, concatenated, equal the whole file. */
+static void test_criteo_shards(void **state)
+{
+    static char buf[1 << 18];
+    size_t len = 0;
+    uint64_t x = 99;
+    lin_data all, d;
+
+    for (int i = 0; i < 150; i++) {
+        char vals[39][24];
+        const char *f[39];
+        for (int j = 0; j < 39; j++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            if ((x >> 60) < 5) f[j] = NULL;                         /* missing */
+            else if (j < 13) sprintf(vals[j], "%lld", (long long)(x >> 40) % 5000 - 3), f[j] = vals[j];
+            else sprintf(vals[j], "%08llx", (unsigned long long)(x >> 32)), f[j] = vals[j];
+        }
+        len += criteo_line(buf + len, i % 3 ? "0" : "1", f);
+        len += (size_t)sprintf(buf + len, i % 17 == 4 ? "\n\n" : "\n");
+    }
+    const char *p = fixture_n("cs.tsv", buf, len);
+    load_ok(p, LIN_FMT_CRITEO, 0, 1, &all);
+    assert_int_equal(all.n, 150);
+    for (int k = 1; k <= 5; k++) {
+        size_t n = 0, nnz = 0;
+        for (int s = 0; s < k; s++) {
+            load_ok(p, LIN_FMT_CRITEO, s, k, &d);
+            if (n + d.n > all.n) fail_msg("k=%d: too many examples", k);
+            assert_memory_equal(d.labels, all.labels + n, d.n * sizeof(float));
+            assert_memory_equal(d.keys, all.keys + nnz, d.nnz * sizeof(uint64_t));
+            for (size_t i = 0; i <= d.n; i++) assert_true(d.offsets[i] + nnz == all.offsets[n + i]);
+            n += d.n;
+            nnz += d.nnz;
+            lin_data_free(&d);
+        }
+        if (n != all.n || nnz != all.nnz) fail_msg("k=%d: %zu of %zu examples", k, n, all.n);
+    }
+    lin_data_free(&all);
+}
+
+static void test_criteo_bad_lines(void **state)
+{
+    const char *f[39] = {"1", NULL};
+    char ok[512], text[2048];
+    struct {
+        const char *label, *i3, *c26;
+        int cut;
+        const char *what;
+    } cases[] = {
+        {"1", "1.5", NULL, 0, "bad I3 '1.5' (want an integer)"},
+        {"1", "abc", NULL, 0, "bad I3 'abc'"},
+        {"1", "-", NULL, 0, "bad I3 '-'"},
+        {"1", "+3", NULL, 0, "bad I3 '+3'"},
+        {"1", " 3", NULL, 0, "bad I3 ' 3'"},
+        {"1", "99999999999999999999", NULL, 0, "bad I3"},
+        {"2", NULL, NULL, 0, "bad label '2'"},
+        {"", NULL, NULL, 0, "bad label ''"},
+        {"1", NULL, "x\textra", 0, "expected 40 tab-separated fields, got 41"},
+        {"1", NULL, NULL, 1, "expected 40 tab-separated fields, got 39"},
+    };
+
+    criteo_line(ok, "1", f);
+
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        const char *g[39] = {"1", NULL};
+        size_t len = (size_t)sprintf(text, "%s\n\n", ok);
+        g[2] = cases[c].i3;
+        g[38] = cases[c].c26;
+        len += criteo_line(text + len, cases[c].label, g);
+        if (cases[c].cut) while (text[--len] != '\t') {}   /* drop the last field */
+        len += (size_t)sprintf(text + len, "\n%s\n", ok);
+        load_bad_n(text, len, LIN_FMT_CRITEO, 3, cases[c].what);
+    }
+    load_bad("1\t2\t3\n", LIN_FMT_CRITEO, 1, "got 3");
+
+    /* skip_bad: the bad lines are counted, the good ones kept. */
+    size_t len = (size_t)sprintf(text, "%s\nbad\n%s\n", ok, ok);
+    f[0] = "x";
+    len += criteo_line(text + len, "0", f);
+    len += (size_t)sprintf(text + len, "\n");
+    lin_data d;
+    const char *p = fixture_n("cskip.tsv", text, len);
+    assert_int_equal(lin_data_load(p, LIN_FMT_CRITEO, 0, 1, 1, &d, errbuf, sizeof(errbuf)), 0);
+    assert_int_equal(d.n, 2);
+    assert_int_equal(d.bad_lines, 2);
+    assert_non_null(strstr(errbuf, ":2: expected 40 tab-separated fields, got 1"));
+    lin_data_free(&d);
 }
 
 /* ---- shards ------------------------------------------------------------------- */
@@ -379,6 +524,35 @@ static void test_bad_arguments(void **state)
     lin_data_free(&d);
 }
 
+/* ---- the container ---------------------------------------------------------- */
+
+static void test_append(void **state)
+{
+    uint64_t k1[] = {4, 5}, k2[] = {6};
+    float v2[] = {2.5f};
+    lin_data d;
+    lin_example ex;
+
+    lin_data_init(&d);
+    assert_int_equal(lin_data_append(&d, 1, k1, NULL, 2), 0);
+    assert_null(d.vals);
+    assert_int_equal(lin_data_append(&d, 0, NULL, NULL, 0), 0);
+    assert_int_equal(lin_data_append(&d, 0, k2, v2, 1), 0);
+    assert_non_null(d.vals);
+    assert_int_equal(d.n, 3);
+    assert_int_equal(d.nnz, 3);
+    lin_data_example(&d, 0, &ex);
+    assert_true(ex.label == 1 && ex.nfeat == 2 && ex.keys[1] == 5 && ex.vals[1] == 1.0f);
+    lin_data_example(&d, 1, &ex);
+    assert_int_equal(ex.nfeat, 0);
+    lin_data_example(&d, 2, &ex);
+    assert_true(ex.keys[0] == 6 && ex.vals[0] == 2.5f);
+    assert_int_equal(lin_data_append(&d, 1, k1, NULL, 2), 0);  /* vals NULL once values are stored */
+    lin_data_example(&d, 3, &ex);
+    assert_true(ex.vals[0] == 1.0f && ex.vals[1] == 1.0f);
+    lin_data_free(&d);
+}
+
 /* ---- distinct keys ------------------------------------------------------------ */
 
 static void test_unique_keys_sorted_and_columns(void **state)
@@ -474,6 +648,9 @@ int main(void)
         cmocka_unit_test(test_flights),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_format_names),
+        cmocka_unit_test(test_criteo),
+        cmocka_unit_test(test_criteo_shards),
+        cmocka_unit_test(test_criteo_bad_lines),
         cmocka_unit_test(test_shards_cover_every_line_once),
         cmocka_unit_test(test_shard_boundaries_at_every_byte),
         cmocka_unit_test(test_empty_files),
@@ -482,6 +659,7 @@ int main(void)
         cmocka_unit_test(test_bad_line_number_is_absolute_in_a_shard),
         cmocka_unit_test(test_skip_bad_counts),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_append),
         cmocka_unit_test(test_unique_keys_sorted_and_columns),
         cmocka_unit_test(test_unique_keys_many),
         cmocka_unit_test(test_unique_keys_empty),
