@@ -173,7 +173,8 @@ static long default_poll_us(const po_config *c)
     long ncpu = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
     psi_split_hostport(c->sched_addr, host, sizeof(host), &port);
     int local = strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
-    return !local || 1 + c->nservers + c->nworkers <= ncpu ? 30 : 0;
+    /* the scheduler sleeps between control messages: count servers and workers */
+    return !local || c->nservers + c->nworkers <= ncpu ? 30 : 0;
 }
 
 static int parse_config(po_config *c)
