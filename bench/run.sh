@@ -28,10 +28,14 @@
 #
 # Every measurement runs BENCH_REPEAT times (default 3) and the run with the
 # median value is reported; all values are listed under the table, because
-# on a small shared machine single runs are noisy.
+# on a small shared machine single runs are noisy.  Runs during which other
+# processes used more than BENCH_QUIET_MAX percent (default 10) of the CPU
+# are marked, repeated (up to BENCH_TRIES runs, default 2 x BENCH_REPEAT)
+# and kept out of the median when undisturbed runs exist.
 #
 # Environment: PS_BIN (default build/bin) holds psrun and psbench;
-# BENCH_BUDGET; BENCH_REPEAT; BENCH_OUT (default bench/results/<time>);
+# BENCH_BUDGET; BENCH_REPEAT; BENCH_QUIET_MAX; BENCH_TRIES; BENCH_OUT
+# (default bench/results/<time>);
 # BENCH_SETTINGS (default "tcp default shm"; shm reuses default's
 # ucx_perftest numbers only when default ran first).
 # Never: kill a process by name, or leave a process it started running.
@@ -41,10 +45,16 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${PS_BIN:-$ROOT/build/bin}
 BUDGET=${BENCH_BUDGET:-900}
 REPEAT=${BENCH_REPEAT:-3}
+QUIET_MAX=${BENCH_QUIET_MAX:-10}
+TRIES=${BENCH_TRIES:-$((2 * REPEAT))}
 SETTINGS=${BENCH_SETTINGS:-tcp default shm}
 OUT=${BENCH_OUT:-$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
 START=$SECONDS
 PIDS=()
+QRUNS=()
+DRUNS=()
+ALL=""
+OTHER=0
 ROWS=()
 declare -A PT_CACHE PTALL_CACHE
 NOTES=()
@@ -87,18 +97,31 @@ setting_label() {
 # change ucx_perftest, so shm reuses default's.
 perftest_setting() { [[ $1 == shm ]] && echo default || echo "$1"; }
 
-# Percent of the machine's CPU time that was busy over the last half
-# second; run when nothing of ours runs, it is the load of other processes.
-cpu_busy() {
-    local a b
-    a=$(head -1 /proc/stat)
-    sleep 0.5
+# CPU time used by OTHER processes while one of our commands ran, in percent
+# of all cores: cpu_mark before the command, cpu_other after it (once the
+# command and everything it started has been waited for).  Other = the
+# machine's busy time (/proc/stat) less what this shell's reaped children
+# used (cutime + cstime of /proc/$$/stat: psrun reaps its nodes, timeout
+# reaps psrun or ucx_perftest, this shell reaps timeout).  Both count in
+# clock ticks.  A run during which others used more than QUIET_MAX percent
+# is "disturbed": it is listed with a * and left out of the median when at
+# least one undisturbed run exists, and it is run again (at most TRIES runs
+# in all, while the budget lasts) until REPEAT runs were undisturbed.
+cpu_mark() {
+    M_STAT=$(head -1 /proc/stat)
+    M_CHILD=$(awk '{print $16 + $17}' "/proc/$$/stat")
+}
+
+cpu_other() {
+    local b c
     b=$(head -1 /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN {
+    c=$(awk '{print $16 + $17}' "/proc/$$/stat")
+    awk -v a="$M_STAT" -v b="$b" -v dc="$((c - M_CHILD))" 'BEGIN {
         n = split(a, x); split(b, y); t = 0
-        for (i = 2; i <= n; i++) t += y[i] - x[i]
+        for (i = 2; i <= 9 && i <= n; i++) t += y[i] - x[i]
         idle = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%.0f", (t > 0 ? 100 * (t - idle) / t : 0) }'
+        o = t > 0 ? 100 * (t - idle - dc) / t : 0
+        printf "%.0f", (o < 0 ? 0 : o) }'
 }
 
 # ---- ports ---------------------------------------------------------------------
@@ -140,6 +163,7 @@ perftest() {
     ((lim > 0)) || { NOTES+=("ucx_perftest $name ($setting) skipped: time budget"); return 1; }
     port=$(free_port) || { NOTES+=("ucx_perftest $name ($setting): no free port"); return 1; }
     log=$OUT/perftest-$setting-$name
+    cpu_mark
     # shellcheck disable=SC2046
     env $(setting_env "$setting") timeout -k 5 "$lim" ucx_perftest -p "$port" \
         >"$log.server.txt" 2>&1 &
@@ -156,6 +180,9 @@ perftest() {
     rc=$?
     kill "$spid" 2>/dev/null
     wait "$spid" 2>/dev/null
+    OTHER=$(cpu_other)
+    BUSY+=("$OTHER")
+    echo "other processes used $OTHER% of the CPU during this run" >>"$log.txt"
     ((rc == 0)) || { NOTES+=("ucx_perftest $name ($setting) failed, rc $rc: see $log.txt"); return 1; }
     PT=$(awk '/^ +[0-9]+ +[0-9.]+ +[0-9.]+/ {line = $0} END {print line}' "$log.txt")
 }
@@ -172,14 +199,16 @@ psbench() {
     lim=$(limit 300)
     ((lim > 0)) || { NOTES+=("psbench $name ($setting) skipped: time budget"); return 1; }
     log=$OUT/psbench-$setting-$name.log
-    BUSY+=("$(cpu_busy)")
-    echo "CPU busy before (other processes): ${BUSY[-1]}%, loadavg $(cut -d' ' -f1-3 /proc/loadavg)" >"$log"
+    echo "loadavg before: $(cut -d' ' -f1-3 /proc/loadavg)" >"$log"
     echo "command: env $(setting_env "$setting") psrun -s 1 -w 1 -- psbench $* --json" >>"$log"
+    cpu_mark
     # shellcheck disable=SC2046
     env $(setting_env "$setting") timeout -k 10 "$lim" "$BIN/psrun" -s 1 -w 1 -- \
         "$BIN/psbench" "$@" --json >>"$log" 2>&1
     rc=$?
-    echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$log"
+    OTHER=$(cpu_other)
+    BUSY+=("$OTHER")
+    echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg); other processes used $OTHER% of the CPU during this run" >>"$log"
     sed -n 's/^\[\(worker 0\|server [0-9]*\)\] {/{"setting":"'"$setting"'","bench":"'"$name"'",/p' \
         "$log" >>"$OUT/results.jsonl"
     ((rc == 0)) || { NOTES+=("psbench $name ($setting) failed, rc $rc: see $log"); return 1; }
@@ -205,11 +234,29 @@ median_of() {
     printf '%s\n' "$@" | sort -g -k1,1 | awk '{a[NR] = $0} END {if (NR) {sub(/^[^ ]* /, "", a[int((NR + 1) / 2)]); print a[int((NR + 1) / 2)]}}'
 }
 
+# After a run with value V (OTHER set by it): add it to QRUNS (undisturbed)
+# or DRUNS (disturbed) with PAYLOAD, and to the list ALL ("V" or "V*").
+keep_run() {
+    local v=$1 payload=$2
+    if ((OTHER > QUIET_MAX)); then
+        DRUNS+=("$v $payload")
+        ALL+="${ALL:+, }$v*"
+    else
+        QRUNS+=("$v $payload")
+        ALL+="${ALL:+, }$v"
+    fi
+}
+
+# The median of the undisturbed runs, or of all runs when every one was.
+median_run() {
+    if ((${#QRUNS[@]})); then median_of "${QRUNS[@]}"; else median_of "${DRUNS[@]}"; fi
+}
+
 # perftest_median SETTING NAME COLUMN ARGS...: sets PT to the median run's
 # final line by COLUMN (2: latency p50, 6: overall bandwidth) and PTALL to
 # every run's value.
 perftest_median() {
-    local s name=$2 col=$3 runs=() i v key
+    local s name=$2 col=$3 i v key
     s=$(perftest_setting "$1")
     shift 3
     key="$s/$name/$*"
@@ -218,13 +265,14 @@ perftest_median() {
         PTALL=${PTALL_CACHE[$key]}
         return
     fi
-    PTALL=""
-    for ((i = 1; i <= REPEAT; i++)); do
+    QRUNS=() DRUNS=() ALL=""
+    for ((i = 1; i <= TRIES && ${#QRUNS[@]} < REPEAT; i++)); do
         perftest "$s" "$name.$i" "$@" || continue
         v=$(awk -v c="$col" '{print $c}' <<<"$PT")
-        [[ -n $v ]] && runs+=("$v $PT") && PTALL+="${PTALL:+, }$v"
+        [[ -n $v ]] && keep_run "$v" "$PT"
     done
-    PT=$(median_of "${runs[@]}")
+    PT=$(median_run)
+    PTALL=$ALL
     PT_CACHE[$key]=$PT
     PTALL_CACHE[$key]=$PTALL
 }
@@ -232,15 +280,16 @@ perftest_median() {
 # psbench_median SETTING NAME KEY ARGS...: sets J to the median run's JSON
 # by KEY, JN to that run's name and JALL to every run's KEY.
 psbench_median() {
-    local s=$1 name=$2 key=$3 runs=() i v
+    local s=$1 name=$2 key=$3 i v
     shift 3
-    JALL=""
-    for ((i = 1; i <= REPEAT; i++)); do
+    QRUNS=() DRUNS=() ALL=""
+    for ((i = 1; i <= TRIES && ${#QRUNS[@]} < REPEAT; i++)); do
         psbench "$s" "$name.$i" "$@" || continue
         v=$(jget "$key" "$J")
-        [[ -n $v ]] && runs+=("$v $name.$i $J") && JALL+="${JALL:+, }$v"
+        [[ -n $v ]] && keep_run "$v" "$name.$i $J"
     done
-    J=$(median_of "${runs[@]}")
+    J=$(median_run)
+    JALL=$ALL
     JN=${J%% *}
     J=${J#* }
 }
@@ -323,7 +372,8 @@ main() {
     echo "$(nproc) cores; load average $load0 at start, $(cut -d' ' -f1-3 /proc/loadavg) at end; $((SECONDS - START)) s."
     poll="unset, so the library default: 30 us when 1 + servers + workers <= usable cores ($(nproc) here; psrun -s 1 -w 1 starts 3 processes) or the scheduler is not on loopback, else 0"
     echo "PS_POLL_US: ${PS_POLL_US:-$poll}."
-    echo "CPU busy (other processes, % of all cores, sampled 0.5 s before each psbench run): ${BUSY[*]}."
+    echo "Other processes' CPU use during each run, % of all cores, in run order (perftest and psbench): ${BUSY[*]}."
+    echo "Runs marked * below had other processes above $QUIET_MAX% of the CPU (BENCH_QUIET_MAX); the table's medians leave them out when an undisturbed run exists."
     echo "Raw lines: $OUT/results.jsonl (psbench, servers) and $OUT/perftest-*.txt."
     for n in "${NOTES[@]}"; do echo "- $n"; done
 }
