@@ -386,10 +386,14 @@ static void run_filters(int argc, char **argv)
         ps_barrier(PS_GROUP_WORKERS);
         rv |= ps_wait(t, ps_pull(t, keys, N, got, NULL));
         double worst = 0, scale = 0.37 * 6 * ROUNDS * ps_num_workers();
+        int nbad = 0;
         for (int i = 0; i < N; i++) {
             double want = (double)v[i] * ROUNDS * ps_num_workers();
             worst = PSI_MAX(worst, fabs(got[i] - want) / scale);
+            if (fabs(got[i] - want) / scale > tol + 1e-6 && nbad++ < 3)
+                printf("key %d: got %g want %g (v %g)\n", i, (double)got[i], want, (double)v[i]);
         }
+        if (nbad) printf("%d keys wrong\n", nbad);
         CHECK(rv == 0 && worst <= tol + 1e-6, "filtered sums", "status %d, worst relative error %g "
               "(allowed %g)", rv, worst, tol);
         ps_traffic x;
@@ -398,6 +402,7 @@ static void run_filters(int argc, char **argv)
                (unsigned long long)x.bytes_sent_raw, (unsigned long long)x.bytes_sent_wire,
                (unsigned long long)x.keys_sent, (unsigned long long)x.keys_filtered,
                (unsigned long long)x.filter_errors);
+        ps_barrier(PS_GROUP_WORKERS); /* every worker has read its sums: push more */
         ps_traffic a, b;
         ps_table_traffic(t, &a);
         ps_task_opts none = {.filters = "none"}, kc = {.filters = "keycache"};
