@@ -192,7 +192,9 @@ typedef struct ps_traffic {
 } ps_traffic;
 int ps_table_traffic(ps_table *t, ps_traffic *out);
 
-/* Block until task `ts` finished; returns its status (0 or a ps_err). */
+/* Block until task `ts` finished; returns its status (0 or a ps_err).  It
+ * may return while that task's completion callback is still running on a
+ * library thread: do not free what the callback uses right after ps_wait. */
 int ps_wait(ps_table *t, int64_t ts);
 /* Block until every task of this table issued so far finished. */
 int ps_wait_all(ps_table *t);
