@@ -227,6 +227,14 @@ static int add_run(kv_slice *s, size_t begin, size_t end)
 /* Gather one slice's keys and values into its shared buffer. */
 /* Gather one slice's keys (and the caller's values, `uvals`, through the
  * permutation) into its shared buffer: the only copy a push makes. */
+/* Where a fixed-width slice's aux word (push sequence number or BSP
+ * iteration) lives: right after its values, so the payload is one region. */
+static uint8_t *slice_aux(const kv_req *r, const kv_slice *s)
+{
+    size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0;
+    return s->buf->data + s->nkeys * (8 + vb);
+}
+
 static int fill_buf(kv_req *r, kv_slice *s, const uint8_t *uvals)
 {
     if (r->t->var) {
@@ -235,7 +243,8 @@ static int fill_buf(kv_req *r, kv_slice *s, const uint8_t *uvals)
         return PS_OK;
     }
     size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0;
-    if (!(s->buf = buf_new(s->nkeys * (8 + vb)))) return PS_ERR_NOMEM;
+    /* keys, values, then the 8-byte aux (slice_aux): one contiguous region */
+    if (!(s->buf = buf_new(s->nkeys * (8 + vb) + 8))) return PS_ERR_NOMEM;
     uint8_t *k = s->buf->data, *v = k + s->nkeys * 8;
     for (size_t i = 0; i < s->nruns; i++) {
         size_t len = s->runs[i].end - s->runs[i].begin;
@@ -343,7 +352,7 @@ static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
         h->seg_len[PSI_SEG_VALS] = s->nkeys * r->t->vbytes;
         m->borrowed |= 1u << PSI_SEG_VALS;
     }
-    if ((r->flags & PSI_F_PUSH) || r->t->opts.bsp) {
+    if (r->t->var && ((r->flags & PSI_F_PUSH) || r->t->opts.bsp)) {
         /* push: its sequence number; BSP pull: the iteration to wait for */
         uint8_t seq[8];
         psi_put_u64(seq, (r->flags & PSI_F_PUSH) ? s->seq : s->iter);
@@ -351,6 +360,10 @@ static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
             psi_msg_free(m);
             return NULL;
         }
+    } else if ((r->flags & PSI_F_PUSH) || r->t->opts.bsp) {
+        m->seg[PSI_SEG_AUX] = slice_aux(r, s); /* written once, in kv_start */
+        h->seg_len[PSI_SEG_AUX] = 8;
+        m->borrowed |= 1u << PSI_SEG_AUX;
     }
     atomic_fetch_add(&s->buf->refs, 1);
     m->on_free = buf_unref;
@@ -412,6 +425,7 @@ static void kv_start(void *ctx, int64_t ts)
         if (s->server >= PSI_MAX_NODES) continue;
         if (r->flags & PSI_F_PUSH) s->seq = ++t->push_seq[s->server];
         s->iter = t->push_seq[s->server];
+        if (!t->var) psi_put_u64(slice_aux(r, s), (r->flags & PSI_F_PUSH) ? s->seq : s->iter);
     }
     int n = r->nslices;
     size_t cnt = n > 0 ? (size_t)n : 1;
