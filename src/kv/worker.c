@@ -261,18 +261,6 @@ static int fill_buf(kv_req *r, kv_slice *s, const uint8_t *uvals)
     return PS_OK;
 }
 
-/* First position in sorted keys[0..n) whose key is >= k. */
-static size_t lower_bound(const uint64_t *keys, size_t n, uint64_t k)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (keys[mid] < k) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo;
-}
-
 /* A dense table's range [lo, hi) is cut into one contiguous part per
  * server, in rank order (the ring would put small consecutive keys on one
  * server).  Returns the number of slices, or PS_ERR_INVAL for a key
@@ -289,7 +277,7 @@ static long dense_slices(const ps_table *t, const uint64_t *keys, size_t n, psi_
     for (int p = 0; p < t->nservers && begin < n; p++) {
         uint64_t part_hi = lo + (uint64_t)((unsigned __int128)len * (unsigned)(p + 1) /
                                            (unsigned)t->nservers);
-        size_t end = p + 1 == t->nservers ? n : lower_bound(keys, n, part_hi);
+        size_t end = p + 1 == t->nservers ? n : psi_search_u64(keys, 0, n, part_hi, 0);
         if (end > begin) ss[ns++] = (psi_ring_slice){0, t->servers[p], begin, end};
         begin = end;
     }

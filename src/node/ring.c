@@ -23,6 +23,7 @@
  * meaningless but still cover [0, n)).
  */
 #include "node/ring.h"
+#include "util/util.h"
 
 #include <stdlib.h>
 
@@ -71,19 +72,6 @@ static uint64_t point_pos(int rank, uint32_t v)
 /* Does a value v come before the answer for x: v < x, or v <= x if strict? */
 static int before(uint64_t v, uint64_t x, int strict) { return strict ? v <= x : v < x; }
 
-/* First j in [lo, hi] with !before(a[j], x), given a[lo..hi) ascending. */
-static size_t bsearch_first(const uint64_t *a, size_t lo, size_t hi, uint64_t x, int strict)
-{
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (before(a[mid], x, strict))
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /*
  * First j in [from, n] with !before(a[j], x): probes from+1, from+2, from+4,
  * ... then binary searches the last gap, so an answer d places away costs
@@ -98,7 +86,7 @@ static size_t gallop_first(const uint64_t *a, size_t from, size_t n, uint64_t x,
         hi = n - hi > step ? hi + step : n;
         step *= 2;
     }
-    return bsearch_first(a, lo, hi, x, strict);
+    return psi_search_u64(a, lo, hi, x, strict);
 }
 
 /* ---- construction --------------------------------------------------------------- */
@@ -232,7 +220,7 @@ uint32_t psi_ring_nsegs(const psi_ring *r) { return r->m + 1; }
 
 uint32_t psi_ring_seg_of(const psi_ring *r, uint64_t key)
 {
-    return (uint32_t)bsearch_first(r->pts, 0, r->m, key, 0);
+    return (uint32_t)psi_search_u64(r->pts, 0, r->m, key, 0);
 }
 
 uint32_t psi_ring_seg_owner(const psi_ring *r, uint32_t seg)

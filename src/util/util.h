@@ -78,6 +78,19 @@ static inline uint64_t psi_mix64(uint64_t k)
     return k;
 }
 
+/* First j in [lo, hi] with a[j] >= x (strict: a[j] > x), given a[lo..hi)
+ * ascending: a binary search. */
+static inline size_t psi_search_u64(const uint64_t *a, size_t lo, size_t hi, uint64_t x,
+                                    int strict)
+{
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strict ? a[mid] <= x : a[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
 /* 32-bit FNV-1a of a NUL-terminated name; never 0 (ids of tables and
  * remote functions, derived the same way on every node). */
 static inline uint32_t psi_name_id(const char *name)
