@@ -165,7 +165,6 @@ int bpg_worker_setup(lin_worker *lw)
     return 0;
 }
 
-static double sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
 
 /* Gradient and curvature of block b over the shard into lw->g / lw->h. */
 static void block_gradient(lin_worker *lw, int b)
@@ -176,7 +175,7 @@ static void block_gradient(lin_worker *lw, int b)
         double k = 0;
         for (uint64_t j = s; j < e; j++) k += lw->eblk[j] == b;
         if (k == 0) continue;
-        double p = sigmoid(lw->m[i]), r = p - d->labels[i], c = p * (1 - p) * k;
+        double p = lin_sigmoid(lw->m[i]), r = p - d->labels[i], c = p * (1 - p) * k;
         for (uint64_t j = s; j < e; j++) {
             if (lw->eblk[j] != b) continue;
             double v = d->vals ? d->vals[j] : 1.0;

@@ -62,6 +62,7 @@ typedef struct lin_req {
 
 double lin_now(void);
 double lin_softplus(double x);
+double lin_sigmoid(double z);
 /* Fill *rep with traffic and times, and (if eval) the test histogram; the
  * reply buffer is malloc'ed into *out / *len. */
 int lin_reply(lin_worker *lw, double loss, int eval, void **out, size_t *len);

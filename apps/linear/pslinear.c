@@ -36,6 +36,7 @@ double lin_now(void)
 }
 
 double lin_softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
+double lin_sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
 
 static int bucket(double p)
 {
@@ -215,7 +216,7 @@ static int evaluate(lin_worker *lw, uint32_t *hist, double *loss)
             z += tw[(size_t)lw->tcols[j] * lw->width] * (d->vals ? d->vals[j] : 1.0);
         int y = d->labels[i] > 0.5;
         *loss += lin_softplus(y ? -z : z);
-        hist[y * LIN_NB + bucket(1.0 / (1.0 + exp(-z)))]++;
+        hist[y * LIN_NB + bucket(lin_sigmoid(z))]++;
     }
     free(tw);
     return rv;
@@ -250,8 +251,6 @@ int lin_reply(lin_worker *lw, double loss, int eval, void **out, size_t *len)
 }
 
 /* ---- FTRL / SGD: asynchronous minibatches ------------------------------------------- */
-
-static double sigm(double z) { return 1.0 / (1.0 + exp(-z)); }
 
 static int ftrl_epoch(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
                       size_t *reply_len)
@@ -294,7 +293,7 @@ static int ftrl_epoch(void *arg, uint32_t caller, const void *req, size_t len, v
                 z += mw[pos[lw->cols[j]]] * (d->vals ? d->vals[j] : 1.0);
             int y = d->labels[i] > 0.5;
             loss += lin_softplus(y ? -z : z);
-            double r = (sigm(z) - y) * scale;
+            double r = (lin_sigmoid(z) - y) * scale;
             for (uint64_t j = d->offsets[i]; j < d->offsets[i + 1]; j++)
                 mg[pos[lw->cols[j]]] += (float)(r * (d->vals ? d->vals[j] : 1.0));
         }
@@ -575,7 +574,7 @@ static int run_predict(void)
         }
         int y = d.labels[i] > 0.5;
         loss += lin_softplus(y ? -z : z);
-        h[y * LIN_NB + bucket(1.0 / (1.0 + exp(-z)))]++;
+        h[y * LIN_NB + bucket(lin_sigmoid(z))]++;
     }
     double auc = lin_auc(h), ll = d.n ? loss / (double)d.n : NAN;
     if (cfg.json)
