@@ -244,6 +244,23 @@ void psi_ring_seg_bounds(const psi_ring *r, uint32_t seg, uint64_t *lo, uint64_t
     *hi = seg_hi(r, seg);
 }
 
+size_t psi_ring_seg_chain(const psi_ring *r, uint32_t seg, int (*live)(void *arg, uint32_t id),
+                          void *arg, uint32_t *out, size_t cap)
+{
+    size_t n = 0;
+    if (seg > r->m) return 0;
+    uint32_t start = seg < r->m ? seg : 0;
+    for (uint32_t i = 0; i < r->m && n < cap; i++) {
+        uint32_t id = r->id[r->pt_srv[(start + i) % r->m]];
+        int seen = 0;
+        for (size_t j = 0; j < n && !seen; j++) seen = out[j] == id;
+        if (!seen && (!live || live(arg, id))) out[n++] = id;
+    }
+    return n;
+}
+
+uint32_t psi_ring_nservers(const psi_ring *r) { return r->nsrv; }
+
 uint32_t psi_ring_owner(const psi_ring *r, uint64_t key)
 {
     return r->id[seg_srv(r, psi_ring_seg_of(r, key))];

@@ -64,6 +64,21 @@ int psi_ring_seg_owner_rank(const psi_ring *r, uint32_t seg);
  * empty lo = 1, hi = 0.
  */
 void psi_ring_seg_bounds(const psi_ring *r, uint32_t seg, uint64_t *lo, uint64_t *hi);
+/*
+ * The chain of a segment: the distinct servers met walking the ring's points
+ * from the segment's own point onwards (its owner first, then its successors),
+ * skipping those for which live(arg, id) is 0 (live may be NULL: all live).
+ * Writes up to `cap` node ids to out and returns how many it wrote.  With
+ * every server live, out[0] is the owner and out[1..k] are the k backups of
+ * chain replication; when the owner died, the first live successor, which
+ * held its replica, comes first.  Cost: O(points walked), on average about
+ * nservers * H(cap) / nservers per id for small cap.
+ */
+size_t psi_ring_seg_chain(const psi_ring *r, uint32_t seg, int (*live)(void *arg, uint32_t id),
+                          void *arg, uint32_t *out, size_t cap);
+/* Number of servers on the ring. */
+uint32_t psi_ring_nservers(const psi_ring *r);
+
 /* Owner of a key as a node id. */
 uint32_t psi_ring_owner(const psi_ring *r, uint64_t key);
 

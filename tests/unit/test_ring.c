@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "node/ring.h"
+#include "util/util.h"
 #include "ps/kv.h"
 #include "util/util.h"
 
@@ -457,6 +458,40 @@ static void test_remove_server_moves_only_its_keys(void **state)
     psi_ring_free(small);
 }
 
+static int not_dead(void *arg, uint32_t id) { return id != *(const uint32_t *)arg; }
+
+/* A segment's chain starts at its owner, holds distinct servers, and with a
+ * server dead its head is the owner on the ring without that server: so the
+ * first live successor (the replica) is the one that takes over its keys. */
+static void test_chain_head_is_owner_after_death(void **state)
+{
+    (void)state;
+    const int all[] = {0, 1, 2, 3}, rest[] = {0, 1, 3};
+    psi_ring *big = ring_of(all, 4, V), *small = ring_of(rest, 3, V);
+    uint32_t dead = id_of(2), c[8];
+    uint64_t x = 12345;
+
+    for (uint32_t seg = 0; seg < psi_ring_nsegs(big); seg++) {
+        assert_int_equal(psi_ring_seg_chain(big, seg, NULL, NULL, c, 8), 4);
+        assert_int_equal(c[0], psi_ring_seg_owner(big, seg));
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < i; j++) assert_int_not_equal(c[i], c[j]);
+        assert_int_equal(psi_ring_seg_chain(big, seg, NULL, NULL, c, 2), 2);
+    }
+    for (int i = 0; i < 20000; i++) {
+        uint64_t key = psi_mix64(x += 0x9e3779b97f4a7c15ull);
+        uint32_t seg = psi_ring_seg_of(big, key);
+        assert_int_equal(psi_ring_seg_chain(big, seg, not_dead, &dead, c, 2), 2);
+        assert_int_not_equal(c[0], dead);
+        assert_int_not_equal(c[1], dead);
+        assert_int_equal(c[0], psi_ring_owner(small, key));
+    }
+    assert_int_equal(psi_ring_seg_chain(big, psi_ring_nsegs(big), NULL, NULL, c, 8), 0);
+    assert_int_equal(psi_ring_nservers(big), 4);
+    psi_ring_free(big);
+    psi_ring_free(small);
+}
+
 static void test_add_server_takes_only_to_new(void **state)
 {
     (void)state;
@@ -640,6 +675,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_owner_matches_brute_force),
         cmocka_unit_test(test_single_server_owns_all),
+        cmocka_unit_test(test_chain_head_is_owner_after_death),
         cmocka_unit_test(test_segments_tile_key_space),
         cmocka_unit_test(test_slice_random_sizes),
         cmocka_unit_test(test_slice_million_keys_many_segments),
