@@ -32,7 +32,7 @@
 /* ---- server side: the update and the weight statistics ---------------------------- */
 
 static pthread_mutex_t st_lock = PTHREAD_MUTEX_INITIALIZER;
-static double st_nnz, st_l1; /* over this server's keys */
+static double st_nnz, st_l1, st_sq; /* nnz, |w|_1, |w|^2 over this server's keys */
 static double up_l1, up_l2;
 
 static void prox_apply(void *arg, uint64_t key, void *val, void *state, const void *push,
@@ -51,6 +51,7 @@ static void prox_apply(void *arg, uint64_t key, void *val, void *state, const vo
     pthread_mutex_lock(&st_lock);
     st_nnz += (v[0] != 0) - (w != 0);
     st_l1 += fabs(v[0]) - fabs(w);
+    st_sq += (double)v[0] * v[0] - w * w;
     pthread_mutex_unlock(&st_lock);
 }
 
@@ -75,30 +76,32 @@ int bpg_wstat(void *arg, uint32_t caller, const void *req, size_t len, void **re
               size_t *reply_len)
 {
     (void)arg, (void)caller, (void)req, (void)len;
-    double *r = malloc(2 * sizeof(double));
+    double *r = malloc(3 * sizeof(double));
     if (!r) return PS_ERR_NOMEM;
     pthread_mutex_lock(&st_lock);
     r[0] = st_nnz;
     r[1] = st_l1;
+    r[2] = st_sq;
     pthread_mutex_unlock(&st_lock);
     *reply = r;
-    *reply_len = 2 * sizeof(double);
+    *reply_len = 3 * sizeof(double);
     return 0;
 }
 
-int bpg_server_stats(double *nnz, double *l1norm)
+int bpg_server_stats(double *nnz, double *l1norm, double *sqnorm)
 {
     const ps_reply *rep;
     int n;
     int64_t ts = ps_call_group(PS_GROUP_SERVERS, "wstat", NULL, 0, NULL);
     if (ts < 0) return (int)ts;
     int rv = ps_call_wait(ts, &rep, &n);
-    *nnz = *l1norm = 0;
+    *nnz = *l1norm = *sqnorm = 0;
     for (int i = 0; rv == 0 && i < n; i++) {
-        if (rep[i].len != 2 * sizeof(double)) continue;
+        if (rep[i].len != 3 * sizeof(double)) continue;
         const double *d = rep[i].data;
         *nnz += d[0];
         *l1norm += d[1];
+        *sqnorm += d[2];
     }
     ps_call_release(ts);
     return rv;

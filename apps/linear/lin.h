@@ -76,8 +76,8 @@ int bpg_iter(void *arg, uint32_t caller, const void *req, size_t len, void **rep
              size_t *reply_len);
 int bpg_wstat(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
               size_t *reply_len);
-/* Scheduler: stats of the servers' weights (nnz, |w|_1) via "wstat". */
-int bpg_server_stats(double *nnz, double *l1norm);
+/* Scheduler: stats of the servers' weights (nnz, |w|_1, |w|^2) via "wstat". */
+int bpg_server_stats(double *nnz, double *l1norm, double *sqnorm);
 void bpg_set_l1(double l1);
 
 #endif

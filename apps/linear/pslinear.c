@@ -80,7 +80,8 @@ static void usage(FILE *f)
         "  --eval-every N    test metrics every N iterations / epochs (default 10; 0: end only)\n"
         "  --save PATH       write the model as key<TAB>weight lines\n"
         "  --model PATH      the model for --predict\n"
-        "  --json            print a final JSON summary line\n"
+        "  --json            also print each progress line as JSON (full-precision\n"
+        "                    objective) and a final JSON summary line\n"
         "  --skip-bad-lines  skip (and count) malformed lines instead of failing\n"
         "  --help            this text\n");
 }
@@ -451,15 +452,23 @@ static int collect_model(double *nnz)
     return rv;
 }
 
-static void progress(const char *what, long t, const summary *s, double nnz, double l1norm)
+/* The objective of the summary: mean loss + l1 |w|_1 + l2/2 |w|^2 (ftrl/sgd: the
+ * servers keep no weight statistics, so the norms are 0 and this is the mean loss). */
+static double objective(const summary *s, double l1n, double sq)
+{
+    return s->loss / (s->n > 0 ? s->n : 1) + cfg.l1 * l1n + 0.5 * cfg.l2 * sq;
+}
+
+static void progress(const char *what, long t, const summary *s, double obj, double nnz)
 {
     double off = (double)s->grad_keys;
-    printf("%s %4ld  objective %.6f  nnz %7.0f", what, t,
-           s->loss / (s->n > 0 ? s->n : 1) + cfg.l1 * l1norm, nnz);
+    printf("%s %4ld  objective %.6f  nnz %7.0f", what, t, obj, nnz);
     if (s->has_test) printf("  test logloss %.5f auc %.5f", s->tloss / s->tn, s->auc);
     printf("  keys sent %" PRIu64 " filtered %.1f%%  %.1fs  idle %.1f%%\n", s->keys_sent,
            off > 0 ? 100.0 * (double)s->keys_filtered / off : 0.0, s->elapsed,
            s->elapsed > 0 ? 100.0 * s->wait / (ps_num_workers() * s->elapsed) : 0.0);
+    if (cfg.json) /* full precision, for tests that compare trajectories */
+        printf("{\"%s\": %ld, \"objective\": %.17g, \"nnz\": %.0f}\n", what, t, obj, nnz);
     fflush(stdout);
 }
 
@@ -487,7 +496,7 @@ static int run_scheduler(void)
            N, ps_num_workers(), ps_num_servers(), cfg.l1, cfg.l2, cfg.lr, cfg.tau,
            cfg.kkt ? ", KKT filter" : "");
     summary s = {0}, last = {0};
-    double nnz = 0, l1n = 0;
+    double nnz = 0, l1n = 0, sq = 0;
     int T = cfg.algo == ALGO_BPG ? cfg.iters : cfg.epochs, done = 0;
     int64_t *calls = calloc((size_t)T, sizeof(int64_t));
     if (!calls) return PS_ERR_NOMEM;
@@ -502,8 +511,9 @@ static int run_scheduler(void)
         for (; rv == 0 && done <= t && (done <= t - cfg.tau || t == T - 1); done++) {
             if ((rv = gather(calls[done], &s)) != 0) break;
             s.elapsed = lin_now() - t0;
-            if (cfg.algo == ALGO_BPG) bpg_server_stats(&nnz, &l1n);
-            progress(cfg.algo == ALGO_BPG ? "iter" : "epoch", done, &s, nnz, l1n);
+            if (cfg.algo == ALGO_BPG) bpg_server_stats(&nnz, &l1n, &sq);
+            progress(cfg.algo == ALGO_BPG ? "iter" : "epoch", done, &s, objective(&s, l1n, sq),
+                     nnz);
             if (s.has_test) last = s;
         }
     }
@@ -528,7 +538,7 @@ static int run_scheduler(void)
                last.tn ? last.tloss / last.tn : NAN, train_s, nnz,
                off > 0 ? 100.0 * (double)s.keys_filtered / off : 0.0,
                100.0 * s.wait / (ps_num_workers() * train_s), s.bytes, s.keys_sent,
-               s.loss / (s.n > 0 ? s.n : 1) + cfg.l1 * l1n, s.n, T);
+               objective(&s, l1n, sq), s.n, T);
     fflush(stdout);
     free(hist);
     return 0;

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# test_pslinear_ref.sh -- pslinear's distributed BPG against a single-process
+# reference of the same algorithm (tests/apps/linear_ref.c): on a tiny
+# deterministic libsvm fixture (400 examples, 300 features, real values),
+# psrun -s 2 -w 2 pslinear --tau 0 --json prints the objective after every
+# iteration; it must equal linear_ref's to 1e-6 (relative) at every
+# iteration, with the same nnz, for the KKT filter on (with an l1 that makes
+# it drop keys) and off (with l2 > 0 and lr != 1).  linear_ref rounds to
+# float32 where pslinear does; its --f64 run is printed for information.
+set -u
+: "${PS_BIN:?PS_BIN must point at the build/bin folder}"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ps-linref.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+fail() { echo "FAIL: $*" >&2; [ -f "$TMP/out" ] && tail -n 20 "$TMP/out" >&2; exit 1; }
+pass() { echo "ok - $*"; }
+export TMP
+
+awk -v seed=11 'BEGIN {
+    srand(seed); D = 300; n = 400
+    for (j = 1; j <= D; j++) w[j] = (rand() < 0.2) ? (rand() * 4 - 2) : 0
+    for (i = 0; i < n; i++) {
+        delete seen; line = ""; z = 0; k = 0; nf = 5 + int(rand() * 10)
+        while (k < nf) { j = 1 + int(rand() * D); if (!(j in seen)) { seen[j] = 1; k++ } }
+        for (j = 1; j <= D; j++) if (j in seen) {
+            v = (j % 3 == 0) ? int(rand() * 8 + 1) / 4 : 1
+            z += w[j] * v; line = line " " j ":" v
+        }
+        z += (rand() - 0.5) * 2
+        print ((z > 0) ? "+1" : "-1") line > (ENVIRON["TMP"] "/train.svm")
+    }
+}' </dev/null || fail "fixture"
+
+# objs FILE: "iter objective nnz" lines from pslinear's per-iteration JSON
+objs() {
+    sed -n 's/^{"iter": \([0-9]*\), "objective": \([^,]*\), "nnz": \([0-9]*\)}$/\1 \2 \3/p' "$1"
+}
+
+# check NAME ARGS...: pslinear and linear_ref with ARGS; every iteration's
+# objective within 1e-6 relative and nnz equal.
+check() {
+    local name=$1; shift
+    timeout 60 "$PS_BIN/psrun" -s 2 -w 2 --timeout 50 --no-prefix -q -- "$PS_BIN/pslinear" \
+        --train "$TMP/train.svm" --tau 0 --json --eval-every 0 "$@" >"$TMP/out" 2>&1 ||
+        fail "$name: pslinear exited $?"
+    objs "$TMP/out" >"$TMP/ps.txt"
+    timeout 30 "$PS_BIN/linear_ref" --train "$TMP/train.svm" --workers 2 "$@" \
+        >"$TMP/ref.out" 2>&1 || fail "$name: linear_ref exited $?"
+    timeout 30 "$PS_BIN/linear_ref" --train "$TMP/train.svm" --workers 2 --f64 "$@" \
+        >"$TMP/f64.out" 2>&1 || fail "$name: linear_ref --f64 exited $?"
+    awk '{ print $2, $4, $6 }' "$TMP/ref.out" >"$TMP/ref.txt"
+    awk '{ print $2, $4, $6 }' "$TMP/f64.out" >"$TMP/f64.txt"
+    local want have
+    want=$(wc -l <"$TMP/ref.txt"); have=$(wc -l <"$TMP/ps.txt")
+    [ "$want" -gt 0 ] && [ "$want" -eq "$have" ] ||
+        fail "$name: pslinear printed $have iterations, the reference $want"
+    paste -d ' ' "$TMP/ps.txt" "$TMP/ref.txt" "$TMP/f64.txt" | awk -v name="$name" '
+        function rel(a, b) { d = a - b; if (d < 0) d = -d; return d / (b < 0 ? -b : b) }
+        { r = rel($2, $5); f = rel($2, $8); if (r > mx) mx = r; if (f > mf) mf = f
+          if ($1 != $4 || r > 1e-6 || $3 != $6) {
+              printf "%s: iteration %s: pslinear objective %s nnz %s, reference %s nnz %s (rel %.3g)\n",
+                     name, $1, $2, $3, $5, $6, r; bad = 1 } }
+        END { if (!bad) printf "%s: %d iterations, final objective %s nnz %s, max rel diff %.3g " \
+                              "(float32 reference), %.3g (--f64 reference)\n", name, NR, $2, $3, mx, mf
+              exit bad }' >"$TMP/cmp" || { cat "$TMP/cmp" >&2; fail "$name: objectives differ"; }
+    pass "$(cat "$TMP/cmp")"
+}
+
+check "kkt on, l1 0.004" --iters 24 --blocks 4 --l1 0.004 --kkt
+grep -q 'filtered [1-9]' "$TMP/out" || fail "the KKT filter dropped nothing; pick a larger --l1"
+check "kkt off, l1 1/N, l2 0.01, lr 0.7, 3 blocks" --iters 24 --blocks 3 --l2 0.01 --lr 0.7 --no-kkt
