@@ -164,5 +164,6 @@ void ps_call_release(int64_t ts);
 #endif
 
 #include "ps/kv.h"
+#include "ps/checkpoint.h"
 
 #endif /* PS_PS_H */
