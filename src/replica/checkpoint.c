@@ -10,7 +10,9 @@
  * servers skipped: a key is written by the first live server of its
  * segment's chain, so every key is written once even after a failover; it
  * is loaded by every server of the first 1 + replication of the chain, so a
- * cluster with any number of servers can resume.  A server snapshots a
+ * cluster with any number of servers can resume.  Dense tables follow the
+ * workers' contiguous split of their range over the servers instead (one
+ * copy per key, the part's server).  A server snapshots a
  * table's owned blocks into memory under the table lock and writes the file
  * outside it.  A restore loads into a fresh store, then swaps it in under
  * the table lock, so a failed restore leaves the table untouched.
@@ -54,6 +56,8 @@ typedef struct ring_ctx {
     psi_view view;
     psi_ring *ring;
     uint32_t me;
+    uint32_t servers[PSI_MAX_NODES]; /* in view order, as a dense table's parts */
+    int nservers;
 } ring_ctx;
 
 static int live(void *arg, uint32_t id)
@@ -74,6 +78,8 @@ static int ring_init(ring_ctx *c)
             ranks[n] = c->view.nodes[i].rank;
             ids[n++] = c->view.nodes[i].id;
         }
+    memcpy(c->servers, ids, (size_t)n * sizeof(ids[0]));
+    c->nservers = n;
     c->me = ps_my_id();
     if (n > 0 && (c->ring = psi_ring_new(ranks, ids, n, PSI_RING_DEFAULT_VNODES))) return PS_OK;
     psi_view_free(&c->view);
@@ -98,9 +104,33 @@ static int in_chain(ring_ctx *c, uint64_t key, size_t copies)
     return 0;
 }
 
+/* A dense table's range is cut into one contiguous part per server, in view
+ * order, as worker.c's dense_slices does: part p is [lo + len p / n,
+ * lo + len (p + 1) / n).  Whether this node serves the part of `key`. */
+static int dense_mine(const ring_ctx *c, const ps_table_opts *o, uint64_t key)
+{
+    uint64_t len = o->dense_hi - o->dense_lo, off = key - o->dense_lo;
+    unsigned n = (unsigned)c->nservers;
+#define PART_END(p) ((uint64_t)((unsigned __int128)len * (unsigned)(p) / n))
+    unsigned p = (unsigned)((unsigned __int128)off * n / len);
+    while (p + 1 < n && off >= PART_END(p + 1)) p++;
+    while (p > 0 && off < PART_END(p)) p--;
+#undef PART_END
+    return c->servers[p] == c->me;
+}
+
+/* Whether this node writes (copies = 1) or loads (1 + replication) `key`
+ * of table `t`.  Dense tables have one copy per key. */
+static int mine(ring_ctx *c, const ps_table *t, uint64_t key, size_t copies)
+{
+    if (t->opts.dense_hi > t->opts.dense_lo) return dense_mine(c, &t->opts, key);
+    return in_chain(c, key, copies);
+}
+
 /* ---- server: writing a table ------------------------------------------------------------ */
 
 typedef struct snap {
+    const ps_table *t;
     ring_ctx *rc;
     size_t rec;
     uint8_t *recs;
@@ -110,7 +140,7 @@ typedef struct snap {
 static int snap_one(void *arg, uint64_t key, void *block)
 {
     snap *s = arg;
-    if (!in_chain(s->rc, key, 1)) return 0;
+    if (!mine(s->rc, s->t, key, 1)) return 0;
     if (s->n == s->cap) {
         uint64_t cap = s->cap ? 2 * s->cap : 1024;
         uint8_t *p = realloc(s->recs, cap * s->rec);
@@ -153,7 +183,7 @@ static int write_table(ps_table *t, const char *ckdir, uint64_t iter, ring_ctx *
     if (psi_ckpt_file_name(name, sizeof(name), t->name, m.rank) != 0 ||
         snprintf(path, sizeof(path), "%s/%s", ckdir, name) >= (int)sizeof(path))
         return PS_ERR_TOOBIG;
-    snap s = {.rc = rc, .rec = 8 + (size_t)m.block_bytes};
+    snap s = {.t = t, .rc = rc, .rec = 8 + (size_t)m.block_bytes};
     pthread_mutex_lock(&t->lock);
     int rv = t->store ? psi_store_foreach(t->store, snap_one, &s)
                       : psi_dense_foreach(t->dense, snap_one, &s);
@@ -353,12 +383,12 @@ static int load_one(void *arg, uint64_t key, const uint8_t *block)
 {
     loader *l = arg;
     const ps_table_opts *o = &l->t->opts;
-    if (!in_chain(&l->rc, key, l->copies)) return 0;
     if (l->dense && (key < o->dense_lo || key >= o->dense_hi)) {
         PSI_ERROR("restore of table %s: key %" PRIu64 " lies outside the dense range [%" PRIu64
                   ", %" PRIu64 ")", l->t->name, key, o->dense_lo, o->dense_hi);
         return PS_ERR_INVAL;
     }
+    if (!mine(&l->rc, l->t, key, l->copies)) return 0;
     void *b = l->store ? psi_store_upsert(l->store, key, NULL) : psi_dense_get(l->dense, key, 1);
     if (!b) {
         PSI_ERROR("restore of table %s: over its max_bytes %zu or out of memory", l->t->name,
@@ -472,7 +502,7 @@ static int restore_server(ps_table *t, const char *ckdir, const psi_ckpt_manifes
 static int find_latest(const char *dir, char *ckdir, psi_ckpt_manifest *m)
 {
     int rv = psi_ckpt_find(dir, ckdir, PATH_CAP, m);
-    if (rv == PS_ERR_NOTFOUND) PSI_ERROR("no complete checkpoint in %s", dir);
+    if (rv == PS_ERR_NOTFOUND) PSI_WARN("no complete checkpoint in %s", dir);
     return rv;
 }
 

@@ -19,6 +19,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -684,6 +686,24 @@ static int list_iters(const char *dir, uint64_t **out, size_t *n)
     return PS_OK;
 }
 
+/* Warn that a checkpoint was skipped, once per process for the same folder
+ * and reason (a server restores several tables from one folder). */
+static void warn_skipped(const char *ckdir, const char *why)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static uint32_t seen[32];
+    static size_t next;
+    char key[PATH_MAX + PSI_CKPT_WHY];
+    snprintf(key, sizeof(key), "%s\n%s", ckdir, why);
+    uint32_t h = psi_crc32c(key, strlen(key)) | 1;
+    int fresh = 1;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < PSI_ARRAY_LEN(seen); i++) fresh &= seen[i] != h;
+    if (fresh) seen[next++ % PSI_ARRAY_LEN(seen)] = h;
+    pthread_mutex_unlock(&lock);
+    if (fresh) PSI_WARN("checkpoint %s skipped: %s", ckdir, why);
+}
+
 int psi_ckpt_find(const char *dir, char *ckdir, size_t cap, psi_ckpt_manifest *m)
 {
     uint64_t *iters;
@@ -696,7 +716,7 @@ int psi_ckpt_find(const char *dir, char *ckdir, size_t cap, psi_ckpt_manifest *m
         if (psi_ckpt_dir_path(ckdir, cap, dir, iters[i]) != 0) continue;
         int crv = psi_ckpt_check(ckdir, m, why, sizeof(why));
         if (crv == 0) rv = PS_OK;
-        else PSI_WARN("checkpoint %s skipped: %s", ckdir, why);
+        else warn_skipped(ckdir, why);
     }
     free(iters);
     return rv;
