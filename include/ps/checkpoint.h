@@ -31,8 +31,9 @@ extern "C" {
 struct ps_table;
 
 /*
- * Write checkpoint `iter` of every table the servers serve for
- * checkpoints (see ps_table_restore) into DIR (created if missing).  Call it
+ * Write checkpoint `iter` of every table the servers checkpoint (those they
+ * called ps_table_restore on) into DIR (created if missing; its parent must
+ * exist).  Call it
  * on one node that is not a server, normally the scheduler, at an iteration
  * boundary: the application guarantees that no push is in flight and none
  * starts until this returns (e.g. ps_barrier(PS_GROUP_ALL) before and after).

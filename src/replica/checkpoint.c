@@ -252,8 +252,7 @@ static int on_write(void *arg, uint32_t caller, const void *req, size_t len, voi
     return rv;
 }
 
-/* Register the remote function and checkpoint `t` from now on (idempotent). */
-static int enable(ps_table *t)
+int psi_ckpt_enable(ps_table *t)
 {
     int rv = PS_OK, known = 0;
     pthread_mutex_lock(&ck.lock);
@@ -277,7 +276,8 @@ static int prepare_dir(const char *dir, const char *ckdir)
     int rv = make_dir(dir);
     if (rv == 0) rv = make_dir(ckdir);
     if (rv != 0) return rv;
-    if (snprintf(path, sizeof(path), "%s/MANIFEST", ckdir) >= (int)sizeof(path)) return PS_ERR_TOOBIG;
+    if (snprintf(path, sizeof(path), "%s/MANIFEST", ckdir) >= (int)sizeof(path))
+        return PS_ERR_TOOBIG;
     if (unlink(path) != 0 && errno != ENOENT) {
         PSI_ERROR("checkpoint: cannot remove the old %s: %s", path, strerror(errno));
         return PS_ERR_SYS;
@@ -291,7 +291,8 @@ static int add_reply(psi_ckpt_manifest *m, const ps_reply *r)
 {
     const uint8_t *p = r->data, *end = p + r->len;
     uint32_t n = r->len >= 4 ? psi_get_u32(p) : UINT32_MAX;
-    psi_ckpt_file *f = n <= PSI_MAX_TABLES ? realloc(m->files, (m->nfiles + n + 1) * sizeof(*f)) : NULL;
+    psi_ckpt_file *f = n <= PSI_MAX_TABLES
+                           ? realloc(m->files, (m->nfiles + n + 1) * sizeof(*f)) : NULL;
     if (!f) return n <= PSI_MAX_TABLES ? PS_ERR_NOMEM : PS_ERR_PROTO;
     m->files = f;
     for (p += 4; n--; ) {
@@ -465,7 +466,8 @@ static int first_key(void *arg, uint64_t key, void *block)
 /* Whether the table holds no key yet (lock held). */
 static int do_empty(const ps_table *t)
 {
-    return t->store ? psi_store_size(t->store) == 0 : psi_dense_foreach(t->dense, first_key, NULL) == 0;
+    if (t->store) return psi_store_size(t->store) == 0;
+    return psi_dense_foreach(t->dense, first_key, NULL) == 0;
 }
 
 /* Swap the loaded store into the table if it is still empty. */
@@ -484,7 +486,8 @@ static int swap_in(loader *l)
         l->dense = old;
     }
     pthread_mutex_unlock(&t->lock);
-    if (!ok) PSI_ERROR("restore of table %s: it already holds keys (restore before any push)", t->name);
+    if (!ok)
+        PSI_ERROR("restore of table %s: it already holds keys (restore before any push)", t->name);
     return ok ? PS_OK : PS_ERR_STATE;
 }
 
@@ -518,7 +521,7 @@ int ps_table_restore(ps_table *t, const char *dir, uint64_t *iter_out)
         return PS_ERR_INVAL;
     }
     int server = t->store || t->dense;
-    if (server && (rv = enable(t)) != 0) return rv;
+    if (server && (rv = psi_ckpt_enable(t)) != 0) return rv;
     if ((rv = find_latest(dir, ckdir, &m)) != 0) return rv;
     if (server) rv = restore_server(t, ckdir, &m);
     if (rv == 0 && iter_out) *iter_out = m.iter;

@@ -1,6 +1,7 @@
 /*
- * checkpoint.h -- internals of checkpoints: the file format (ckpt_file.c) and
- * the cluster protocol that writes and restores tables (checkpoint.c).  The
+ * checkpoint.h -- internals of checkpoints: the file format (ckpt_file.c,
+ * ckpt_manifest.c) and the cluster protocol that writes and restores tables
+ * (checkpoint.c).  The
  * public API is ps/checkpoint.h.
  *
  * Table file `<table>.<rank>` (integers little-endian, offsets static_assert'ed
@@ -72,7 +73,7 @@ typedef struct psi_ckpt_manifest {
     psi_ckpt_file *files; /* owned; psi_ckpt_manifest_free */
 } psi_ckpt_manifest;
 
-/* ---- names (ckpt_file.c) ---------------------------------------------------------- */
+/* ---- names and table files (ckpt_file.c) ---------------------------------------------------------- */
 
 /* "DIR/ckpt-<iter, 20 digits>" into buf; PS_ERR_TOOBIG if it does not fit. */
 int psi_ckpt_dir_path(char *buf, size_t cap, const char *dir, uint64_t iter);
@@ -107,7 +108,19 @@ int psi_ckpt_read_file(const char *path, const psi_ckpt_meta *expect, psi_ckpt_r
                        void *arg, psi_ckpt_meta *meta, psi_ckpt_file *out, char *why,
                        size_t whycap);
 
-/* ---- manifests and whole checkpoints ------------------------------------------------ */
+/* ---- helpers shared by the checkpoint files ----------------------------------------- */
+
+/* Format the reason into why (may be NULL) and return rv. */
+int psi_ckpt_why(char *why, size_t cap, int rv, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* write(2) all n bytes, retrying on EINTR; 0 or -1 (errno set). */
+int psi_ckpt_write_all(int fd, const uint8_t *p, size_t n);
+/* Write `path` atomically: fill(arg, fd) writes the content of "path.tmp"
+ * (0, or -1 with errno set), then fsync, close, rename over path.  The
+ * caller fsyncs the folder.  0, or PS_ERR_SYS (logged with the path). */
+int psi_ckpt_write_atomic(const char *path, int (*fill)(void *arg, int fd), void *arg);
+
+/* ---- manifests and whole checkpoints (ckpt_manifest.c) ------------------------------------------------ */
 
 /* Write ckdir/MANIFEST (temp, fsync, rename, fsync ckdir).  0 or PS_ERR_SYS (logged). */
 int psi_ckpt_manifest_write(const char *ckdir, const psi_ckpt_manifest *m);
@@ -133,5 +146,15 @@ int psi_ckpt_find(const char *dir, char *ckdir, size_t cap, psi_ckpt_manifest *m
 
 /* fsync a folder (after creating, renaming or removing entries in it). */
 int psi_ckpt_fsync_dir(const char *path);
+
+/* ---- tables (checkpoint.c) ------------------------------------------------------------ */
+
+struct ps_table;
+/* On a server: answer the scheduler's checkpoint calls (registers the
+ * remote function once) and include table `t` in every checkpoint from now
+ * on.  Idempotent; ps_table_restore calls it, and so may ps_table_open.
+ * A variable-length table makes ps_checkpoint fail with PS_ERR_INVAL.
+ * 0, or the error of ps_register. */
+int psi_ckpt_enable(struct ps_table *t);
 
 #endif /* PSI_REPLICA_CHECKPOINT_H */

@@ -166,7 +166,8 @@ static void run_write(int argc, char **argv, const char *dir, tables *t)
 {
     long iters = arg_long(argc, argv, "--iters", 4);
     const char *ck = arg_str(argc, argv, "--ckpt", "");
-    data *d = ps_my_role() == PS_ROLE_WORKER ? data_new((size_t)arg_long(argc, argv, "--keys", 5000)) : NULL;
+    size_t keys = (size_t)arg_long(argc, argv, "--keys", 5000);
+    data *d = ps_my_role() == PS_ROLE_WORKER ? data_new(keys) : NULL;
     for (long it = 1; it <= iters; it++) {
         if (d) worker_iter(t, d, it);
         ps_barrier(PS_GROUP_ALL); /* no push in flight from here ... */
@@ -219,14 +220,16 @@ static void restore_all(const char *dir, tables *t, long want)
 
 static void run_check(int argc, char **argv, const char *dir, tables *t)
 {
-    long want = arg_long(argc, argv, "--want-iter", 0), iters = arg_long(argc, argv, "--iters", want);
+    long want = arg_long(argc, argv, "--want-iter", 0);
+    long iters = arg_long(argc, argv, "--iters", want);
     restore_all(dir, t, want);
     ps_table_opts o;
     ps_table *var;
     ps_table_opts_init(&o);
     o.width = 0;
     if (ps_table_open("var", &o, &var) == 0)
-        CHECK(ps_table_restore(var, dir, NULL) == PS_ERR_INVAL, "variable-length table refused", "-");
+        CHECK(ps_table_restore(var, dir, NULL) == PS_ERR_INVAL, "variable-length table refused",
+              "-");
     ps_barrier(PS_GROUP_ALL);
     if (ps_my_role() == PS_ROLE_SERVER) {
         ps_table_stats s;

@@ -163,7 +163,8 @@ static void test_file_round_trip(void **state)
     assert_int_equal(out.records, NREC);
     assert_string_equal(out.name, "weights.3");
     seen s = {.seed = 5};
-    assert_int_equal(psi_ckpt_read_file(path, &m, check_rec, &s, &got, &rd, why, sizeof(why)), PS_OK);
+    assert_int_equal(psi_ckpt_read_file(path, &m, check_rec, &s, &got, &rd, why, sizeof(why)),
+                     PS_OK);
     assert_int_equal(s.n, NREC);
     assert_false(s.bad);
     assert_string_equal(got.table, "weights");
@@ -214,7 +215,8 @@ static void test_file_truncated(void **state)
     snprintf(path, sizeof(path), "%s/t.0", root);
     assert_int_equal(psi_ckpt_write_file(path, &m, recs, NREC, &out), PS_OK);
     free(recs);
-    off_t block1_end = PSI_CKPT_HDR_SIZE + PSI_CKPT_BLK_HDR_SIZE + (off_t)PSI_CKPT_BLOCK_RECS * (8 + BB);
+    off_t block1_end =
+        PSI_CKPT_HDR_SIZE + PSI_CKPT_BLK_HDR_SIZE + (off_t)PSI_CKPT_BLOCK_RECS * (8 + BB);
     assert_int_equal(truncate(path, block1_end + 100), 0); /* inside block 2 */
     assert_int_equal(read_plain(path, why), PS_ERR_PROTO);
     assert_non_null(strstr(why, "claims"));
@@ -311,7 +313,8 @@ static void test_manifest_validate(void **state)
 {
     (void)state;
     char why[PSI_CKPT_WHY];
-    psi_ckpt_file f[3] = {{.table = "a", .rank = 1}, {.table = "a", .rank = 0}, {.table = "b", .rank = 0}};
+    psi_ckpt_file f[3] = {
+        {.table = "a", .rank = 1}, {.table = "a", .rank = 0}, {.table = "b", .rank = 0}};
     psi_ckpt_manifest m = {.iter = 1, .nservers = 2, .nfiles = 3, .files = f};
     assert_int_equal(psi_ckpt_manifest_validate(&m, why, sizeof(why)), PS_ERR_PROTO);
     assert_non_null(strstr(why, "table 'b' has 1 files for 2 servers"));
