@@ -87,7 +87,11 @@ typedef struct ps_table_opts {
                                    * all live workers, then apply the sum once;
                                    * a worker's pull waits until every iteration
                                    * it pushed is applied (see ps_push) */
-    int replication;              /* chain length - 1 (fault-tolerance issue); 0 now */
+    int replication;              /* k: each key range is also held by the next k
+                                   * live servers on the ring; a push is acknowledged
+                                   * once all of them have it, and when a server dies
+                                   * its successor takes over with nothing acknowledged
+                                   * lost (fixed-width sparse tables; default 0) */
     uint64_t dense_lo, dense_hi;  /* if hi > lo: keys are [lo, hi), stored in flat
                                    * arrays instead of a hash table */
     size_t max_bytes;             /* per server memory cap for this table; 0 = none */
@@ -209,6 +213,10 @@ typedef struct ps_table_stats {
     uint64_t keys;                /* server: keys stored */
     uint64_t bytes;               /* server: bytes of the store */
     uint64_t pushes_applied, pushes_deduped, resends;
+    /* chain replication: worker slices moved to a dead server's successor;
+     * server forwards sent to backups, keys copied to new backups, and
+     * pushes for a dead server this server applied / already held */
+    uint64_t slices_moved, forwards, keys_copied, takeovers_applied, takeovers_held;
 } ps_table_stats;
 int ps_table_stats_get(ps_table *t, ps_table_stats *out);
 

@@ -12,8 +12,11 @@
  * next one (an early one is parked until its predecessor arrives), and
  * acknowledges without applying one it already applied.  So a worker may
  * resend any unacknowledged request at any time.  The response echoes the
- * timestamp, sets PSI_F_RESPONSE, carries the status in `arg` and, for
- * pulls, the values in key order.
+ * timestamp and the key range (key_lo, key_hi: with the sender they name the
+ * slice answered), sets PSI_F_RESPONSE, carries the status in `arg` and, for
+ * pulls, the values in key order.  Replicated tables (opts.replication = k
+ * > 0) add forwards between servers (PSI_F_REPL) and failover: see
+ * src/replica/chain.c.
  *
  * Lock order: registry lock, then a table's lock, then the task queue's.
  */
@@ -39,6 +42,8 @@
 typedef struct kv_req kv_req;
 typedef struct kv_parked kv_parked;
 typedef struct kv_bsp kv_bsp;
+typedef struct kv_fwd kv_fwd;
+typedef struct kv_pend kv_pend;
 
 struct ps_table {
     char name[PSI_TABLE_NAME_MAX];
@@ -52,16 +57,27 @@ struct ps_table {
     psi_tq *tq;
     kv_req *reqs;                /* in flight, for responses and resends */
     uint64_t *push_seq;          /* per server node id: last sequence sent */
-    psi_ring *ring;
+    psi_ring *ring;              /* every server of the first view (both sides) */
     uint32_t ring_epoch;
     uint32_t servers[PSI_MAX_NODES]; /* server ids of the ring */
     int nservers;
+    /* replication (src/replica/chain.c), both sides when opts.replication > 0 */
+    int k;                       /* backups per segment: opts.replication */
+    uint32_t *eff;               /* per segment: its live chain, k + 1 ids, PSI_ID_NONE pads */
+    uint32_t eff_epoch;          /* view epoch eff was computed for */
+    uint8_t *dead;               /* per node id: declared dead */
     /* server side */
     psi_store *store;
     psi_dense *dense;
     int64_t *applied;            /* per sender node id: last sequence applied */
     kv_parked *parked;           /* early pushes waiting for a predecessor */
     kv_bsp *bsp;                 /* BSP aggregation state (bsp.c) */
+    uint64_t *fwd_seq;           /* per backup id: last forward sequence sent */
+    kv_fwd *fwds;                /* forwards waiting for their backup's ack */
+    kv_pend *pends;              /* pushes waiting for their forwards' acks */
+    psi_store *seen;             /* (origin << 32 | sender) -> pushes a backup holds */
+    psi_msg **deferred;          /* requests from a newer view than eff_epoch */
+    size_t ndeferred;
     ps_table_stats stats;
     /* filters (filter.c; drop filters in worker.c) */
     psi_chain *chain;
@@ -84,6 +100,7 @@ typedef struct kv_run {
 
 typedef struct kv_slice {
     uint32_t server;
+    uint32_t origin;   /* push: the server its sequence number counts for */
     int done;
     uint64_t seq;      /* push sequence number for this server */
     uint64_t iter;     /* BSP pull: iterations pushed to this server so far */
@@ -115,10 +132,36 @@ struct kv_req {
     int status;
 };
 
+/*
+ * A push's aux segment (PSI_PUSH_AUX bytes, little-endian): its sequence
+ * number; the server that number counts for (the receiver, or the dead
+ * server it was first sent to) in the low 32 bits of the second word and,
+ * for a push moved off a dead server, that server ("via": the one whose
+ * keys the receiver took over; 0 otherwise) in the high 32 bits; and the
+ * sender's low watermark for the origin (every push with a smaller or
+ * equal number is acknowledged, so will never be resent).
+ */
+#define PSI_PUSH_AUX 24
+/* A forward's aux (chain.c): the push's aux, then the worker that sent it. */
+#define PSI_FWD_AUX 32
+typedef struct kv_push_aux {
+    uint64_t seq;
+    uint32_t origin;
+    uint32_t sender; /* forwards only */
+    uint64_t lo;
+    uint32_t via;    /* moved pushes: the dead server it was moved off */
+} kv_push_aux;
+void psi_kv_aux_put(uint8_t *p, const kv_push_aux *a);
+void psi_kv_aux_get(const uint8_t *p, kv_push_aux *a);
+void psi_kv_fwd_aux_put(uint8_t *p, const kv_push_aux *a);
+void psi_kv_fwd_aux_get(const uint8_t *p, kv_push_aux *a);
+
 /* Registry (table.c). */
 ps_table *psi_kv_find(uint32_t id);
 /* Timeout after which a worker resends an unacknowledged request. */
 uint64_t psi_kv_resend_ms(void);
+/* Build t->ring from the first view's servers, once (table lock held). */
+int psi_kv_ring(ps_table *t);
 
 /* Worker half (worker.c). */
 void psi_kv_worker_on_response(ps_table *t, psi_msg *m);
@@ -130,6 +173,8 @@ void psi_kv_worker_free(ps_table *t);
 int psi_kv_server_init(ps_table *t);
 void psi_kv_server_on_request(ps_table *t, psi_msg *m);
 void psi_kv_server_free(ps_table *t);
+/* Run the requests deferred until this node installed their view. */
+void psi_kv_server_run_deferred(ps_table *t);
 
 /* BSP (bsp.c), server side, table lock held. */
 int psi_kv_bsp_init(ps_table *t);
@@ -143,6 +188,43 @@ int psi_kv_bsp_pull(ps_table *t, psi_msg *m, uint64_t min_iter);
 void psi_kv_server_on_view(ps_table *t, const uint32_t *dead, int ndead);
 /* Answer a pull request (server.c). */
 void psi_kv_answer_pull(ps_table *t, const psi_msg *m);
+/* Answer a request whose push part is settled with `status` (server.c);
+ * 1 if it was kept to be answered later (BSP), 0 if the caller owns it. */
+int psi_kv_answer(ps_table *t, psi_msg *m, int status, uint64_t iter);
+/* Blocks of the keys of a push, created at their initial value (server.c). */
+int psi_kv_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks);
+
+/*
+ * Chain replication (src/replica/chain.c).  Both sides: */
+int psi_repl_init(ps_table *t);
+void psi_repl_free(ps_table *t);
+/* Recompute t->eff for view `epoch` (table lock held). */
+int psi_repl_compute(ps_table *t, uint32_t epoch, const uint32_t *dead, int ndead);
+/* Live chain of segment `seg`: k + 1 ids, PSI_ID_NONE for missing members. */
+static inline const uint32_t *psi_repl_chain(const ps_table *t, uint32_t seg)
+{
+    return t->eff + (size_t)seg * (size_t)(t->k + 1);
+}
+/* Server side, table lock held.  After push `m` (from sender, counted for
+ * `a->origin`) was applied with status `st`: forward the new blocks of its
+ * keys to their backups; returns 1 if `m` is kept until they acknowledge
+ * (then answered with psi_kv_answer), 0 if the caller answers now. */
+int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a);
+/* Whether push (origin, sender, seq) is waiting for its backups. */
+int psi_repl_pending(const ps_table *t, uint32_t origin, uint32_t sender, uint64_t seq);
+/* A push counted for a dead server (origin != this node): apply it unless
+ * this node holds it already (as that server's backup); answers or keeps m. */
+void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a);
+/* Store the blocks of a forward (PSI_F_REPL request) as a backup. */
+int psi_repl_apply(ps_table *t, const psi_msg *m);
+/* A backup acknowledged a forward. */
+void psi_repl_on_ack(ps_table *t, const psi_msg *m);
+/* Resend forwards unacknowledged for the resend timeout. */
+void psi_repl_tick(ps_table *t, uint64_t now_ms);
+/* Servers died (view `epoch`): give up forwards to them, recompute the
+ * chains, copy the segments this node now heads to their new backups, and
+ * run the requests that waited for this view. */
+void psi_repl_server_on_view(ps_table *t, uint32_t epoch, const uint32_t *dead, int ndead);
 
 /* Variable-length values (var.c).  Worker side: */
 int psi_kv_var_prepare(kv_req *r, const uint32_t *lens, const void *vals);

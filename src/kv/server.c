@@ -25,6 +25,7 @@ struct kv_parked {
     kv_parked *next;
     psi_msg *msg;
     uint64_t seq;
+    kv_push_aux aux;
 };
 
 static void init_block(void *arg, uint64_t key, void *block)
@@ -47,6 +48,12 @@ int psi_kv_server_init(ps_table *t)
         psi_store_set_limit(t->store, t->opts.max_bytes);
     t->applied = calloc(PSI_MAX_NODES, sizeof(int64_t));
     if (!(t->store || t->dense) || !t->applied) return PS_ERR_NOMEM;
+    if (t->opts.replication > 0) {
+        pthread_mutex_lock(&t->lock);
+        int rv = psi_repl_init(t);
+        pthread_mutex_unlock(&t->lock);
+        if (rv != 0) return rv;
+    }
     return t->opts.bsp ? psi_kv_bsp_init(t) : PS_OK;
 }
 
@@ -70,9 +77,12 @@ void psi_kv_server_free(ps_table *t)
 
 void psi_kv_reply_msg(ps_table *t, const psi_msg *req, psi_msg *m)
 {
-    m->hdr.flags = (uint16_t)(PSI_F_RESPONSE | (req->hdr.flags & (PSI_F_PUSH | PSI_F_PULL)));
+    m->hdr.flags = (uint16_t)(PSI_F_RESPONSE |
+                              (req->hdr.flags & (PSI_F_PUSH | PSI_F_PULL | PSI_F_REPL)));
     m->hdr.table = req->hdr.table;
     m->hdr.timestamp = req->hdr.timestamp;
+    m->hdr.key_lo = req->hdr.key_lo; /* with the timestamp, names the slice answered */
+    m->hdr.key_hi = req->hdr.key_hi;
     if (t && m->hdr.arg == 0 && m->hdr.seg_len[PSI_SEG_VALS]) {
         m->hdr.key_count = 0; /* an answer carries values only */
         psi_kv_count_sent(t, m, 0);
@@ -97,14 +107,63 @@ void psi_kv_reply(ps_table *t, const psi_msg *req, int status, const void *vals,
 
 /* ---- validation ----------------------------------------------------------------- */
 
+void psi_kv_aux_put(uint8_t *p, const kv_push_aux *a)
+{
+    psi_put_u64(p, a->seq);
+    psi_put_u64(p + 8, a->origin | (uint64_t)a->via << 32);
+    psi_put_u64(p + 16, a->lo);
+}
+
+void psi_kv_aux_get(const uint8_t *p, kv_push_aux *a)
+{
+    uint64_t o = psi_get_u64(p + 8);
+    uint32_t origin = (uint32_t)o, via = (uint32_t)(o >> 32);
+    a->seq = psi_get_u64(p);
+    a->origin = origin < PSI_MAX_NODES ? origin : PSI_ID_NONE;
+    a->via = via < PSI_MAX_NODES ? via : PSI_ID_NONE;
+    a->lo = psi_get_u64(p + 16);
+}
+
+void psi_kv_fwd_aux_put(uint8_t *p, const kv_push_aux *a)
+{
+    psi_kv_aux_put(p, a);
+    psi_put_u64(p + PSI_PUSH_AUX, a->sender);
+}
+
+void psi_kv_fwd_aux_get(const uint8_t *p, kv_push_aux *a)
+{
+    uint64_t s = psi_get_u64(p + PSI_PUSH_AUX);
+    psi_kv_aux_get(p, a);
+    a->sender = s < PSI_MAX_NODES ? (uint32_t)s : PSI_ID_NONE;
+    if (a->sender == PSI_ID_NONE) a->origin = PSI_ID_NONE; /* recorded nowhere */
+}
+
+/* A forward from a backup's owner: its blocks and, if it carries a push,
+ * that push's aux; *seq gets the forward's sequence number. */
+static int check_forward(const ps_table *t, const psi_msg *m, uint64_t *seq, kv_push_aux *a)
+{
+    const psi_hdr *h = &m->hdr;
+    const uint64_t *k = m->seg[PSI_SEG_KEYS];
+    /* keys need not be sorted (segment copies come in hash order); a repeated
+     * key is stored twice with the same block */
+    if (!t->k || t->var || (uintptr_t)k & 7 || h->timestamp == 0) return PS_ERR_PROTO;
+    if (h->seg_len[PSI_SEG_VALS] != h->key_count * psi_update_block_bytes(&t->upd))
+        return PS_ERR_PROTO;
+    if (h->seg_len[PSI_SEG_AUX] == PSI_FWD_AUX) psi_kv_fwd_aux_get(m->seg[PSI_SEG_AUX], a);
+    else if (h->seg_len[PSI_SEG_AUX] != 0) return PS_ERR_PROTO;
+    *seq = h->timestamp;
+    return PS_OK;
+}
+
 /* Checks a request; *seq gets a push's sequence number or, for a pull of a
- * BSP table, the iteration it must see. */
-static int check_request(const ps_table *t, const psi_msg *m, uint64_t *seq)
+ * BSP table, the iteration it must see; a push's aux goes to *a. */
+static int check_request(const ps_table *t, const psi_msg *m, uint64_t *seq, kv_push_aux *a)
 {
     const psi_hdr *h = &m->hdr;
     const uint64_t *k = m->seg[PSI_SEG_KEYS];
     int push = (h->flags & PSI_F_PUSH) != 0;
     if (h->sender >= PSI_MAX_NODES || !(h->flags & (PSI_F_PUSH | PSI_F_PULL))) return PS_ERR_PROTO;
+    if (h->flags & PSI_F_REPL) return check_forward(t, m, seq, a);
     if ((h->key_count == 0 && !(t->bsp && push)) || ((uintptr_t)k & 7)) return PS_ERR_PROTO;
     for (uint64_t i = 1; i < h->key_count; i++)
         if (k[i] < k[i - 1] || (push && k[i] == k[i - 1])) return PS_ERR_PROTO;
@@ -119,10 +178,15 @@ static int check_request(const ps_table *t, const psi_msg *m, uint64_t *seq)
     if (t->var) {
         int rv = psi_kv_var_check(t, m);
         if (rv != 0) return rv;
-    } else if (h->seg_len[PSI_SEG_VALS] != h->key_count * t->vbytes || h->seg_len[PSI_SEG_AUX] != 8) {
+    } else if (h->seg_len[PSI_SEG_VALS] != h->key_count * t->vbytes) {
         return PS_ERR_PROTO;
     }
-    *seq = psi_get_u64(m->seg[PSI_SEG_AUX]);
+    if (h->seg_len[PSI_SEG_AUX] != PSI_PUSH_AUX) return PS_ERR_PROTO;
+    psi_kv_aux_get(m->seg[PSI_SEG_AUX], a);
+    *seq = a->seq;
+    if (a->origin == PSI_ID_NONE || a->via == PSI_ID_NONE ||
+        ((a->origin != ps_my_id() || a->via) && !t->k))
+        return PS_ERR_PROTO;
     return *seq ? PS_OK : PS_ERR_PROTO;
 }
 
@@ -130,7 +194,7 @@ static int check_request(const ps_table *t, const psi_msg *m, uint64_t *seq)
 
 /* Blocks for every key of the push (inserting and initialising new ones);
  * PS_ERR_TOOBIG if any could not be had. */
-static int do_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks)
+int psi_kv_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks)
 {
     if (t->dense) {
         for (size_t i = 0; i < n; i++) {
@@ -152,12 +216,13 @@ static int do_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks)
 
 static int do_apply(ps_table *t, const psi_msg *m, uint64_t seq)
 {
+    if (m->hdr.flags & PSI_F_REPL) return psi_repl_apply(t, m);
     if (t->bsp) return psi_kv_bsp_push(t, m, seq);
     if (t->var) return psi_kv_var_apply(t, m);
     size_t n = m->hdr.key_count;
     void **blocks = malloc(n * sizeof(void *));
     if (!blocks) return PS_ERR_NOMEM;
-    int rv = do_blocks(t, m->seg[PSI_SEG_KEYS], n, blocks);
+    int rv = psi_kv_blocks(t, m->seg[PSI_SEG_KEYS], n, blocks);
     if (rv == 0) psi_update_apply_batch(&t->upd, m->seg[PSI_SEG_KEYS], blocks, m->seg[PSI_SEG_VALS], n);
     else PSI_ERROR("table %s: push of %zu keys refused: %s", t->name, n, ps_strerror(rv));
     free(blocks);
@@ -194,7 +259,7 @@ void psi_kv_answer_pull(ps_table *t, const psi_msg *m)
 /* Answer a request whose push part (if any) is settled with `status`;
  * `iter` is the iteration a BSP pull must see.  Returns 1 if the request
  * was kept to be answered later (BSP), 0 if the caller still owns it. */
-static int do_answer(ps_table *t, psi_msg *m, int status, uint64_t iter)
+int psi_kv_answer(ps_table *t, psi_msg *m, int status, uint64_t iter)
 {
     if (status != 0 || !(m->hdr.flags & PSI_F_PULL)) {
         psi_kv_reply(t, m, status, NULL, 0);
@@ -207,14 +272,22 @@ static int do_answer(ps_table *t, psi_msg *m, int status, uint64_t iter)
 
 /* ---- pushes in sender order ------------------------------------------------------ */
 
-static void do_park(ps_table *t, psi_msg *m, uint64_t seq)
+/* Answer an applied push now or, when it has backups to reach first, once
+ * they acknowledged it; 1 if `m` was kept. */
+static int do_settle(ps_table *t, psi_msg *m, int st, uint64_t seq, const kv_push_aux *a)
+{
+    if (t->k && !(m->hdr.flags & PSI_F_REPL) && psi_repl_after_apply(t, m, st, a)) return 1;
+    return psi_kv_answer(t, m, st, seq);
+}
+
+static void do_park(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
 {
     kv_parked *p = malloc(sizeof(*p));
     if (!p) { /* the sender resends it */
         psi_msg_free(m);
         return;
     }
-    *p = (kv_parked){t->parked, m, seq};
+    *p = (kv_parked){t->parked, m, seq, *a};
     t->parked = p;
 }
 
@@ -232,60 +305,106 @@ static void do_drain(ps_table *t, uint32_t sender)
             }
             *pp = p->next;
             int st = PS_OK;
+            int kept;
             if (p->seq == (uint64_t)last + 1) {
                 st = do_apply(t, p->msg, p->seq);
                 t->applied[sender] = (int64_t)p->seq;
                 t->stats.pushes_applied++;
                 progress = 1;
+                kept = do_settle(t, p->msg, st, p->seq, &p->aux);
+            } else {
+                kept = psi_kv_answer(t, p->msg, st, p->seq);
             }
-            if (!do_answer(t, p->msg, st, p->seq)) psi_msg_free(p->msg);
+            if (!kept) psi_msg_free(p->msg);
             free(p);
         }
     }
 }
 
-static void do_push(ps_table *t, psi_msg *m, uint64_t seq)
+static void do_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
 {
     uint32_t s = m->hdr.sender;
     uint64_t last = (uint64_t)t->applied[s];
     int kept = 0;
     if (seq <= last) { /* a resend or duplicate: already applied */
         t->stats.pushes_deduped++;
-        kept = do_answer(t, m, PS_OK, seq);
+        /* still on its way to the backups: the first copy will be answered */
+        if (t->k && !(m->hdr.flags & PSI_F_REPL) && psi_repl_pending(t, a->origin, s, seq))
+            kept = 0;
+        else
+            kept = psi_kv_answer(t, m, PS_OK, seq);
     } else if (seq == last + 1) {
         int st = do_apply(t, m, seq);
         t->applied[s] = (int64_t)seq;
         t->stats.pushes_applied++;
-        kept = do_answer(t, m, st, seq);
+        kept = do_settle(t, m, st, seq, a);
         do_drain(t, s);
     } else {
-        do_park(t, m, seq);
+        do_park(t, m, seq, a);
         return;
     }
     if (!kept) psi_msg_free(m);
 }
 
-void psi_kv_server_on_request(ps_table *t, psi_msg *m)
+/* Requests from a view this node has not installed yet wait for it: the
+ * sender may already route to this node keys it takes over in that view. */
+static int do_defer(ps_table *t, psi_msg *m)
+{
+    psi_msg **d = realloc(t->deferred, (t->ndeferred + 1) * sizeof(*d));
+    if (!d) return 0;
+    t->deferred = d;
+    d[t->ndeferred++] = m;
+    return 1;
+}
+
+static void do_request(ps_table *t, psi_msg *m)
 {
     uint64_t seq = 0;
-    pthread_mutex_lock(&t->lock);
-    int rv = psi_kv_decode(t, m);
+    kv_push_aux a = {0};
+    if (t->k && t->dead[ps_my_id()]) { /* replaced: serve nothing stale */
+        psi_msg_free(m);
+        return;
+    }
+    if (t->k && m->hdr.epoch > t->eff_epoch && do_defer(t, m)) return;
+    if ((m->hdr.flags & PSI_F_REPL) && t->k &&
+        (m->hdr.sender >= PSI_MAX_NODES || t->dead[m->hdr.sender])) {
+        psi_msg_free(m); /* from a server declared dead: it may be stale */
+        return;
+    }
+    int rv = (m->hdr.flags & PSI_F_REPL) ? 0 : psi_kv_decode(t, m);
     if (rv == PSI_ERR_KEYCACHE_MISS) {
         psi_kv_reply(NULL, m, rv, NULL, 0); /* the worker resends the key list */
         psi_msg_free(m);
-        pthread_mutex_unlock(&t->lock);
         return;
     }
-    if (rv == 0) rv = check_request(t, m, &seq);
+    if (rv == 0) rv = check_request(t, m, &seq, &a);
     if (rv != 0) {
         PSI_WARN("table %s: bad request from node %u (%llu keys): %s", t->name, m->hdr.sender,
                  (unsigned long long)m->hdr.key_count, ps_strerror(rv));
         if (m->hdr.sender < PSI_MAX_NODES) psi_kv_reply(t, m, rv, NULL, 0);
         psi_msg_free(m);
+    } else if ((m->hdr.flags & PSI_F_PUSH) && !(m->hdr.flags & PSI_F_REPL) && a.via) {
+        psi_repl_takeover_push(t, m, &a);
     } else if (m->hdr.flags & PSI_F_PUSH) {
-        do_push(t, m, seq);
-    } else if (!do_answer(t, m, PS_OK, seq)) {
+        do_push(t, m, seq, &a);
+    } else if (!psi_kv_answer(t, m, PS_OK, seq)) {
         psi_msg_free(m);
     }
+}
+
+void psi_kv_server_on_request(ps_table *t, psi_msg *m)
+{
+    pthread_mutex_lock(&t->lock);
+    do_request(t, m);
     pthread_mutex_unlock(&t->lock);
+}
+
+void psi_kv_server_run_deferred(ps_table *t)
+{
+    psi_msg **d = t->deferred;
+    size_t n = t->ndeferred;
+    t->deferred = NULL;
+    t->ndeferred = 0;
+    for (size_t i = 0; i < n; i++) do_request(t, d[i]);
+    free(d);
 }

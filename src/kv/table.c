@@ -19,6 +19,7 @@
 
 #include "kv/kv.h"
 #include "node/node.h"
+#include "replica/checkpoint.h"
 #include "util/log.h"
 #include "util/util.h"
 
@@ -62,12 +63,41 @@ ps_table *psi_kv_find(uint32_t id)
 
 uint64_t psi_kv_resend_ms(void) { return reg.resend_ms; }
 
+int psi_kv_ring(ps_table *t)
+{
+    if (t->ring) return PS_OK;
+    psi_view v;
+    if (psi_node_view(&v) != 0) return PS_ERR_NOMEM;
+    int ranks[PSI_MAX_NODES], n = 0;
+    uint32_t ids[PSI_MAX_NODES];
+    for (uint32_t i = 0; i < v.n; i++)
+        if (v.nodes[i].role == PS_ROLE_SERVER) {
+            ranks[n] = v.nodes[i].rank;
+            ids[n++] = v.nodes[i].id;
+        }
+    t->ring_epoch = v.epoch;
+    psi_view_free(&v);
+    if (n == 0) {
+        PSI_ERROR("table %s: the cluster has no servers to push to", t->name);
+        return PS_ERR_STATE;
+    }
+    memcpy(t->servers, ids, (size_t)n * sizeof(uint32_t));
+    t->nservers = n;
+    t->ring = psi_ring_new(ranks, ids, n, PSI_RING_DEFAULT_VNODES);
+    return t->ring ? PS_OK : PS_ERR_NOMEM;
+}
+
 /* ---- dispatch ------------------------------------------------------------------ */
 
 static void on_data(void *arg, psi_msg *m)
 {
     (void)arg;
     ps_table *t = psi_kv_find(m->hdr.table);
+    if ((m->hdr.flags & PSI_F_RESPONSE) && (m->hdr.flags & PSI_F_REPL)) {
+        if (t && t->k && !t->tq) psi_repl_on_ack(t, m);
+        psi_msg_free(m);
+        return;
+    }
     if (m->hdr.flags & PSI_F_RESPONSE) {
         if (t && t->tq) psi_kv_worker_on_response(t, m);
         else psi_msg_free(m);
@@ -85,7 +115,6 @@ static void on_data(void *arg, psi_msg *m)
 
 static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
 {
-    (void)epoch;
     (void)arg;
     pthread_mutex_lock(&reg.lock);
     int n = reg.n;
@@ -95,6 +124,7 @@ static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
     for (int i = 0; i < n; i++) {
         if (ts[i]->tq) psi_kv_worker_on_view(ts[i], dead, ndead);
         if (ts[i]->bsp) psi_kv_server_on_view(ts[i], dead, ndead);
+        if (ts[i]->k && !ts[i]->tq) psi_repl_server_on_view(ts[i], epoch, dead, ndead);
     }
 }
 
@@ -108,8 +138,10 @@ static void *timer_main(void *arg)
         memcpy(ts, reg.tables, (size_t)n * sizeof(ts[0]));
         pthread_mutex_unlock(&reg.lock);
         uint64_t now = psi_now_ms();
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
             if (ts[i]->tq) psi_kv_worker_tick(ts[i], now);
+            else if (ts[i]->k) psi_repl_tick(ts[i], now);
+        }
         pthread_mutex_lock(&reg.lock);
         struct timespec dl = psi_deadline_in(TICK_MS);
         pthread_cond_timedwait(&reg.cond, &reg.lock, &dl);
@@ -157,8 +189,12 @@ static int check_opts(const char *name, const ps_table_opts *o)
                   "without BSP or a dense range", name);
         return PS_ERR_INVAL;
     }
-    if (o->replication != 0) {
-        PSI_ERROR("table %s: replication is not supported yet", name);
+    if (o->replication < 0 || o->replication > 7) {
+        PSI_ERROR("table %s: replication must be 0..7 backups", name);
+        return PS_ERR_INVAL;
+    }
+    if (o->replication > 0 && (o->width == 0 || o->dense_hi > o->dense_lo || o->bsp)) {
+        PSI_ERROR("table %s: replication needs a fixed-width sparse table without BSP", name);
         return PS_ERR_INVAL;
     }
     return PS_OK;
@@ -167,7 +203,7 @@ static int check_opts(const char *name, const ps_table_opts *o)
 static int same_opts(const ps_table_opts *a, const ps_table_opts *b)
 {
     return a->dtype == b->dtype && a->width == b->width && a->update == b->update &&
-           a->bsp == b->bsp &&
+           a->bsp == b->bsp && a->replication == b->replication &&
            a->consistency == b->consistency && a->tau == b->tau;
 }
 
@@ -175,7 +211,9 @@ static void table_free(ps_table *t)
 {
     if (!t) return;
     psi_kv_worker_free(t);
+    psi_repl_free(t); /* before the store: it frees what the seen sets hold */
     psi_kv_server_free(t);
+    psi_ring_free(t->ring);
     psi_chain_free(t->chain);
     psi_store_free(t->sigmod_resid);
     pthread_mutex_destroy(&t->lock);
@@ -204,8 +242,15 @@ static int table_new(const char *name, const ps_table_opts *o, ps_table **out)
         t->tq = psi_tq_new(tau);
         t->push_seq = calloc(PSI_MAX_NODES, sizeof(uint64_t));
         rv = t->tq && t->push_seq ? PS_OK : PS_ERR_NOMEM;
+        if (rv == 0 && o->replication > 0) {
+            pthread_mutex_lock(&t->lock);
+            rv = psi_repl_init(t);
+            pthread_mutex_unlock(&t->lock);
+        }
     } else if (ps_my_role() == PS_ROLE_SERVER) {
         rv = psi_kv_server_init(t);
+        /* every fixed-width table is in every checkpoint (src/replica) */
+        if (rv == 0 && !t->var) rv = psi_ckpt_enable(t);
     }
     if (rv != 0) goto fail;
     *out = t;

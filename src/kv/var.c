@@ -172,7 +172,8 @@ nomem:
 int psi_kv_var_check(const ps_table *t, const psi_msg *m)
 {
     if (!(m->hdr.flags & PSI_F_PUSH)) return PS_OK;
-    if (m->hdr.seg_len[PSI_SEG_AUX] != 8 || !lens_match(m, m->hdr.key_count, t->vbytes))
+    if (m->hdr.seg_len[PSI_SEG_AUX] != PSI_PUSH_AUX ||
+        !lens_match(m, m->hdr.key_count, t->vbytes))
         return PS_ERR_PROTO;
     return PS_OK;
 }

@@ -12,8 +12,11 @@
  * values into the caller's buffer; the last one finishes the task.
  *
  * A slice unanswered for PS_RESEND_MS is resent (the server's vector clock
- * makes that safe); a slice whose server the scheduler declares dead fails
- * its task with PS_ERR_PEER (failover belongs to src/replica).
+ * makes that safe).  A slice whose server the scheduler declares dead fails
+ * its task with PS_ERR_PEER, unless the table is replicated: then its keys
+ * are moved to the live heads of their chains, still counted for the
+ * server they were first sent to (src/replica/chain.c says why that makes
+ * the move exactly-once).
  *
  * Never: call the task queue or send with the table lock held; write into
  * the caller's buffer after its task finished.
@@ -99,8 +102,6 @@ int psi_kv_check_unique(const kv_req *r)
     return PS_OK;
 }
 
-static int do_ring(ps_table *t);
-
 /* sigmod: add `v` to the key's residual; returns 1 (and moves the residual
  * into `out`) once some component exceeds the threshold. */
 static int do_sigmod(ps_table *t, uint64_t key, const uint8_t *v, uint8_t *out)
@@ -168,7 +169,7 @@ static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, si
     if (*rv == 0 && drops) *rv = drop_filters(r, push);
     if (*rv == 0) {
         pthread_mutex_lock(&t->lock);
-        if ((*rv = do_ring(t)) == 0) *rv = do_slice(r, drops ? r->vals : push);
+        if ((*rv = psi_kv_ring(t)) == 0) *rv = do_slice(r, drops ? r->vals : push);
         pthread_mutex_unlock(&t->lock);
     }
     if (*rv != 0) {
@@ -180,38 +181,13 @@ static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, si
 
 /* ---- slicing (when the task starts) ----------------------------------------------- */
 
-/* Build the ring from the first view's servers (lock held). */
-static int do_ring(ps_table *t)
-{
-    if (t->ring) return PS_OK;
-    psi_view v;
-    if (psi_node_view(&v) != 0) return PS_ERR_NOMEM;
-    int ranks[PSI_MAX_NODES], n = 0;
-    uint32_t ids[PSI_MAX_NODES];
-    for (uint32_t i = 0; i < v.n; i++)
-        if (v.nodes[i].role == PS_ROLE_SERVER) {
-            ranks[n] = v.nodes[i].rank;
-            ids[n++] = v.nodes[i].id;
-        }
-    t->ring_epoch = v.epoch;
-    psi_view_free(&v);
-    if (n == 0) {
-        PSI_ERROR("table %s: the cluster has no servers to push to", t->name);
-        return PS_ERR_STATE;
-    }
-    memcpy(t->servers, ids, (size_t)n * sizeof(uint32_t));
-    t->nservers = n;
-    t->ring = psi_ring_new(ranks, ids, n, PSI_RING_DEFAULT_VNODES);
-    return t->ring ? PS_OK : PS_ERR_NOMEM;
-}
-
 static kv_slice *slice_for(kv_req *r, uint32_t server)
 {
     for (int i = 0; i < r->nslices; i++)
         if (r->slices[i].server == server) return &r->slices[i];
     kv_slice *s = &r->slices[r->nslices++];
     memset(s, 0, sizeof(*s));
-    s->server = server;
+    s->server = s->origin = server;
     return s;
 }
 
@@ -225,10 +201,7 @@ static int add_run(kv_slice *s, size_t begin, size_t end)
     return PS_OK;
 }
 
-/* Gather one slice's keys and values into its shared buffer. */
-/* Gather one slice's keys (and the caller's values, `uvals`, through the
- * permutation) into its shared buffer: the only copy a push makes. */
-/* Where a fixed-width slice's aux word (push sequence number or BSP
+/* Where a fixed-width slice's aux (a push's kv_push_aux, a BSP pull's
  * iteration) lives: right after its values, so the payload is one region. */
 static uint8_t *slice_aux(const kv_req *r, const kv_slice *s)
 {
@@ -236,6 +209,18 @@ static uint8_t *slice_aux(const kv_req *r, const kv_slice *s)
     return s->buf->data + s->nkeys * (8 + vb);
 }
 
+static size_t aux_len(const kv_req *r) { return (r->flags & PSI_F_PUSH) ? PSI_PUSH_AUX : 8; }
+
+/* Write a slice's aux: a push's sequence number, origin and low watermark
+ * `lo`, or the iteration a BSP pull waits for. */
+static void put_aux(const kv_req *r, const kv_slice *s, uint64_t lo, uint8_t *out)
+{
+    if (r->flags & PSI_F_PUSH) psi_kv_aux_put(out, &(kv_push_aux){.seq = s->seq, .origin = s->origin, .lo = lo});
+    else psi_put_u64(out, s->iter);
+}
+
+/* Gather one slice's keys (and the caller's values, `uvals`, through the
+ * permutation) into its shared buffer: the only copy a push makes. */
 static int fill_buf(kv_req *r, kv_slice *s, const uint8_t *uvals)
 {
     if (r->t->var) {
@@ -244,8 +229,8 @@ static int fill_buf(kv_req *r, kv_slice *s, const uint8_t *uvals)
         return PS_OK;
     }
     size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0;
-    /* keys, values, then the 8-byte aux (slice_aux): one contiguous region */
-    if (!(s->buf = buf_new(s->nkeys * (8 + vb) + 8))) return PS_ERR_NOMEM;
+    /* keys, values, then the aux (slice_aux): one contiguous region */
+    if (!(s->buf = buf_new(s->nkeys * (8 + vb) + aux_len(r)))) return PS_ERR_NOMEM;
     uint8_t *k = s->buf->data, *v = k + s->nkeys * 8;
     for (size_t i = 0; i < s->nruns; i++) {
         size_t len = s->runs[i].end - s->runs[i].begin;
@@ -304,8 +289,17 @@ static int do_slice(kv_req *r, const uint8_t *uvals)
     int every = t->opts.bsp && (r->flags & PSI_F_PUSH); /* BSP: one push per server */
     size_t cap = every ? ns + (size_t)t->nservers : ns;
     if (rv == 0 && !(r->slices = calloc(PSI_MAX(cap, 1), sizeof(kv_slice)))) rv = PS_ERR_NOMEM;
-    for (size_t i = 0; rv == 0 && i < ns; i++)
-        rv = add_run(slice_for(r, ss[i].owner), ss[i].begin, ss[i].end);
+    for (size_t i = 0; rv == 0 && i < ns; i++) {
+        uint32_t owner = t->k ? psi_repl_chain(t, ss[i].seg)[0] : ss[i].owner;
+        if (owner >= PSI_MAX_NODES || (t->dead && t->dead[owner])) {
+            PSI_ERROR("table %s: the server of key %llu is dead%s", t->name,
+                      (unsigned long long)r->keys[ss[i].begin],
+                      t->k ? " and so are its backups" : " (the table has no replicas)");
+            rv = PS_ERR_PEER;
+        } else {
+            rv = add_run(slice_for(r, owner), ss[i].begin, ss[i].end);
+        }
+    }
     for (int i = 0; rv == 0 && every && i < t->nservers; i++) slice_for(r, t->servers[i]);
     for (int i = 0; rv == 0 && i < r->nslices; i++) rv = fill_buf(r, &r->slices[i], uvals);
     free(ss);
@@ -327,7 +321,7 @@ static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
     h->table = r->t->id;
     h->timestamp = (uint64_t)r->ts;
     h->key_count = s->nkeys;
-    if (s->nkeys) {
+    if (s->nkeys) { /* the answer echoes the range: it names the slice */
         h->key_lo = ((const uint64_t *)(const void *)s->buf->data)[0];
         h->key_hi = ((const uint64_t *)(const void *)s->buf->data)[s->nkeys - 1];
     }
@@ -342,16 +336,15 @@ static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
         m->borrowed |= 1u << PSI_SEG_VALS;
     }
     if (r->t->var && ((r->flags & PSI_F_PUSH) || r->t->opts.bsp)) {
-        /* push: its sequence number; BSP pull: the iteration to wait for */
-        uint8_t seq[8];
-        psi_put_u64(seq, (r->flags & PSI_F_PUSH) ? s->seq : s->iter);
-        if (psi_msg_set_seg(m, PSI_SEG_AUX, seq, 8) != 0) {
+        uint8_t aux[PSI_PUSH_AUX];
+        put_aux(r, s, s->seq - 1, aux);
+        if (psi_msg_set_seg(m, PSI_SEG_AUX, aux, aux_len(r)) != 0) {
             psi_msg_free(m);
             return NULL;
         }
     } else if ((r->flags & PSI_F_PUSH) || r->t->opts.bsp) {
         m->seg[PSI_SEG_AUX] = slice_aux(r, s); /* written once, in kv_start */
-        h->seg_len[PSI_SEG_AUX] = 8;
+        h->seg_len[PSI_SEG_AUX] = aux_len(r);
         m->borrowed |= 1u << PSI_SEG_AUX;
     }
     atomic_fetch_add(&s->buf->refs, 1);
@@ -399,6 +392,18 @@ static void send_slices(kv_req *r, psi_msg **msgs, uint32_t *to, int n)
         if (msgs[i]) psi_node_send(to[i], msgs[i]);
 }
 
+/* The low watermark of pushes counted for `origin`: below the oldest one
+ * still unacknowledged (lock held). */
+static uint64_t do_low_mark(ps_table *t, uint32_t origin, uint64_t seq)
+{
+    uint64_t lo = seq;
+    for (kv_req *r = t->reqs; r; r = r->next)
+        for (int i = 0; (r->flags & PSI_F_PUSH) && i < r->nslices; i++)
+            if (!r->slices[i].done && r->slices[i].origin == origin && r->slices[i].seq < lo)
+                lo = r->slices[i].seq;
+    return lo - 1;
+}
+
 static void kv_start(void *ctx, int64_t ts)
 {
     kv_req *r = ctx;
@@ -414,7 +419,8 @@ static void kv_start(void *ctx, int64_t ts)
         if (s->server >= PSI_MAX_NODES) continue;
         if (r->flags & PSI_F_PUSH) s->seq = ++t->push_seq[s->server];
         s->iter = t->push_seq[s->server];
-        if (!t->var) psi_put_u64(slice_aux(r, s), (r->flags & PSI_F_PUSH) ? s->seq : s->iter);
+        if (!t->var) put_aux(r, s, t->k ? do_low_mark(t, s->server, s->seq) : s->seq - 1,
+                             slice_aux(r, s));
     }
     int n = r->nslices;
     size_t cnt = n > 0 ? (size_t)n : 1;
@@ -650,13 +656,22 @@ static int do_slice_done(kv_req *r, kv_slice *s, int status)
     return --r->pending == 0;
 }
 
+/* Whether answer `h` names slice `s`: by its first and last key. */
+static int slice_is(const kv_slice *s, const psi_hdr *h)
+{
+    if (!s->nkeys) return h->key_lo == 0 && h->key_hi == 0; /* one per server */
+    const uint64_t *k = (const uint64_t *)(const void *)s->buf->data;
+    return h->key_lo == k[0] && h->key_hi == k[s->nkeys - 1];
+}
+
 void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
 {
     pthread_mutex_lock(&t->lock);
     kv_req *r = do_find(t, (int64_t)m->hdr.timestamp);
     kv_slice *s = NULL;
     for (int i = 0; r && i < r->nslices && !s; i++)
-        if (r->slices[i].server == m->hdr.sender) s = &r->slices[i];
+        if (r->slices[i].server == m->hdr.sender && slice_is(&r->slices[i], &m->hdr))
+            s = &r->slices[i];
     int complete = 0;
     psi_msg *again = NULL;
     if (s && !s->done && (int)m->hdr.arg == PSI_ERR_KEYCACHE_MISS) {
@@ -708,23 +723,131 @@ void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
     for (int i = 0; i < n; i++) psi_node_send(to[i], msgs[i]);
 }
 
+/* ---- failover (replicated tables) ---------------------------------------------------- */
+
+/* Keys (and values) of slice `s` that go to `owner`, as a new slice of `r`
+ * counted for the same origin and sequence number.  `pos[i]` is the sorted
+ * position of the slice's i-th key, `own[i]` its new owner. */
+static int move_part(kv_req *r, const kv_slice *s, const size_t *pos, const uint32_t *own,
+                     uint32_t owner)
+{
+    size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0, n = 0;
+    for (size_t i = 0; i < s->nkeys; i++) n += own[i] == owner;
+    kv_slice *d = &r->slices[r->nslices];
+    memset(d, 0, sizeof(*d));
+    *d = (kv_slice){.server = owner, .origin = s->origin, .seq = s->seq, .iter = s->iter,
+                    .nkeys = n, .sent_ms = psi_now_ms()};
+    if (!(d->buf = buf_new(n * (8 + vb) + aux_len(r)))) return PS_ERR_NOMEM;
+    const uint8_t *sk = s->buf->data, *sv = sk + s->nkeys * 8;
+    uint8_t *k = d->buf->data, *v = k + n * 8;
+    for (size_t i = 0; i < s->nkeys; i++) {
+        if (own[i] != owner) continue;
+        memcpy(k, sk + i * 8, 8);
+        memcpy(v, sv + i * vb, vb);
+        k += 8, v += vb;
+        if (d->nruns && d->runs[d->nruns - 1].end == pos[i]) {
+            d->runs[d->nruns - 1].end++;
+            continue;
+        }
+        kv_run *runs = realloc(d->runs, (d->nruns + 1) * sizeof(*runs));
+        if (!runs) {
+            free(d->runs);
+            buf_unref(d->buf);
+            return PS_ERR_NOMEM;
+        }
+        d->runs = runs;
+        d->runs[d->nruns++] = (kv_run){pos[i], pos[i] + 1};
+    }
+    memcpy(slice_aux(r, d), slice_aux(r, s), aux_len(r)); /* same seq, origin, mark */
+    if (r->flags & PSI_F_PUSH) { /* ... moved off the dead server s->server */
+        kv_push_aux a;
+        psi_kv_aux_get(slice_aux(r, d), &a);
+        a.via = s->server;
+        psi_kv_aux_put(slice_aux(r, d), &a);
+    }
+    r->nslices++;
+    r->pending++;
+    return PS_OK;
+}
+
+/* Slice `s` went to a dead server: send its keys to the heads of their live
+ * chains (which held them as backups), still counted for the dead server, so
+ * the new owners apply what they did not hold yet and nothing twice.  New
+ * slices are appended to r (lock held); returns 0 or the error that fails it. */
+static int do_move(kv_req *r, int si)
+{
+    ps_table *t = r->t;
+    kv_slice *s = &r->slices[si];
+    size_t n = s->nkeys, j = 0;
+    size_t *pos = malloc(PSI_MAX(n, 1) * sizeof(*pos));
+    uint32_t *own = malloc(PSI_MAX(n, 1) * sizeof(*own)), heads[64];
+    int nh = 0, rv = pos && own ? PS_OK : PS_ERR_NOMEM;
+    const uint64_t *keys = (const uint64_t *)(const void *)s->buf->data;
+    for (size_t i = 0; rv == 0 && i < s->nruns; i++)
+        for (size_t p = s->runs[i].begin; p < s->runs[i].end; p++) pos[j++] = p;
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+        own[i] = psi_repl_chain(t, psi_ring_seg_of(t->ring, keys[i]))[0];
+        if (own[i] == PSI_ID_NONE) rv = PS_ERR_PEER; /* the whole chain is gone */
+        int known = 0;
+        for (int h = 0; h < nh && !known; h++) known = heads[h] == own[i];
+        if (!known && nh < 64) heads[nh++] = own[i];
+        else if (!known) rv = PS_ERR_NOMEM;
+    }
+    kv_slice *grown = rv == 0 ? realloc(r->slices, (size_t)(r->nslices + nh) * sizeof(*grown))
+                              : NULL;
+    if (rv == 0 && !grown) rv = PS_ERR_NOMEM;
+    if (grown) r->slices = grown;
+    for (int h = 0; rv == 0 && h < nh; h++) rv = move_part(r, &r->slices[si], pos, own, heads[h]);
+    free(pos);
+    free(own);
+    return rv;
+}
+
+/* A slice's server died: fail it, or (replicated table) move it. */
+static int do_slice_dead(kv_req *r, int si, psi_msg **msgs, uint32_t *to, int *nmsg, int cap)
+{
+    if (!r->t->k) return do_slice_done(r, &r->slices[si], PS_ERR_PEER);
+    int first = r->nslices;
+    int rv = do_move(r, si);
+    if (rv != 0) return do_slice_done(r, &r->slices[si], rv);
+    for (int i = first; i < r->nslices; i++) {
+        kv_slice *d = &r->slices[i];
+        psi_msg *m = *nmsg < cap ? slice_msg(r, d) : NULL; /* else: the resend timer */
+        if (m) {
+            msgs[*nmsg] = m;
+            to[(*nmsg)++] = d->server;
+        }
+    }
+    r->t->stats.slices_moved++;
+    return do_slice_done(r, &r->slices[si], PS_OK); /* its parts finish the request */
+}
+
 void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead)
 {
     kv_req *done = NULL;
+    enum { CAP = 256 };
+    psi_msg *msgs[CAP];
+    uint32_t to[CAP];
+    int nmsg = 0;
     pthread_mutex_lock(&t->lock);
+    if (!t->dead) t->dead = calloc(PSI_MAX_NODES, 1); /* replicated tables have it */
+    for (int d = 0; t->dead && d < ndead; d++)
+        if (dead[d] < PSI_MAX_NODES) t->dead[dead[d]] = 1;
+    if (t->k) psi_repl_compute(t, 0, dead, ndead);
     for (kv_req *r = t->reqs, *next; r; r = next) {
         next = r->next;
         int complete = 0;
         for (int i = 0; i < r->nslices; i++)
             for (int d = 0; d < ndead; d++)
-                if (r->slices[i].server == dead[d])
-                    complete |= do_slice_done(r, &r->slices[i], PS_ERR_PEER);
+                if (!r->slices[i].done && r->slices[i].server == dead[d])
+                    complete |= do_slice_dead(r, i, msgs, to, &nmsg, CAP);
         if (!complete) continue;
         do_unlink(t, r);
         r->next = done;
         done = r;
     }
     pthread_mutex_unlock(&t->lock);
+    for (int i = 0; i < nmsg; i++) psi_node_send(to[i], msgs[i]);
     while (done) {
         kv_req *r = done;
         done = r->next;
@@ -739,8 +862,6 @@ void psi_kv_worker_free(ps_table *t)
         t->reqs = r->next;
         req_free(r);
     }
-    psi_ring_free(t->ring);
-    t->ring = NULL;
     free(t->push_seq);
     t->push_seq = NULL;
     psi_tq_free(t->tq);

@@ -314,6 +314,11 @@ static void do_install_view(const psi_view *v)
 
 static void sio_send_reliable(void *a, uint32_t peer, psi_msg *m) { (void)a; do_send_reliable(peer, m); }
 static void sio_send_ack(void *a, uint32_t peer, uint64_t ts, int st) { (void)a; do_send_ack(peer, ts, st); }
+static void sio_send(void *a, uint32_t peer, psi_msg *m)
+{
+    (void)a;
+    do_send(peer, m); /* the transport owns m, sent or not */
+}
 static void sio_connect(void *a, uint32_t peer, const char *addr)
 {
     (void)a;
@@ -334,6 +339,7 @@ static void sio_barrier_done(void *a, int group, uint64_t seq)
 
 static const psi_sched_io sched_io = {
     .send_reliable = sio_send_reliable,
+    .send = sio_send,
     .send_ack = sio_send_ack,
     .connect = sio_connect,
     .forget = sio_forget,

@@ -27,6 +27,7 @@ typedef struct slot {
     int32_t rank;
     char addr[PSI_ADDR_MAX];
     uint64_t last_seen_ms;
+    uint64_t told_ms;  /* when a dead node that still talks was last told */
 } slot;
 
 typedef struct barrier {
@@ -251,10 +252,34 @@ void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t no
 
 /* ---- liveness ------------------------------------------------------------- */
 
+/* Send the current view to node `id` (declared dead) once per 100 ms. */
+static void tell_dead(psi_sched *s, int id, uint64_t now_ms)
+{
+    psi_view v;
+    uint8_t *buf;
+    size_t len;
+    slot *sl = &s->slots[id];
+    if (s->epoch == 0 || (sl->told_ms && now_ms - sl->told_ms < 100)) return;
+    sl->told_ms = now_ms;
+    if (build_view(s, &v) != 0) return;
+    if (psi_view_encode(&v, &buf, &len) == 0) {
+        psi_msg *m = psi_msg_new(PSI_MSG_VIEW);
+        if (m && psi_msg_set_seg(m, PSI_SEG_AUX, buf, len) == 0) {
+            m->hdr.flags = PSI_F_CONTROL;
+            s->io.send(s->io.arg, (uint32_t)id, m);
+        } else {
+            psi_msg_free(m);
+        }
+        free(buf);
+    }
+    psi_view_free(&v);
+}
+
 void psi_sched_on_alive(psi_sched *s, uint32_t from, uint64_t now_ms)
 {
-    if (from > 0 && from < (uint32_t)s->nslots && s->slots[from].present)
-        s->slots[from].last_seen_ms = now_ms;
+    if (from == 0 || from >= (uint32_t)s->nslots || !s->slots[from].present) return;
+    s->slots[from].last_seen_ms = now_ms;
+    if (!s->slots[from].alive && !s->slots[from].left) tell_dead(s, (int)from, now_ms);
 }
 
 void psi_sched_on_leave(psi_sched *s, uint32_t from)

@@ -23,6 +23,9 @@ typedef struct psi_sched_io {
     void *arg;
     /* Send reliably (stamped, resent until acked); takes ownership of m. */
     void (*send_reliable)(void *arg, uint32_t peer, psi_msg *m);
+    /* Send unreliably (a resumed node declared dead is told its view); takes
+     * ownership of m. */
+    void (*send)(void *arg, uint32_t peer, psi_msg *m);
     /* Send an ACK of `ts` to `peer` with status `status` (0 or ps_err). */
     void (*send_ack)(void *arg, uint32_t peer, uint64_t ts, int status);
     void (*connect)(void *arg, uint32_t peer, const char *addr);
@@ -39,7 +42,9 @@ void psi_sched_free(psi_sched *s);
 
 /* A join request with reliable timestamp `ts` arrived. */
 void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t now_ms);
-/* Any message from `from` arrived (heartbeat or other): it is alive. */
+/* Any message from `from` arrived (heartbeat or other): it is alive, or,
+ * if it was declared dead (paused past the timeout, then resumed), it is
+ * sent the current view so that it learns it was replaced and leaves. */
 void psi_sched_on_alive(psi_sched *s, uint32_t from, uint64_t now_ms);
 /* Node `from` (0 = the scheduler itself) entered barrier `seq` of `group`. */
 void psi_sched_on_barrier(psi_sched *s, uint32_t from, int group, uint64_t seq);

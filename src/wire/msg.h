@@ -72,7 +72,8 @@ enum {
     PSI_F_PULL = 1u << 3,
     PSI_F_CONTROL = 1u << 4,
     PSI_F_RELIABLE = 1u << 5, /* receiver must ACK; sender resends until then */
-    PSI_F_ALL = (1u << 6) - 1
+    PSI_F_REPL = 1u << 6,     /* DATA: a chain-replication forward or its ack */
+    PSI_F_ALL = (1u << 7) - 1
 };
 
 /* The decoded header. */

@@ -149,6 +149,7 @@ static int setup(void **state)
     psi_sched_io io = {
         .arg = f,
         .send_reliable = f_send,
+        .send = f_send,
         .send_ack = f_ack,
         .connect = f_connect,
         .forget = f_forget,
@@ -712,9 +713,21 @@ static void test_active_counts(void **state)
     all_alive(f, 2000, 2);
     psi_sched_tick(f->s, 2000);
     assert_int_equal(psi_sched_active(f->s), NNODES - 2);
+    reset(f);
     psi_sched_on_alive(f->s, 2, 3000); /* too late: stays dead */
     psi_sched_tick(f->s, 3000);
     assert_int_equal(psi_sched_active(f->s), NNODES - 2);
+    /* ... and is told so: the current view, where it is dead, once per 100 ms */
+    assert_int_equal(f->nsends, 1);
+    assert_int_equal(f->sends[0].peer, 2);
+    assert_true(f->sends[0].has_view);
+    assert_int_equal(psi_view_find(&f->sends[0].view, 2)->alive, 0);
+    psi_sched_on_alive(f->s, 2, 3050);
+    assert_int_equal(f->nsends, 1);
+    psi_sched_on_alive(f->s, 2, 3100);
+    assert_int_equal(f->nsends, 2);
+    psi_sched_on_alive(f->s, 1, 3200); /* a node that left is not told anything */
+    assert_int_equal(f->nsends, 2);
 }
 
 int main(void)

@@ -1,0 +1,518 @@
+/*
+ * chain.c -- chain replication of a table's key ranges, and failover.
+ *
+ * Design.  The ring is built once from every server of the first view; a
+ * segment's chain is the first k + 1 LIVE servers met walking the ring from
+ * its point (psi_ring_seg_chain), so when a server dies its segments fall to
+ * their first live successor, which was their first backup, and the rest of
+ * the ring does not move.  Both workers and servers keep that live chain per
+ * segment (t->eff), recomputed on every view change.
+ *
+ * The owner applies a push, then forwards the resulting blocks (values and
+ * update state, so a backup needs no update function and stays identical to
+ * its owner) of each key to the k backups of its segment, and answers the
+ * worker only when every backup acknowledged: an acknowledged push is on
+ * k + 1 servers.  The owner fans out to its k backups in parallel rather
+ * than down a line: the same guarantee (the "tail" has it before the
+ * acknowledgement) with one hop of latency instead of k.  Forwards from one
+ * owner to one backup carry their own sequence numbers (t->fwd_seq at the
+ * owner, t->applied[owner] at the backup, the same in-order / dedup / park
+ * logic as workers' pushes), so a backup applies them exactly once, in the
+ * owner's order, even when the transport drops, duplicates or delays them.
+ *
+ * Exactly once across a failover.  A worker numbers its pushes per server;
+ * a forward also carries that push's (origin server, worker, sequence
+ * number) and the worker's low watermark, and the backup records them in a
+ * "seen" set per (forwarder, origin, worker): the pushes counted for that
+ * origin whose keys of the forwarder's ranges it holds.  When a server dies,
+ * the worker resends each push still unacknowledged there to the new heads
+ * of its keys' chains, still counted for its origin and now naming the dead
+ * server ("via"); a new head applies it unless its seen set for (via, origin,
+ * worker) says it holds it already.  Keying by the forwarder matters: after
+ * a death two new heads each take over part of one push, and one head's
+ * forward of its part must not make the other believe it holds its own.  A
+ * seen set stays small: everything at or below the worker's watermark is
+ * pruned.
+ *
+ * Restoring k: after a view change, the head of each segment sends the
+ * segment's blocks to every backup that is new in its chain, through the
+ * same ordered forward stream, so later forwards land on top of the copy.
+ *
+ * Everything here runs under the table lock (the I/O thread, the view hook
+ * and the timer).  Never: answer a push before its backups have it; accept a
+ * forward from a server declared dead (it may be a stale one resumed after a
+ * pause); apply a push a backup already held.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/kv.h"
+#include "node/node.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#define COPY_CHUNK 65536 /* keys per message when copying a segment */
+#define MAX_BACKUPS 64   /* distinct backups one push or copy fans out to */
+
+/* The pushes counted for one (origin, sender) that this node holds. */
+typedef struct kv_seen {
+    uint64_t lo;    /* every seq <= lo is held or will never be resent */
+    uint64_t *seqs; /* held seqs above lo, ascending */
+    uint32_t n, cap;
+} kv_seen;
+
+/* A push waiting for its backups' acknowledgements. */
+struct kv_pend {
+    kv_pend *next;
+    psi_msg *req;
+    int left, st;
+    kv_push_aux aux;
+};
+
+/* A forward not yet acknowledged; kept for resends. */
+struct kv_fwd {
+    kv_fwd *next;
+    kv_pend *p; /* NULL: a segment copy nobody waits for */
+    uint32_t to;
+    uint64_t q;
+    psi_msg *msg;
+    uint64_t sent_ms;
+};
+
+/* One backup's share of a forward being built. */
+typedef struct part {
+    uint32_t to;
+    size_t n, cap;
+    uint64_t *keys;
+    uint8_t *blocks;
+} part;
+
+static int is_live(void *arg, uint32_t id)
+{
+    const ps_table *t = arg;
+    return id < PSI_MAX_NODES && !t->dead[id];
+}
+
+static size_t block_bytes(const ps_table *t) { return psi_update_block_bytes(&t->upd); }
+
+/* ---- chains ------------------------------------------------------------------------ */
+
+int psi_repl_compute(ps_table *t, uint32_t epoch, const uint32_t *dead, int ndead)
+{
+    size_t w = (size_t)t->k + 1, nsegs = psi_ring_nsegs(t->ring);
+    for (int i = 0; i < ndead; i++)
+        if (dead[i] < PSI_MAX_NODES) t->dead[dead[i]] = 1;
+    if (epoch > t->eff_epoch) t->eff_epoch = epoch;
+    if (!t->eff && !(t->eff = malloc(nsegs * w * sizeof(uint32_t)))) return PS_ERR_NOMEM;
+    for (uint32_t seg = 0; seg < nsegs; seg++) {
+        uint32_t *c = t->eff + seg * w;
+        size_t n = psi_ring_seg_chain(t->ring, seg, is_live, t, c, w);
+        for (size_t j = n; j < w; j++) c[j] = PSI_ID_NONE;
+    }
+    return PS_OK;
+}
+
+int psi_repl_init(ps_table *t)
+{
+    int rv = psi_kv_ring(t);
+    if (rv != 0) return rv;
+    t->k = t->opts.replication;
+    if (t->k + 1 > t->nservers) {
+        PSI_ERROR("table %s: replication %d needs at least %d servers (the cluster has %d)",
+                  t->name, t->k, t->k + 1, t->nservers);
+        return PS_ERR_INVAL;
+    }
+    psi_view v;
+    if (!(t->dead = calloc(PSI_MAX_NODES, 1)) || psi_node_view(&v) != 0) return PS_ERR_NOMEM;
+    for (uint32_t i = 0; i < v.n; i++)
+        if (!v.nodes[i].alive) t->dead[v.nodes[i].id] = 1;
+    t->eff_epoch = v.epoch;
+    psi_view_free(&v);
+    if (!t->tq && (!(t->fwd_seq = calloc(PSI_MAX_NODES, sizeof(uint64_t))) ||
+                   !(t->seen = psi_store_new(sizeof(kv_seen)))))
+        return PS_ERR_NOMEM;
+    return psi_repl_compute(t, 0, NULL, 0);
+}
+
+static int free_seen(void *arg, uint64_t key, void *block)
+{
+    (void)arg, (void)key;
+    free(((kv_seen *)block)->seqs);
+    return 0;
+}
+
+void psi_repl_free(ps_table *t)
+{
+    while (t->fwds) {
+        kv_fwd *f = t->fwds;
+        t->fwds = f->next;
+        psi_msg_free(f->msg);
+        free(f);
+    }
+    while (t->pends) {
+        kv_pend *p = t->pends;
+        t->pends = p->next;
+        psi_msg_free(p->req);
+        free(p);
+    }
+    for (size_t i = 0; i < t->ndeferred; i++) psi_msg_free(t->deferred[i]);
+    free(t->deferred);
+    if (t->seen) psi_store_foreach(t->seen, free_seen, NULL);
+    psi_store_free(t->seen);
+    free(t->eff);
+    free(t->dead);
+    free(t->fwd_seq);
+    t->deferred = NULL;
+    t->ndeferred = 0;
+    t->seen = NULL;
+    t->eff = NULL;
+    t->dead = NULL;
+    t->fwd_seq = NULL;
+}
+
+/* ---- seen sets ------------------------------------------------------------------------ */
+
+static kv_seen *seen_get(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender)
+{
+    int inserted;
+    uint64_t key = (uint64_t)via << 40 | (uint64_t)origin << 20 | sender; /* ids < 2^20 */
+    _Static_assert(PSI_MAX_NODES <= (1 << 20), "node ids fit 20 bits");
+    kv_seen *s = psi_store_upsert(t->seen, key, &inserted);
+    if (s && inserted) memset(s, 0, sizeof(*s));
+    return s;
+}
+
+static int seen_has(const kv_seen *s, uint64_t seq)
+{
+    if (seq <= s->lo) return 1;
+    size_t i = psi_search_u64(s->seqs, 0, s->n, seq, 0);
+    return i < s->n && s->seqs[i] == seq;
+}
+
+/* Record that push `seq` is held, and that nothing <= lo will be resent. */
+static void seen_note(kv_seen *s, uint64_t seq, uint64_t lo)
+{
+    if (lo > s->lo) {
+        size_t cut = psi_search_u64(s->seqs, 0, s->n, lo, 1);
+        memmove(s->seqs, s->seqs + cut, (s->n - cut) * sizeof(uint64_t));
+        s->n -= (uint32_t)cut;
+        s->lo = lo;
+    }
+    if (seen_has(s, seq)) return;
+    if (s->n == s->cap) {
+        uint32_t nc = s->cap ? s->cap * 2 : 8;
+        uint64_t *q = realloc(s->seqs, nc * sizeof(uint64_t));
+        if (!q) return; /* a resend would then be applied again: log it */
+        s->seqs = q;
+        s->cap = nc;
+    }
+    size_t i = psi_search_u64(s->seqs, 0, s->n, seq, 0);
+    memmove(s->seqs + i + 1, s->seqs + i, (s->n - i) * sizeof(uint64_t));
+    s->seqs[i] = seq;
+    s->n++;
+}
+
+/* ---- forwards ------------------------------------------------------------------------ */
+
+static part *part_for(part *ps, int *np, uint32_t to)
+{
+    for (int i = 0; i < *np; i++)
+        if (ps[i].to == to) return &ps[i];
+    if (*np == MAX_BACKUPS) return NULL;
+    ps[*np] = (part){.to = to};
+    return &ps[(*np)++];
+}
+
+static int part_add(part *p, uint64_t key, const void *block, size_t bb)
+{
+    if (p->n == p->cap) {
+        size_t nc = p->cap ? p->cap * 2 : 256;
+        uint64_t *k = realloc(p->keys, nc * sizeof(uint64_t));
+        if (k) p->keys = k;
+        uint8_t *b = realloc(p->blocks, nc * bb);
+        if (b) p->blocks = b;
+        if (!k || !b) return PS_ERR_NOMEM;
+        p->cap = nc;
+    }
+    p->keys[p->n] = key;
+    memcpy(p->blocks + p->n * bb, block, bb);
+    p->n++;
+    return PS_OK;
+}
+
+static void parts_free(part *ps, int np)
+{
+    for (int i = 0; i < np; i++) {
+        free(ps[i].keys);
+        free(ps[i].blocks);
+    }
+}
+
+/* Send one forward (or copy, if a == NULL) of p's keys to p->to; 0 or an error. */
+static int send_forward(ps_table *t, const part *p, size_t from, size_t n, kv_pend *pend,
+                        const kv_push_aux *a)
+{
+    size_t bb = block_bytes(t);
+    psi_msg *m = psi_msg_new(PSI_MSG_DATA);
+    kv_fwd *f = malloc(sizeof(*f));
+    uint8_t aux[PSI_FWD_AUX];
+    int rv = m && f ? PS_OK : PS_ERR_NOMEM;
+    if (rv == 0) {
+        m->hdr.flags = PSI_F_REQUEST | PSI_F_PUSH | PSI_F_REPL;
+        m->hdr.table = t->id;
+        m->hdr.timestamp = ++t->fwd_seq[p->to];
+        m->hdr.key_count = n;
+        m->hdr.key_lo = n ? UINT64_MAX : 0; /* copies come in hash order */
+        for (size_t i = from; i < from + n; i++) {
+            m->hdr.key_lo = PSI_MIN(m->hdr.key_lo, p->keys[i]);
+            m->hdr.key_hi = PSI_MAX(m->hdr.key_hi, p->keys[i]);
+        }
+        if (a) psi_kv_fwd_aux_put(aux, a);
+        if (psi_msg_set_seg(m, PSI_SEG_KEYS, p->keys + from, n * 8) ||
+            psi_msg_set_seg(m, PSI_SEG_VALS, p->blocks + from * bb, n * bb) ||
+            (a && psi_msg_set_seg(m, PSI_SEG_AUX, aux, sizeof(aux))))
+            rv = PS_ERR_NOMEM;
+    }
+    psi_msg *copy = rv == 0 ? psi_msg_dup(m) : NULL;
+    if (rv != 0 || !copy) {
+        /* the stream has a hole now: the backup would park every later forward */
+        PSI_ERROR("table %s: out of memory forwarding to node %u", t->name, p->to);
+        psi_msg_free(m);
+        free(f);
+        return PS_ERR_NOMEM;
+    }
+    *f = (kv_fwd){t->fwds, pend, p->to, m->hdr.timestamp, m, psi_now_ms()};
+    t->fwds = f;
+    t->stats.forwards++;
+    psi_node_send(p->to, copy);
+    return PS_OK;
+}
+
+int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a)
+{
+    size_t n = m->hdr.key_count, bb = block_bytes(t);
+    const uint64_t *keys = m->seg[PSI_SEG_KEYS];
+    if (st != 0 || n == 0) return 0;
+    psi_ring_slice *ss = malloc(PSI_MIN(n, psi_ring_nsegs(t->ring)) * sizeof(*ss));
+    part ps[MAX_BACKUPS];
+    int np = 0, rv = ss ? PS_OK : PS_ERR_NOMEM;
+    size_t ns = ss ? psi_ring_slice_keys(t->ring, keys, n, ss,
+                                         PSI_MIN(n, psi_ring_nsegs(t->ring))) : 0;
+    for (size_t i = 0; rv == 0 && i < ns; i++) {
+        const uint32_t *c = psi_repl_chain(t, ss[i].seg);
+        for (int j = 1; rv == 0 && j <= t->k && c[j] != PSI_ID_NONE; j++) {
+            part *p = part_for(ps, &np, c[j]);
+            for (size_t x = ss[i].begin; p && rv == 0 && x < ss[i].end; x++)
+                rv = part_add(p, keys[x], psi_store_find(t->store, keys[x]), bb);
+            if (!p) rv = PS_ERR_NOMEM;
+        }
+    }
+    free(ss);
+    kv_pend *pend = np && rv == 0 ? malloc(sizeof(*pend)) : NULL;
+    if (pend) {
+        *pend = (kv_pend){t->pends, m, np, PS_OK, *a};
+        pend->aux.sender = m->hdr.sender;
+        t->pends = pend;
+        for (int i = 0; i < np; i++)
+            if (send_forward(t, &ps[i], 0, ps[i].n, pend, &pend->aux) != 0) pend->left--;
+        if (pend->left == 0) { /* nothing went out: answer now */
+            t->pends = pend->next;
+            free(pend);
+            pend = NULL;
+        }
+    } else if (np) {
+        PSI_ERROR("table %s: out of memory replicating a push; answered unreplicated", t->name);
+    }
+    parts_free(ps, np);
+    return pend != NULL;
+}
+
+int psi_repl_pending(const ps_table *t, uint32_t origin, uint32_t sender, uint64_t seq)
+{
+    for (const kv_pend *p = t->pends; p; p = p->next)
+        if (p->aux.origin == origin && p->aux.sender == sender && p->aux.seq == seq) return 1;
+    return 0;
+}
+
+/* ---- the backup's side ------------------------------------------------------------------ */
+
+int psi_repl_apply(ps_table *t, const psi_msg *m)
+{
+    size_t n = m->hdr.key_count, bb = block_bytes(t);
+    const uint8_t *src = m->seg[PSI_SEG_VALS];
+    void **blocks = malloc(PSI_MAX(n, 1) * sizeof(void *));
+    int rv = blocks ? psi_kv_blocks(t, m->seg[PSI_SEG_KEYS], n, blocks) : PS_ERR_NOMEM;
+    for (size_t i = 0; rv == 0 && i < n; i++) memcpy(blocks[i], src + i * bb, bb);
+    free(blocks);
+    if (rv == 0 && m->hdr.seg_len[PSI_SEG_AUX] == PSI_FWD_AUX) {
+        kv_push_aux a;
+        psi_kv_fwd_aux_get(m->seg[PSI_SEG_AUX], &a);
+        kv_seen *s = a.origin != PSI_ID_NONE ? seen_get(t, m->hdr.sender, a.origin, a.sender)
+                                             : NULL;
+        if (s) seen_note(s, a.seq, a.lo);
+    }
+    if (rv != 0)
+        PSI_ERROR("table %s: could not store a forward from node %u: %s", t->name,
+                  m->hdr.sender, ps_strerror(rv));
+    return rv;
+}
+
+void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a)
+{
+    uint32_t sender = m->hdr.sender;
+    if (a->via >= PSI_MAX_NODES || !t->dead[a->via] || t->var || t->opts.bsp) {
+        PSI_WARN("table %s: push from node %u moved off live node %u refused", t->name,
+                 sender, a->via);
+        psi_kv_reply(t, m, PS_ERR_PROTO, NULL, 0);
+        psi_msg_free(m);
+        return;
+    }
+    kv_seen *s = seen_get(t, a->via, a->origin, sender);
+    if (s && seen_has(s, a->seq)) { /* held as the dead server's backup */
+        t->stats.takeovers_held++;
+        if (psi_repl_pending(t, a->origin, sender, a->seq) || !psi_kv_answer(t, m, PS_OK, a->seq))
+            psi_msg_free(m);
+        return;
+    }
+    size_t n = m->hdr.key_count;
+    void **blocks = malloc(PSI_MAX(n, 1) * sizeof(void *));
+    int st = blocks ? psi_kv_blocks(t, m->seg[PSI_SEG_KEYS], n, blocks) : PS_ERR_NOMEM;
+    if (st == 0)
+        psi_update_apply_batch(&t->upd, m->seg[PSI_SEG_KEYS], blocks, m->seg[PSI_SEG_VALS], n);
+    free(blocks);
+    if (st == 0 && s) seen_note(s, a->seq, a->lo);
+    t->stats.takeovers_applied++;
+    if (!psi_repl_after_apply(t, m, st, a) && !psi_kv_answer(t, m, st, a->seq)) psi_msg_free(m);
+}
+
+/* ---- acknowledgements, resends, view changes ---------------------------------------------- */
+
+/* One acknowledgement fewer for pend `p`; answers its push after the last. */
+static void pend_ack(ps_table *t, kv_pend *p)
+{
+    if (!p || --p->left > 0) return;
+    for (kv_pend **pp = &t->pends; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    if (!psi_kv_answer(t, p->req, p->st, p->aux.seq)) psi_msg_free(p->req);
+    free(p);
+}
+
+void psi_repl_on_ack(ps_table *t, const psi_msg *m)
+{
+    pthread_mutex_lock(&t->lock);
+    for (kv_fwd **fp = &t->fwds; *fp; fp = &(*fp)->next) {
+        kv_fwd *f = *fp;
+        if (f->to != m->hdr.sender || f->q != m->hdr.timestamp) continue;
+        *fp = f->next;
+        if (m->hdr.arg != 0)
+            PSI_WARN("table %s: backup %u could not store forward %llu: %s", t->name, f->to,
+                     (unsigned long long)f->q, ps_strerror((int)m->hdr.arg));
+        pend_ack(t, f->p);
+        psi_msg_free(f->msg);
+        free(f);
+        break;
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+void psi_repl_tick(ps_table *t, uint64_t now_ms)
+{
+    uint64_t wait = psi_kv_resend_ms();
+    pthread_mutex_lock(&t->lock);
+    for (kv_fwd *f = t->fwds; f; f = f->next) {
+        if (now_ms < f->sent_ms + wait) continue;
+        psi_msg *copy = psi_msg_dup(f->msg);
+        f->sent_ms = now_ms;
+        if (copy) psi_node_send(f->to, copy);
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+typedef struct copy_job {
+    ps_table *t;
+    uint32_t *to; /* per segment: k new backups (PSI_ID_NONE: none) */
+    part ps[MAX_BACKUPS];
+    int np, rv;
+} copy_job;
+
+static int copy_flush(copy_job *j, part *p)
+{
+    for (size_t i = 0; i < p->n && j->rv == 0; i += COPY_CHUNK)
+        j->rv = send_forward(j->t, p, i, PSI_MIN(COPY_CHUNK, p->n - i), NULL, NULL);
+    j->t->stats.keys_copied += p->n;
+    p->n = 0;
+    return j->rv;
+}
+
+static int copy_key(void *arg, uint64_t key, void *block)
+{
+    copy_job *j = arg;
+    const uint32_t *to = j->to + (size_t)psi_ring_seg_of(j->t->ring, key) * (size_t)j->t->k;
+    for (int i = 0; i < j->t->k && to[i] != PSI_ID_NONE && j->rv == 0; i++) {
+        part *p = part_for(j->ps, &j->np, to[i]);
+        if (!p) return j->rv = PS_ERR_NOMEM;
+        if ((j->rv = part_add(p, key, block, block_bytes(j->t))) == 0 && p->n == COPY_CHUNK)
+            copy_flush(j, p);
+    }
+    return j->rv;
+}
+
+/* Send the segments this node heads to the backups new in their chains
+ * (`old`: the chains before the view change). */
+static void copy_segments(ps_table *t, const uint32_t *old)
+{
+    size_t w = (size_t)t->k + 1, nsegs = psi_ring_nsegs(t->ring);
+    copy_job j = {.t = t, .to = malloc(nsegs * (size_t)t->k * sizeof(uint32_t))};
+    int any = 0;
+    if (!j.to) {
+        PSI_ERROR("table %s: out of memory restoring replicas", t->name);
+        return;
+    }
+    for (size_t seg = 0; seg < nsegs; seg++) {
+        const uint32_t *c = t->eff + seg * w, *o = old + seg * w;
+        uint32_t *to = j.to + seg * (size_t)t->k;
+        int m = 0;
+        for (int x = 1; x < (int)w && c[0] == ps_my_id(); x++) {
+            int was = 0;
+            for (size_t y = 0; y < w && !was; y++) was = o[y] == c[x];
+            if (c[x] != PSI_ID_NONE && !was) to[m++] = c[x];
+        }
+        for (int x = m; x < t->k; x++) to[x] = PSI_ID_NONE;
+        any |= m > 0;
+    }
+    if (any) psi_store_foreach(t->store, copy_key, &j);
+    for (int i = 0; i < j.np && j.rv == 0; i++) copy_flush(&j, &j.ps[i]);
+    if (j.rv != 0) PSI_ERROR("table %s: restoring replicas failed: %s", t->name, ps_strerror(j.rv));
+    else if (any) PSI_INFO("table %s: copied %llu keys to new backups", t->name,
+                           (unsigned long long)t->stats.keys_copied);
+    parts_free(j.ps, j.np);
+    free(j.to);
+}
+
+void psi_repl_server_on_view(ps_table *t, uint32_t epoch, const uint32_t *dead, int ndead)
+{
+    size_t bytes = psi_ring_nsegs(t->ring) * ((size_t)t->k + 1) * sizeof(uint32_t);
+    pthread_mutex_lock(&t->lock);
+    uint32_t *old = malloc(bytes);
+    if (old) memcpy(old, t->eff, bytes);
+    psi_repl_compute(t, epoch, dead, ndead);
+    for (kv_fwd **fp = &t->fwds; *fp;) { /* a dead backup acknowledges nothing */
+        kv_fwd *f = *fp;
+        if (!t->dead[f->to]) {
+            fp = &f->next;
+            continue;
+        }
+        *fp = f->next;
+        pend_ack(t, f->p);
+        psi_msg_free(f->msg);
+        free(f);
+    }
+    if (old) copy_segments(t, old);
+    else PSI_ERROR("table %s: out of memory restoring replicas", t->name);
+    free(old);
+    psi_kv_server_run_deferred(t);
+    pthread_mutex_unlock(&t->lock);
+}

@@ -1,0 +1,210 @@
+/*
+ * ps_failtest.c -- the cluster program of the failover tests and of
+ * bench/failover.sh.  Every node opens table "ft" (f32, ADD) with
+ * --replication K.  Each worker owns its own keys (spread over the whole
+ * ring by ps_hash_key) and adds 1 to every one of them per push, keeping
+ * --inflight pushes in flight, and counts the pushes acknowledged.
+ *
+ * Phase A: --before R pushes, then it prints "phaseA" (the test script then
+ * kills, pauses or adds a server).  Phase B: it keeps pushing until it has
+ * seen --deaths server deaths (view changes), then --after more pushes.  In
+ * the end every key must read exactly the number of pushes acknowledged:
+ * one less would be a lost acknowledged update, one more a push applied
+ * twice.  Any push failing is an error too (with K >= 1 a single server
+ * death must be invisible).  Lines it prints for the scripts:
+ *
+ *   phaseA <pushes> <pushes/s>           at the end of phase A
+ *   dead <id> at <unix ms>               a server was declared dead
+ *   recovered <unix ms>                  first push acknowledged after that
+ *   result acked=<n> lost=<n> twice=<n> failed=<n> keys=<n>
+ *   PASS / FAIL <why>
+ *
+ * Servers print their table statistics at exit.  Exit status 0 only if the
+ * check passed.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ps/ps.h"
+
+static long opt(int argc, char **argv, const char *name, long def)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return strtol(argv[i + 1], NULL, 10);
+    return def;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static atomic_int deaths;
+static atomic_int recovered_logged;
+
+static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
+{
+    (void)epoch, (void)arg;
+    for (int i = 0; i < ndead; i++) {
+        if (dead[i] < 1 || dead[i] > (uint32_t)ps_num_servers()) continue;
+        printf("dead %u at %" PRIu64 "\n", dead[i], wall_ms());
+        fflush(stdout);
+        atomic_fetch_add(&deaths, 1);
+    }
+}
+
+typedef struct run {
+    ps_table *t;
+    uint64_t *keys;
+    float *ones;
+    size_t nkeys;
+    int inflight;
+    int64_t *ring; /* timestamps in flight, oldest first */
+    int head, count;
+    long acked, failed;
+} run;
+
+/* Wait for the oldest push in flight and count it. */
+static void reap(run *r)
+{
+    int rv = ps_wait(r->t, r->ring[r->head]);
+    r->head = (r->head + 1) % r->inflight;
+    r->count--;
+    if (rv == 0) r->acked++;
+    else r->failed++;
+    if (rv == 0 && atomic_load(&deaths) > 0 && !atomic_exchange(&recovered_logged, 1)) {
+        printf("recovered %" PRIu64 "\n", wall_ms());
+        fflush(stdout);
+    }
+}
+
+static int push_one(run *r)
+{
+    if (r->count == r->inflight) reap(r);
+    int64_t ts = ps_push(r->t, r->keys, r->nkeys, r->ones, NULL);
+    if (ts < 0) {
+        fprintf(stderr, "push: %s\n", ps_strerror((int)ts));
+        return -1;
+    }
+    r->ring[(r->head + r->count++) % r->inflight] = ts;
+    return 0;
+}
+
+static int worker(ps_table *t, int argc, char **argv)
+{
+    run r = {.t = t, .nkeys = (size_t)opt(argc, argv, "--keys", 2000),
+             .inflight = (int)opt(argc, argv, "--inflight", 8)};
+    long before = opt(argc, argv, "--before", 50), after = opt(argc, argv, "--after", 50);
+    int want_deaths = (int)opt(argc, argv, "--deaths", 1);
+    uint64_t deadline = wall_ms() + (uint64_t)opt(argc, argv, "--deadline-ms", 60000);
+    r.keys = malloc(r.nkeys * sizeof(uint64_t));
+    r.ones = malloc(r.nkeys * sizeof(float));
+    r.ring = malloc((size_t)r.inflight * sizeof(int64_t));
+    if (!r.keys || !r.ones || !r.ring || r.inflight < 1) return 1;
+    for (size_t i = 0; i < r.nkeys; i++) {
+        r.keys[i] = ps_hash_key(((uint64_t)ps_my_rank() << 40) | i);
+        r.ones[i] = 1.0f;
+    }
+    uint64_t t0 = wall_ms();
+    long sent = 0;
+    for (; sent < before; sent++)
+        if (push_one(&r)) return 1;
+    while (r.count) reap(&r);
+    double secs = (double)(wall_ms() - t0) / 1000.0;
+    printf("phaseA %ld %.1f\n", before, (double)before / (secs > 0 ? secs : 1e-3));
+    fflush(stdout);
+    while (atomic_load(&deaths) < want_deaths && wall_ms() < deadline)
+        if (push_one(&r)) return 1;
+    for (long i = 0; i < after && wall_ms() < deadline; i++)
+        if (push_one(&r)) return 1;
+    while (r.count) reap(&r);
+    if (atomic_load(&deaths) < want_deaths) {
+        printf("FAIL saw %d server deaths before the deadline, wanted %d\n",
+               atomic_load(&deaths), want_deaths);
+        return 1;
+    }
+    float *got = malloc(r.nkeys * sizeof(float));
+    int rv = got ? ps_wait(t, ps_pull(t, r.keys, r.nkeys, got, NULL)) : PS_ERR_NOMEM;
+    long lost = 0, twice = 0;
+    for (size_t i = 0; rv == 0 && i < r.nkeys; i++) {
+        if (got[i] < (float)r.acked) lost++;
+        if (got[i] > (float)r.acked) twice++;
+    }
+    for (size_t i = 0, shown = 0; rv == 0 && i < r.nkeys && shown < 3; i++)
+        if (got[i] != (float)r.acked) {
+            printf("key %zu (%016" PRIx64 ") reads %.0f\n", i, r.keys[i], (double)got[i]);
+            shown++;
+        }
+    printf("result acked=%ld lost=%ld twice=%ld failed=%ld keys=%zu\n", r.acked, lost, twice,
+           r.failed, r.nkeys);
+    if (rv != 0 || lost || twice || r.failed) {
+        printf("FAIL %s: key 0 reads %.0f after %ld acknowledged pushes\n",
+               rv ? ps_strerror(rv) : "wrong sums", rv == 0 ? (double)got[0] : -1.0, r.acked);
+        rv = 1;
+    } else {
+        printf("PASS\n");
+    }
+    fflush(stdout);
+    free(got);
+    free(r.keys);
+    free(r.ones);
+    free(r.ring);
+    return rv != 0;
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    ps_on_view_change(on_view, NULL);
+    int rv = ps_start();
+    if (rv != 0) {
+        fprintf(stderr, "ps_start: %s\n", ps_strerror(rv));
+        return 2;
+    }
+    ps_table_opts o;
+    ps_table_opts_init(&o);
+    o.replication = (int)opt(argc, argv, "--replication", 1);
+    ps_table *t = NULL;
+    int status = 0;
+    if (ps_my_role() != PS_ROLE_SCHEDULER && (rv = ps_table_open("ft", &o, &t)) != 0) {
+        fprintf(stderr, "open: %s\n", ps_strerror(rv));
+        status = 1;
+    }
+    const char *piddir = getenv("PS_PID_DIR");
+    if (piddir && ps_my_role() == PS_ROLE_SERVER) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s/server.%d.pid", piddir, ps_my_rank());
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fprintf(f, "%d\n", (int)getpid());
+            fclose(f);
+        }
+    }
+    if (status == 0 && (rv = ps_barrier(PS_GROUP_ALL)) != 0) {
+        fprintf(stderr, "barrier: %s\n", ps_strerror(rv));
+        status = 1;
+    }
+    if (status == 0 && ps_my_role() == PS_ROLE_WORKER) status = worker(t, argc, argv);
+    if ((rv = ps_barrier(PS_GROUP_ALL)) != 0) {
+        fprintf(stderr, "final barrier: %s\n", ps_strerror(rv));
+        status = status ? status : 3;
+    }
+    if (t && ps_my_role() == PS_ROLE_SERVER) {
+        ps_table_stats st;
+        ps_table_stats_get(t, &st);
+        printf("server %d: keys %" PRIu64 " applied %" PRIu64 " deduped %" PRIu64
+               " forwards %" PRIu64 " copied %" PRIu64 " takeovers %" PRIu64 " held %" PRIu64
+               "\n", ps_my_rank(), st.keys, st.pushes_applied, st.pushes_deduped, st.forwards,
+               st.keys_copied, st.takeovers_applied, st.takeovers_held);
+    }
+    rv = ps_finalize();
+    return status ? status : rv != 0;
+}

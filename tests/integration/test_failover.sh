@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Failover with chain replication (k = 1), three servers, two workers that
+# keep adding 1 to their own keys (tests/apps/ps_failtest.c):
+#   kill   a server is killed with SIGKILL mid-run;
+#   stop   a server is paused with SIGSTOP past the heartbeat timeout, the
+#          cluster goes on without it, then it is resumed: it must learn it
+#          was replaced and exit, and the survivors' sums stay exact;
+#   faults the kill case under PS_FAULT drop/dup/delay;
+#   twice  after the first failover has copied the replicas back to k = 1,
+#          a second server is killed: still nothing lost;
+#   k0     without replication the same kill fails the pushes in flight, and
+#          new pushes to the dead server's keys, with a clear error instead of
+#          hanging (control).
+# Every acknowledged push must be in the model and none applied twice: each
+# worker's keys read exactly the number of pushes it saw acknowledged.
+# Usage: test_failover.sh [case...] (default: all).  Prints the recovery time.
+. "$(dirname "$0")/lib.sh"
+
+NS=3; NW=2
+export PS_HEARTBEAT_TIMEOUT_MS=${PS_HEARTBEAT_TIMEOUT_MS:-1000} PS_RESEND_MS=${PS_RESEND_MS:-200}
+export PS_PID_DIR=$TMP
+
+# start_ft NAME ROLE RANK ARGS...: one node of the cluster, log in $TMP/NAME.log
+start_ft() {
+  local name=$1 role=$2 rank=$3; shift 3
+  PS_ROLE=$role PS_RANK=$rank PS_SCHEDULER=127.0.0.1:$SCHED PS_NUM_SERVERS=$NS \
+    PS_NUM_WORKERS=$NW timeout 90 "$PS_BIN/ps_failtest" "$@" >"$TMP/$name.log" 2>&1 &
+  PIDS+=($!)
+  eval "PID_$name=$!"
+}
+
+# cluster ARGS...: scheduler, NS servers and NW workers of ps_failtest.
+cluster() {
+  rm -f "$TMP"/*.log "$TMP"/*.pid
+  SCHED=$(free_port)
+  start_ft sched scheduler 0 "$@"
+  for r in $(seq 0 $((NS - 1))); do start_ft s$r server $r "$@"; done
+  for r in $(seq 0 $((NW - 1))); do start_ft w$r worker $r "$@"; done
+  wait_for 30 grep -q '^phaseA' "$TMP/w0.log" || fail "$CASE: workers never finished phase A"
+  wait_for 5 test -s "$TMP/server.1.pid" || fail "$CASE: no pid file for server 1"
+}
+
+# workers_pass: both workers exit 0 and print PASS; echo the recovery ms.
+workers_pass() {
+  for r in $(seq 0 $((NW - 1))); do
+    wait_exit "$(eval echo \$PID_w$r)" 60; rc=$?
+    grep -q '^PASS' "$TMP/w$r.log" && [ $rc = 0 ] || fail "$CASE: worker $r exited $rc"
+  done
+}
+
+# recovery_ms T_KILL: from the kill to the first push acknowledged after it.
+recovery_ms() {
+  local t
+  t=$(awk '/^recovered/ {print $2}' "$TMP"/w*.log | sort -n | head -1)
+  [ -n "$t" ] || fail "$CASE: no push acknowledged after the failure"
+  echo $(( t - $1 ))
+}
+
+server_pid() { cat "$TMP/server.$1.pid"; }
+
+case_kill() {
+  cluster --keys 3000 --before 40 --after 60 "$@"
+  t_kill=$(now_ms); kill -9 "$(server_pid 1)"
+  workers_pass
+  echo "recovery_ms $(recovery_ms "$t_kill")"
+  for n in sched s0 s2; do
+    wait_exit "$(eval echo \$PID_$n)" 30 || fail "$CASE: $n exited $?"
+  done
+  grep -h '^result' "$TMP"/w*.log
+}
+
+case_stop() {
+  cluster --keys 3000 --before 40 --after 60
+  pid=$(server_pid 1)
+  kill -STOP "$pid"
+  wait_for 30 grep -q '^dead 2 at' "$TMP/w0.log" || { kill -CONT "$pid"; fail "stop: server 1 never declared dead"; }
+  workers_pass
+  kill -CONT "$pid"
+  wait_exit "$PID_s1" 30; rc=$?
+  [ $rc != 0 ] && [ $rc != 255 ] || fail "stop: the resumed server exited $rc, wanted a clear error"
+  grep -Eq 'declared this node dead|lost the connection to the scheduler' "$TMP/s1.log" || fail "stop: the resumed server did not say it was replaced"
+  for n in sched s0 s2; do wait_exit "$(eval echo \$PID_$n)" 30 || fail "stop: $n exited $?"; done
+  grep -h '^result' "$TMP"/w*.log
+}
+
+case_twice() {
+  cluster --keys 3000 --before 30 --after 40 --deaths 2
+  kill -9 "$(server_pid 1)"
+  wait_for 30 grep -q 'copied .* keys to new backups' "$TMP/s0.log" "$TMP/s2.log" \
+    || fail "twice: no replicas were restored after the first death"
+  wait_for 30 sh -c "[ \$(grep -c '^recovered' $TMP/w0.log) -ge 1 ]" || fail "twice: no recovery"
+  kill -9 "$(server_pid 2)"
+  workers_pass
+  wait_exit "$PID_s0" 30 || fail "twice: server 0 exited $?"
+  grep -h '^result' "$TMP"/w*.log
+}
+
+case_k0() {
+  cluster --keys 3000 --before 40 --after 20 --replication 0
+  kill -9 "$(server_pid 1)"
+  for r in 0 1; do
+    wait_exit "$(eval echo \$PID_w$r)" 60; rc=$?
+    [ $rc != 0 ] && [ $rc != 255 ] || fail "k0: worker $r exited $rc (wanted failed pushes)"
+    grep -Eq 'failed=[1-9]|is dead \(the table has no replicas\)' "$TMP/w$r.log" ||
+      fail "k0: worker $r did not report failed pushes"
+  done
+}
+
+CASES=${*:-kill stop faults twice k0}
+for CASE in $CASES; do
+  case $CASE in
+    kill) case_kill ;;
+    faults) PS_FAULT="drop=0.02,dup=0.05,delay=0.1,delay_ms=20,seed=11" case_kill ;;
+    stop) case_stop ;;
+    twice) PS_LOG_LEVEL=info case_twice ;;
+    k0) case_k0 ;;
+    *) fail "unknown case $CASE" ;;
+  esac
+  pass "$CASE"
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null; PIDS=()
+done
