@@ -20,6 +20,8 @@
  * The curvature h_j = sum_i p_i(1-p_i) x_ij^2 k_i / N, with k_i the number of
  * features of example i in the block, majorizes the block's quadratic model
  * separably, so a whole block moves at once without overshooting.
+ * On --resume (ckpt.c) the "resume" call rebuilds a worker's margins and last
+ * pulled weights from the weights the servers restored.
  */
 #include <math.h>
 #include <pthread.h>
@@ -34,6 +36,7 @@
 static pthread_mutex_t st_lock = PTHREAD_MUTEX_INITIALIZER;
 static double st_nnz, st_l1, st_sq; /* nnz, |w|_1, |w|^2 over this server's keys */
 static double up_l1, up_l2;
+static double base_nnz, base_l1, base_sq; /* scheduler: norms of a restored model */
 
 static void prox_apply(void *arg, uint64_t key, void *val, void *state, const void *push,
                        int width)
@@ -72,6 +75,11 @@ int bpg_table_opts(const lin_cfg *c, ps_table_opts *o)
 
 void bpg_set_l1(double l1) { up_l1 = l1; }
 
+void bpg_set_base(double nnz, double l1norm, double sqnorm)
+{
+    base_nnz = nnz, base_l1 = l1norm, base_sq = sqnorm;
+}
+
 int bpg_wstat(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
               size_t *reply_len)
 {
@@ -95,7 +103,7 @@ int bpg_server_stats(double *nnz, double *l1norm, double *sqnorm)
     int64_t ts = ps_call_group(PS_GROUP_SERVERS, "wstat", NULL, 0, NULL);
     if (ts < 0) return (int)ts;
     int rv = ps_call_wait(ts, &rep, &n);
-    *nnz = *l1norm = *sqnorm = 0;
+    *nnz = base_nnz, *l1norm = base_l1, *sqnorm = base_sq;
     for (int i = 0; rv == 0 && i < n; i++) {
         if (rep[i].len != 3 * sizeof(double)) continue;
         const double *d = rep[i].data;
@@ -246,4 +254,24 @@ int bpg_iter(void *arg, uint32_t caller, const void *req, size_t len, void **rep
     double loss = train_loss(lw);
     lw->busy_s += lin_now() - t0;
     return lin_reply(lw, loss, r.eval, reply, reply_len);
+}
+
+/* The "resume" call, once before the first resumed iteration: the weights the
+ * servers restored become the last pulled ones, and the margins x_i.w. */
+int bpg_resume(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+               size_t *reply_len)
+{
+    (void)caller, (void)req, (void)len;
+    lin_worker *lw = arg;
+    const lin_data *d = &lw->tr;
+    int rv = ps_wait(lw->w, ps_pull(lw->w, lw->uk, lw->nu, lw->buf, NULL));
+    if (rv != 0) return rv;
+    for (size_t c = 0; c < lw->nu; c++) lw->wl[c] = lw->buf[2 * c];
+    for (size_t i = 0; i < d->n; i++) {
+        double z = 0;
+        for (uint64_t j = d->offsets[i]; j < d->offsets[i + 1]; j++)
+            z += (double)lw->wl[lw->cols[j]] * (d->vals ? d->vals[j] : 1.0);
+        lw->m[i] = z;
+    }
+    return lin_model_reply(lw, lw->wl, 1, reply, reply_len);
 }

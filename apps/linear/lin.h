@@ -1,8 +1,8 @@
 /*
  * lin.h -- shared state of pslinear: options, a worker's data, the reply a
  * worker sends the scheduler after each iteration, and the solver entry points
- * (bpg.c: Block Proximal Gradient; pslinear.c: flags, data, FTRL/SGD,
- * evaluation, model files).
+ * (bpg.c: Block Proximal Gradient; ckpt.c: checkpoints and --resume;
+ * pslinear.c: flags, data, FTRL/SGD, evaluation, model files).
  */
 #ifndef PSLINEAR_LIN_H
 #define PSLINEAR_LIN_H
@@ -18,8 +18,10 @@ enum { ALGO_BPG = 0, ALGO_FTRL = 1, ALGO_SGD = 2 };
 
 typedef struct lin_cfg {
     const char *train, *test, *save, *filters, *model, *export_path;
+    const char *ckpt_dir, *resume; /* --checkpoint-dir, --resume (NULL: none) */
     lin_format fmt;
     int algo, iters, epochs, blocks, tau, minibatch, kkt, eval_every, predict, json, skip_bad;
+    int ckpt_every;      /* --checkpoint-every: iterations between checkpoints (0: off) */
     int bits;
     double l1, l2, lr, beta, kkt_slack;
 } lin_cfg;
@@ -69,6 +71,16 @@ int lin_reply(lin_worker *lw, double loss, int eval, void **out, size_t *len);
 /* AUC and logloss from merged histograms. */
 double lin_auc(const double *hist);
 
+/* A weight of the model as the scheduler gathers it. */
+typedef struct lin_kw { uint64_t k; float w; } lin_kw;
+/* The reply of "model" / "resume": (u64 key, f32 weight) records of the non-zero
+ * weights w[c * stride] of the worker's keys uk[c]; malloc'ed into *out / *len. */
+int lin_model_reply(const lin_worker *lw, const float *w, size_t stride, void **out,
+                    size_t *len);
+/* Scheduler: call `fn` on every worker and merge their model records into a
+ * malloc'ed array sorted by key, one entry per key (*out, *n; the caller frees). */
+int lin_gather_model(const char *fn, lin_kw **out, size_t *n);
+
 /* bpg.c */
 int bpg_table_opts(const lin_cfg *c, ps_table_opts *o);
 int bpg_worker_setup(lin_worker *lw);
@@ -76,8 +88,27 @@ int bpg_iter(void *arg, uint32_t caller, const void *req, size_t len, void **rep
              size_t *reply_len);
 int bpg_wstat(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
               size_t *reply_len);
-/* Scheduler: stats of the servers' weights (nnz, |w|_1, |w|^2) via "wstat". */
+/* Worker "resume" call: pull the weights of the shard's keys, rebuild the margins
+ * from them; replies with the non-zero weights (lin_model_reply). */
+int bpg_resume(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+               size_t *reply_len);
+/* Scheduler: stats of the weights (nnz, |w|_1, |w|^2): the servers' running sums
+ * of changes via "wstat", plus the base of a restored model (bpg_set_base). */
 int bpg_server_stats(double *nnz, double *l1norm, double *sqnorm);
+void bpg_set_base(double nnz, double l1norm, double sqnorm);
 void bpg_set_l1(double l1);
+
+/* ckpt.c: see there.  lin_ckpt_open: every node, right after opening table w
+ * (servers restore it, the scheduler finds the iteration); 0 or a ps_err
+ * (printed).  lin_ckpt_resume: the scheduler, before the first iteration; sets
+ * *start to the first iteration to run (0 without --resume).  lin_ckpt_due:
+ * whether a checkpoint follows iteration t; lin_ckpt_write: write it, print a
+ * progress line; 0 or a ps_err (printed). */
+int lin_ckpt_open(const lin_cfg *c, ps_table *w);
+int lin_ckpt_restored(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+                      size_t *reply_len);
+int lin_ckpt_resume(const lin_cfg *c, int *start);
+int lin_ckpt_due(const lin_cfg *c, int t);
+int lin_ckpt_write(const lin_cfg *c, int t);
 
 #endif

@@ -11,7 +11,8 @@
  * worker reads shard `rank` of W of the train and test files.  --save PATH:
  * at the end the scheduler gathers from every worker the non-zero weights
  * of the keys of its shard (the union is the whole model) and writes
- * "key<TAB>weight" lines sorted by key.
+ * "key<TAB>weight" lines sorted by key.  --checkpoint-dir / --checkpoint-every
+ * / --resume (bpg only) are ckpt.c.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -83,6 +84,13 @@ static void usage(FILE *f)
         "  --json            also print each progress line as JSON (full-precision\n"
         "                    objective) and a final JSON summary line\n"
         "  --skip-bad-lines  skip (and count) malformed lines instead of failing\n"
+        "  --checkpoint-dir DIR\n"
+        "                    bpg: write checkpoints of the model into DIR\n"
+        "  --checkpoint-every N\n"
+        "                    a checkpoint after every N iterations (default 0: none;\n"
+        "                    needs --checkpoint-dir)\n"
+        "  --resume DIR      bpg: go on from the newest complete checkpoint in DIR, with\n"
+        "                    any number of servers and workers (--iters: the total)\n"
         "  --help            this text\n");
 }
 
@@ -107,11 +115,27 @@ static double num(const char *name, const char *s, double lo, double hi)
     return v;
 }
 
+/* The combinations of --checkpoint-dir, --checkpoint-every and --resume. */
+static void check_ckpt_flags(void)
+{
+    if (cfg.ckpt_dir && !*cfg.ckpt_dir) bad_flag("%s: empty folder name", "--checkpoint-dir");
+    if (cfg.resume && !*cfg.resume) bad_flag("%s: empty folder name", "--resume");
+    if (cfg.ckpt_every > 0 && !cfg.ckpt_dir) bad_flag("%s needs --checkpoint-dir DIR",
+                                                      "--checkpoint-every");
+    if (cfg.ckpt_dir && cfg.ckpt_every == 0)
+        bad_flag("%s needs --checkpoint-every N (N > 0)", "--checkpoint-dir");
+    const char *ck = cfg.resume ? "--resume" : cfg.ckpt_dir ? "--checkpoint-dir" : NULL;
+    if (ck && (cfg.predict || cfg.export_path))
+        bad_flag("%s only applies to training", ck);
+    if (ck && cfg.algo != ALGO_BPG) bad_flag("%s needs --algo bpg", ck);
+}
+
 static void parse_flags(int argc, char **argv)
 {
     enum { O_L1 = 256, O_L2, O_LR, O_BETA, O_ITERS, O_EPOCHS, O_BLOCKS, O_TAU, O_MB,
            O_FILTERS, O_KKT, O_NOKKT, O_SLACK, O_EVAL, O_SAVE, O_PREDICT, O_JSON, O_SKIP,
-           O_MODEL, O_EXPORT, O_BITS, O_ALGO, O_FMT, O_TRAIN, O_TEST };
+           O_MODEL, O_EXPORT, O_BITS, O_ALGO, O_FMT, O_TRAIN, O_TEST, O_CKDIR, O_CKEVERY,
+           O_RESUME };
     static const struct option opts[] = {
         {"train", 1, 0, O_TRAIN}, {"test", 1, 0, O_TEST}, {"format", 1, 0, O_FMT},
         {"algo", 1, 0, O_ALGO}, {"l1", 1, 0, O_L1}, {"l2", 1, 0, O_L2}, {"lr", 1, 0, O_LR},
@@ -122,6 +146,8 @@ static void parse_flags(int argc, char **argv)
         {"save", 1, 0, O_SAVE}, {"predict", 0, 0, O_PREDICT}, {"json", 0, 0, O_JSON},
         {"skip-bad-lines", 0, 0, O_SKIP}, {"model", 1, 0, O_MODEL},
         {"export-libsvm", 1, 0, O_EXPORT}, {"bits", 1, 0, O_BITS}, {"help", 0, 0, 'h'},
+        {"checkpoint-dir", 1, 0, O_CKDIR}, {"checkpoint-every", 1, 0, O_CKEVERY},
+        {"resume", 1, 0, O_RESUME},
         {0, 0, 0, 0}};
     cfg = (lin_cfg){.fmt = LIN_FMT_LIBSVM, .algo = ALGO_BPG, .iters = 40, .epochs = 2,
                     .blocks = 4, .tau = -1, .minibatch = 1000, .kkt = 1, .eval_every = 10,
@@ -163,6 +189,9 @@ static void parse_flags(int argc, char **argv)
         case O_MODEL: cfg.model = optarg; break;
         case O_EXPORT: cfg.export_path = optarg; break;
         case O_BITS: cfg.bits = (int)num("bits", optarg, 1, 63); break;
+        case O_CKDIR: cfg.ckpt_dir = optarg; break;
+        case O_CKEVERY: cfg.ckpt_every = (int)num("checkpoint-every", optarg, 0, 1e7); break;
+        case O_RESUME: cfg.resume = optarg; break;
         case 'h': usage(stdout); exit(0);
         default:
             bad_flag("unknown or incomplete option '%s'", argv[optind - 1]);
@@ -172,6 +201,7 @@ static void parse_flags(int argc, char **argv)
     if (cfg.predict && (!cfg.model || !cfg.test)) bad_flag("%s needs --model and --test", "--predict");
     if (cfg.export_path && !cfg.train) bad_flag("%s needs --train", "--export-libsvm");
     if (!cfg.predict && !cfg.export_path && !cfg.train) bad_flag("%s is required", "--train");
+    check_ckpt_flags();
     if (cfg.lr < 0) cfg.lr = cfg.algo == ALGO_BPG ? 1.0 : 0.1;
     if (cfg.tau < 0) cfg.tau = cfg.algo == ALGO_BPG ? 0 : 4;
     if (cfg.algo != ALGO_BPG) cfg.kkt = 0;
@@ -332,40 +362,41 @@ static int setl1_call(void *arg, uint32_t caller, const void *req, size_t len, v
     return 0;
 }
 
-/* "model": the non-zero weights of this worker's keys as (u64 key, f32 w) records. */
+int lin_model_reply(const lin_worker *lw, const float *w, size_t stride, void **out,
+                    size_t *len)
+{
+    uint8_t *buf = malloc(lw->nu * 12 + 1);
+    if (!buf) return PS_ERR_NOMEM;
+    size_t n = 0;
+    for (size_t c = 0; c < lw->nu; c++) {
+        float v = w[c * stride];
+        if (v == 0) continue;
+        memcpy(buf + n * 12, &lw->uk[c], 8);
+        memcpy(buf + n * 12 + 8, &v, 4);
+        n++;
+    }
+    *out = buf;
+    *len = n * 12;
+    return 0;
+}
+
+/* "model": the non-zero weights of this worker's keys (lin_model_reply). */
 static int model_call(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
                       size_t *reply_len)
 {
     (void)caller, (void)req, (void)len;
     lin_worker *lw = arg;
     float *w = malloc((lw->nu * (size_t)lw->width + 1) * sizeof(float));
-    uint8_t *out = malloc(lw->nu * 12 + 1);
-    if (!w || !out) {
-        free(w), free(out);
-        return PS_ERR_NOMEM;
-    }
+    if (!w) return PS_ERR_NOMEM;
     int rv = ps_wait(lw->w, ps_pull(lw->w, lw->uk, lw->nu, w, NULL));
-    size_t n = 0;
-    for (size_t c = 0; rv == 0 && c < lw->nu; c++) {
-        float v = w[c * (size_t)lw->width];
-        if (v == 0) continue;
-        memcpy(out + n * 12, &lw->uk[c], 8);
-        memcpy(out + n * 12 + 8, &v, 4);
-        n++;
-    }
+    if (rv == 0) rv = lin_model_reply(lw, w, (size_t)lw->width, reply, reply_len);
     free(w);
-    if (rv != 0) {
-        free(out);
-        return rv;
-    }
-    *reply = out;
-    *reply_len = n * 12;
-    return 0;
+    return rv;
 }
 
 /* ---- the scheduler ----------------------------------------------------------------------- */
 
-typedef struct kw { uint64_t k; float w; } kw;
+typedef lin_kw kw;
 static int kw_cmp(const void *a, const void *b)
 {
     uint64_t x = ((const kw *)a)->k, y = ((const kw *)b)->k;
@@ -414,18 +445,23 @@ static int gather(int64_t ts, summary *s)
     return 0;
 }
 
-/* Collect the model from the workers: nnz of the union, and --save. */
-static int collect_model(double *nnz)
+int lin_gather_model(const char *fn, lin_kw **out, size_t *nout)
 {
     const ps_reply *rep;
     int n;
-    int64_t ts = ps_call_group(PS_GROUP_WORKERS, "model", NULL, 0, NULL);
+    int64_t ts = ps_call_group(PS_GROUP_WORKERS, fn, NULL, 0, NULL);
     int rv = ts < 0 ? (int)ts : ps_call_wait(ts, &rep, &n);
-    if (rv != 0) return rv;
+    if (rv != 0) {
+        if (ts >= 0) ps_call_release(ts);
+        return rv;
+    }
     size_t tot = 0, k = 0;
     for (int i = 0; i < n; i++) tot += rep[i].len / 12;
     kw *all = malloc((tot + 1) * sizeof(kw));
-    if (!all) return PS_ERR_NOMEM;
+    if (!all) {
+        ps_call_release(ts);
+        return PS_ERR_NOMEM;
+    }
     for (int i = 0; i < n; i++)
         for (size_t j = 0; j < rep[i].len / 12; j++) {
             const uint8_t *p = (const uint8_t *)rep[i].data + 12 * j;
@@ -437,6 +473,18 @@ static int collect_model(double *nnz)
     size_t u = 0;
     for (size_t i = 0; i < k; i++)
         if (u == 0 || all[u - 1].k != all[i].k) all[u++] = all[i];
+    *out = all;
+    *nout = u;
+    return 0;
+}
+
+/* Collect the model from the workers: nnz of the union, and --save. */
+static int collect_model(double *nnz)
+{
+    kw *all;
+    size_t u;
+    int rv = lin_gather_model("model", &all, &u);
+    if (rv != 0) return rv;
     *nnz = (double)u;
     if (cfg.save) {
         FILE *f = fopen(cfg.save, "w");
@@ -497,18 +545,21 @@ static int run_scheduler(void)
            cfg.kkt ? ", KKT filter" : "");
     summary s = {0}, last = {0};
     double nnz = 0, l1n = 0, sq = 0;
-    int T = cfg.algo == ALGO_BPG ? cfg.iters : cfg.epochs, done = 0;
+    int T = cfg.algo == ALGO_BPG ? cfg.iters : cfg.epochs, start, done;
+    if ((rv = lin_ckpt_resume(&cfg, &start)) != 0) return rv;
     int64_t *calls = calloc((size_t)T, sizeof(int64_t));
     if (!calls) return PS_ERR_NOMEM;
-    for (int t = 0; t < T && rv == 0; t++) {
-        int64_t dep = t - cfg.tau - 1 >= 0 ? calls[t - cfg.tau - 1] : -1;
+    for (int t = done = start; t < T && rv == 0; t++) {
+        int64_t dep = t - cfg.tau - 1 >= start ? calls[t - cfg.tau - 1] : -1;
         ps_task_opts o = {.deps = &dep, .ndeps = dep >= 0};
         lin_req q = {.t = t, .block = cfg.blocks > 0 ? t % cfg.blocks : 0, .ntotal = N,
                      .eval = t == T - 1 || (cfg.eval_every && (t + 1) % cfg.eval_every == 0)};
         calls[t] = ps_call_group(PS_GROUP_WORKERS, cfg.algo == ALGO_BPG ? "iter" : "epoch",
                                  &q, sizeof q, &o);
         if (calls[t] < 0) rv = (int)calls[t];
-        for (; rv == 0 && done <= t && (done <= t - cfg.tau || t == T - 1); done++) {
+        /* gather what tau allows; all of it (nothing in flight) before a checkpoint */
+        int ck = lin_ckpt_due(&cfg, t);
+        for (; rv == 0 && done <= t && (done <= t - cfg.tau || t == T - 1 || ck); done++) {
             if ((rv = gather(calls[done], &s)) != 0) break;
             s.elapsed = lin_now() - t0;
             if (cfg.algo == ALGO_BPG) bpg_server_stats(&nnz, &l1n, &sq);
@@ -516,6 +567,7 @@ static int run_scheduler(void)
                      nnz);
             if (s.has_test) last = s;
         }
+        if (rv == 0 && ck) rv = lin_ckpt_write(&cfg, t);
     }
     free(calls);
     double train_s = lin_now() - t0;
@@ -627,6 +679,8 @@ int main(int argc, char **argv)
     ps_register("model", model_call, &W);
     ps_register("wstat", bpg_wstat, NULL);
     ps_register("setl1", setl1_call, NULL);
+    ps_register("resume", bpg_resume, &W);
+    ps_register("restored", lin_ckpt_restored, NULL);
     int rv = ps_start();
     if (rv != 0) {
         fprintf(stderr, "pslinear: cannot join the cluster: %s\n", ps_strerror(rv));
@@ -647,6 +701,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "pslinear: cannot open table w: %s\n", ps_strerror(rv));
         ps_finalize();
         return 1;
+    }
+    if (lin_ckpt_open(&cfg, W.w) != 0) { /* before the barrier: no push yet */
+        fflush(NULL);
+        _exit(1);
     }
     if (ps_my_role() == PS_ROLE_WORKER) {
         if (cfg.filters && (rv = ps_table_set_filters(W.w, cfg.filters)) != 0) {

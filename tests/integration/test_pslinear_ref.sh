@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # test_pslinear_ref.sh -- pslinear's distributed BPG against a single-process
 # reference of the same algorithm (tests/apps/linear_ref.c): on a tiny
-# deterministic libsvm fixture (400 examples, 300 features, real values),
-# psrun -s 2 -w 2 pslinear --json prints the objective after every
-# iteration; it must equal linear_ref's to 1e-6 (relative) at every
-# iteration, with the same nnz: tau 0 with the KKT filter on (with an l1
-# that makes it drop keys) and off (with l2 > 0 and lr != 1).  pslinear's
-# tau only lets the scheduler dispatch ahead (a worker still finishes each
-# iteration before the next), so with tau 2 the final objective must equal
-# the same reference; the objectives printed before the end are not compared
-# there, as the servers' norms are read while later iterations run.
-# linear_ref rounds to float32 where pslinear does; its --f64 run is printed
-# for information.
+# deterministic libsvm fixture (pslinear_fixture.awk: 400 examples, 300
+# features, real values), psrun -s 2 -w 2 pslinear --json prints the
+# objective after every iteration; it must equal linear_ref's to 1e-6
+# (relative) at every iteration, with the same nnz: tau 0 with the KKT
+# filter on (with an l1 that makes it drop keys) and off (with l2 > 0 and
+# lr != 1).  pslinear's tau only lets the scheduler dispatch ahead (a worker
+# still finishes each iteration before the next), so with tau 2 the final
+# objective must equal the same reference; the objectives printed before the
+# end are not compared there, as the servers' norms are read while later
+# iterations run.  linear_ref rounds to float32 where pslinear does; its
+# --f64 run is printed for information.
 set -u
 : "${PS_BIN:?PS_BIN must point at the build/bin folder}"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ps-linref.XXXXXX")
@@ -20,20 +20,8 @@ fail() { echo "FAIL: $*" >&2; [ -f "$TMP/out" ] && tail -n 20 "$TMP/out" >&2; ex
 pass() { echo "ok - $*"; }
 export TMP
 
-awk -v seed=11 'BEGIN {
-    srand(seed); D = 300; n = 400
-    for (j = 1; j <= D; j++) w[j] = (rand() < 0.2) ? (rand() * 4 - 2) : 0
-    for (i = 0; i < n; i++) {
-        delete seen; line = ""; z = 0; k = 0; nf = 5 + int(rand() * 10)
-        while (k < nf) { j = 1 + int(rand() * D); if (!(j in seen)) { seen[j] = 1; k++ } }
-        for (j = 1; j <= D; j++) if (j in seen) {
-            v = (j % 3 == 0) ? int(rand() * 8 + 1) / 4 : 1
-            z += w[j] * v; line = line " " j ":" v
-        }
-        z += (rand() - 0.5) * 2
-        print ((z > 0) ? "+1" : "-1") line > (ENVIRON["TMP"] "/train.svm")
-    }
-}' </dev/null || fail "fixture"
+awk -v seed=11 -f "$(dirname "$0")/pslinear_fixture.awk" </dev/null >"$TMP/train.svm" ||
+    fail "fixture"
 
 # objs FILE: "iter objective nnz" lines from pslinear's per-iteration JSON
 objs() {
