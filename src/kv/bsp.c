@@ -11,6 +11,16 @@
  * dedup and ordering come from server.c for free.  A worker declared dead
  * stops being waited for.
  *
+ * Replicated tables ("replication after aggregation"): the pushes of an
+ * iteration are kept, not answered; once the iteration is applied, the new
+ * blocks of the keys it touched go to the backups once (src/replica/chain.c),
+ * and only when they acknowledged is the iteration durable: its pushes are
+ * answered, pulls may see it, and the next iteration may apply.  After a
+ * server died, the parts of its unacknowledged pushes that workers move here
+ * form iterations of their own ("via" that server), aggregated over every
+ * live worker the same way; pulls wait until no such iteration at or below
+ * theirs is still open.
+ *
  * Runs under the table lock (server.c and the view hook).  Never applies
  * an iteration twice or before every live worker contributed.
  */
@@ -25,8 +35,12 @@
 typedef struct agg {
     struct agg *next;
     uint64_t iter;
+    uint32_t via;      /* 0: this server's own; else pushes moved off dead server `via` */
     int count;
+    int applying;      /* replicated: applied, forwards in flight */
     psi_store *sum;
+    psi_msg **msgs;    /* replicated: the pushes, answered once durable */
+    int nmsgs, cap;
 } agg;
 
 typedef struct pull_wait {
@@ -60,6 +74,14 @@ int psi_kv_bsp_init(ps_table *t)
     return PS_OK;
 }
 
+static void agg_free(agg *a)
+{
+    for (int i = 0; i < a->nmsgs; i++) psi_msg_free(a->msgs[i]);
+    free(a->msgs);
+    psi_store_free(a->sum);
+    free(a);
+}
+
 void psi_kv_bsp_free(ps_table *t)
 {
     kv_bsp *b = t->bsp;
@@ -67,8 +89,7 @@ void psi_kv_bsp_free(ps_table *t)
     while (b->aggs) {
         agg *a = b->aggs;
         b->aggs = a->next;
-        psi_store_free(a->sum);
-        free(a);
+        agg_free(a);
     }
     while (b->pulls) {
         pull_wait *p = b->pulls;
@@ -80,10 +101,10 @@ void psi_kv_bsp_free(ps_table *t)
     t->bsp = NULL;
 }
 
-static agg *agg_get(kv_bsp *b, uint64_t iter, int create, size_t vbytes)
+static agg *agg_get(kv_bsp *b, uint32_t via, uint64_t iter, int create, size_t vbytes)
 {
     for (agg *a = b->aggs; a; a = a->next)
-        if (a->iter == iter) return a;
+        if (a->iter == iter && a->via == via) return a;
     if (!create) return NULL;
     agg *a = calloc(1, sizeof(*a));
     if (!a || !(a->sum = psi_store_new(vbytes))) {
@@ -91,6 +112,7 @@ static agg *agg_get(kv_bsp *b, uint64_t iter, int create, size_t vbytes)
         return NULL;
     }
     a->iter = iter;
+    a->via = via;
     a->next = b->aggs;
     b->aggs = a;
     return a;
@@ -126,13 +148,23 @@ static void do_unlink_agg(kv_bsp *b, agg *a)
         }
 }
 
+/* Whether a pull that must see iteration `it` can be answered: it is
+ * applied (durable) and no moved iteration at or below it is still open. */
+static int pull_ready(const kv_bsp *b, uint64_t it)
+{
+    if (it > b->applied) return 0;
+    for (const agg *a = b->aggs; a; a = a->next)
+        if (a->via && a->iter <= it) return 0;
+    return 1;
+}
+
 /* Answer the pulls whose iteration is now applied. */
 static void do_release_pulls(ps_table *t)
 {
     kv_bsp *b = t->bsp;
     for (pull_wait **pp = &b->pulls; *pp;) {
         pull_wait *p = *pp;
-        if (p->min_iter > b->applied) {
+        if (!pull_ready(b, p->min_iter)) {
             pp = &p->next;
             continue;
         }
@@ -143,29 +175,105 @@ static void do_release_pulls(ps_table *t)
     }
 }
 
-/* Apply every complete iteration in order. */
+static void do_apply_agg(ps_table *t, agg *a)
+{
+    apply_ctx c = {t, PS_OK};
+    psi_store_foreach(a->sum, apply_one, &c);
+    if (c.rv != 0) PSI_ERROR("table %s: iteration %llu did not fit: %s", t->name,
+                             (unsigned long long)a->iter, ps_strerror(c.rv));
+}
+
+/* Apply every complete iteration: this server's own in order, moved ones
+ * as they complete.  A replicated iteration then waits for its backups
+ * (psi_kv_bsp_durable), and the next own one waits for it. */
 static void do_advance(ps_table *t)
 {
     kv_bsp *b = t->bsp;
-    agg *a;
-    while ((a = agg_get(b, b->applied + 1, 0, 0)) && a->count >= b->workers) {
-        apply_ctx c = {t, PS_OK};
-        psi_store_foreach(a->sum, apply_one, &c);
-        if (c.rv != 0) PSI_ERROR("table %s: iteration %llu did not fit: %s", t->name,
-                                 (unsigned long long)a->iter, ps_strerror(c.rv));
-        do_unlink_agg(b, a);
-        psi_store_free(a->sum);
-        free(a);
-        b->applied++;
+    for (int progress = 1; progress;) {
+        progress = 0;
+        for (agg *a = b->aggs, *next; a; a = next) {
+            next = a->next;
+            if (a->applying || a->count < b->workers) continue;
+            if (!a->via && a->iter != b->applied + 1) continue;
+            do_apply_agg(t, a);
+            progress = 1;
+            if (t->k) { /* answered from psi_kv_bsp_durable */
+                a->applying = 1;
+                if (!psi_repl_bsp_forward(t, a->sum, a->msgs, a->nmsgs, a)) {
+                    psi_kv_bsp_durable(t, a); /* nothing to wait for; advances */
+                    return;
+                }
+                break;
+            }
+            do_unlink_agg(b, a);
+            if (!a->via) b->applied = a->iter;
+            agg_free(a);
+            break; /* the list changed */
+        }
     }
     do_release_pulls(t);
 }
 
+void psi_kv_bsp_durable(ps_table *t, void *iteration)
+{
+    kv_bsp *b = t->bsp;
+    agg *a = iteration;
+    do_unlink_agg(b, a);
+    if (!a->via) b->applied = a->iter;
+    for (int i = 0; i < a->nmsgs; i++) {
+        psi_msg *m = a->msgs[i];
+        kv_push_aux x;
+        psi_kv_aux_get(m->seg[PSI_SEG_AUX], &x);
+        if (a->via) psi_repl_note_held(t, a->via, x.origin, m->hdr.sender, a->iter, x.lo);
+        a->msgs[i] = NULL;
+        if (!psi_kv_answer(t, m, PS_OK, a->iter)) psi_msg_free(m);
+    }
+    a->nmsgs = 0;
+    agg_free(a);
+    do_advance(t);
+}
+
+int psi_kv_bsp_waiting(const ps_table *t, uint32_t via, uint32_t sender, uint64_t iter)
+{
+    for (const agg *a = t->bsp->aggs; a; a = a->next)
+        for (int i = 0; a->iter == iter && a->via == via && i < a->nmsgs; i++)
+            if (a->msgs[i]->hdr.sender == sender) return 1;
+    return 0;
+}
+
+static int do_keep(agg *a, psi_msg *m)
+{
+    if (a->nmsgs == a->cap) {
+        int nc = a->cap ? a->cap * 2 : 8;
+        psi_msg **q = realloc(a->msgs, (size_t)nc * sizeof(*q));
+        if (!q) return PS_ERR_NOMEM;
+        a->msgs = q;
+        a->cap = nc;
+    }
+    a->msgs[a->nmsgs++] = m;
+    return PS_OK;
+}
+
+int psi_kv_bsp_push_kept(ps_table *t, psi_msg *m, uint64_t iter, uint32_t via)
+{
+    agg *a = agg_get(t->bsp, via, iter, 1, t->vbytes);
+    if (!a || do_keep(a, m) != 0) return 0; /* not kept: the worker resends */
+    int rv = psi_kv_bsp_push_via(t, m, iter, via);
+    if (rv != 0) PSI_WARN("table %s: iteration %llu lost a push: %s", t->name,
+                          (unsigned long long)iter, ps_strerror(rv));
+    return 1;
+}
+
 int psi_kv_bsp_push(ps_table *t, const psi_msg *m, uint64_t iter)
+{
+    return psi_kv_bsp_push_via(t, m, iter, 0);
+}
+
+int psi_kv_bsp_push_via(ps_table *t, const psi_msg *m, uint64_t iter, uint32_t via)
 {
     kv_bsp *b = t->bsp;
     size_t n = m->hdr.key_count;
-    agg *a = agg_get(b, iter, 1, t->vbytes);
+    agg *a = agg_get(b, via, iter, 1, t->vbytes);
     void **blocks = malloc(PSI_MAX(n, 1) * sizeof(void *));
     uint8_t *ins = malloc(PSI_MAX(n, 1));
     int rv = a && blocks && ins ? PS_OK : PS_ERR_NOMEM;
@@ -186,7 +294,7 @@ int psi_kv_bsp_push(ps_table *t, const psi_msg *m, uint64_t iter)
 int psi_kv_bsp_pull(ps_table *t, psi_msg *m, uint64_t min_iter)
 {
     kv_bsp *b = t->bsp;
-    if (min_iter <= b->applied) {
+    if (pull_ready(b, min_iter)) {
         psi_kv_answer_pull(t, m);
         return 0;
     }

@@ -71,6 +71,9 @@ struct ps_table {
     psi_dense *dense;
     int64_t *applied;            /* per sender node id: last sequence applied */
     kv_parked *parked;           /* early pushes waiting for a predecessor */
+    struct { uint32_t sender; uint64_t seq; int st; } refused[16]; /* recent pushes that
+                                  * failed: a resend gets the same answer */
+    unsigned nrefused;
     kv_bsp *bsp;                 /* BSP aggregation state (bsp.c) */
     uint64_t *fwd_seq;           /* per backup id: last forward sequence sent */
     kv_fwd *fwds;                /* forwards waiting for their backup's ack */
@@ -101,6 +104,7 @@ typedef struct kv_run {
 typedef struct kv_slice {
     uint32_t server;
     uint32_t origin;   /* push: the server its sequence number counts for */
+    uint32_t via;      /* moved slice: the dead server it was moved off; 0 if not */
     int done;
     uint64_t seq;      /* push sequence number for this server */
     uint64_t iter;     /* BSP pull: iterations pushed to this server so far */
@@ -184,6 +188,15 @@ int psi_kv_bsp_push(ps_table *t, const psi_msg *m, uint64_t iter);
 /* Answer a pull now if iteration `min_iter` is applied, else keep it;
  * returns 1 if it kept `m` (the caller must not free it). */
 int psi_kv_bsp_pull(ps_table *t, psi_msg *m, uint64_t min_iter);
+/* Replicated tables: keep push `m` (for iteration `iter`, moved off dead
+ * server `via`, 0 if not) until its iteration is durable; 0 if it could not
+ * be kept (nothing was applied: the worker resends it). */
+int psi_kv_bsp_push_kept(ps_table *t, psi_msg *m, uint64_t iter, uint32_t via);
+int psi_kv_bsp_push_via(ps_table *t, const psi_msg *m, uint64_t iter, uint32_t via);
+/* Whether iteration (via, iter) still holds a push from `sender`. */
+int psi_kv_bsp_waiting(const ps_table *t, uint32_t via, uint32_t sender, uint64_t iter);
+/* The backups acknowledged an applied iteration (chain.c calls this). */
+void psi_kv_bsp_durable(ps_table *t, void *iteration);
 /* Workers died: fewer contributions complete an iteration. */
 void psi_kv_server_on_view(ps_table *t, const uint32_t *dead, int ndead);
 /* Answer a pull request (server.c). */
@@ -215,6 +228,15 @@ int psi_repl_pending(const ps_table *t, uint32_t origin, uint32_t sender, uint64
 /* A push counted for a dead server (origin != this node): apply it unless
  * this node holds it already (as that server's backup); answers or keeps m. */
 void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a);
+/* BSP: forward the blocks of the keys iteration `iteration` touched (the
+ * keys of `sum`), with the pushes it summed, to every backup of this node's
+ * segments; 1 if psi_kv_bsp_durable will follow their acknowledgements, 0
+ * if there was nothing to send (the caller makes it durable now). */
+int psi_repl_bsp_forward(ps_table *t, psi_store *sum, psi_msg **msgs, int nmsgs,
+                         void *iteration);
+/* Record that this node holds push (origin, sender, seq) moved off `via`. */
+void psi_repl_note_held(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender,
+                        uint64_t seq, uint64_t lo);
 /* Store the blocks of a forward (PSI_F_REPL request) as a backup. */
 int psi_repl_apply(ps_table *t, const psi_msg *m);
 /* A backup acknowledged a forward. */

@@ -83,6 +83,12 @@ void psi_kv_reply_msg(ps_table *t, const psi_msg *req, psi_msg *m)
     m->hdr.timestamp = req->hdr.timestamp;
     m->hdr.key_lo = req->hdr.key_lo; /* with the timestamp, names the slice answered */
     m->hdr.key_hi = req->hdr.key_hi;
+    /* ... and, for an answer without values, the push's aux: two empty slices
+     * of one request to one server (its own BSP part and one moved here) */
+    if ((req->hdr.flags & PSI_F_PUSH) && req->hdr.seg_len[PSI_SEG_AUX] == PSI_PUSH_AUX &&
+        !m->hdr.seg_len[PSI_SEG_VALS] && !m->hdr.seg_len[PSI_SEG_AUX] &&
+        psi_msg_set_seg(m, PSI_SEG_AUX, req->seg[PSI_SEG_AUX], PSI_PUSH_AUX) != 0)
+        m->hdr.arg = (uint32_t)PS_ERR_NOMEM;
     if (t && m->hdr.arg == 0 && m->hdr.seg_len[PSI_SEG_VALS]) {
         m->hdr.key_count = 0; /* an answer carries values only */
         psi_kv_count_sent(t, m, 0);
@@ -138,8 +144,8 @@ void psi_kv_fwd_aux_get(const uint8_t *p, kv_push_aux *a)
     if (a->sender == PSI_ID_NONE) a->origin = PSI_ID_NONE; /* recorded nowhere */
 }
 
-/* A forward from a backup's owner: its blocks and, if it carries a push,
- * that push's aux; *seq gets the forward's sequence number. */
+/* A forward from a backup's owner: its blocks and the pushes they carry
+ * (PSI_FWD_AUX bytes each); *seq gets the forward's sequence number. */
 static int check_forward(const ps_table *t, const psi_msg *m, uint64_t *seq, kv_push_aux *a)
 {
     const psi_hdr *h = &m->hdr;
@@ -149,8 +155,8 @@ static int check_forward(const ps_table *t, const psi_msg *m, uint64_t *seq, kv_
     if (!t->k || t->var || (uintptr_t)k & 7 || h->timestamp == 0) return PS_ERR_PROTO;
     if (h->seg_len[PSI_SEG_VALS] != h->key_count * psi_update_block_bytes(&t->upd))
         return PS_ERR_PROTO;
-    if (h->seg_len[PSI_SEG_AUX] == PSI_FWD_AUX) psi_kv_fwd_aux_get(m->seg[PSI_SEG_AUX], a);
-    else if (h->seg_len[PSI_SEG_AUX] != 0) return PS_ERR_PROTO;
+    if (h->seg_len[PSI_SEG_AUX] % PSI_FWD_AUX) return PS_ERR_PROTO; /* the pushes it carries */
+    (void)a;
     *seq = h->timestamp;
     return PS_OK;
 }
@@ -280,6 +286,44 @@ static int do_settle(ps_table *t, psi_msg *m, int st, uint64_t seq, const kv_pus
     return psi_kv_answer(t, m, st, seq);
 }
 
+/* Apply push `m`, the next of its sender, and answer it or keep it until
+ * its backups have it; *kept says which.  PS_ERR_NOMEM if it could not even
+ * be kept (replicated BSP): nothing applied, the sender resends it. */
+static int apply_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a, int *kept)
+{
+    if (t->bsp && t->k && !(m->hdr.flags & PSI_F_REPL)) {
+        *kept = psi_kv_bsp_push_kept(t, m, seq, 0);
+        if (!*kept) return PS_ERR_NOMEM;
+    } else {
+        int st = do_apply(t, m, seq);
+        if (st != 0) { /* refused: remembered, so that a resend is refused too */
+            unsigned i = t->nrefused++ % PSI_ARRAY_LEN(t->refused);
+            t->refused[i].sender = m->hdr.sender;
+            t->refused[i].seq = seq;
+            t->refused[i].st = st;
+        }
+        *kept = do_settle(t, m, st, seq, a);
+    }
+    t->applied[m->hdr.sender] = (int64_t)seq;
+    t->stats.pushes_applied++;
+    return PS_OK;
+}
+
+/* A push already applied came again: answer it, unless the first copy is
+ * still waiting for its backups (that one will be answered). */
+static int answer_dup(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
+{
+    uint32_t s = m->hdr.sender;
+    int st = PS_OK;
+    t->stats.pushes_deduped++;
+    if (t->k && !(m->hdr.flags & PSI_F_REPL) &&
+        (t->bsp ? psi_kv_bsp_waiting(t, 0, s, seq) : psi_repl_pending(t, a->origin, s, seq)))
+        return 0;
+    for (unsigned i = 0; i < PSI_MIN(t->nrefused, PSI_ARRAY_LEN(t->refused)); i++)
+        if (t->refused[i].sender == s && t->refused[i].seq == seq) st = t->refused[i].st;
+    return psi_kv_answer(t, m, st, seq);
+}
+
 static void do_park(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
 {
     kv_parked *p = malloc(sizeof(*p));
@@ -304,16 +348,16 @@ static void do_drain(ps_table *t, uint32_t sender)
                 continue;
             }
             *pp = p->next;
-            int st = PS_OK;
-            int kept;
+            int kept = 0;
             if (p->seq == (uint64_t)last + 1) {
-                st = do_apply(t, p->msg, p->seq);
-                t->applied[sender] = (int64_t)p->seq;
-                t->stats.pushes_applied++;
+                if (apply_push(t, p->msg, p->seq, &p->aux, &kept) != 0) {
+                    psi_msg_free(p->msg); /* resent by its sender */
+                    free(p);
+                    return;
+                }
                 progress = 1;
-                kept = do_settle(t, p->msg, st, p->seq, &p->aux);
             } else {
-                kept = psi_kv_answer(t, p->msg, st, p->seq);
+                kept = answer_dup(t, p->msg, p->seq, &p->aux);
             }
             if (!kept) psi_msg_free(p->msg);
             free(p);
@@ -327,17 +371,12 @@ static void do_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
     uint64_t last = (uint64_t)t->applied[s];
     int kept = 0;
     if (seq <= last) { /* a resend or duplicate: already applied */
-        t->stats.pushes_deduped++;
-        /* still on its way to the backups: the first copy will be answered */
-        if (t->k && !(m->hdr.flags & PSI_F_REPL) && psi_repl_pending(t, a->origin, s, seq))
-            kept = 0;
-        else
-            kept = psi_kv_answer(t, m, PS_OK, seq);
+        kept = answer_dup(t, m, seq, a);
     } else if (seq == last + 1) {
-        int st = do_apply(t, m, seq);
-        t->applied[s] = (int64_t)seq;
-        t->stats.pushes_applied++;
-        kept = do_settle(t, m, st, seq, a);
+        if (apply_push(t, m, seq, a, &kept) != 0) {
+            psi_msg_free(m);
+            return;
+        }
         do_drain(t, s);
     } else {
         do_park(t, m, seq, a);

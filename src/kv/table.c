@@ -193,8 +193,8 @@ static int check_opts(const char *name, const ps_table_opts *o)
         PSI_ERROR("table %s: replication must be 0..7 backups", name);
         return PS_ERR_INVAL;
     }
-    if (o->replication > 0 && (o->width == 0 || o->dense_hi > o->dense_lo || o->bsp)) {
-        PSI_ERROR("table %s: replication needs a fixed-width sparse table without BSP", name);
+    if (o->replication > 0 && (o->width == 0 || o->dense_hi > o->dense_lo)) {
+        PSI_ERROR("table %s: replication needs a fixed-width sparse table", name);
         return PS_ERR_INVAL;
     }
     return PS_OK;

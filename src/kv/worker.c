@@ -300,7 +300,8 @@ static int do_slice(kv_req *r, const uint8_t *uvals)
             rv = add_run(slice_for(r, owner), ss[i].begin, ss[i].end);
         }
     }
-    for (int i = 0; rv == 0 && every && i < t->nservers; i++) slice_for(r, t->servers[i]);
+    for (int i = 0; rv == 0 && every && i < t->nservers; i++)
+        if (!t->dead || !t->dead[t->servers[i]]) slice_for(r, t->servers[i]);
     for (int i = 0; rv == 0 && i < r->nslices; i++) rv = fill_buf(r, &r->slices[i], uvals);
     free(ss);
     free(r->vals); /* variable-length values: now in the slices' buffers */
@@ -656,12 +657,19 @@ static int do_slice_done(kv_req *r, kv_slice *s, int status)
     return --r->pending == 0;
 }
 
-/* Whether answer `h` names slice `s`: by its first and last key. */
-static int slice_is(const kv_slice *s, const psi_hdr *h)
+/* Whether answer `m` names slice `s`: by its first and last key and, when
+ * it echoes a push's aux, by that push's sequence number and "via". */
+static int slice_is(const kv_slice *s, const psi_msg *m)
 {
-    if (!s->nkeys) return h->key_lo == 0 && h->key_hi == 0; /* one per server */
+    const psi_hdr *h = &m->hdr;
     const uint64_t *k = (const uint64_t *)(const void *)s->buf->data;
-    return h->key_lo == k[0] && h->key_hi == k[s->nkeys - 1];
+    if (s->nkeys ? h->key_lo != k[0] || h->key_hi != k[s->nkeys - 1]
+                 : h->key_lo != 0 || h->key_hi != 0)
+        return 0;
+    if (h->seg_len[PSI_SEG_AUX] != PSI_PUSH_AUX || !s->seq) return 1;
+    kv_push_aux a;
+    psi_kv_aux_get(m->seg[PSI_SEG_AUX], &a);
+    return a.seq == s->seq && a.via == s->via;
 }
 
 void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
@@ -670,7 +678,8 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
     kv_req *r = do_find(t, (int64_t)m->hdr.timestamp);
     kv_slice *s = NULL;
     for (int i = 0; r && i < r->nslices && !s; i++)
-        if (r->slices[i].server == m->hdr.sender && slice_is(&r->slices[i], &m->hdr))
+        if (!r->slices[i].done && r->slices[i].server == m->hdr.sender &&
+            slice_is(&r->slices[i], m))
             s = &r->slices[i];
     int complete = 0;
     psi_msg *again = NULL;
@@ -735,8 +744,8 @@ static int move_part(kv_req *r, const kv_slice *s, const size_t *pos, const uint
     for (size_t i = 0; i < s->nkeys; i++) n += own[i] == owner;
     kv_slice *d = &r->slices[r->nslices];
     memset(d, 0, sizeof(*d));
-    *d = (kv_slice){.server = owner, .origin = s->origin, .seq = s->seq, .iter = s->iter,
-                    .nkeys = n, .sent_ms = psi_now_ms()};
+    *d = (kv_slice){.server = owner, .origin = s->origin, .via = s->server, .seq = s->seq,
+                    .iter = s->iter, .nkeys = n, .sent_ms = psi_now_ms()};
     if (!(d->buf = buf_new(n * (8 + vb) + aux_len(r)))) return PS_ERR_NOMEM;
     const uint8_t *sk = s->buf->data, *sv = sk + s->nkeys * 8;
     uint8_t *k = d->buf->data, *v = k + n * 8;
@@ -772,9 +781,12 @@ static int move_part(kv_req *r, const kv_slice *s, const size_t *pos, const uint
 
 /* Slice `s` went to a dead server: send its keys to the heads of their live
  * chains (which held them as backups), still counted for the dead server, so
- * the new owners apply what they did not hold yet and nothing twice.  New
- * slices are appended to r (lock held); returns 0 or the error that fails it. */
-static int do_move(kv_req *r, int si)
+ * the new owners apply what they did not hold yet and nothing twice.  A BSP
+ * push goes to every one of `heads` (the new heads of the dead server's
+ * segments), with no keys if need be: each of them completes its part of
+ * the iteration only with every worker's.  New slices are appended to r
+ * (lock held); returns 0 or the error that fails it. */
+static int do_move(kv_req *r, int si, const uint32_t *bsp_heads, int nbsp)
 {
     ps_table *t = r->t;
     kv_slice *s = &r->slices[si];
@@ -793,6 +805,13 @@ static int do_move(kv_req *r, int si)
         if (!known && nh < 64) heads[nh++] = own[i];
         else if (!known) rv = PS_ERR_NOMEM;
     }
+    int bsp_push = t->opts.bsp && (r->flags & PSI_F_PUSH);
+    for (int b = 0; rv == 0 && bsp_push && b < nbsp; b++) {
+        int known = 0;
+        for (int h = 0; h < nh && !known; h++) known = heads[h] == bsp_heads[b];
+        if (!known && nh < 64) heads[nh++] = bsp_heads[b];
+        else if (!known) rv = PS_ERR_NOMEM;
+    }
     kv_slice *grown = rv == 0 ? realloc(r->slices, (size_t)(r->nslices + nh) * sizeof(*grown))
                               : NULL;
     if (rv == 0 && !grown) rv = PS_ERR_NOMEM;
@@ -804,11 +823,12 @@ static int do_move(kv_req *r, int si)
 }
 
 /* A slice's server died: fail it, or (replicated table) move it. */
-static int do_slice_dead(kv_req *r, int si, psi_msg **msgs, uint32_t *to, int *nmsg, int cap)
+static int do_slice_dead(kv_req *r, int si, const uint32_t *heads, int nheads, psi_msg **msgs,
+                         uint32_t *to, int *nmsg, int cap)
 {
     if (!r->t->k) return do_slice_done(r, &r->slices[si], PS_ERR_PEER);
     int first = r->nslices;
-    int rv = do_move(r, si);
+    int rv = do_move(r, si, heads, nheads);
     if (rv != 0) return do_slice_done(r, &r->slices[si], rv);
     for (int i = first; i < r->nslices; i++) {
         kv_slice *d = &r->slices[i];
@@ -822,30 +842,66 @@ static int do_slice_dead(kv_req *r, int si, psi_msg **msgs, uint32_t *to, int *n
     return do_slice_done(r, &r->slices[si], PS_OK); /* its parts finish the request */
 }
 
+/* The new heads of the segments `dead` headed in chains `old` (lock held). */
+static int takeover_heads(const ps_table *t, const uint32_t *old, uint32_t dead, uint32_t *out,
+                          int cap)
+{
+    size_t w = (size_t)t->k + 1, nsegs = psi_ring_nsegs(t->ring);
+    int n = 0;
+    for (size_t seg = 0; old && seg < nsegs; seg++) {
+        uint32_t h = psi_repl_chain(t, (uint32_t)seg)[0];
+        if (old[seg * w] != dead || h == PSI_ID_NONE) continue;
+        int known = 0;
+        for (int i = 0; i < n && !known; i++) known = out[i] == h;
+        if (!known && n < cap) out[n++] = h;
+    }
+    return n;
+}
+
+static int cmp_req_ts(const void *a, const void *b)
+{
+    int64_t x = (*(kv_req *const *)a)->ts, y = (*(kv_req *const *)b)->ts;
+    return (x > y) - (x < y);
+}
+
 void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead)
 {
     kv_req *done = NULL;
     enum { CAP = 256 };
     psi_msg *msgs[CAP];
-    uint32_t to[CAP];
-    int nmsg = 0;
+    uint32_t to[CAP], heads[64];
+    int nmsg = 0, nreq = 0;
     pthread_mutex_lock(&t->lock);
     if (!t->dead) t->dead = calloc(PSI_MAX_NODES, 1); /* replicated tables have it */
     for (int d = 0; t->dead && d < ndead; d++)
         if (dead[d] < PSI_MAX_NODES) t->dead[dead[d]] = 1;
+    size_t effb = t->k ? psi_ring_nsegs(t->ring) * ((size_t)t->k + 1) * sizeof(uint32_t) : 0;
+    uint32_t *old = effb ? malloc(effb) : NULL;
+    if (old) memcpy(old, t->eff, effb);
     if (t->k) psi_repl_compute(t, 0, dead, ndead);
-    for (kv_req *r = t->reqs, *next; r; r = next) {
-        next = r->next;
+    /* oldest first: a worker's moved push reaches a new head before its pulls */
+    for (kv_req *r = t->reqs; r; r = r->next) nreq++;
+    kv_req **rs = malloc((size_t)PSI_MAX(nreq, 1) * sizeof(*rs));
+    nreq = 0;
+    for (kv_req *r = t->reqs; rs && r; r = r->next) rs[nreq++] = r;
+    if (rs) qsort(rs, (size_t)nreq, sizeof(*rs), cmp_req_ts);
+    for (int q = 0; rs && q < nreq; q++) {
+        kv_req *r = rs[q];
         int complete = 0;
         for (int i = 0; i < r->nslices; i++)
-            for (int d = 0; d < ndead; d++)
-                if (!r->slices[i].done && r->slices[i].server == dead[d])
-                    complete |= do_slice_dead(r, i, msgs, to, &nmsg, CAP);
+            for (int d = 0; d < ndead; d++) {
+                if (r->slices[i].done || r->slices[i].server != dead[d]) continue;
+                int nh = takeover_heads(t, old, dead[d], heads, 64);
+                complete |= do_slice_dead(r, i, heads, nh, msgs, to, &nmsg, CAP);
+            }
         if (!complete) continue;
         do_unlink(t, r);
         r->next = done;
         done = r;
     }
+    if (!rs) PSI_ERROR("table %s: out of memory moving requests off a dead server", t->name);
+    free(rs);
+    free(old);
     pthread_mutex_unlock(&t->lock);
     for (int i = 0; i < nmsg; i++) psi_node_send(to[i], msgs[i]);
     while (done) {

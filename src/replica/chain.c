@@ -61,10 +61,11 @@ typedef struct kv_seen {
     uint32_t n, cap;
 } kv_seen;
 
-/* A push waiting for its backups' acknowledgements. */
+/* A push, or a BSP iteration, waiting for its backups' acknowledgements. */
 struct kv_pend {
     kv_pend *next;
-    psi_msg *req;
+    psi_msg *req;    /* the push, answered then; NULL for an iteration */
+    void *iteration; /* the BSP iteration made durable then (bsp.c) */
     int left, st;
     kv_push_aux aux;
 };
@@ -248,14 +249,15 @@ static void parts_free(part *ps, int np)
     }
 }
 
-/* Send one forward (or copy, if a == NULL) of p's keys to p->to; 0 or an error. */
+/* Send one forward of p's keys [from, from + n) to p->to, carrying the
+ * pushes `aux` (na entries of PSI_FWD_AUX bytes; none for a copy); 0 or an
+ * error. */
 static int send_forward(ps_table *t, const part *p, size_t from, size_t n, kv_pend *pend,
-                        const kv_push_aux *a)
+                        const uint8_t *aux, size_t na)
 {
     size_t bb = block_bytes(t);
     psi_msg *m = psi_msg_new(PSI_MSG_DATA);
     kv_fwd *f = malloc(sizeof(*f));
-    uint8_t aux[PSI_FWD_AUX];
     int rv = m && f ? PS_OK : PS_ERR_NOMEM;
     if (rv == 0) {
         m->hdr.flags = PSI_F_REQUEST | PSI_F_PUSH | PSI_F_REPL;
@@ -267,10 +269,9 @@ static int send_forward(ps_table *t, const part *p, size_t from, size_t n, kv_pe
             m->hdr.key_lo = PSI_MIN(m->hdr.key_lo, p->keys[i]);
             m->hdr.key_hi = PSI_MAX(m->hdr.key_hi, p->keys[i]);
         }
-        if (a) psi_kv_fwd_aux_put(aux, a);
-        if (psi_msg_set_seg(m, PSI_SEG_KEYS, p->keys + from, n * 8) ||
-            psi_msg_set_seg(m, PSI_SEG_VALS, p->blocks + from * bb, n * bb) ||
-            (a && psi_msg_set_seg(m, PSI_SEG_AUX, aux, sizeof(aux))))
+        if (psi_msg_set_seg(m, PSI_SEG_KEYS, n ? p->keys + from : NULL, n * 8) ||
+            psi_msg_set_seg(m, PSI_SEG_VALS, n ? p->blocks + from * bb : NULL, n * bb) ||
+            (na && psi_msg_set_seg(m, PSI_SEG_AUX, aux, na * PSI_FWD_AUX)))
             rv = PS_ERR_NOMEM;
     }
     psi_msg *copy = rv == 0 ? psi_msg_dup(m) : NULL;
@@ -310,11 +311,13 @@ int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a)
     free(ss);
     kv_pend *pend = np && rv == 0 ? malloc(sizeof(*pend)) : NULL;
     if (pend) {
-        *pend = (kv_pend){t->pends, m, np, PS_OK, *a};
+        uint8_t aux[PSI_FWD_AUX];
+        *pend = (kv_pend){t->pends, m, NULL, np, PS_OK, *a};
         pend->aux.sender = m->hdr.sender;
+        psi_kv_fwd_aux_put(aux, &pend->aux);
         t->pends = pend;
         for (int i = 0; i < np; i++)
-            if (send_forward(t, &ps[i], 0, ps[i].n, pend, &pend->aux) != 0) pend->left--;
+            if (send_forward(t, &ps[i], 0, ps[i].n, pend, aux, 1) != 0) pend->left--;
         if (pend->left == 0) { /* nothing went out: answer now */
             t->pends = pend->next;
             free(pend);
@@ -330,8 +333,74 @@ int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a)
 int psi_repl_pending(const ps_table *t, uint32_t origin, uint32_t sender, uint64_t seq)
 {
     for (const kv_pend *p = t->pends; p; p = p->next)
-        if (p->aux.origin == origin && p->aux.sender == sender && p->aux.seq == seq) return 1;
+        if (p->req && p->aux.origin == origin && p->aux.sender == sender && p->aux.seq == seq)
+            return 1;
     return 0;
+}
+
+/* Every backup of a segment this node heads, into parts (none if k = 0). */
+static int backups_of_mine(ps_table *t, part *ps, int *np)
+{
+    size_t w = (size_t)t->k + 1, nsegs = psi_ring_nsegs(t->ring);
+    for (size_t seg = 0; seg < nsegs; seg++) {
+        const uint32_t *c = t->eff + seg * w;
+        for (size_t j = 1; c[0] == ps_my_id() && j < w && c[j] != PSI_ID_NONE; j++)
+            if (!part_for(ps, np, c[j])) return PS_ERR_NOMEM;
+    }
+    return PS_OK;
+}
+
+typedef struct bsp_parts {
+    ps_table *t;
+    part *ps;
+    int np, rv;
+} bsp_parts;
+
+static int bsp_part_key(void *arg, uint64_t key, void *sum)
+{
+    bsp_parts *b = arg;
+    ps_table *t = b->t;
+    const uint32_t *c = psi_repl_chain(t, psi_ring_seg_of(t->ring, key));
+    const void *block = psi_store_find(t->store, key);
+    (void)sum;
+    for (int j = 1; j <= t->k && c[j] != PSI_ID_NONE && block && b->rv == 0; j++) {
+        part *p = part_for(b->ps, &b->np, c[j]);
+        b->rv = p ? part_add(p, key, block, block_bytes(t)) : PS_ERR_NOMEM;
+    }
+    return b->rv;
+}
+
+int psi_repl_bsp_forward(ps_table *t, psi_store *sum, psi_msg **msgs, int nmsgs,
+                         void *iteration)
+{
+    part ps[MAX_BACKUPS];
+    bsp_parts b = {t, ps, 0, PS_OK};
+    uint8_t *aux = malloc((size_t)PSI_MAX(nmsgs, 1) * PSI_FWD_AUX);
+    kv_pend *pend = malloc(sizeof(*pend));
+    /* every backup hears of the pushes, keys or not: if this node dies, the
+     * workers move their parts of this iteration to all of them */
+    int sent = 0;
+    if (!aux || !pend || backups_of_mine(t, ps, &b.np) != 0 ||
+        psi_store_foreach(sum, bsp_part_key, &b) != 0 || b.rv != 0) {
+        PSI_ERROR("table %s: out of memory replicating an iteration; not replicated", t->name);
+    } else if (b.np) {
+        for (int i = 0; i < nmsgs; i++) {
+            kv_push_aux a;
+            psi_kv_aux_get(msgs[i]->seg[PSI_SEG_AUX], &a);
+            a.sender = msgs[i]->hdr.sender;
+            psi_kv_fwd_aux_put(aux + (size_t)i * PSI_FWD_AUX, &a);
+        }
+        *pend = (kv_pend){.next = t->pends, .iteration = iteration, .left = b.np};
+        t->pends = pend;
+        for (int i = 0; i < b.np; i++)
+            if (send_forward(t, &ps[i], 0, ps[i].n, pend, aux, (size_t)nmsgs) != 0) pend->left--;
+        sent = pend->left > 0;
+        if (!sent) t->pends = pend->next;
+    }
+    if (!sent) free(pend);
+    free(aux);
+    parts_free(ps, b.np);
+    return sent;
 }
 
 /* ---- the backup's side ------------------------------------------------------------------ */
@@ -344,12 +413,11 @@ int psi_repl_apply(ps_table *t, const psi_msg *m)
     int rv = blocks ? psi_kv_blocks(t, m->seg[PSI_SEG_KEYS], n, blocks) : PS_ERR_NOMEM;
     for (size_t i = 0; rv == 0 && i < n; i++) memcpy(blocks[i], src + i * bb, bb);
     free(blocks);
-    if (rv == 0 && m->hdr.seg_len[PSI_SEG_AUX] == PSI_FWD_AUX) {
+    for (size_t off = 0; rv == 0 && off < m->hdr.seg_len[PSI_SEG_AUX]; off += PSI_FWD_AUX) {
         kv_push_aux a;
-        psi_kv_fwd_aux_get(m->seg[PSI_SEG_AUX], &a);
-        kv_seen *s = a.origin != PSI_ID_NONE ? seen_get(t, m->hdr.sender, a.origin, a.sender)
-                                             : NULL;
-        if (s) seen_note(s, a.seq, a.lo);
+        psi_kv_fwd_aux_get((const uint8_t *)m->seg[PSI_SEG_AUX] + off, &a);
+        if (a.origin != PSI_ID_NONE)
+            psi_repl_note_held(t, m->hdr.sender, a.origin, a.sender, a.seq, a.lo);
     }
     if (rv != 0)
         PSI_ERROR("table %s: could not store a forward from node %u: %s", t->name,
@@ -357,10 +425,34 @@ int psi_repl_apply(ps_table *t, const psi_msg *m)
     return rv;
 }
 
+void psi_repl_note_held(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender,
+                        uint64_t seq, uint64_t lo)
+{
+    kv_seen *s = seen_get(t, via, origin, sender);
+    if (s) seen_note(s, seq, lo);
+}
+
+/* BSP: the part of iteration a->seq moved here joins the iteration of that
+ * number moved off a->via, unless this node holds it or has it already. */
+static void takeover_bsp(ps_table *t, psi_msg *m, const kv_push_aux *a, kv_seen *s)
+{
+    uint32_t sender = m->hdr.sender;
+    if (s && seen_has(s, a->seq)) { /* the dead server's aggregate reached us */
+        t->stats.takeovers_held++;
+        if (!psi_kv_answer(t, m, PS_OK, a->seq)) psi_msg_free(m);
+    } else if (psi_kv_bsp_waiting(t, a->via, sender, a->seq)) {
+        psi_msg_free(m); /* a resend: the first copy will be answered */
+    } else if (!psi_kv_bsp_push_kept(t, m, a->seq, a->via)) {
+        psi_msg_free(m); /* no memory: the worker resends it */
+    } else {
+        t->stats.takeovers_applied++;
+    }
+}
+
 void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a)
 {
     uint32_t sender = m->hdr.sender;
-    if (a->via >= PSI_MAX_NODES || !t->dead[a->via] || t->var || t->opts.bsp) {
+    if (a->via >= PSI_MAX_NODES || !t->dead[a->via] || t->var) {
         PSI_WARN("table %s: push from node %u moved off live node %u refused", t->name,
                  sender, a->via);
         psi_kv_reply(t, m, PS_ERR_PROTO, NULL, 0);
@@ -368,6 +460,10 @@ void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a)
         return;
     }
     kv_seen *s = seen_get(t, a->via, a->origin, sender);
+    if (t->bsp) {
+        takeover_bsp(t, m, a, s);
+        return;
+    }
     if (s && seen_has(s, a->seq)) { /* held as the dead server's backup */
         t->stats.takeovers_held++;
         if (psi_repl_pending(t, a->origin, sender, a->seq) || !psi_kv_answer(t, m, PS_OK, a->seq))
@@ -396,7 +492,8 @@ static void pend_ack(ps_table *t, kv_pend *p)
             *pp = p->next;
             break;
         }
-    if (!psi_kv_answer(t, p->req, p->st, p->aux.seq)) psi_msg_free(p->req);
+    if (p->iteration) psi_kv_bsp_durable(t, p->iteration);
+    else if (!psi_kv_answer(t, p->req, p->st, p->aux.seq)) psi_msg_free(p->req);
     free(p);
 }
 
@@ -441,7 +538,7 @@ typedef struct copy_job {
 static int copy_flush(copy_job *j, part *p)
 {
     for (size_t i = 0; i < p->n && j->rv == 0; i += COPY_CHUNK)
-        j->rv = send_forward(j->t, p, i, PSI_MIN(COPY_CHUNK, p->n - i), NULL, NULL);
+        j->rv = send_forward(j->t, p, i, PSI_MIN(COPY_CHUNK, p->n - i), NULL, NULL, 0);
     j->t->stats.keys_copied += p->n;
     p->n = 0;
     return j->rv;

@@ -19,6 +19,11 @@
  *   result acked=<n> lost=<n> twice=<n> failed=<n> keys=<n>
  *   PASS / FAIL <why>
  *
+ * --bsp 1: the table is BSP, every worker adds 1 to the SAME keys each
+ * iteration and then pulls them: after iteration i every key must read
+ * exactly W * i (W workers, none dies in these tests), at every iteration,
+ * across the failover too.
+ *
  * Servers print their table statistics at exit.  Exit status 0 only if the
  * check passed.
  */
@@ -98,6 +103,48 @@ static int push_one(run *r)
     return 0;
 }
 
+/* BSP: push 1 to every key, pull, check W * it; returns keys that differ,
+ * or -1 on an error. */
+static long bsp_iteration(run *r, long it, float *got)
+{
+    int64_t ts = ps_push(r->t, r->keys, r->nkeys, r->ones, NULL);
+    int rv = ts < 0 ? (int)ts : ps_wait(r->t, ts);
+    int64_t tp = rv == 0 ? ps_pull(r->t, r->keys, r->nkeys, got, NULL) : rv;
+    if (rv == 0) rv = tp < 0 ? (int)tp : ps_wait(r->t, tp);
+    if (rv != 0) {
+        printf("iteration %ld: %s\n", it, ps_strerror(rv));
+        return -1;
+    }
+    if (atomic_load(&deaths) > 0 && !atomic_exchange(&recovered_logged, 1))
+        printf("recovered %" PRIu64 "\n", wall_ms());
+    long bad = 0;
+    float want = (float)(it * ps_num_workers());
+    for (size_t i = 0; i < r->nkeys; i++) bad += got[i] != want;
+    if (bad) printf("iteration %ld: %ld keys differ, key 0 reads %.0f, want %.0f\n", it, bad,
+                    (double)got[0], (double)want);
+    return bad;
+}
+
+static int bsp_worker(run *r, long before, long after, int want_deaths, uint64_t deadline)
+{
+    float *got = malloc(r->nkeys * sizeof(float));
+    long it = 0, wrong = 0, b = 0;
+    uint64_t t0 = wall_ms();
+    for (; got && it < before && b >= 0; wrong += b > 0) b = bsp_iteration(r, ++it, got);
+    printf("phaseA %ld %.1f\n", it, (double)it * 1000.0 / (double)(wall_ms() - t0 + 1));
+    while (got && b >= 0 && atomic_load(&deaths) < want_deaths && wall_ms() < deadline) {
+        b = bsp_iteration(r, ++it, got);
+        wrong += b > 0;
+    }
+    for (long i = 0; got && b >= 0 && i < after; i++, wrong += b > 0)
+        b = bsp_iteration(r, ++it, got);
+    printf("result iterations=%ld wrong=%ld failed=%d keys=%zu\n", it, wrong, b < 0, r->nkeys);
+    int ok = got && b >= 0 && !wrong && atomic_load(&deaths) >= want_deaths;
+    printf(ok ? "PASS\n" : "FAIL bsp: %ld iterations read wrong sums\n", wrong);
+    free(got);
+    return !ok;
+}
+
 static int worker(ps_table *t, int argc, char **argv)
 {
     run r = {.t = t, .nkeys = (size_t)opt(argc, argv, "--keys", 2000),
@@ -109,9 +156,17 @@ static int worker(ps_table *t, int argc, char **argv)
     r.ones = malloc(r.nkeys * sizeof(float));
     r.ring = malloc((size_t)r.inflight * sizeof(int64_t));
     if (!r.keys || !r.ones || !r.ring || r.inflight < 1) return 1;
+    int bsp = (int)opt(argc, argv, "--bsp", 0);
     for (size_t i = 0; i < r.nkeys; i++) {
-        r.keys[i] = ps_hash_key(((uint64_t)ps_my_rank() << 40) | i);
+        r.keys[i] = ps_hash_key(((uint64_t)(bsp ? 0 : ps_my_rank()) << 40) | i);
         r.ones[i] = 1.0f;
+    }
+    if (bsp) {
+        int rv = bsp_worker(&r, before, after, want_deaths, deadline);
+        free(r.keys);
+        free(r.ones);
+        free(r.ring);
+        return rv;
     }
     uint64_t t0 = wall_ms();
     long sent = 0;
@@ -172,6 +227,7 @@ int main(int argc, char **argv)
     ps_table_opts o;
     ps_table_opts_init(&o);
     o.replication = (int)opt(argc, argv, "--replication", 1);
+    o.bsp = (int)opt(argc, argv, "--bsp", 0);
     ps_table *t = NULL;
     int status = 0;
     if (ps_my_role() != PS_ROLE_SCHEDULER && (rv = ps_table_open("ft", &o, &t)) != 0) {

@@ -8,6 +8,9 @@
 #   faults the kill case under PS_FAULT drop/dup/delay;
 #   twice  after the first failover has copied the replicas back to k = 1,
 #          a second server is killed: still nothing lost;
+#   bsp    a BSP table (every worker adds 1 to the same keys each iteration
+#          and pulls): every iteration reads exactly W * i, across the kill
+#          of a server mid-iteration ("replication after aggregation");
 #   k0     without replication the same kill fails the pushes in flight, and
 #          new pushes to the dead server's keys, with a clear error instead of
 #          hanging (control).
@@ -106,13 +109,22 @@ case_k0() {
   done
 }
 
-CASES=${*:-kill stop faults twice k0}
+case_bsp() {
+  cluster --keys 3000 --before 15 --after 25 --bsp 1
+  kill -9 "$(server_pid 1)"
+  workers_pass
+  for n in sched s0 s2; do wait_exit "$(eval echo \$PID_$n)" 30 || fail "bsp: $n exited $?"; done
+  grep -h '^result' "$TMP"/w*.log
+}
+
+CASES=${*:-kill stop faults twice bsp k0}
 for CASE in $CASES; do
   case $CASE in
     kill) case_kill ;;
     faults) PS_FAULT="drop=0.02,dup=0.05,delay=0.1,delay_ms=20,seed=11" case_kill ;;
     stop) case_stop ;;
     twice) PS_LOG_LEVEL=info case_twice ;;
+    bsp) case_bsp ;;
     k0) case_k0 ;;
     *) fail "unknown case $CASE" ;;
   esac
