@@ -33,10 +33,7 @@
 
 /* ---- server side: the update and the weight statistics ---------------------------- */
 
-static pthread_mutex_t st_lock = PTHREAD_MUTEX_INITIALIZER;
-static double st_nnz, st_l1, st_sq; /* nnz, |w|_1, |w|^2 over this server's keys */
 static double up_l1, up_l2;
-static double base_nnz, base_l1, base_sq; /* scheduler: norms of a restored model */
 
 static void prox_apply(void *arg, uint64_t key, void *val, void *state, const void *push,
                        int width)
@@ -51,11 +48,6 @@ static void prox_apply(void *arg, uint64_t key, void *val, void *state, const vo
               : z < -up_l1 ? (z + up_l1) / (h + up_l2) : 0.0;
     v[0] = (float)nw;
     v[1] = (float)h;
-    pthread_mutex_lock(&st_lock);
-    st_nnz += (v[0] != 0) - (w != 0);
-    st_l1 += fabs(v[0]) - fabs(w);
-    st_sq += (double)v[0] * v[0] - w * w;
-    pthread_mutex_unlock(&st_lock);
 }
 
 static const ps_update_ops prox_ops = {.state_bytes = 0, .apply = prox_apply};
@@ -75,22 +67,30 @@ int bpg_table_opts(const lin_cfg *c, ps_table_opts *o)
 
 void bpg_set_l1(double l1) { up_l1 = l1; }
 
-void bpg_set_base(double nnz, double l1norm, double sqnorm)
+static int add_norms(void *arg, uint64_t key, const void *vals)
 {
-    base_nnz = nnz, base_l1 = l1norm, base_sq = sqnorm;
+    double *r = arg, w = ((const float *)vals)[0];
+    (void)key;
+    r[0] += w != 0;
+    r[1] += fabs(w);
+    r[2] += w * w;
+    return 0;
 }
 
+/* nnz, |w|_1 and |w|^2 over the keys this server serves, read from the table
+ * (so a restored model, or ranges taken over from a dead server, count). */
 int bpg_wstat(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
               size_t *reply_len)
 {
-    (void)arg, (void)caller, (void)req, (void)len;
-    double *r = malloc(3 * sizeof(double));
+    ps_table *t = *(ps_table **)arg;
+    (void)caller, (void)req, (void)len;
+    double *r = calloc(3, sizeof(double));
     if (!r) return PS_ERR_NOMEM;
-    pthread_mutex_lock(&st_lock);
-    r[0] = st_nnz;
-    r[1] = st_l1;
-    r[2] = st_sq;
-    pthread_mutex_unlock(&st_lock);
+    int rv = t ? ps_table_foreach(t, add_norms, r) : PS_ERR_STATE;
+    if (rv != 0) {
+        free(r);
+        return rv;
+    }
     *reply = r;
     *reply_len = 3 * sizeof(double);
     return 0;
@@ -103,7 +103,7 @@ int bpg_server_stats(double *nnz, double *l1norm, double *sqnorm)
     int64_t ts = ps_call_group(PS_GROUP_SERVERS, "wstat", NULL, 0, NULL);
     if (ts < 0) return (int)ts;
     int rv = ps_call_wait(ts, &rep, &n);
-    *nnz = base_nnz, *l1norm = base_l1, *sqnorm = base_sq;
+    *nnz = 0, *l1norm = 0, *sqnorm = 0;
     for (int i = 0; rv == 0 && i < n; i++) {
         if (rep[i].len != 3 * sizeof(double)) continue;
         const double *d = rep[i].data;

@@ -17,16 +17,14 @@
  * keys and rebuilds its margins x_i.w from them ("resume", bpg.c) -- shards
  * follow the new number of workers, keys the new number of servers -- and
  * iterations go on at I + 1, on block (I + 1) % B as if never interrupted.
- * The objective's norms are the servers' running sums of changes since the
- * table was opened, so the scheduler adds the norms of the restored weights
- * (the union of the workers' non-zero weights, as for --save) as a base.
+ * The objective's norms are read from the servers' tables ("wstat"), so they
+ * include the restored weights.
  *
  * Must never: checkpoint while an "iter" call is outstanding; let a worker
  * push before the servers restored; go on from an iteration some server did
  * not restore.
  */
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,7 +91,6 @@ int lin_ckpt_resume(const lin_cfg *c, int *start)
 {
     lin_kw *all;
     size_t n;
-    double l1 = 0, sq = 0;
     *start = 0;
     if (!c->resume) return 0;
     uint64_t it = restored;
@@ -107,12 +104,7 @@ int lin_ckpt_resume(const lin_cfg *c, int *start)
         fprintf(stderr, "pslinear: --resume: a worker failed to rebuild its margins: %s\n",
                 ps_strerror(rv));
     if (rv != 0) return rv;
-    for (size_t i = 0; i < n; i++) {
-        l1 += fabs((double)all[i].w);
-        sq += (double)all[i].w * all[i].w;
-    }
     free(all);
-    bpg_set_base((double)n, l1, sq);
     printf("resume: from the checkpoint of iteration %" PRIu64 " in %s (nnz %zu); next "
            "iteration %" PRIu64 ", block %" PRIu64 "\n", it, c->resume, n, it + 1,
            (it + 1) % (uint64_t)c->blocks);

@@ -22,6 +22,7 @@ typedef struct lin_cfg {
     lin_format fmt;
     int algo, iters, epochs, blocks, tau, minibatch, kkt, eval_every, predict, json, skip_bad;
     int ckpt_every;      /* --checkpoint-every: iterations between checkpoints (0: off) */
+    int replication;     /* --replication: backups of every key range (table option) */
     int bits;
     double l1, l2, lr, beta, kkt_slack;
 } lin_cfg;
@@ -92,10 +93,9 @@ int bpg_wstat(void *arg, uint32_t caller, const void *req, size_t len, void **re
  * from them; replies with the non-zero weights (lin_model_reply). */
 int bpg_resume(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
                size_t *reply_len);
-/* Scheduler: stats of the weights (nnz, |w|_1, |w|^2): the servers' running sums
- * of changes via "wstat", plus the base of a restored model (bpg_set_base). */
+/* Scheduler: stats of the weights (nnz, |w|_1, |w|^2), summed over the servers'
+ * "wstat" answers (each reads the keys it serves). */
 int bpg_server_stats(double *nnz, double *l1norm, double *sqnorm);
-void bpg_set_base(double nnz, double l1norm, double sqnorm);
 void bpg_set_l1(double l1);
 
 /* ckpt.c: see there.  lin_ckpt_open: every node, right after opening table w

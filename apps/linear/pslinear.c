@@ -91,6 +91,8 @@ static void usage(FILE *f)
         "                    needs --checkpoint-dir)\n"
         "  --resume DIR      bpg: go on from the newest complete checkpoint in DIR, with\n"
         "                    any number of servers and workers (--iters: the total)\n"
+        "  --replication K   every key range is also held by K more servers, so training\n"
+        "                    survives K server deaths with no update lost (default 0)\n"
         "  --help            this text\n");
 }
 
@@ -135,7 +137,7 @@ static void parse_flags(int argc, char **argv)
     enum { O_L1 = 256, O_L2, O_LR, O_BETA, O_ITERS, O_EPOCHS, O_BLOCKS, O_TAU, O_MB,
            O_FILTERS, O_KKT, O_NOKKT, O_SLACK, O_EVAL, O_SAVE, O_PREDICT, O_JSON, O_SKIP,
            O_MODEL, O_EXPORT, O_BITS, O_ALGO, O_FMT, O_TRAIN, O_TEST, O_CKDIR, O_CKEVERY,
-           O_RESUME };
+           O_RESUME, O_REPL };
     static const struct option opts[] = {
         {"train", 1, 0, O_TRAIN}, {"test", 1, 0, O_TEST}, {"format", 1, 0, O_FMT},
         {"algo", 1, 0, O_ALGO}, {"l1", 1, 0, O_L1}, {"l2", 1, 0, O_L2}, {"lr", 1, 0, O_LR},
@@ -147,7 +149,7 @@ static void parse_flags(int argc, char **argv)
         {"skip-bad-lines", 0, 0, O_SKIP}, {"model", 1, 0, O_MODEL},
         {"export-libsvm", 1, 0, O_EXPORT}, {"bits", 1, 0, O_BITS}, {"help", 0, 0, 'h'},
         {"checkpoint-dir", 1, 0, O_CKDIR}, {"checkpoint-every", 1, 0, O_CKEVERY},
-        {"resume", 1, 0, O_RESUME},
+        {"resume", 1, 0, O_RESUME}, {"replication", 1, 0, O_REPL},
         {0, 0, 0, 0}};
     cfg = (lin_cfg){.fmt = LIN_FMT_LIBSVM, .algo = ALGO_BPG, .iters = 40, .epochs = 2,
                     .blocks = 4, .tau = -1, .minibatch = 1000, .kkt = 1, .eval_every = 10,
@@ -192,6 +194,7 @@ static void parse_flags(int argc, char **argv)
         case O_CKDIR: cfg.ckpt_dir = optarg; break;
         case O_CKEVERY: cfg.ckpt_every = (int)num("checkpoint-every", optarg, 0, 1e7); break;
         case O_RESUME: cfg.resume = optarg; break;
+        case O_REPL: cfg.replication = (int)num("replication", optarg, 0, 7); break;
         case 'h': usage(stdout); exit(0);
         default:
             bad_flag("unknown or incomplete option '%s'", argv[optind - 1]);
@@ -677,7 +680,7 @@ int main(int argc, char **argv)
     ps_register("iter", bpg_iter, &W);
     ps_register("epoch", ftrl_epoch, &W);
     ps_register("model", model_call, &W);
-    ps_register("wstat", bpg_wstat, NULL);
+    ps_register("wstat", bpg_wstat, &W.w);
     ps_register("setl1", setl1_call, NULL);
     ps_register("resume", bpg_resume, &W);
     ps_register("restored", lin_ckpt_restored, NULL);
@@ -696,6 +699,7 @@ int main(int argc, char **argv)
         o.consistency = PS_BOUNDED_DELAY;
         o.tau = cfg.tau;
     }
+    o.replication = cfg.replication;
     W.width = o.width;
     if ((rv = ps_table_open("w", &o, &W.w)) != 0) {
         fprintf(stderr, "pslinear: cannot open table w: %s\n", ps_strerror(rv));

@@ -220,6 +220,18 @@ typedef struct ps_table_stats {
 } ps_table_stats;
 int ps_table_stats_get(ps_table *t, ps_table_stats *out);
 
+/*
+ * Server side: call fn(arg, key, vals) for every key this server serves now
+ * (in a replicated table, the key ranges it heads, not those it backs up),
+ * with the key's values (width values of the table's dtype).  Runs under
+ * the table's lock, so it sees whole pushes only and fn must not call into
+ * the table.  Order is unspecified.  Returns 0, fn's nonzero return (which
+ * stops the walk), or PS_ERR_STATE on a node that is not a server.  Not for
+ * variable-length tables.
+ */
+int ps_table_foreach(ps_table *t, int (*fn)(void *arg, uint64_t key, const void *vals),
+                     void *arg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -309,6 +309,33 @@ int ps_table_stats_get(ps_table *t, ps_table_stats *out)
     return PS_OK;
 }
 
+typedef struct walk {
+    ps_table *t;
+    int (*fn)(void *arg, uint64_t key, const void *vals);
+    void *arg;
+} walk;
+
+static int walk_one(void *arg, uint64_t key, void *block)
+{
+    walk *w = arg;
+    ps_table *t = w->t;
+    if (t->k && psi_repl_chain(t, psi_ring_seg_of(t->ring, key))[0] != ps_my_id()) return 0;
+    return w->fn(w->arg, key, block); /* a block starts with the values */
+}
+
+int ps_table_foreach(ps_table *t, int (*fn)(void *arg, uint64_t key, const void *vals),
+                     void *arg)
+{
+    if (!t || !fn || t->var) return PS_ERR_INVAL;
+    if (!(t->store || t->dense)) return PS_ERR_STATE;
+    walk w = {t, fn, arg};
+    pthread_mutex_lock(&t->lock);
+    int rv = t->store ? psi_store_foreach(t->store, walk_one, &w)
+                      : psi_dense_foreach(t->dense, walk_one, &w);
+    pthread_mutex_unlock(&t->lock);
+    return rv;
+}
+
 /* ---- filters and traffic -------------------------------------------------------- */
 
 int ps_table_set_filters(ps_table *t, const char *spec)

@@ -405,6 +405,54 @@ static uint64_t do_low_mark(ps_table *t, uint32_t origin, uint64_t seq)
     return lo - 1;
 }
 
+/* A request sliced before a server died (it waited for its dependencies)
+ * and starting now: if a slice is for a dead server, slice it again, from
+ * the keys and values its slices hold, for the live chains (lock held);
+ * without replicas it fails. */
+static int do_redirect(kv_req *r)
+{
+    ps_table *t = r->t;
+    int stale = 0;
+    for (int i = 0; t->dead && i < r->nslices; i++)
+        stale |= r->slices[i].server < PSI_MAX_NODES && t->dead[r->slices[i].server];
+    if (!stale) return PS_OK;
+    if (!t->k) {
+        PSI_ERROR("table %s: a server of this request died (the table has no replicas)",
+                  t->name);
+        return PS_ERR_PEER;
+    }
+    size_t vb = (r->flags & PSI_F_PUSH) ? t->vbytes : 0;
+    uint64_t *keys = malloc(PSI_MAX(r->n, 1) * sizeof(uint64_t));
+    uint8_t *vals = malloc(PSI_MAX(r->n * vb, 1));
+    if (!keys || !vals) {
+        free(keys);
+        free(vals);
+        return PS_ERR_NOMEM;
+    }
+    for (int i = 0; i < r->nslices; i++) {
+        kv_slice *s = &r->slices[i];
+        const uint8_t *k = s->buf->data, *v = k + s->nkeys * 8;
+        for (size_t x = 0, j = 0; x < s->nruns; x++)
+            for (size_t p = s->runs[x].begin; p < s->runs[x].end; p++, j++) {
+                memcpy(&keys[p], k + j * 8, 8);
+                memcpy(vals + p * vb, v + j * vb, vb);
+            }
+        free(s->runs);
+        buf_unref(s->buf);
+    }
+    free(r->slices);
+    r->slices = NULL;
+    r->nslices = 0;
+    r->keys = keys;
+    size_t *perm = r->perm; /* vals are in sorted order already */
+    r->perm = NULL;
+    int rv = do_slice(r, vals);
+    r->perm = perm;
+    free(vals);
+    t->stats.slices_moved++;
+    return rv;
+}
+
 static void kv_start(void *ctx, int64_t ts)
 {
     kv_req *r = ctx;
@@ -415,6 +463,12 @@ static void kv_start(void *ctx, int64_t ts)
         return;
     }
     pthread_mutex_lock(&t->lock);
+    int rv = do_redirect(r);
+    if (rv != 0) {
+        pthread_mutex_unlock(&t->lock);
+        finish(r, rv);
+        return;
+    }
     for (int i = 0; i < r->nslices; i++) { /* sequence numbers in send order */
         kv_slice *s = &r->slices[i];
         if (s->server >= PSI_MAX_NODES) continue;

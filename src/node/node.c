@@ -292,7 +292,9 @@ static view_note note;
  * living, forgets the dead, and records the change for the callback. */
 static void do_install_view(const psi_view *v)
 {
-    int nd = psi_view_newly_dead(&po.view, v, note.dead, (int)PSI_ARRAY_LEN(note.dead));
+    /* a view not yet reported adds its dead to the earlier one's */
+    int have = note.pending ? note.ndead : 0, cap = (int)PSI_ARRAY_LEN(note.dead) - have;
+    int nd = have + psi_view_newly_dead(&po.view, v, note.dead + have, cap);
     if (psi_view_copy(&po.view, v) != 0) return;
     for (uint32_t i = 0; i < v->n; i++) {
         const psi_node *n = &v->nodes[i];
@@ -308,7 +310,7 @@ static void do_install_view(const psi_view *v)
     }
     note.pending = 1;
     note.epoch = v->epoch;
-    note.ndead = PSI_MIN(nd, (int)PSI_ARRAY_LEN(note.dead));
+    note.ndead = PSI_MIN(nd, (int)PSI_ARRAY_LEN(note.dead));  /* (more than 64 at once: lost) */
     pthread_cond_broadcast(&po.cond);
 }
 

@@ -195,7 +195,7 @@ static void seen_note(kv_seen *s, uint64_t seq, uint64_t lo)
 {
     if (lo > s->lo) {
         size_t cut = psi_search_u64(s->seqs, 0, s->n, lo, 1);
-        memmove(s->seqs, s->seqs + cut, (s->n - cut) * sizeof(uint64_t));
+        if (cut) memmove(s->seqs, s->seqs + cut, (s->n - cut) * sizeof(uint64_t));
         s->n -= (uint32_t)cut;
         s->lo = lo;
     }

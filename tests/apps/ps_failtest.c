@@ -145,6 +145,54 @@ static int bsp_worker(run *r, long before, long after, int want_deaths, uint64_t
     return !ok;
 }
 
+/* Every worker adds 1 to its own keys per push; in the end each key must
+ * read the number of pushes acknowledged. */
+static int add_worker(run *r, long before, long after, int want_deaths, uint64_t deadline)
+{
+    uint64_t t0 = wall_ms();
+    long sent = 0;
+    for (; sent < before; sent++)
+        if (push_one(r)) return 1;
+    while (r->count) reap(r);
+    double secs = (double)(wall_ms() - t0) / 1000.0;
+    printf("phaseA %ld %.1f\n", before, (double)before / (secs > 0 ? secs : 1e-3));
+    fflush(stdout);
+    while (atomic_load(&deaths) < want_deaths && wall_ms() < deadline)
+        if (push_one(r)) return 1;
+    for (long i = 0; i < after && wall_ms() < deadline; i++)
+        if (push_one(r)) return 1;
+    while (r->count) reap(r);
+    if (atomic_load(&deaths) < want_deaths) {
+        printf("FAIL saw %d server deaths before the deadline, wanted %d\n",
+               atomic_load(&deaths), want_deaths);
+        return 1;
+    }
+    float *got = malloc(r->nkeys * sizeof(float));
+    int rv = got ? ps_wait(r->t, ps_pull(r->t, r->keys, r->nkeys, got, NULL)) : PS_ERR_NOMEM;
+    long lost = 0, twice = 0;
+    for (size_t i = 0; rv == 0 && i < r->nkeys; i++) {
+        if (got[i] < (float)r->acked) lost++;
+        if (got[i] > (float)r->acked) twice++;
+    }
+    for (size_t i = 0, shown = 0; rv == 0 && i < r->nkeys && shown < 3; i++)
+        if (got[i] != (float)r->acked) {
+            printf("key %zu (%016" PRIx64 ") reads %.0f\n", i, r->keys[i], (double)got[i]);
+            shown++;
+        }
+    printf("result acked=%ld lost=%ld twice=%ld failed=%ld keys=%zu\n", r->acked, lost, twice,
+           r->failed, r->nkeys);
+    if (rv != 0 || lost || twice || r->failed) {
+        printf("FAIL %s: key 0 reads %.0f after %ld acknowledged pushes\n",
+               rv ? ps_strerror(rv) : "wrong sums", rv == 0 ? (double)got[0] : -1.0, r->acked);
+        rv = 1;
+    } else {
+        printf("PASS\n");
+    }
+    fflush(stdout);
+    free(got);
+    return rv != 0;
+}
+
 static int worker(ps_table *t, int argc, char **argv)
 {
     run r = {.t = t, .nkeys = (size_t)opt(argc, argv, "--keys", 2000),
@@ -155,64 +203,23 @@ static int worker(ps_table *t, int argc, char **argv)
     r.keys = malloc(r.nkeys * sizeof(uint64_t));
     r.ones = malloc(r.nkeys * sizeof(float));
     r.ring = malloc((size_t)r.inflight * sizeof(int64_t));
-    if (!r.keys || !r.ones || !r.ring || r.inflight < 1) return 1;
+    if (!r.keys || !r.ones || !r.ring || r.inflight < 1) {
+        free(r.keys);
+        free(r.ones);
+        free(r.ring);
+        return 1;
+    }
     int bsp = (int)opt(argc, argv, "--bsp", 0);
     for (size_t i = 0; i < r.nkeys; i++) {
         r.keys[i] = ps_hash_key(((uint64_t)(bsp ? 0 : ps_my_rank()) << 40) | i);
         r.ones[i] = 1.0f;
     }
-    if (bsp) {
-        int rv = bsp_worker(&r, before, after, want_deaths, deadline);
-        free(r.keys);
-        free(r.ones);
-        free(r.ring);
-        return rv;
-    }
-    uint64_t t0 = wall_ms();
-    long sent = 0;
-    for (; sent < before; sent++)
-        if (push_one(&r)) return 1;
-    while (r.count) reap(&r);
-    double secs = (double)(wall_ms() - t0) / 1000.0;
-    printf("phaseA %ld %.1f\n", before, (double)before / (secs > 0 ? secs : 1e-3));
-    fflush(stdout);
-    while (atomic_load(&deaths) < want_deaths && wall_ms() < deadline)
-        if (push_one(&r)) return 1;
-    for (long i = 0; i < after && wall_ms() < deadline; i++)
-        if (push_one(&r)) return 1;
-    while (r.count) reap(&r);
-    if (atomic_load(&deaths) < want_deaths) {
-        printf("FAIL saw %d server deaths before the deadline, wanted %d\n",
-               atomic_load(&deaths), want_deaths);
-        return 1;
-    }
-    float *got = malloc(r.nkeys * sizeof(float));
-    int rv = got ? ps_wait(t, ps_pull(t, r.keys, r.nkeys, got, NULL)) : PS_ERR_NOMEM;
-    long lost = 0, twice = 0;
-    for (size_t i = 0; rv == 0 && i < r.nkeys; i++) {
-        if (got[i] < (float)r.acked) lost++;
-        if (got[i] > (float)r.acked) twice++;
-    }
-    for (size_t i = 0, shown = 0; rv == 0 && i < r.nkeys && shown < 3; i++)
-        if (got[i] != (float)r.acked) {
-            printf("key %zu (%016" PRIx64 ") reads %.0f\n", i, r.keys[i], (double)got[i]);
-            shown++;
-        }
-    printf("result acked=%ld lost=%ld twice=%ld failed=%ld keys=%zu\n", r.acked, lost, twice,
-           r.failed, r.nkeys);
-    if (rv != 0 || lost || twice || r.failed) {
-        printf("FAIL %s: key 0 reads %.0f after %ld acknowledged pushes\n",
-               rv ? ps_strerror(rv) : "wrong sums", rv == 0 ? (double)got[0] : -1.0, r.acked);
-        rv = 1;
-    } else {
-        printf("PASS\n");
-    }
-    fflush(stdout);
-    free(got);
+    int rv = bsp ? bsp_worker(&r, before, after, want_deaths, deadline)
+                 : add_worker(&r, before, after, want_deaths, deadline);
     free(r.keys);
     free(r.ones);
     free(r.ring);
-    return rv != 0;
+    return rv;
 }
 
 int main(int argc, char **argv)

@@ -24,10 +24,12 @@ export PS_HEARTBEAT_TIMEOUT_MS=${PS_HEARTBEAT_TIMEOUT_MS:-1000} PS_RESEND_MS=${P
 export PS_PID_DIR=$TMP
 
 # start_ft NAME ROLE RANK ARGS...: one node of the cluster, log in $TMP/NAME.log
+# (no timeout(1) wrapper: lib.sh's cleanup must kill the node itself; the
+# workers bound their own time with --deadline-ms)
 start_ft() {
   local name=$1 role=$2 rank=$3; shift 3
   PS_ROLE=$role PS_RANK=$rank PS_SCHEDULER=127.0.0.1:$SCHED PS_NUM_SERVERS=$NS \
-    PS_NUM_WORKERS=$NW timeout 90 "$PS_BIN/ps_failtest" "$@" >"$TMP/$name.log" 2>&1 &
+    PS_NUM_WORKERS=$NW "$PS_BIN/ps_failtest" "$@" >"$TMP/$name.log" 2>&1 &
   PIDS+=($!)
   eval "PID_$name=$!"
 }
