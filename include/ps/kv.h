@@ -217,6 +217,10 @@ typedef struct ps_table_stats {
      * server forwards sent to backups, keys copied to new backups, and
      * pushes for a dead server this server applied / already held */
     uint64_t slices_moved, forwards, keys_copied, takeovers_applied, takeovers_held;
+    /* keys the applied pushes carried, and keys forwarded to backups (without
+     * copies): in a BSP table the second is well under k times the first
+     * (replication after aggregation forwards each touched key once) */
+    uint64_t keys_pushed, keys_forwarded;
 } ps_table_stats;
 int ps_table_stats_get(ps_table *t, ps_table_stats *out);
 

@@ -306,6 +306,7 @@ static int apply_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *
     }
     t->applied[m->hdr.sender] = (int64_t)seq;
     t->stats.pushes_applied++;
+    if (!(m->hdr.flags & PSI_F_REPL)) t->stats.keys_pushed += m->hdr.key_count;
     return PS_OK;
 }
 

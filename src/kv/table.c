@@ -420,6 +420,14 @@ int psi_kv_decode(ps_table *t, psi_msg *m)
 static void print_stats(const ps_table *t)
 {
     const ps_traffic *x = &t->traffic;
+    const ps_table_stats *st = &t->stats;
+    if (t->k && !t->tq)
+        printf("stats table %s: replication k=%d: pushes carried %llu keys, %llu keys "
+               "forwarded in %llu msgs, %llu keys copied to new backups, %llu moved pushes "
+               "applied, %llu already held\n", t->name, t->k,
+               (unsigned long long)st->keys_pushed, (unsigned long long)st->keys_forwarded,
+               (unsigned long long)st->forwards, (unsigned long long)st->keys_copied,
+               (unsigned long long)st->takeovers_applied, (unsigned long long)st->takeovers_held);
     printf("stats table %s: sent %llu msgs %llu keys %llu bytes (%llu before filters, %llu keys "
            "filtered); received %llu msgs %llu keys %llu bytes (%llu after decoding); %llu filter "
            "errors\n", t->name, (unsigned long long)x->msgs_sent, (unsigned long long)x->keys_sent,

@@ -285,6 +285,7 @@ static int send_forward(ps_table *t, const part *p, size_t from, size_t n, kv_pe
     *f = (kv_fwd){t->fwds, pend, p->to, m->hdr.timestamp, m, psi_now_ms()};
     t->fwds = f;
     t->stats.forwards++;
+    if (pend) t->stats.keys_forwarded += n;
     psi_node_send(p->to, copy);
     return PS_OK;
 }
