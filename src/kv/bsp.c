@@ -16,10 +16,12 @@
  * blocks of the keys it touched go to the backups once (src/replica/chain.c),
  * and only when they acknowledged is the iteration durable: its pushes are
  * answered, pulls may see it, and the next iteration may apply.  After a
- * server died, the parts of its unacknowledged pushes that workers move here
- * form iterations of their own ("via" that server), aggregated over every
- * live worker the same way; pulls wait until no such iteration at or below
- * theirs is still open.
+ * server died, the parts of its pushes that workers move here form iterations
+ * of their own (per dead server and origin), aggregated over every live worker
+ * the same way -- every worker sends every live server such a part for every
+ * dead server each iteration, empty if need be (worker.c), so the count is
+ * always "all live workers" -- and pulls wait until no such iteration at or
+ * below theirs is still open.
  *
  * Runs under the table lock (server.c and the view hook).  Never applies
  * an iteration twice or before every live worker contributed.
@@ -35,7 +37,7 @@
 typedef struct agg {
     struct agg *next;
     uint64_t iter;
-    uint32_t via;      /* 0: this server's own; else pushes moved off dead server `via` */
+    uint64_t src;      /* 0: this server's own; else moved pushes: via << 32 | origin */
     int count;
     int applying;      /* replicated: applied, forwards in flight */
     psi_store *sum;
@@ -101,10 +103,10 @@ void psi_kv_bsp_free(ps_table *t)
     t->bsp = NULL;
 }
 
-static agg *agg_get(kv_bsp *b, uint32_t via, uint64_t iter, int create, size_t vbytes)
+static agg *agg_get(kv_bsp *b, uint64_t src, uint64_t iter, int create, size_t vbytes)
 {
     for (agg *a = b->aggs; a; a = a->next)
-        if (a->iter == iter && a->via == via) return a;
+        if (a->iter == iter && a->src == src) return a;
     if (!create) return NULL;
     agg *a = calloc(1, sizeof(*a));
     if (!a || !(a->sum = psi_store_new(vbytes))) {
@@ -112,7 +114,7 @@ static agg *agg_get(kv_bsp *b, uint32_t via, uint64_t iter, int create, size_t v
         return NULL;
     }
     a->iter = iter;
-    a->via = via;
+    a->src = src;
     a->next = b->aggs;
     b->aggs = a;
     return a;
@@ -154,7 +156,7 @@ static int pull_ready(const kv_bsp *b, uint64_t it)
 {
     if (it > b->applied) return 0;
     for (const agg *a = b->aggs; a; a = a->next)
-        if (a->via && a->iter <= it) return 0;
+        if (a->src && a->iter <= it) return 0;
     return 1;
 }
 
@@ -194,7 +196,7 @@ static void do_advance(ps_table *t)
         for (agg *a = b->aggs, *next; a; a = next) {
             next = a->next;
             if (a->applying || a->count < b->workers) continue;
-            if (!a->via && a->iter != b->applied + 1) continue;
+            if (!a->src && a->iter != b->applied + 1) continue;
             do_apply_agg(t, a);
             progress = 1;
             if (t->k) { /* answered from psi_kv_bsp_durable */
@@ -206,7 +208,7 @@ static void do_advance(ps_table *t)
                 break;
             }
             do_unlink_agg(b, a);
-            if (!a->via) b->applied = a->iter;
+            if (!a->src) b->applied = a->iter;
             agg_free(a);
             break; /* the list changed */
         }
@@ -219,12 +221,13 @@ void psi_kv_bsp_durable(ps_table *t, void *iteration)
     kv_bsp *b = t->bsp;
     agg *a = iteration;
     do_unlink_agg(b, a);
-    if (!a->via) b->applied = a->iter;
+    if (!a->src) b->applied = a->iter;
     for (int i = 0; i < a->nmsgs; i++) {
         psi_msg *m = a->msgs[i];
         kv_push_aux x;
         psi_kv_aux_get(m->seg[PSI_SEG_AUX], &x);
-        if (a->via) psi_repl_note_held(t, a->via, x.origin, m->hdr.sender, a->iter, x.lo);
+        if (a->src)
+            psi_repl_note_held(t, (uint32_t)(a->src >> 32), x.origin, m->hdr.sender, a->iter, x.lo);
         a->msgs[i] = NULL;
         if (!psi_kv_answer(t, m, PS_OK, a->iter)) psi_msg_free(m);
     }
@@ -233,10 +236,10 @@ void psi_kv_bsp_durable(ps_table *t, void *iteration)
     do_advance(t);
 }
 
-int psi_kv_bsp_waiting(const ps_table *t, uint32_t via, uint32_t sender, uint64_t iter)
+int psi_kv_bsp_waiting(const ps_table *t, uint64_t src, uint32_t sender, uint64_t iter)
 {
     for (const agg *a = t->bsp->aggs; a; a = a->next)
-        for (int i = 0; a->iter == iter && a->via == via && i < a->nmsgs; i++)
+        for (int i = 0; a->iter == iter && a->src == src && i < a->nmsgs; i++)
             if (a->msgs[i]->hdr.sender == sender) return 1;
     return 0;
 }
@@ -254,11 +257,11 @@ static int do_keep(agg *a, psi_msg *m)
     return PS_OK;
 }
 
-int psi_kv_bsp_push_kept(ps_table *t, psi_msg *m, uint64_t iter, uint32_t via)
+int psi_kv_bsp_push_kept(ps_table *t, psi_msg *m, uint64_t iter, uint64_t src)
 {
-    agg *a = agg_get(t->bsp, via, iter, 1, t->vbytes);
+    agg *a = agg_get(t->bsp, src, iter, 1, t->vbytes);
     if (!a || do_keep(a, m) != 0) return 0; /* not kept: the worker resends */
-    int rv = psi_kv_bsp_push_via(t, m, iter, via);
+    int rv = psi_kv_bsp_push_via(t, m, iter, src);
     if (rv != 0) PSI_WARN("table %s: iteration %llu lost a push: %s", t->name,
                           (unsigned long long)iter, ps_strerror(rv));
     return 1;
@@ -269,11 +272,11 @@ int psi_kv_bsp_push(ps_table *t, const psi_msg *m, uint64_t iter)
     return psi_kv_bsp_push_via(t, m, iter, 0);
 }
 
-int psi_kv_bsp_push_via(ps_table *t, const psi_msg *m, uint64_t iter, uint32_t via)
+int psi_kv_bsp_push_via(ps_table *t, const psi_msg *m, uint64_t iter, uint64_t src)
 {
     kv_bsp *b = t->bsp;
     size_t n = m->hdr.key_count;
-    agg *a = agg_get(b, via, iter, 1, t->vbytes);
+    agg *a = agg_get(b, src, iter, 1, t->vbytes);
     void **blocks = malloc(PSI_MAX(n, 1) * sizeof(void *));
     uint8_t *ins = malloc(PSI_MAX(n, 1));
     int rv = a && blocks && ins ? PS_OK : PS_ERR_NOMEM;

@@ -188,13 +188,13 @@ int psi_kv_bsp_push(ps_table *t, const psi_msg *m, uint64_t iter);
 /* Answer a pull now if iteration `min_iter` is applied, else keep it;
  * returns 1 if it kept `m` (the caller must not free it). */
 int psi_kv_bsp_pull(ps_table *t, psi_msg *m, uint64_t min_iter);
-/* Replicated tables: keep push `m` (for iteration `iter`, moved off dead
- * server `via`, 0 if not) until its iteration is durable; 0 if it could not
- * be kept (nothing was applied: the worker resends it). */
-int psi_kv_bsp_push_kept(ps_table *t, psi_msg *m, uint64_t iter, uint32_t via);
-int psi_kv_bsp_push_via(ps_table *t, const psi_msg *m, uint64_t iter, uint32_t via);
-/* Whether iteration (via, iter) still holds a push from `sender`. */
-int psi_kv_bsp_waiting(const ps_table *t, uint32_t via, uint32_t sender, uint64_t iter);
+/* Replicated tables: keep push `m` (for iteration `iter`; src 0, or for a
+ * push moved off a dead server, via << 32 | origin) until its iteration is
+ * durable; 0 if it could not be kept (nothing applied: the worker resends). */
+int psi_kv_bsp_push_kept(ps_table *t, psi_msg *m, uint64_t iter, uint64_t src);
+int psi_kv_bsp_push_via(ps_table *t, const psi_msg *m, uint64_t iter, uint64_t src);
+/* Whether iteration (src, iter) still holds a push from `sender`. */
+int psi_kv_bsp_waiting(const ps_table *t, uint64_t src, uint32_t sender, uint64_t iter);
 /* The backups acknowledged an applied iteration (chain.c calls this). */
 void psi_kv_bsp_durable(ps_table *t, void *iteration);
 /* Workers died: fewer contributions complete an iteration. */

@@ -215,7 +215,9 @@ static size_t aux_len(const kv_req *r) { return (r->flags & PSI_F_PUSH) ? PSI_PU
  * `lo`, or the iteration a BSP pull waits for. */
 static void put_aux(const kv_req *r, const kv_slice *s, uint64_t lo, uint8_t *out)
 {
-    if (r->flags & PSI_F_PUSH) psi_kv_aux_put(out, &(kv_push_aux){.seq = s->seq, .origin = s->origin, .lo = lo});
+    if (r->flags & PSI_F_PUSH)
+        psi_kv_aux_put(out, &(kv_push_aux){.seq = s->seq, .origin = s->origin, .lo = lo,
+                                            .via = s->via});
     else psi_put_u64(out, s->iter);
 }
 
@@ -270,6 +272,27 @@ static long dense_slices(const ps_table *t, const uint64_t *keys, size_t n, psi_
     return (long)ns;
 }
 
+/* BSP, replicated: for every dead server, an empty part of this iteration
+ * counted for it, to every live server.  A worker that sent its push of
+ * this iteration to the dead server before learning of the death moves it
+ * to the live ones instead (psi_kv_worker_on_view); either way every live
+ * server gets one part per worker per dead server, and can tell when the
+ * dead server's share of an iteration is complete (bsp.c). */
+static void add_dead_parts(kv_req *r)
+{
+    ps_table *t = r->t;
+    for (int x = 0; t->dead && x < t->nservers; x++) {
+        if (!t->dead[t->servers[x]]) continue;
+        for (int h = 0; h < t->nservers; h++) {
+            if (t->dead[t->servers[h]]) continue;
+            kv_slice *s = &r->slices[r->nslices++];
+            memset(s, 0, sizeof(*s));
+            s->server = t->servers[h];
+            s->origin = s->via = t->servers[x];
+        }
+    }
+}
+
 /* Cut the sorted keys into per-server slices and fill their buffers
  * (lock held; runs on the caller's thread, so `uvals` is still valid). */
 static int do_slice(kv_req *r, const uint8_t *uvals)
@@ -287,7 +310,7 @@ static int do_slice(kv_req *r, const uint8_t *uvals)
         ns = psi_ring_slice_keys(t->ring, r->keys, r->n, ss, PSI_MIN(nseg, r->n));
     }
     int every = t->opts.bsp && (r->flags & PSI_F_PUSH); /* BSP: one push per server */
-    size_t cap = every ? ns + (size_t)t->nservers : ns;
+    size_t cap = every ? ns + (size_t)t->nservers * (size_t)(t->nservers + 1) : ns;
     if (rv == 0 && !(r->slices = calloc(PSI_MAX(cap, 1), sizeof(kv_slice)))) rv = PS_ERR_NOMEM;
     for (size_t i = 0; rv == 0 && i < ns; i++) {
         uint32_t owner = t->k ? psi_repl_chain(t, ss[i].seg)[0] : ss[i].owner;
@@ -302,6 +325,7 @@ static int do_slice(kv_req *r, const uint8_t *uvals)
     }
     for (int i = 0; rv == 0 && every && i < t->nservers; i++)
         if (!t->dead || !t->dead[t->servers[i]]) slice_for(r, t->servers[i]);
+    if (rv == 0 && every && t->k) add_dead_parts(r);
     for (int i = 0; rv == 0 && i < r->nslices; i++) rv = fill_buf(r, &r->slices[i], uvals);
     free(ss);
     free(r->vals); /* variable-length values: now in the slices' buffers */
@@ -472,9 +496,16 @@ static void kv_start(void *ctx, int64_t ts)
     for (int i = 0; i < r->nslices; i++) { /* sequence numbers in send order */
         kv_slice *s = &r->slices[i];
         if (s->server >= PSI_MAX_NODES) continue;
-        if (r->flags & PSI_F_PUSH) s->seq = ++t->push_seq[s->server];
-        s->iter = t->push_seq[s->server];
-        if (!t->var) put_aux(r, s, t->k ? do_low_mark(t, s->server, s->seq) : s->seq - 1,
+        if (s->via) { /* a dead server's part (add_dead_parts): one number for all */
+            for (int j = 0; j < i && !s->seq; j++)
+                if (r->slices[j].via == s->via) s->seq = r->slices[j].seq;
+            if (!s->seq) s->seq = ++t->push_seq[s->origin];
+            s->iter = s->seq;
+        } else {
+            if (r->flags & PSI_F_PUSH) s->seq = ++t->push_seq[s->server];
+            s->iter = t->push_seq[s->server];
+        }
+        if (!t->var) put_aux(r, s, t->k ? do_low_mark(t, s->origin, s->seq) : s->seq - 1,
                              slice_aux(r, s));
     }
     int n = r->nslices;
@@ -836,9 +867,9 @@ static int move_part(kv_req *r, const kv_slice *s, const size_t *pos, const uint
 /* Slice `s` went to a dead server: send its keys to the heads of their live
  * chains (which held them as backups), still counted for the dead server, so
  * the new owners apply what they did not hold yet and nothing twice.  A BSP
- * push goes to every one of `heads` (the new heads of the dead server's
- * segments), with no keys if need be: each of them completes its part of
- * the iteration only with every worker's.  New slices are appended to r
+ * push goes to every one of `bsp_heads` (every live server), with no keys if
+ * need be: each completes the dead server's share of the iteration only with
+ * every worker's part (see add_dead_parts).  New slices are appended to r
  * (lock held); returns 0 or the error that fails it. */
 static int do_move(kv_req *r, int si, const uint32_t *bsp_heads, int nbsp)
 {
@@ -896,19 +927,12 @@ static int do_slice_dead(kv_req *r, int si, const uint32_t *heads, int nheads, p
     return do_slice_done(r, &r->slices[si], PS_OK); /* its parts finish the request */
 }
 
-/* The new heads of the segments `dead` headed in chains `old` (lock held). */
-static int takeover_heads(const ps_table *t, const uint32_t *old, uint32_t dead, uint32_t *out,
-                          int cap)
+/* The live servers (lock held): a moved BSP push goes to every one. */
+static int live_servers(const ps_table *t, uint32_t *out, int cap)
 {
-    size_t w = (size_t)t->k + 1, nsegs = psi_ring_nsegs(t->ring);
     int n = 0;
-    for (size_t seg = 0; old && seg < nsegs; seg++) {
-        uint32_t h = psi_repl_chain(t, (uint32_t)seg)[0];
-        if (old[seg * w] != dead || h == PSI_ID_NONE) continue;
-        int known = 0;
-        for (int i = 0; i < n && !known; i++) known = out[i] == h;
-        if (!known && n < cap) out[n++] = h;
-    }
+    for (int i = 0; i < t->nservers && n < cap; i++)
+        if (!t->dead[t->servers[i]]) out[n++] = t->servers[i];
     return n;
 }
 
@@ -929,9 +953,6 @@ void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead)
     if (!t->dead) t->dead = calloc(PSI_MAX_NODES, 1); /* replicated tables have it */
     for (int d = 0; t->dead && d < ndead; d++)
         if (dead[d] < PSI_MAX_NODES) t->dead[dead[d]] = 1;
-    size_t effb = t->k ? psi_ring_nsegs(t->ring) * ((size_t)t->k + 1) * sizeof(uint32_t) : 0;
-    uint32_t *old = effb ? malloc(effb) : NULL;
-    if (old) memcpy(old, t->eff, effb);
     if (t->k) psi_repl_compute(t, 0, dead, ndead);
     /* oldest first: a worker's moved push reaches a new head before its pulls */
     for (kv_req *r = t->reqs; r; r = r->next) nreq++;
@@ -945,7 +966,7 @@ void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead)
         for (int i = 0; i < r->nslices; i++)
             for (int d = 0; d < ndead; d++) {
                 if (r->slices[i].done || r->slices[i].server != dead[d]) continue;
-                int nh = takeover_heads(t, old, dead[d], heads, 64);
+                int nh = live_servers(t, heads, 64);
                 complete |= do_slice_dead(r, i, heads, nh, msgs, to, &nmsg, CAP);
             }
         if (!complete) continue;
@@ -955,7 +976,6 @@ void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead)
     }
     if (!rs) PSI_ERROR("table %s: out of memory moving requests off a dead server", t->name);
     free(rs);
-    free(old);
     pthread_mutex_unlock(&t->lock);
     for (int i = 0; i < nmsg; i++) psi_node_send(to[i], msgs[i]);
     while (done) {

@@ -441,9 +441,9 @@ static void takeover_bsp(ps_table *t, psi_msg *m, const kv_push_aux *a, kv_seen 
     if (s && seen_has(s, a->seq)) { /* the dead server's aggregate reached us */
         t->stats.takeovers_held++;
         if (!psi_kv_answer(t, m, PS_OK, a->seq)) psi_msg_free(m);
-    } else if (psi_kv_bsp_waiting(t, a->via, sender, a->seq)) {
+    } else if (psi_kv_bsp_waiting(t, (uint64_t)a->via << 32 | a->origin, sender, a->seq)) {
         psi_msg_free(m); /* a resend: the first copy will be answered */
-    } else if (!psi_kv_bsp_push_kept(t, m, a->seq, a->via)) {
+    } else if (!psi_kv_bsp_push_kept(t, m, a->seq, (uint64_t)a->via << 32 | a->origin)) {
         psi_msg_free(m); /* no memory: the worker resends it */
     } else {
         t->stats.takeovers_applied++;
