@@ -414,11 +414,36 @@ typedef struct summary {
 
 static double *hist;
 
+/* Workers that die are left out: their shard no longer counts (the BSP
+ * table stops waiting for them too), and training goes on with the rest. */
+#define MAX_IDS 4096
+static double shard_n[MAX_IDS]; /* examples per worker node id ("info") */
+static uint8_t gone[MAX_IDS];
+static double n_live;           /* examples of the live workers' shards */
+
+/* The status of a call to the workers, forgiving workers that died. */
+static int survive(int rv, const ps_reply *rep, int n)
+{
+    if (rv != PS_ERR_PEER || n == 0) return rv;
+    for (int i = 0; i < n; i++) {
+        uint32_t id = rep[i].node;
+        if (rep[i].status == 0) continue;
+        if (rep[i].status != PS_ERR_PEER || id >= MAX_IDS) return rep[i].status;
+        if (gone[id]) continue;
+        gone[id] = 1;
+        n_live -= shard_n[id];
+        printf("pslinear: worker node %u died; its %.0f examples are left out from here on\n",
+               id, shard_n[id]);
+    }
+    return 0;
+}
+
 /* Merge the replies of call ts into *s (and print a failure). */
 static int gather(int64_t ts, summary *s)
 {
     const ps_reply *rep;
     int n, rv = ps_call_wait(ts, &rep, &n);
+    rv = survive(rv, rep, n);
     memset(s, 0, sizeof *s);
     if (rv != 0) {
         fprintf(stderr, "pslinear: a worker failed: %s\n", ps_strerror(rv));
@@ -454,6 +479,7 @@ int lin_gather_model(const char *fn, lin_kw **out, size_t *nout)
     int n;
     int64_t ts = ps_call_group(PS_GROUP_WORKERS, fn, NULL, 0, NULL);
     int rv = ts < 0 ? (int)ts : ps_call_wait(ts, &rep, &n);
+    if (ts >= 0) rv = survive(rv, rep, n);
     if (rv != 0) {
         if (ts >= 0) ps_call_release(ts);
         return rv;
@@ -532,7 +558,11 @@ static int run_scheduler(void)
     int rv = ts < 0 ? (int)ts : ps_call_wait(ts, &rep, &n);
     if (rv != 0) return rv;
     for (int i = 0; i < n; i++)
-        if (rep[i].len == sizeof(double)) N += *(const double *)rep[i].data;
+        if (rep[i].len == sizeof(double)) {
+            N += *(const double *)rep[i].data;
+            if (rep[i].node < MAX_IDS) shard_n[rep[i].node] = *(const double *)rep[i].data;
+        }
+    n_live = N;
     ps_call_release(ts);
     if (!(hist = calloc(2 * LIN_NB, sizeof(double)))) return PS_ERR_NOMEM;
     if (cfg.l1 < 0) { /* bpg default: l1 = 1/N, like liblinear -s 6 -c 1 */
@@ -555,7 +585,7 @@ static int run_scheduler(void)
     for (int t = done = start; t < T && rv == 0; t++) {
         int64_t dep = t - cfg.tau - 1 >= start ? calls[t - cfg.tau - 1] : -1;
         ps_task_opts o = {.deps = &dep, .ndeps = dep >= 0};
-        lin_req q = {.t = t, .block = cfg.blocks > 0 ? t % cfg.blocks : 0, .ntotal = N,
+        lin_req q = {.t = t, .block = cfg.blocks > 0 ? t % cfg.blocks : 0, .ntotal = n_live,
                      .eval = t == T - 1 || (cfg.eval_every && (t + 1) % cfg.eval_every == 0)};
         calls[t] = ps_call_group(PS_GROUP_WORKERS, cfg.algo == ALGO_BPG ? "iter" : "epoch",
                                  &q, sizeof q, &o);

@@ -6,7 +6,9 @@
 # pushes there (src/replica/chain.c), and training ends with the same test
 # AUC (within 0.002) and objective (within 1e-4 relative) as an undisturbed
 # run of the same command.  Data: the deterministic fixture of
-# pslinear_fixture.awk, 300 examples to train, 100 to test.
+# pslinear_fixture.awk, 300 examples to train, 100 to test.  And with three
+# workers, one killed the same way: its shard is left out from then on (the
+# BSP table stops waiting for it) and training ends with the two others.
 . "$(dirname "$0")/lib.sh"
 
 awk -v seed=11 -f "$(dirname "$0")/pslinear_fixture.awk" </dev/null >"$TMP/all.svm" || fail "fixture"
@@ -23,28 +25,53 @@ timeout 120 "$PS_BIN/psrun" -s 3 -w 2 --timeout 110 --no-prefix -q -- "$PS_BIN/p
   "${ARGS[@]}" >"$TMP/ref.log" 2>&1 || fail "undisturbed run exited $?"
 ref=$(summary "$TMP/ref.log"); [ -n "$ref" ] || fail "undisturbed run printed no summary"
 
-# The disturbed run: nodes started directly (psrun stops a cluster whose node dies).
-SCHED=$(free_port)
-run_node() { # NAME ROLE RANK
-  PS_ROLE=$2 PS_RANK=$3 PS_SCHEDULER=127.0.0.1:$SCHED PS_NUM_SERVERS=3 PS_NUM_WORKERS=2 \
-    "$PS_BIN/pslinear" "${ARGS[@]}" >"$TMP/$1.log" 2>&1 &
-  PIDS+=($!)
-  eval "PID_$1=$!"
+# disturbed NS NW VICTIM ARGS...: the same job with nodes started directly
+# (psrun stops a cluster whose node dies); VICTIM (s1, w1, ...) gets SIGKILL
+# after iteration 150; every other node must exit 0.
+disturbed() {
+  local ns=$1 nw=$2 victim=$3; shift 3
+  SCHED=$(free_port)
+  run_node() { # NAME ROLE RANK ARGS...
+    PS_ROLE=$2 PS_RANK=$3 PS_SCHEDULER=127.0.0.1:$SCHED PS_NUM_SERVERS=$ns PS_NUM_WORKERS=$nw \
+      "$PS_BIN/pslinear" "${@:4}" >"$TMP/$1.log" 2>&1 &
+    PIDS+=($!)
+    eval "PID_$1=$!"
+  }
+  local nodes="sched"
+  run_node sched scheduler 0 "$@"
+  for r in $(seq 0 $((ns - 1))); do run_node s$r server $r "$@"; nodes="$nodes s$r"; done
+  for r in $(seq 0 $((nw - 1))); do run_node w$r worker $r "$@"; nodes="$nodes w$r"; done
+  wait_for 60 grep -q '^iter *150 ' "$TMP/sched.log" || fail "training never reached iteration 150"
+  grep -q '^final' "$TMP/sched.log" && fail "training ended before the kill: make it longer"
+  kill -9 "$(eval echo \$PID_$victim)"
+  for n in $nodes; do
+    [ "$n" = "$victim" ] && continue
+    wait_exit "$(eval echo \$PID_$n)" 90 || fail "$n exited $? after $victim was killed"
+  done
+  got=$(summary "$TMP/sched.log"); [ -n "$got" ] || fail "disturbed run printed no summary"
 }
-run_node sched scheduler 0
-for r in 0 1 2; do run_node s$r server $r; done
-for r in 0 1; do run_node w$r worker $r; done
-wait_for 60 grep -q '^iter *150 ' "$TMP/sched.log" || fail "training never reached iteration 150"
-grep -q '^final' "$TMP/sched.log" && fail "training ended before the kill: make it longer"
-kill -9 "$PID_s1"
-wait_exit "$PID_sched" 90 || fail "the scheduler exited $? after the kill"
-for n in s0 s2 w0 w1; do wait_exit "$(eval echo \$PID_$n)" 30 || fail "$n exited $?"; done
-got=$(summary "$TMP/sched.log"); [ -n "$got" ] || fail "disturbed run printed no summary"
-grep -q 'declared dead' "$TMP/sched.log" || fail "server 1 was never declared dead"
 
-awk -v a="$(field "$ref" test_auc)" -v b="$(field "$got" test_auc)" \
-    -v oa="$(field "$ref" objective)" -v ob="$(field "$got" objective)" 'BEGIN {
-  d = a - b; if (d < 0) d = -d; r = (oa - ob) / oa; if (r < 0) r = -r
-  printf "test AUC undisturbed %s, with a server killed %s (diff %.5f); objective %s vs %s (rel %.2g)\n", a, b, d, oa, ob, r
-  exit !(d <= 0.002 && r <= 1e-4) }' || fail "the run that lost a server ended elsewhere"
+# close NAME REF GOT AUC_TOL OBJ_TOL: test AUC and objective of two summaries
+close() {
+  awk -v n="$1" -v a="$(field "$2" test_auc)" -v b="$(field "$3" test_auc)" \
+      -v oa="$(field "$2" objective)" -v ob="$(field "$3" objective)" -v ta="$4" -v to="$5" 'BEGIN {
+    d = a - b; if (d < 0) d = -d; r = (oa - ob) / oa; if (r < 0) r = -r
+    printf "%s: test AUC undisturbed %s, disturbed %s (diff %.5f); objective %s vs %s (rel %.2g)\n", n, a, b, d, oa, ob, r
+    exit !(d <= ta && r <= to) }'
+}
+
+disturbed 3 2 s1 "${ARGS[@]}"
+grep -q 'declared dead' "$TMP/sched.log" || fail "server 1 was never declared dead"
+close "server killed" "$ref" "$got" 0.002 1e-4 || fail "the run that lost a server ended elsewhere"
 pass "pslinear -s 3 --replication 1 survives losing a server: same AUC and objective"
+
+# A worker dies: its shard is left out and training goes on with the others.
+timeout 120 "$PS_BIN/psrun" -s 2 -w 3 --timeout 110 --no-prefix -q -- "$PS_BIN/pslinear" \
+  "${ARGS[@]}" >"$TMP/ref3.log" 2>&1 || fail "undisturbed -w 3 run exited $?"
+ref3=$(summary "$TMP/ref3.log")
+disturbed 2 3 w1 "${ARGS[@]}"
+grep -q 'examples are left out' "$TMP/sched.log" || fail "the scheduler did not say it left a shard out"
+n_left=$(field "$got" examples)
+[ "$n_left" -lt 300 ] && [ "$n_left" -gt 150 ] || fail "final examples $n_left: want the two live shards"
+close "worker killed" "$ref3" "$got" 0.05 0.2 || fail "training without the lost shard went astray"
+pass "pslinear survives losing a worker: its shard left out ($n_left examples left), AUC within 0.05"
