@@ -74,6 +74,17 @@ int ps_start(void);
  */
 int ps_finalize(void);
 
+/*
+ * Leave a running cluster now, without waiting for the others (a server
+ * handing its key ranges over, a worker done early).  The scheduler
+ * publishes a view without this node: a server's ranges fall to their
+ * replicas exactly as if it had died, with no timeout, and requests it did
+ * not answer move there.  Refused (PS_ERR_STATE, logged) on a server that
+ * holds keys of a table without replicas, which would be lost.  Then call
+ * ps_finalize, which skips its final barrier.  0, or a ps_err.
+ */
+int ps_leave(void);
+
 /* Who am I, and how big is the cluster (as configured, not as alive now). */
 ps_role ps_my_role(void);
 int ps_my_rank(void);      /* rank within my role, 0-based */

@@ -336,6 +336,26 @@ int ps_table_foreach(ps_table *t, int (*fn)(void *arg, uint64_t key, const void 
     return rv;
 }
 
+int ps_leave(void)
+{
+    if (ps_my_role() == PS_ROLE_SCHEDULER) return PS_ERR_STATE;
+    int rv = PS_OK;
+    pthread_mutex_lock(&reg.lock);
+    for (int i = 0; i < reg.n && rv == 0; i++) {
+        ps_table *t = reg.tables[i];
+        pthread_mutex_lock(&t->lock);
+        size_t keys = t->store ? psi_store_size(t->store) : t->dense ? 1 : 0;
+        if (keys && !t->k) {
+            PSI_ERROR("table %s has no replicas: leaving would lose its keys on this server",
+                      t->name);
+            rv = PS_ERR_STATE;
+        }
+        pthread_mutex_unlock(&t->lock);
+    }
+    pthread_mutex_unlock(&reg.lock);
+    return rv ? rv : psi_node_leave();
+}
+
 /* ---- filters and traffic -------------------------------------------------------- */
 
 int ps_table_set_filters(ps_table *t, const char *spec)

@@ -63,6 +63,7 @@ static struct {
     int join_status;        /* 1 pending, 0 accepted, <0 refused */
     uint64_t join_ts, leave_ts;
     int leave_acked;
+    int left_early;               /* ps_leave: out of the cluster, ranges handed over */
     uint64_t barrier_seq[8], barrier_done[8];
     uint64_t last_hb_ms, hb_interval_ms;
     pthread_t timer;
@@ -303,7 +304,7 @@ static void do_install_view(const psi_view *v)
         else if (po.cfg.role != PS_ROLE_SCHEDULER) po.tr->ops->disconnect(po.tr, n->id);
     }
     const psi_node *me = psi_view_find(v, po.id);
-    if (me && !me->alive) {
+    if (me && !me->alive && !po.left_early) {
         PSI_ERROR("the scheduler declared this node dead (view %u): leaving the cluster",
                   v->epoch);
         po.fatal = PS_ERR_PEER;
@@ -467,7 +468,7 @@ static void do_control(const psi_msg *m)
         break;
     case PSI_MSG_BARRIER_DONE: handle_barrier_done(m); break;
     case PSI_MSG_LEAVE:
-        if (po.sched) psi_sched_on_leave(po.sched, h->sender);
+        if (po.sched) psi_sched_on_leave(po.sched, h->sender, (int)h->arg == 1);
         break;
     default: break; /* heartbeats only refresh liveness */
     }
@@ -722,12 +723,14 @@ int ps_barrier(int group)
     return rv;
 }
 
-/* Node: tell the scheduler we leave, wait (bounded) for its ACK. */
-static void do_leave(void)
+/* Node: tell the scheduler we leave (handover: mid-run, see
+ * psi_sched_on_leave), wait (bounded) for its ACK. */
+static void do_leave(int handover)
 {
     psi_msg *m = psi_msg_new(PSI_MSG_LEAVE);
     if (!m) return;
     m->hdr.flags = PSI_F_CONTROL;
+    m->hdr.arg = handover ? 1u : 0u;
     if (psi_rel_track(po.rel, PSI_SCHEDULER_ID, m, psi_now_ms()) != 0) {
         psi_msg_free(m);
         return;
@@ -784,14 +787,27 @@ int ps_finalize(void)
     int running = po.state == ST_RUNNING, fatal = po.fatal;
     pthread_mutex_unlock(&po.lock);
     if (!running) return po.state == ST_CLOSED ? PS_OK : PS_ERR_STATE;
-    if (!fatal) rv = ps_barrier(PS_GROUP_ALL);
+    if (!fatal && !po.left_early) rv = ps_barrier(PS_GROUP_ALL);
     pthread_mutex_lock(&po.lock);
     po.state = ST_CLOSING;
     if (po.sched) do_wait_leaves();
-    else if (!po.fatal) do_leave();
+    else if (!po.fatal && !po.left_early) do_leave(0);
     if (po.fatal && rv == 0) rv = po.fatal;
     pthread_mutex_unlock(&po.lock);
     shutdown_all();
+    return rv;
+}
+
+int psi_node_leave(void)
+{
+    pthread_mutex_lock(&po.lock);
+    int rv = po.state != ST_RUNNING ? PS_ERR_STATE : po.fatal;
+    if (rv == 0 && !po.left_early) {
+        po.left_early = 1;
+        do_leave(1);
+        rv = po.leave_acked ? PS_OK : PS_ERR_TIMEOUT;
+    }
+    pthread_mutex_unlock(&po.lock);
     return rv;
 }
 

@@ -34,6 +34,11 @@ int psi_node_add_view_hook(ps_view_cb fn, void *arg);
  * run in reverse order of registration. */
 void psi_node_on_shutdown(void (*fn)(void));
 
+/* Leave the running cluster at once (ps_leave, after the kv layer checked
+ * that nothing would be lost): the scheduler publishes a view without this
+ * node.  0 once it acknowledged; ps_finalize then skips the final barrier. */
+int psi_node_leave(void);
+
 /* 1 once ps_start succeeded and until ps_finalize began. */
 int psi_node_running(void);
 

@@ -282,13 +282,17 @@ void psi_sched_on_alive(psi_sched *s, uint32_t from, uint64_t now_ms)
     if (!s->slots[from].alive && !s->slots[from].left) tell_dead(s, (int)from, now_ms);
 }
 
-void psi_sched_on_leave(psi_sched *s, uint32_t from)
+void psi_sched_on_leave(psi_sched *s, uint32_t from, int handover)
 {
     if (from == 0 || from >= (uint32_t)s->nslots || !s->slots[from].present) return;
     if (s->slots[from].left) return;
     s->slots[from].left = 1;
     s->io.forget(s->io.arg, from);
-    PSI_INFO("node %u left", from);
+    PSI_INFO("node %u left%s", from, handover ? ", handing its ranges over" : "");
+    if (handover && s->slots[from].alive && s->epoch > 0) {
+        s->slots[from].alive = 0;
+        publish(s);
+    }
     check_all_barriers(s);
 }
 

@@ -48,8 +48,10 @@ void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t no
 void psi_sched_on_alive(psi_sched *s, uint32_t from, uint64_t now_ms);
 /* Node `from` (0 = the scheduler itself) entered barrier `seq` of `group`. */
 void psi_sched_on_barrier(psi_sched *s, uint32_t from, int group, uint64_t seq);
-/* Node `from` is leaving cleanly. */
-void psi_sched_on_leave(psi_sched *s, uint32_t from);
+/* Node `from` is leaving cleanly: at the end of the job, or (handover, a
+ * server leaving a running cluster) at once, with a new view that shows it
+ * gone so that its key ranges fall to their replicas. */
+void psi_sched_on_leave(psi_sched *s, uint32_t from, int handover);
 /* Periodic: declare nodes silent for longer than the timeout dead. */
 void psi_sched_tick(psi_sched *s, uint64_t now_ms);
 /* Number of nodes alive and not yet left (excluding the scheduler). */

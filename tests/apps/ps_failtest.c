@@ -24,6 +24,9 @@
  * exactly W * i (W workers, none dies in these tests), at every iteration,
  * across the failover too.
  *
+ * With PS_LEAVE_FILE set, server 1 calls ps_leave() once that file exists
+ * (the test creates it mid-run): a graceful leave, handing its ranges over.
+ *
  * Servers print their table statistics at exit.  Exit status 0 only if the
  * check passed.
  */
@@ -256,7 +259,19 @@ int main(int argc, char **argv)
         status = 1;
     }
     if (status == 0 && ps_my_role() == PS_ROLE_WORKER) status = worker(t, argc, argv);
-    if ((rv = ps_barrier(PS_GROUP_ALL)) != 0) {
+    const char *leave = getenv("PS_LEAVE_FILE"); /* server 1 leaves once it exists */
+    int left = 0;
+    if (status == 0 && leave && ps_my_role() == PS_ROLE_SERVER && ps_my_rank() == 1) {
+        while (access(leave, F_OK) != 0) {
+            struct timespec pause = {0, 10 * 1000 * 1000}; /* polls a condition */
+            nanosleep(&pause, NULL);
+        }
+        rv = ps_leave();
+        printf("left: %s\n", ps_strerror(rv));
+        status = rv != 0;
+        left = 1;
+    }
+    if (!left && (rv = ps_barrier(PS_GROUP_ALL)) != 0) {
         fprintf(stderr, "final barrier: %s\n", ps_strerror(rv));
         status = status ? status : 3;
     }

@@ -11,6 +11,8 @@
 #   bsp    a BSP table (every worker adds 1 to the same keys each iteration
 #          and pulls): every iteration reads exactly W * i, across the kill
 #          of a server mid-iteration ("replication after aggregation");
+#   leave  server 1 calls ps_leave() mid-run (graceful: its ranges are handed
+#          over at once, without a timeout) and exits 0; sums stay exact;
 #   k0     without replication the same kill fails the pushes in flight, and
 #          new pushes to the dead server's keys, with a clear error instead of
 #          hanging (control).
@@ -119,7 +121,17 @@ case_bsp() {
   grep -h '^result' "$TMP"/w*.log
 }
 
-CASES=${*:-kill stop faults twice bsp k0}
+case_leave() {
+  PS_LEAVE_FILE=$TMP/leave cluster --keys 3000 --before 40 --after 60
+  touch "$TMP/leave"
+  wait_for 30 grep -q '^left: ' "$TMP/s1.log" || fail "leave: server 1 did not leave"
+  grep -q '^left: success' "$TMP/s1.log" || fail "leave: $(grep '^left' "$TMP/s1.log")"
+  workers_pass
+  for n in sched s0 s1 s2; do wait_exit "$(eval echo \$PID_$n)" 30 || fail "leave: $n exited $?"; done
+  grep -h '^result' "$TMP"/w*.log
+}
+
+CASES=${*:-kill stop faults twice bsp leave k0}
 for CASE in $CASES; do
   case $CASE in
     kill) case_kill ;;
@@ -127,6 +139,7 @@ for CASE in $CASES; do
     stop) case_stop ;;
     twice) PS_LOG_LEVEL=info case_twice ;;
     bsp) case_bsp ;;
+    leave) case_leave ;;
     k0) case_k0 ;;
     *) fail "unknown case $CASE" ;;
   esac

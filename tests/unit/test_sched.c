@@ -645,6 +645,25 @@ static void test_tick_releases_barrier_waiting_for_dead(void **state)
     assert_int_equal(f->nbdones, 1);
 }
 
+/* A server leaving a running cluster (ps_leave) gets a new view at once, in
+ * which it is gone, sent to everyone else; an end-of-job leave does not. */
+static void test_leave_handover(void **state)
+{
+    fake *f = *state;
+    form(f, 0); /* view 1 */
+    psi_sched_on_leave(f->s, 2, 1);
+    assert_int_equal(f->nviews, 1);
+    assert_int_equal(f->views[0].epoch, 2);
+    assert_int_equal(psi_view_find(&f->views[0], 2)->alive, 0);
+    assert_int_equal(psi_view_find(&f->views[0], 1)->alive, 1);
+    for (int i = 0; i < f->nsends; i++) assert_int_not_equal(f->sends[i].peer, 2);
+    assert_int_equal(f->nsends, NNODES - 1);
+    reset(f);
+    psi_sched_on_leave(f->s, 1, 0);
+    assert_int_equal(f->nviews, 0);
+    assert_int_equal(f->nsends, 0);
+}
+
 static void test_leave(void **state)
 {
     fake *f = *state;
@@ -654,7 +673,7 @@ static void test_leave(void **state)
     for (uint32_t id = 0; id <= NNODES; id++)
         if (id != 3) psi_sched_on_barrier(f->s, id, PS_GROUP_ALL, 1);
     assert_int_equal(f->nsends, 0);
-    psi_sched_on_leave(f->s, 3);
+    psi_sched_on_leave(f->s, 3, 0);
     assert_int_equal(f->nforgets, 1);
     assert_int_equal(f->forgets[0], 3);
     assert_int_equal(psi_sched_active(f->s), NNODES - 1);
@@ -662,9 +681,9 @@ static void test_leave(void **state)
     assert_int_equal(f->nbdones, 1);
     reset(f);
 
-    psi_sched_on_leave(f->s, 3); /* twice: no second forget */
-    psi_sched_on_leave(f->s, 0); /* the scheduler / unknown ids: ignored */
-    psi_sched_on_leave(f->s, NNODES + 1);
+    psi_sched_on_leave(f->s, 3, 0); /* twice: no second forget */
+    psi_sched_on_leave(f->s, 0, 0); /* the scheduler / unknown ids: ignored */
+    psi_sched_on_leave(f->s, NNODES + 1, 0);
     assert_int_equal(f->nforgets, 0);
     assert_int_equal(psi_sched_active(f->s), NNODES - 1);
 
@@ -708,7 +727,7 @@ static void test_active_counts(void **state)
     join(f, PS_ROLE_WORKER, 1, "w1:1", 5, 0);
     join(f, PS_ROLE_WORKER, 2, "w2:1", 6, 0);
     assert_int_equal(psi_sched_active(f->s), NNODES);
-    psi_sched_on_leave(f->s, 1);
+    psi_sched_on_leave(f->s, 1, 0);
     assert_int_equal(psi_sched_active(f->s), NNODES - 1);
     all_alive(f, 2000, 2);
     psi_sched_tick(f->s, 2000);
@@ -747,6 +766,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tick_releases_barrier_waiting_for_dead, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_leave, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leave_handover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_active_counts, setup, teardown),
     };
 
