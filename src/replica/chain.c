@@ -43,6 +43,7 @@
  * forward from a server declared dead (it may be a stale one resumed after a
  * pause); apply a push a backup already held.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -249,44 +250,100 @@ static void parts_free(part *ps, int np)
     }
 }
 
+/* The bytes of one forward, shared by the copy kept for resends and every
+ * message sent (their segments borrow them): no copy per send. */
+typedef struct fwd_bytes {
+    atomic_int refs;
+    uint64_t *keys;
+    uint8_t *blocks, *aux;
+} fwd_bytes;
+
+static void fwd_bytes_unref(void *arg)
+{
+    fwd_bytes *b = arg;
+    if (atomic_fetch_sub(&b->refs, 1) != 1) return;
+    free(b->keys);
+    free(b->blocks);
+    free(b->aux);
+    free(b);
+}
+
+/* A message with header `h` borrowing `b` (one more reference); NULL on no memory. */
+static psi_msg *fwd_msg(const psi_hdr *h, fwd_bytes *b)
+{
+    psi_msg *m = psi_msg_new(PSI_MSG_DATA);
+    if (!m) return NULL;
+    m->hdr = *h;
+    m->seg[PSI_SEG_KEYS] = b->keys;
+    m->seg[PSI_SEG_VALS] = b->blocks;
+    m->seg[PSI_SEG_AUX] = b->aux;
+    m->borrowed = 1u << PSI_SEG_KEYS | 1u << PSI_SEG_VALS | 1u << PSI_SEG_AUX;
+    atomic_fetch_add(&b->refs, 1);
+    m->on_free = fwd_bytes_unref;
+    m->on_free_arg = b;
+    return m;
+}
+
+/* The bytes of p's keys [from, from + n) and `aux`: p's own arrays when the
+ * forward is all of p (p is left empty), copies otherwise. */
+static fwd_bytes *fwd_bytes_of(part *p, size_t from, size_t n, size_t bb, const uint8_t *aux,
+                               size_t alen)
+{
+    fwd_bytes *b = calloc(1, sizeof(*b));
+    if (!b) return NULL;
+    atomic_init(&b->refs, 1);
+    if (from == 0 && n == p->n) {
+        b->keys = p->keys, b->blocks = p->blocks;
+        p->keys = NULL, p->blocks = NULL, p->n = p->cap = 0;
+    } else if (n) {
+        b->keys = malloc(n * 8);
+        b->blocks = malloc(n * bb);
+        if (b->keys) memcpy(b->keys, p->keys + from, n * 8);
+        if (b->blocks) memcpy(b->blocks, p->blocks + from * bb, n * bb);
+    }
+    if (alen && (b->aux = malloc(alen))) memcpy(b->aux, aux, alen);
+    if ((n && (!b->keys || !b->blocks)) || (alen && !b->aux)) {
+        fwd_bytes_unref(b);
+        return NULL;
+    }
+    return b;
+}
+
 /* Send one forward of p's keys [from, from + n) to p->to, carrying the
  * pushes `aux` (na entries of PSI_FWD_AUX bytes; none for a copy); 0 or an
  * error. */
-static int send_forward(ps_table *t, const part *p, size_t from, size_t n, kv_pend *pend,
+static int send_forward(ps_table *t, part *p, size_t from, size_t n, kv_pend *pend,
                         const uint8_t *aux, size_t na)
 {
     size_t bb = block_bytes(t);
-    psi_msg *m = psi_msg_new(PSI_MSG_DATA);
-    kv_fwd *f = malloc(sizeof(*f));
-    int rv = m && f ? PS_OK : PS_ERR_NOMEM;
-    if (rv == 0) {
-        m->hdr.flags = PSI_F_REQUEST | PSI_F_PUSH | PSI_F_REPL;
-        m->hdr.table = t->id;
-        m->hdr.timestamp = ++t->fwd_seq[p->to];
-        m->hdr.key_count = n;
-        m->hdr.key_lo = n ? UINT64_MAX : 0; /* copies come in hash order */
-        for (size_t i = from; i < from + n; i++) {
-            m->hdr.key_lo = PSI_MIN(m->hdr.key_lo, p->keys[i]);
-            m->hdr.key_hi = PSI_MAX(m->hdr.key_hi, p->keys[i]);
-        }
-        if (psi_msg_set_seg(m, PSI_SEG_KEYS, n ? p->keys + from : NULL, n * 8) ||
-            psi_msg_set_seg(m, PSI_SEG_VALS, n ? p->blocks + from * bb : NULL, n * bb) ||
-            (na && psi_msg_set_seg(m, PSI_SEG_AUX, aux, na * PSI_FWD_AUX)))
-            rv = PS_ERR_NOMEM;
+    psi_hdr h = {.version = PSI_WIRE_VERSION, .type = PSI_MSG_DATA,
+                 .flags = PSI_F_REQUEST | PSI_F_PUSH | PSI_F_REPL,
+                 .table = t->id, .key_count = n, .key_lo = n ? UINT64_MAX : 0};
+    for (size_t i = from; i < from + n; i++) { /* copies come in hash order */
+        h.key_lo = PSI_MIN(h.key_lo, p->keys[i]);
+        h.key_hi = PSI_MAX(h.key_hi, p->keys[i]);
     }
-    psi_msg *copy = rv == 0 ? psi_msg_dup(m) : NULL;
-    if (rv != 0 || !copy) {
-        /* the stream has a hole now: the backup would park every later forward */
+    h.seg_len[PSI_SEG_KEYS] = n * 8;
+    h.seg_len[PSI_SEG_VALS] = n * bb;
+    h.seg_len[PSI_SEG_AUX] = na * PSI_FWD_AUX;
+    fwd_bytes *b = fwd_bytes_of(p, from, n, bb, aux, na * PSI_FWD_AUX);
+    kv_fwd *f = malloc(sizeof(*f));
+    h.timestamp = t->fwd_seq[p->to] + 1;
+    psi_msg *keep = b && f ? fwd_msg(&h, b) : NULL, *send = keep ? fwd_msg(&h, b) : NULL;
+    if (b) fwd_bytes_unref(b); /* the messages hold it now */
+    if (!send) {
+        /* the stream would have a hole: the backup would park every later forward */
         PSI_ERROR("table %s: out of memory forwarding to node %u", t->name, p->to);
-        psi_msg_free(m);
+        psi_msg_free(keep);
         free(f);
         return PS_ERR_NOMEM;
     }
-    *f = (kv_fwd){t->fwds, pend, p->to, m->hdr.timestamp, m, psi_now_ms()};
+    t->fwd_seq[p->to]++;
+    *f = (kv_fwd){t->fwds, pend, p->to, h.timestamp, keep, psi_now_ms()};
     t->fwds = f;
     t->stats.forwards++;
     if (pend) t->stats.keys_forwarded += n;
-    psi_node_send(p->to, copy);
+    psi_node_send(p->to, send);
     return PS_OK;
 }
 
@@ -522,7 +579,7 @@ void psi_repl_tick(ps_table *t, uint64_t now_ms)
     pthread_mutex_lock(&t->lock);
     for (kv_fwd *f = t->fwds; f; f = f->next) {
         if (now_ms < f->sent_ms + wait) continue;
-        psi_msg *copy = psi_msg_dup(f->msg);
+        psi_msg *copy = fwd_msg(&f->msg->hdr, f->msg->on_free_arg);
         f->sent_ms = now_ms;
         if (copy) psi_node_send(f->to, copy);
     }
@@ -538,9 +595,10 @@ typedef struct copy_job {
 
 static int copy_flush(copy_job *j, part *p)
 {
-    for (size_t i = 0; i < p->n && j->rv == 0; i += COPY_CHUNK)
-        j->rv = send_forward(j->t, p, i, PSI_MIN(COPY_CHUNK, p->n - i), NULL, NULL, 0);
-    j->t->stats.keys_copied += p->n;
+    size_t n = p->n; /* a chunk that is all of p takes p's arrays */
+    for (size_t i = 0; i < n && j->rv == 0; i += COPY_CHUNK)
+        j->rv = send_forward(j->t, p, i, PSI_MIN(COPY_CHUNK, n - i), NULL, NULL, 0);
+    j->t->stats.keys_copied += n;
     p->n = 0;
     return j->rv;
 }
