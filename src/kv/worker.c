@@ -38,9 +38,11 @@ typedef struct user_done {
     ps_table *t;
 } user_done;
 
+/* Slice buffers come from the large-buffer cache (util.h, psi_buf_alloc):
+ * a stream of big pushes then reuses the same pages. */
 static kv_buf *buf_new(size_t len)
 {
-    kv_buf *b = malloc(sizeof(*b) + len);
+    kv_buf *b = psi_buf_alloc(sizeof(*b) + len);
     if (b) atomic_init(&b->refs, 1);
     return b;
 }
@@ -48,7 +50,7 @@ static kv_buf *buf_new(size_t len)
 static void buf_unref(void *arg)
 {
     kv_buf *b = arg;
-    if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1) psi_buf_free(b);
 }
 
 static void req_free(kv_req *r)

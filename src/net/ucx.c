@@ -447,11 +447,12 @@ static void recv_done(void *req, ucs_status_t status, size_t length, void *user)
     if (req) ucp_request_free(req);
 }
 
-/* Allocate the message's segment buffers from its (validated) header. */
 /* A message whose segments all live in one block of the payload's size
  * (freed with the message), so the payload lands with one contiguous copy
  * or rendezvous receive.  Every segment starts at a multiple of 8 bytes
- * from the block when the segments before it are (keys always are). */
+ * from the block when the segments before it are (keys always are).  The
+ * block comes from the large-buffer cache (psi_buf_alloc), so receiving a
+ * stream of big messages reuses the same pages. */
 static psi_msg *alloc_segments(const psi_hdr *h, uint8_t **block)
 {
     psi_msg *m = psi_msg_new((psi_msg_type)h->type);
@@ -460,7 +461,7 @@ static psi_msg *alloc_segments(const psi_hdr *h, uint8_t **block)
     m->hdr = *h;
     *block = NULL;
     if (!len) return m;
-    if (!(*block = malloc(len))) {
+    if (!(*block = psi_buf_alloc(len))) {
         psi_msg_free(m);
         return NULL;
     }
@@ -470,7 +471,7 @@ static psi_msg *alloc_segments(const psi_hdr *h, uint8_t **block)
         p += h->seg_len[i];
     }
     m->borrowed = (1u << PSI_NSEG) - 1;
-    m->on_free = free;
+    m->on_free = psi_buf_free;
     m->on_free_arg = *block;
     return m;
 }

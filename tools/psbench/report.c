@@ -17,7 +17,8 @@
  *                   the measured iterations, not a measurement: per request
  *                   and per server slice a 104-byte header, plus 8 bytes per
  *                   key, plus for pushes (and pushpulls) 4 bytes per value
- *                   and an 8-byte aux segment (the push sequence number).
+ *                   and a 24-byte aux segment (the push's sequence number,
+ *                   origin|via and low watermark, PSI_PUSH_AUX).
  *                   A pull request carries keys only.  The request is
  *                   assumed to touch min(keys, servers) servers (exact for
  *                   one server).  Responses, UCX framing and resends are
@@ -39,7 +40,7 @@
 #include "psbench.h"
 
 #define HDR_BYTES 104.0
-#define AUX_BYTES 8.0
+#define AUX_BYTES 24.0 /* PSI_PUSH_AUX: sequence number, origin|via, low watermark */
 
 double pb_now_s(void)
 {
