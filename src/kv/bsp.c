@@ -236,6 +236,8 @@ void psi_kv_bsp_durable(ps_table *t, void *iteration)
     do_advance(t);
 }
 
+uint64_t psi_kv_bsp_durable_iter(const ps_table *t) { return t->bsp->applied; }
+
 int psi_kv_bsp_waiting(const ps_table *t, uint64_t src, uint32_t sender, uint64_t iter)
 {
     for (const agg *a = t->bsp->aggs; a; a = a->next)

@@ -195,6 +195,8 @@ int psi_kv_bsp_push_kept(ps_table *t, psi_msg *m, uint64_t iter, uint64_t src);
 int psi_kv_bsp_push_via(ps_table *t, const psi_msg *m, uint64_t iter, uint64_t src);
 /* Whether iteration (src, iter) still holds a push from `sender`. */
 int psi_kv_bsp_waiting(const ps_table *t, uint64_t src, uint32_t sender, uint64_t iter);
+/* The last iteration of this server's own that is applied and durable. */
+uint64_t psi_kv_bsp_durable_iter(const ps_table *t);
 /* The backups acknowledged an applied iteration (chain.c calls this). */
 void psi_kv_bsp_durable(ps_table *t, void *iteration);
 /* Workers died: fewer contributions complete an iteration. */

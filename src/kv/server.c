@@ -291,22 +291,26 @@ static int do_settle(ps_table *t, psi_msg *m, int st, uint64_t seq, const kv_pus
  * be kept (replicated BSP): nothing applied, the sender resends it. */
 static int apply_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a, int *kept)
 {
-    if (t->bsp && t->k && !(m->hdr.flags & PSI_F_REPL)) {
+    /* read m's header first: a kept push may be answered, and freed, at once */
+    uint32_t sender = m->hdr.sender;
+    int repl = (m->hdr.flags & PSI_F_REPL) != 0;
+    uint64_t nkeys = m->hdr.key_count;
+    if (t->bsp && t->k && !repl) {
         *kept = psi_kv_bsp_push_kept(t, m, seq, 0);
         if (!*kept) return PS_ERR_NOMEM;
     } else {
         int st = do_apply(t, m, seq);
         if (st != 0) { /* refused: remembered, so that a resend is refused too */
             unsigned i = t->nrefused++ % PSI_ARRAY_LEN(t->refused);
-            t->refused[i].sender = m->hdr.sender;
+            t->refused[i].sender = sender;
             t->refused[i].seq = seq;
             t->refused[i].st = st;
         }
         *kept = do_settle(t, m, st, seq, a);
     }
-    t->applied[m->hdr.sender] = (int64_t)seq;
+    t->applied[sender] = (int64_t)seq;
     t->stats.pushes_applied++;
-    if (!(m->hdr.flags & PSI_F_REPL)) t->stats.keys_pushed += m->hdr.key_count;
+    if (!repl) t->stats.keys_pushed += nkeys;
     return PS_OK;
 }
 

@@ -350,19 +350,42 @@ static const psi_sched_io sched_io = {
     .barrier_done = sio_barrier_done,
 };
 
-/* Report a pending view change to the user's callback, without the lock. */
-static void flush_view_note(void)
+/* Report pending view changes to the hooks and the user's callback, without
+ * the lock.  The I/O and timer threads both call this; hook_lock makes one
+ * of them report every pending change, in the order the views were
+ * installed, while the other goes on (the timer must keep heartbeating). */
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int take_note(view_note *n, ps_view_cb *cb, void **arg, int *nh)
 {
     pthread_mutex_lock(&po.lock);
-    view_note n = note;
+    *n = note;
     note.pending = 0;
-    ps_view_cb cb = po.view_cb;
-    void *arg = po.view_arg;
-    int nh = po.nhooks;
+    *cb = po.view_cb;
+    *arg = po.view_arg;
+    *nh = po.nhooks;
     pthread_mutex_unlock(&po.lock);
-    if (!n.pending) return;
-    for (int i = 0; i < nh; i++) po.hooks[i].fn(n.epoch, n.dead, n.ndead, po.hooks[i].arg);
-    if (cb) cb(n.epoch, n.dead, n.ndead, arg);
+    return n->pending;
+}
+
+static void flush_view_note(void)
+{
+    view_note n;
+    ps_view_cb cb;
+    void *arg;
+    int nh;
+    for (;;) {
+        if (pthread_mutex_trylock(&hook_lock) != 0) return; /* the holder reports it */
+        while (take_note(&n, &cb, &arg, &nh)) {
+            for (int i = 0; i < nh; i++) po.hooks[i].fn(n.epoch, n.dead, n.ndead, po.hooks[i].arg);
+            if (cb) cb(n.epoch, n.dead, n.ndead, arg);
+        }
+        pthread_mutex_unlock(&hook_lock);
+        pthread_mutex_lock(&po.lock);
+        int again = note.pending; /* installed after our last look */
+        pthread_mutex_unlock(&po.lock);
+        if (!again) return;
+    }
 }
 
 int psi_node_add_view_hook(ps_view_cb fn, void *arg)

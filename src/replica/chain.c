@@ -616,6 +616,62 @@ static int copy_key(void *arg, uint64_t key, void *block)
     return j->rv;
 }
 
+/* Push entries (PSI_FWD_AUX bytes each) being gathered. */
+typedef struct entries {
+    uint8_t *p;
+    size_t n, cap;
+    int rv;
+} entries;
+
+static void ent_add(entries *e, uint32_t origin, uint32_t sender, uint64_t seq, uint64_t lo)
+{
+    if (e->rv || !seq) return;
+    if (e->n == e->cap) {
+        size_t nc = e->cap ? 2 * e->cap : 64;
+        uint8_t *q = realloc(e->p, nc * PSI_FWD_AUX);
+        if (!q) {
+            e->rv = PS_ERR_NOMEM;
+            return;
+        }
+        e->p = q;
+        e->cap = nc;
+    }
+    psi_kv_fwd_aux_put(e->p + e->n++ * PSI_FWD_AUX,
+                       &(kv_push_aux){.seq = seq, .origin = origin, .sender = sender, .lo = lo});
+}
+
+static int seen_entries(void *arg, uint64_t key, void *block)
+{
+    entries *e = arg;
+    const kv_seen *s = block;
+    uint32_t origin = (uint32_t)(key >> 20) & 0xFFFFF, sender = (uint32_t)key & 0xFFFFF;
+    ent_add(e, origin, sender, s->lo, s->lo);
+    for (uint32_t i = 0; i < s->n; i++) ent_add(e, origin, sender, s->seqs[i], s->lo);
+    return e->rv;
+}
+
+/* After a copy to `to`: which pushes the copied blocks hold, so that `to`,
+ * if this node dies, does not apply one of them again when a worker moves
+ * it there -- every push this node applied (its own clock: per worker, all
+ * up to the last applied, or the last durable BSP iteration) and what its
+ * own seen sets hold, all noted at `to` under this node. */
+static int send_held(ps_table *t, uint32_t to)
+{
+    entries e = {0};
+    uint64_t durable = t->bsp ? psi_kv_bsp_durable_iter(t) : UINT64_MAX;
+    for (uint32_t id = 0; id < PSI_MAX_NODES; id++) {
+        int server = 0;
+        for (int i = 0; i < t->nservers && !server; i++) server = t->servers[i] == id;
+        uint64_t last = (uint64_t)PSI_MAX(t->applied[id], 0);
+        if (!server) ent_add(&e, ps_my_id(), id, PSI_MIN(last, durable), PSI_MIN(last, durable));
+    }
+    if (e.rv == 0) psi_store_foreach(t->seen, seen_entries, &e);
+    part p = {.to = to};
+    int rv = e.rv ? e.rv : e.n ? send_forward(t, &p, 0, 0, NULL, e.p, e.n) : PS_OK;
+    free(e.p);
+    return rv;
+}
+
 /* Send the segments this node heads to the backups new in their chains
  * (`old`: the chains before the view change). */
 static void copy_segments(ps_table *t, const uint32_t *old)
@@ -634,13 +690,16 @@ static void copy_segments(ps_table *t, const uint32_t *old)
         for (int x = 1; x < (int)w && c[0] == ps_my_id(); x++) {
             int was = 0;
             for (size_t y = 0; y < w && !was; y++) was = o[y] == c[x];
-            if (c[x] != PSI_ID_NONE && !was) to[m++] = c[x];
+            /* a new head copies to every backup: one of them may have missed
+             * a forward of the dead head that this node held */
+            if (c[x] != PSI_ID_NONE && (!was || o[0] != c[0])) to[m++] = c[x];
         }
         for (int x = m; x < t->k; x++) to[x] = PSI_ID_NONE;
         any |= m > 0;
     }
     if (any) psi_store_foreach(t->store, copy_key, &j);
     for (int i = 0; i < j.np && j.rv == 0; i++) copy_flush(&j, &j.ps[i]);
+    for (int i = 0; i < j.np && j.rv == 0; i++) j.rv = send_held(t, j.ps[i].to);
     if (j.rv != 0) PSI_ERROR("table %s: restoring replicas failed: %s", t->name, ps_strerror(j.rv));
     else if (any) PSI_INFO("table %s: copied %llu keys to new backups", t->name,
                            (unsigned long long)t->stats.keys_copied);

@@ -107,12 +107,17 @@ static int push_one(run *r)
 }
 
 /* BSP: push 1 to every key, pull, check W * it; returns keys that differ,
- * or -1 on an error. */
-static long bsp_iteration(run *r, long it, float *got)
+ * or -1 on an error.  One more key, `stop` (r->keys[r->nkeys]), gets 1 from
+ * every worker that has seen the deaths it waits for: its pulled value is
+ * the same for every worker after an iteration, so all of them agree on
+ * when to stop (a BSP iteration needs every worker's push). */
+static long bsp_iteration(run *r, long it, float *got, int seen, float *stop)
 {
-    int64_t ts = ps_push(r->t, r->keys, r->nkeys, r->ones, NULL);
+    size_t n = r->nkeys;
+    r->ones[n] = seen ? 1.0f : 0.0f;
+    int64_t ts = ps_push(r->t, r->keys, n + 1, r->ones, NULL);
     int rv = ts < 0 ? (int)ts : ps_wait(r->t, ts);
-    int64_t tp = rv == 0 ? ps_pull(r->t, r->keys, r->nkeys, got, NULL) : rv;
+    int64_t tp = rv == 0 ? ps_pull(r->t, r->keys, n + 1, got, NULL) : rv;
     if (rv == 0) rv = tp < 0 ? (int)tp : ps_wait(r->t, tp);
     if (rv != 0) {
         printf("iteration %ld: %s\n", it, ps_strerror(rv));
@@ -122,25 +127,27 @@ static long bsp_iteration(run *r, long it, float *got)
         printf("recovered %" PRIu64 "\n", wall_ms());
     long bad = 0;
     float want = (float)(it * ps_num_workers());
-    for (size_t i = 0; i < r->nkeys; i++) bad += got[i] != want;
+    for (size_t i = 0; i < n; i++) bad += got[i] != want;
     if (bad) printf("iteration %ld: %ld keys differ, key 0 reads %.0f, want %.0f\n", it, bad,
                     (double)got[0], (double)want);
+    *stop = got[n];
     return bad;
 }
 
 static int bsp_worker(run *r, long before, long after, int want_deaths, uint64_t deadline)
 {
-    float *got = malloc(r->nkeys * sizeof(float));
+    float *got = malloc((r->nkeys + 1) * sizeof(float)), stop = 0;
     long it = 0, wrong = 0, b = 0;
     uint64_t t0 = wall_ms();
-    for (; got && it < before && b >= 0; wrong += b > 0) b = bsp_iteration(r, ++it, got);
+    for (; got && it < before && b >= 0; wrong += b > 0) b = bsp_iteration(r, ++it, got, 0, &stop);
     printf("phaseA %ld %.1f\n", it, (double)it * 1000.0 / (double)(wall_ms() - t0 + 1));
-    while (got && b >= 0 && atomic_load(&deaths) < want_deaths && wall_ms() < deadline) {
-        b = bsp_iteration(r, ++it, got);
+    /* until some worker saw the deaths (then every worker knows it), then `after` more */
+    while (got && b >= 0 && stop == 0 && wall_ms() < deadline) {
+        b = bsp_iteration(r, ++it, got, atomic_load(&deaths) >= want_deaths, &stop);
         wrong += b > 0;
     }
     for (long i = 0; got && b >= 0 && i < after; i++, wrong += b > 0)
-        b = bsp_iteration(r, ++it, got);
+        b = bsp_iteration(r, ++it, got, 1, &stop);
     printf("result iterations=%ld wrong=%ld failed=%d keys=%zu\n", it, wrong, b < 0, r->nkeys);
     int ok = got && b >= 0 && !wrong && atomic_load(&deaths) >= want_deaths;
     printf(ok ? "PASS\n" : "FAIL bsp: %ld iterations read wrong sums\n", wrong);
@@ -203,8 +210,8 @@ static int worker(ps_table *t, int argc, char **argv)
     long before = opt(argc, argv, "--before", 50), after = opt(argc, argv, "--after", 50);
     int want_deaths = (int)opt(argc, argv, "--deaths", 1);
     uint64_t deadline = wall_ms() + (uint64_t)opt(argc, argv, "--deadline-ms", 60000);
-    r.keys = malloc(r.nkeys * sizeof(uint64_t));
-    r.ones = malloc(r.nkeys * sizeof(float));
+    r.keys = malloc((r.nkeys + 1) * sizeof(uint64_t)); /* + the BSP stop key */
+    r.ones = malloc((r.nkeys + 1) * sizeof(float));
     r.ring = malloc((size_t)r.inflight * sizeof(int64_t));
     if (!r.keys || !r.ones || !r.ring || r.inflight < 1) {
         free(r.keys);
@@ -217,6 +224,7 @@ static int worker(ps_table *t, int argc, char **argv)
         r.keys[i] = ps_hash_key(((uint64_t)(bsp ? 0 : ps_my_rank()) << 40) | i);
         r.ones[i] = 1.0f;
     }
+    r.keys[r.nkeys] = ps_hash_key(1ull << 62);
     int rv = bsp ? bsp_worker(&r, before, after, want_deaths, deadline)
                  : add_worker(&r, before, after, want_deaths, deadline);
     free(r.keys);

@@ -11,6 +11,9 @@
 #   bsp    a BSP table (every worker adds 1 to the same keys each iteration
 #          and pulls): every iteration reads exactly W * i, across the kill
 #          of a server mid-iteration ("replication after aggregation");
+#   bsp2   the same with two servers: after the kill no range has a backup
+#          left, and iterations go on unreplicated;
+#   bspf   the bsp case under PS_FAULT drop/dup (lost answers, resends);
 #   leave  server 1 calls ps_leave() mid-run (graceful: its ranges are handed
 #          over at once, without a timeout) and exits 0; sums stay exact;
 #   k0     without replication the same kill fails the pushes in flight, and
@@ -117,7 +120,9 @@ case_bsp() {
   cluster --keys 3000 --before 15 --after 25 --bsp 1
   kill -9 "$(server_pid 1)"
   workers_pass
-  for n in sched s0 s2; do wait_exit "$(eval echo \$PID_$n)" 30 || fail "bsp: $n exited $?"; done
+  for n in sched $(seq 0 $((NS - 1)) | grep -vx 1 | sed 's/^/s/'); do
+    wait_exit "$(eval echo \$PID_$n)" 30 || fail "$CASE: $n exited $?"
+  done
   grep -h '^result' "$TMP"/w*.log
 }
 
@@ -131,7 +136,7 @@ case_leave() {
   grep -h '^result' "$TMP"/w*.log
 }
 
-CASES=${*:-kill stop faults twice bsp leave k0}
+CASES=${*:-kill stop faults twice bsp bsp2 bspf leave k0}
 for CASE in $CASES; do
   case $CASE in
     kill) case_kill ;;
@@ -139,6 +144,8 @@ for CASE in $CASES; do
     stop) case_stop ;;
     twice) PS_LOG_LEVEL=info case_twice ;;
     bsp) case_bsp ;;
+    bsp2) NS=2 case_bsp ;;
+    bspf) PS_FAULT="drop=0.05,dup=0.05,seed=7" case_bsp ;;
     leave) case_leave ;;
     k0) case_k0 ;;
     *) fail "unknown case $CASE" ;;
