@@ -167,6 +167,23 @@ uint64_t psi_kv_resend_ms(void);
 /* Build t->ring from the first view's servers, once (table lock held). */
 int psi_kv_ring(ps_table *t);
 
+/* Worker half (worker.c), and what move.c (failover) shares of it, table
+ * lock held unless said otherwise: */
+kv_buf *psi_kv_buf_new(size_t len);
+void psi_kv_buf_unref(void *arg);            /* a kv_buf, as a psi_msg on_free hook */
+uint8_t *psi_kv_slice_aux(const kv_req *r, const kv_slice *s);
+size_t psi_kv_aux_len(const kv_req *r);
+/* Slice r's sorted keys (r->keys, values `uvals` in sorted order) by the ring. */
+int psi_kv_slice(kv_req *r, const uint8_t *uvals);
+/* A message for one (re)send of slice s, borrowing its buffer (NULL: resend later). */
+psi_msg *psi_kv_slice_msg(const kv_req *r, kv_slice *s);
+/* Mark slice s answered with `status`; 1 when the request is done. */
+int psi_kv_slice_done(kv_req *r, kv_slice *s, int status);
+void psi_kv_unlink(ps_table *t, kv_req *r);
+/* Free r and finish its task (table lock NOT held). */
+void psi_kv_finish(kv_req *r, int status);
+/* move.c: slice again, at start, a request sliced before a server died. */
+int psi_kv_redirect(kv_req *r);
 /* Worker half (worker.c). */
 void psi_kv_worker_on_response(ps_table *t, psi_msg *m);
 void psi_kv_worker_tick(ps_table *t, uint64_t now_ms);

@@ -14,9 +14,7 @@
  * A slice unanswered for PS_RESEND_MS is resent (the server's vector clock
  * makes that safe).  A slice whose server the scheduler declares dead fails
  * its task with PS_ERR_PEER, unless the table is replicated: then its keys
- * are moved to the live heads of their chains, still counted for the
- * server they were first sent to (src/replica/chain.c says why that makes
- * the move exactly-once).
+ * are moved to the live heads of their chains (move.c).
  *
  * Never: call the task queue or send with the table lock held; write into
  * the caller's buffer after its task finished.
@@ -40,14 +38,14 @@ typedef struct user_done {
 
 /* Slice buffers come from the large-buffer cache (util.h, psi_buf_alloc):
  * a stream of big pushes then reuses the same pages. */
-static kv_buf *buf_new(size_t len)
+kv_buf *psi_kv_buf_new(size_t len)
 {
     kv_buf *b = psi_buf_alloc(sizeof(*b) + len);
     if (b) atomic_init(&b->refs, 1);
     return b;
 }
 
-static void buf_unref(void *arg)
+void psi_kv_buf_unref(void *arg)
 {
     kv_buf *b = arg;
     if (b && atomic_fetch_sub(&b->refs, 1) == 1) psi_buf_free(b);
@@ -58,7 +56,7 @@ static void req_free(kv_req *r)
     if (!r) return;
     for (int i = 0; i < r->nslices; i++) {
         free(r->slices[i].runs);
-        buf_unref(r->slices[i].buf);
+        psi_kv_buf_unref(r->slices[i].buf);
         psi_msg_free(r->slices[i].resp);
     }
     free(r->slices);
@@ -150,7 +148,6 @@ static int drop_filters(kv_req *r, const uint8_t *push)
     r->vals = vals;
     return PS_OK;
 }
-static int do_slice(kv_req *r, const uint8_t *uvals);
 
 static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, size_t n,
                            const uint32_t *lens, const void *push, void *pull, int *rv)
@@ -171,7 +168,7 @@ static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, si
     if (*rv == 0 && drops) *rv = drop_filters(r, push);
     if (*rv == 0) {
         pthread_mutex_lock(&t->lock);
-        if ((*rv = psi_kv_ring(t)) == 0) *rv = do_slice(r, drops ? r->vals : push);
+        if ((*rv = psi_kv_ring(t)) == 0) *rv = psi_kv_slice(r, drops ? r->vals : push);
         pthread_mutex_unlock(&t->lock);
     }
     if (*rv != 0) {
@@ -205,13 +202,13 @@ static int add_run(kv_slice *s, size_t begin, size_t end)
 
 /* Where a fixed-width slice's aux (a push's kv_push_aux, a BSP pull's
  * iteration) lives: right after its values, so the payload is one region. */
-static uint8_t *slice_aux(const kv_req *r, const kv_slice *s)
+uint8_t *psi_kv_slice_aux(const kv_req *r, const kv_slice *s)
 {
     size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0;
     return s->buf->data + s->nkeys * (8 + vb);
 }
 
-static size_t aux_len(const kv_req *r) { return (r->flags & PSI_F_PUSH) ? PSI_PUSH_AUX : 8; }
+size_t psi_kv_aux_len(const kv_req *r) { return (r->flags & PSI_F_PUSH) ? PSI_PUSH_AUX : 8; }
 
 /* Write a slice's aux: a push's sequence number, origin and low watermark
  * `lo`, or the iteration a BSP pull waits for. */
@@ -228,13 +225,13 @@ static void put_aux(const kv_req *r, const kv_slice *s, uint64_t lo, uint8_t *ou
 static int fill_buf(kv_req *r, kv_slice *s, const uint8_t *uvals)
 {
     if (r->t->var) {
-        if (!(s->buf = buf_new(psi_kv_var_buf_len(r, s)))) return PS_ERR_NOMEM;
+        if (!(s->buf = psi_kv_buf_new(psi_kv_var_buf_len(r, s)))) return PS_ERR_NOMEM;
         psi_kv_var_fill(r, s);
         return PS_OK;
     }
     size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0;
-    /* keys, values, then the aux (slice_aux): one contiguous region */
-    if (!(s->buf = buf_new(s->nkeys * (8 + vb) + aux_len(r)))) return PS_ERR_NOMEM;
+    /* keys, values, then the aux (psi_kv_slice_aux): one contiguous region */
+    if (!(s->buf = psi_kv_buf_new(s->nkeys * (8 + vb) + psi_kv_aux_len(r)))) return PS_ERR_NOMEM;
     uint8_t *k = s->buf->data, *v = k + s->nkeys * 8;
     for (size_t i = 0; i < s->nruns; i++) {
         size_t len = s->runs[i].end - s->runs[i].begin;
@@ -297,7 +294,7 @@ static void add_dead_parts(kv_req *r)
 
 /* Cut the sorted keys into per-server slices and fill their buffers
  * (lock held; runs on the caller's thread, so `uvals` is still valid). */
-static int do_slice(kv_req *r, const uint8_t *uvals)
+int psi_kv_slice(kv_req *r, const uint8_t *uvals)
 {
     ps_table *t = r->t;
     size_t nseg = psi_ring_nsegs(t->ring);
@@ -339,7 +336,7 @@ static int do_slice(kv_req *r, const uint8_t *uvals)
 }
 
 /* A message for one (re)send of a slice, borrowing its buffer. */
-static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
+psi_msg *psi_kv_slice_msg(const kv_req *r, kv_slice *s)
 {
     psi_msg *m = psi_msg_new(PSI_MSG_DATA);
     if (!m) return NULL;
@@ -365,17 +362,17 @@ static psi_msg *slice_msg(const kv_req *r, kv_slice *s)
     if (r->t->var && ((r->flags & PSI_F_PUSH) || r->t->opts.bsp)) {
         uint8_t aux[PSI_PUSH_AUX];
         put_aux(r, s, s->seq - 1, aux);
-        if (psi_msg_set_seg(m, PSI_SEG_AUX, aux, aux_len(r)) != 0) {
+        if (psi_msg_set_seg(m, PSI_SEG_AUX, aux, psi_kv_aux_len(r)) != 0) {
             psi_msg_free(m);
             return NULL;
         }
     } else if ((r->flags & PSI_F_PUSH) || r->t->opts.bsp) {
-        m->seg[PSI_SEG_AUX] = slice_aux(r, s); /* written once, in kv_start */
-        h->seg_len[PSI_SEG_AUX] = aux_len(r);
+        m->seg[PSI_SEG_AUX] = psi_kv_slice_aux(r, s); /* written once, in kv_start */
+        h->seg_len[PSI_SEG_AUX] = psi_kv_aux_len(r);
         m->borrowed |= 1u << PSI_SEG_AUX;
     }
     atomic_fetch_add(&s->buf->refs, 1);
-    m->on_free = buf_unref;
+    m->on_free = psi_kv_buf_unref;
     m->on_free_arg = s->buf;
     psi_kv_count_sent(r->t, m, 0);
     if (psi_chain_encode(r->chain ? r->chain : r->t->chain, s->server, m) != 0) {
@@ -394,7 +391,7 @@ static void do_link(ps_table *t, kv_req *r)
     t->reqs = r;
 }
 
-static void do_unlink(ps_table *t, kv_req *r)
+void psi_kv_unlink(ps_table *t, kv_req *r)
 {
     for (kv_req **pp = &t->reqs; *pp; pp = &(*pp)->next)
         if (*pp == r) {
@@ -403,7 +400,7 @@ static void do_unlink(ps_table *t, kv_req *r)
         }
 }
 
-static void finish(kv_req *r, int status)
+void psi_kv_finish(kv_req *r, int status)
 {
     psi_tq *q = r->t->tq;
     int64_t ts = r->ts;
@@ -431,68 +428,20 @@ static uint64_t do_low_mark(ps_table *t, uint32_t origin, uint64_t seq)
     return lo - 1;
 }
 
-/* A request sliced before a server died (it waited for its dependencies)
- * and starting now: if a slice is for a dead server, slice it again, from
- * the keys and values its slices hold, for the live chains (lock held);
- * without replicas it fails. */
-static int do_redirect(kv_req *r)
-{
-    ps_table *t = r->t;
-    int stale = 0;
-    for (int i = 0; t->dead && i < r->nslices; i++)
-        stale |= r->slices[i].server < PSI_MAX_NODES && t->dead[r->slices[i].server];
-    if (!stale) return PS_OK;
-    if (!t->k) {
-        PSI_ERROR("table %s: a server of this request died (the table has no replicas)",
-                  t->name);
-        return PS_ERR_PEER;
-    }
-    size_t vb = (r->flags & PSI_F_PUSH) ? t->vbytes : 0;
-    uint64_t *keys = malloc(PSI_MAX(r->n, 1) * sizeof(uint64_t));
-    uint8_t *vals = malloc(PSI_MAX(r->n * vb, 1));
-    if (!keys || !vals) {
-        free(keys);
-        free(vals);
-        return PS_ERR_NOMEM;
-    }
-    for (int i = 0; i < r->nslices; i++) {
-        kv_slice *s = &r->slices[i];
-        const uint8_t *k = s->buf->data, *v = k + s->nkeys * 8;
-        for (size_t x = 0, j = 0; x < s->nruns; x++)
-            for (size_t p = s->runs[x].begin; p < s->runs[x].end; p++, j++) {
-                memcpy(&keys[p], k + j * 8, 8);
-                memcpy(vals + p * vb, v + j * vb, vb);
-            }
-        free(s->runs);
-        buf_unref(s->buf);
-    }
-    free(r->slices);
-    r->slices = NULL;
-    r->nslices = 0;
-    r->keys = keys;
-    size_t *perm = r->perm; /* vals are in sorted order already */
-    r->perm = NULL;
-    int rv = do_slice(r, vals);
-    r->perm = perm;
-    free(vals);
-    t->stats.slices_moved++;
-    return rv;
-}
-
 static void kv_start(void *ctx, int64_t ts)
 {
     kv_req *r = ctx;
     ps_table *t = r->t;
     r->ts = ts;
     if (r->n == 0 && !(t->opts.bsp && (r->flags & PSI_F_PUSH))) {
-        finish(r, PS_OK);
+        psi_kv_finish(r, PS_OK);
         return;
     }
     pthread_mutex_lock(&t->lock);
-    int rv = do_redirect(r);
+    int rv = psi_kv_redirect(r);
     if (rv != 0) {
         pthread_mutex_unlock(&t->lock);
-        finish(r, rv);
+        psi_kv_finish(r, rv);
         return;
     }
     for (int i = 0; i < r->nslices; i++) { /* sequence numbers in send order */
@@ -508,7 +457,7 @@ static void kv_start(void *ctx, int64_t ts)
             s->iter = t->push_seq[s->server];
         }
         if (!t->var) put_aux(r, s, t->k ? do_low_mark(t, s->origin, s->seq) : s->seq - 1,
-                             slice_aux(r, s));
+                             psi_kv_slice_aux(r, s));
     }
     int n = r->nslices;
     size_t cnt = n > 0 ? (size_t)n : 1;
@@ -516,11 +465,11 @@ static void kv_start(void *ctx, int64_t ts)
     uint32_t *to = calloc(cnt, sizeof(*to));
     uint64_t now = psi_now_ms();
     for (int i = 0; msgs && to && i < n; i++) {
-        msgs[i] = slice_msg(r, &r->slices[i]);
+        msgs[i] = psi_kv_slice_msg(r, &r->slices[i]);
         to[i] = r->slices[i].server;
         r->slices[i].sent_ms = now;
     }
-    do_link(t, r); /* from here on, responses and the timer may finish it */
+    do_link(t, r); /* from here on, responses and the timer may psi_kv_finish it */
     pthread_mutex_unlock(&t->lock);
     if (msgs && to) send_slices(r, msgs, to, n);
     free(msgs);
@@ -736,7 +685,7 @@ static int do_scatter(kv_req *r, kv_slice *s, const psi_msg *m)
 }
 
 /* Mark slice `s` answered with `status`; returns 1 when the request is done. */
-static int do_slice_done(kv_req *r, kv_slice *s, int status)
+int psi_kv_slice_done(kv_req *r, kv_slice *s, int status)
 {
     if (s->done) return 0;
     s->done = 1;
@@ -774,7 +723,7 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
         /* the server lost the key lists we sent it: send this one whole */
         psi_chain_forget_peer(t->chain, s->server);
         s->sent_ms = psi_now_ms();
-        again = slice_msg(r, s);
+        again = psi_kv_slice_msg(r, s);
     } else if (s && !s->done && psi_kv_decode(t, m) == 0) {
         int st = (int)m->hdr.arg;
         if (st == 0 && (r->flags & PSI_F_PULL) && t->var) {
@@ -788,14 +737,14 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
         if (st != 0)
             PSI_WARN("table %s: task %lld failed on node %u: %s", t->name,
                      (long long)r->ts, m->hdr.sender, ps_strerror(st));
-        complete = do_slice_done(r, s, st);
-        if (complete) do_unlink(t, r);
+        complete = psi_kv_slice_done(r, s, st);
+        if (complete) psi_kv_unlink(t, r);
     }
     uint32_t to = s ? s->server : 0;
     pthread_mutex_unlock(&t->lock);
     psi_msg_free(m);
     if (again) psi_node_send(to, again);
-    if (complete) finish(r, r->status);
+    if (complete) psi_kv_finish(r, r->status);
 }
 
 void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
@@ -810,181 +759,13 @@ void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
             kv_slice *s = &r->slices[i];
             if (s->done || now_ms < s->sent_ms + wait) continue;
             s->sent_ms = now_ms;
-            if ((msgs[n] = slice_msg(r, s))) {
+            if ((msgs[n] = psi_kv_slice_msg(r, s))) {
                 to[n++] = s->server;
                 t->stats.resends++;
             }
         }
     pthread_mutex_unlock(&t->lock);
     for (int i = 0; i < n; i++) psi_node_send(to[i], msgs[i]);
-}
-
-/* ---- failover (replicated tables) ---------------------------------------------------- */
-
-/* Keys (and values) of slice `s` that go to `owner`, as a new slice of `r`
- * counted for the same origin and sequence number.  `pos[i]` is the sorted
- * position of the slice's i-th key, `own[i]` its new owner. */
-static int move_part(kv_req *r, const kv_slice *s, const size_t *pos, const uint32_t *own,
-                     uint32_t owner)
-{
-    size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0, n = 0;
-    for (size_t i = 0; i < s->nkeys; i++) n += own[i] == owner;
-    kv_slice *d = &r->slices[r->nslices];
-    memset(d, 0, sizeof(*d));
-    *d = (kv_slice){.server = owner, .origin = s->origin, .via = s->server, .seq = s->seq,
-                    .iter = s->iter, .nkeys = n, .sent_ms = psi_now_ms()};
-    if (!(d->buf = buf_new(n * (8 + vb) + aux_len(r)))) return PS_ERR_NOMEM;
-    const uint8_t *sk = s->buf->data, *sv = sk + s->nkeys * 8;
-    uint8_t *k = d->buf->data, *v = k + n * 8;
-    for (size_t i = 0; i < s->nkeys; i++) {
-        if (own[i] != owner) continue;
-        memcpy(k, sk + i * 8, 8);
-        memcpy(v, sv + i * vb, vb);
-        k += 8, v += vb;
-        if (d->nruns && d->runs[d->nruns - 1].end == pos[i]) {
-            d->runs[d->nruns - 1].end++;
-            continue;
-        }
-        kv_run *runs = realloc(d->runs, (d->nruns + 1) * sizeof(*runs));
-        if (!runs) {
-            free(d->runs);
-            buf_unref(d->buf);
-            return PS_ERR_NOMEM;
-        }
-        d->runs = runs;
-        d->runs[d->nruns++] = (kv_run){pos[i], pos[i] + 1};
-    }
-    memcpy(slice_aux(r, d), slice_aux(r, s), aux_len(r)); /* same seq, origin, mark */
-    if (r->flags & PSI_F_PUSH) { /* ... moved off the dead server s->server */
-        kv_push_aux a;
-        psi_kv_aux_get(slice_aux(r, d), &a);
-        a.via = s->server;
-        psi_kv_aux_put(slice_aux(r, d), &a);
-    }
-    r->nslices++;
-    r->pending++;
-    return PS_OK;
-}
-
-/* Slice `s` went to a dead server: send its keys to the heads of their live
- * chains (which held them as backups), still counted for the dead server, so
- * the new owners apply what they did not hold yet and nothing twice.  A BSP
- * push goes to every one of `bsp_heads` (every live server), with no keys if
- * need be: each completes the dead server's share of the iteration only with
- * every worker's part (see add_dead_parts).  New slices are appended to r
- * (lock held); returns 0 or the error that fails it. */
-static int do_move(kv_req *r, int si, const uint32_t *bsp_heads, int nbsp)
-{
-    ps_table *t = r->t;
-    kv_slice *s = &r->slices[si];
-    size_t n = s->nkeys, j = 0;
-    size_t *pos = malloc(PSI_MAX(n, 1) * sizeof(*pos));
-    uint32_t *own = malloc(PSI_MAX(n, 1) * sizeof(*own)), heads[64];
-    int nh = 0, rv = pos && own ? PS_OK : PS_ERR_NOMEM;
-    const uint64_t *keys = (const uint64_t *)(const void *)s->buf->data;
-    for (size_t i = 0; rv == 0 && i < s->nruns; i++)
-        for (size_t p = s->runs[i].begin; p < s->runs[i].end; p++) pos[j++] = p;
-    for (size_t i = 0; rv == 0 && i < n; i++) {
-        own[i] = psi_repl_chain(t, psi_ring_seg_of(t->ring, keys[i]))[0];
-        if (own[i] == PSI_ID_NONE) rv = PS_ERR_PEER; /* the whole chain is gone */
-        int known = 0;
-        for (int h = 0; h < nh && !known; h++) known = heads[h] == own[i];
-        if (!known && nh < 64) heads[nh++] = own[i];
-        else if (!known) rv = PS_ERR_NOMEM;
-    }
-    int bsp_push = t->opts.bsp && (r->flags & PSI_F_PUSH);
-    for (int b = 0; rv == 0 && bsp_push && b < nbsp; b++) {
-        int known = 0;
-        for (int h = 0; h < nh && !known; h++) known = heads[h] == bsp_heads[b];
-        if (!known && nh < 64) heads[nh++] = bsp_heads[b];
-        else if (!known) rv = PS_ERR_NOMEM;
-    }
-    kv_slice *grown = rv == 0 ? realloc(r->slices, (size_t)(r->nslices + nh) * sizeof(*grown))
-                              : NULL;
-    if (rv == 0 && !grown) rv = PS_ERR_NOMEM;
-    if (grown) r->slices = grown;
-    for (int h = 0; rv == 0 && h < nh; h++) rv = move_part(r, &r->slices[si], pos, own, heads[h]);
-    free(pos);
-    free(own);
-    return rv;
-}
-
-/* A slice's server died: fail it, or (replicated table) move it. */
-static int do_slice_dead(kv_req *r, int si, const uint32_t *heads, int nheads, psi_msg **msgs,
-                         uint32_t *to, int *nmsg, int cap)
-{
-    if (!r->t->k) return do_slice_done(r, &r->slices[si], PS_ERR_PEER);
-    int first = r->nslices;
-    int rv = do_move(r, si, heads, nheads);
-    if (rv != 0) return do_slice_done(r, &r->slices[si], rv);
-    for (int i = first; i < r->nslices; i++) {
-        kv_slice *d = &r->slices[i];
-        psi_msg *m = *nmsg < cap ? slice_msg(r, d) : NULL; /* else: the resend timer */
-        if (m) {
-            msgs[*nmsg] = m;
-            to[(*nmsg)++] = d->server;
-        }
-    }
-    r->t->stats.slices_moved++;
-    return do_slice_done(r, &r->slices[si], PS_OK); /* its parts finish the request */
-}
-
-/* The live servers (lock held): a moved BSP push goes to every one. */
-static int live_servers(const ps_table *t, uint32_t *out, int cap)
-{
-    int n = 0;
-    for (int i = 0; i < t->nservers && n < cap; i++)
-        if (!t->dead[t->servers[i]]) out[n++] = t->servers[i];
-    return n;
-}
-
-static int cmp_req_ts(const void *a, const void *b)
-{
-    int64_t x = (*(kv_req *const *)a)->ts, y = (*(kv_req *const *)b)->ts;
-    return (x > y) - (x < y);
-}
-
-void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead)
-{
-    kv_req *done = NULL;
-    enum { CAP = 256 };
-    psi_msg *msgs[CAP];
-    uint32_t to[CAP], heads[64];
-    int nmsg = 0, nreq = 0;
-    pthread_mutex_lock(&t->lock);
-    if (!t->dead) t->dead = calloc(PSI_MAX_NODES, 1); /* replicated tables have it */
-    for (int d = 0; t->dead && d < ndead; d++)
-        if (dead[d] < PSI_MAX_NODES) t->dead[dead[d]] = 1;
-    if (t->k) psi_repl_compute(t, 0, dead, ndead);
-    /* oldest first: a worker's moved push reaches a new head before its pulls */
-    for (kv_req *r = t->reqs; r; r = r->next) nreq++;
-    kv_req **rs = malloc((size_t)PSI_MAX(nreq, 1) * sizeof(*rs));
-    nreq = 0;
-    for (kv_req *r = t->reqs; rs && r; r = r->next) rs[nreq++] = r;
-    if (rs) qsort(rs, (size_t)nreq, sizeof(*rs), cmp_req_ts);
-    for (int q = 0; rs && q < nreq; q++) {
-        kv_req *r = rs[q];
-        int complete = 0;
-        for (int i = 0; i < r->nslices; i++)
-            for (int d = 0; d < ndead; d++) {
-                if (r->slices[i].done || r->slices[i].server != dead[d]) continue;
-                int nh = live_servers(t, heads, 64);
-                complete |= do_slice_dead(r, i, heads, nh, msgs, to, &nmsg, CAP);
-            }
-        if (!complete) continue;
-        do_unlink(t, r);
-        r->next = done;
-        done = r;
-    }
-    if (!rs) PSI_ERROR("table %s: out of memory moving requests off a dead server", t->name);
-    free(rs);
-    pthread_mutex_unlock(&t->lock);
-    for (int i = 0; i < nmsg; i++) psi_node_send(to[i], msgs[i]);
-    while (done) {
-        kv_req *r = done;
-        done = r->next;
-        finish(r, r->status);
-    }
 }
 
 void psi_kv_worker_free(ps_table *t)
