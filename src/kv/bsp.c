@@ -227,7 +227,8 @@ void psi_kv_bsp_durable(ps_table *t, void *iteration)
         kv_push_aux x;
         psi_kv_aux_get(m->seg[PSI_SEG_AUX], &x);
         if (a->src)
-            psi_repl_note_held(t, (uint32_t)(a->src >> 32), x.origin, m->hdr.sender, a->iter, x.lo);
+            psi_repl_note_applied(t, (uint32_t)(a->src >> 32), x.origin, m->hdr.sender, a->iter,
+                                  x.lo);
         a->msgs[i] = NULL;
         if (!psi_kv_answer(t, m, PS_OK, a->iter)) psi_msg_free(m);
     }

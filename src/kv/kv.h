@@ -253,9 +253,12 @@ void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a);
  * if there was nothing to send (the caller makes it durable now). */
 int psi_repl_bsp_forward(ps_table *t, psi_store *sum, psi_msg **msgs, int nmsgs,
                          void *iteration);
-/* Record that this node holds push (origin, sender, seq) moved off `via`. */
+/* Record that `via` forwarded push (origin, sender, seq) here... */
 void psi_repl_note_held(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender,
                         uint64_t seq, uint64_t lo);
+/* ... or that this node applied the part of it moved here off `via`. */
+void psi_repl_note_applied(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender,
+                           uint64_t seq, uint64_t lo);
 /* Store the blocks of a forward (PSI_F_REPL request) as a backup. */
 int psi_repl_apply(ps_table *t, const psi_msg *m);
 /* A backup acknowledged a forward. */

@@ -174,10 +174,22 @@ void psi_repl_free(ps_table *t)
 
 /* ---- seen sets ------------------------------------------------------------------------ */
 
+/* The seen set of (via, origin, sender): what `via` forwarded (or copied) to
+ * this node; with APPLIED, what this node applied itself of the parts moved
+ * here off `via`.  Two namespaces: a head's own part of a push must not make
+ * another part of it, moved here later off another server, look held. */
+#define APPLIED (1ull << 63)
+
+static kv_seen *seen_key(ps_table *t, uint64_t key);
+
 static kv_seen *seen_get(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender)
 {
+    return seen_key(t, (uint64_t)via << 40 | (uint64_t)origin << 20 | sender); /* ids < 2^20 */
+}
+
+static kv_seen *seen_key(ps_table *t, uint64_t key)
+{
     int inserted;
-    uint64_t key = (uint64_t)via << 40 | (uint64_t)origin << 20 | sender; /* ids < 2^20 */
     _Static_assert(PSI_MAX_NODES <= (1 << 20), "node ids fit 20 bits");
     kv_seen *s = psi_store_upsert(t->seen, key, &inserted);
     if (s && inserted) memset(s, 0, sizeof(*s));
@@ -490,12 +502,33 @@ void psi_repl_note_held(ps_table *t, uint32_t via, uint32_t origin, uint32_t sen
     if (s) seen_note(s, seq, lo);
 }
 
+void psi_repl_note_applied(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender,
+                           uint64_t seq, uint64_t lo)
+{
+    kv_seen *s = seen_key(t, APPLIED | (uint64_t)via << 40 | (uint64_t)origin << 20 | sender);
+    if (s) seen_note(s, seq, lo);
+}
+
+/* Whether this node holds the part of push a (from `sender`) moved here off
+ * a->via: it applied that part already (a resend), or a->via forwarded it,
+ * or its origin did (the first head of those keys: after two deaths at once,
+ * k >= 2, the one between may never have told us). */
+static int held_here(ps_table *t, const kv_push_aux *a, uint32_t sender)
+{
+    uint64_t key = (uint64_t)a->via << 40 | (uint64_t)a->origin << 20 | sender;
+    kv_seen *s = seen_key(t, APPLIED | key);
+    if (s && seen_has(s, a->seq)) return 1;
+    if ((s = seen_key(t, key)) && seen_has(s, a->seq)) return 1;
+    s = a->via != a->origin ? seen_get(t, a->origin, a->origin, sender) : NULL;
+    return s && seen_has(s, a->seq);
+}
+
 /* BSP: the part of iteration a->seq moved here joins the iteration of that
  * number moved off a->via, unless this node holds it or has it already. */
-static void takeover_bsp(ps_table *t, psi_msg *m, const kv_push_aux *a, kv_seen *s)
+static void takeover_bsp(ps_table *t, psi_msg *m, const kv_push_aux *a, int held)
 {
     uint32_t sender = m->hdr.sender;
-    if (s && seen_has(s, a->seq)) { /* the dead server's aggregate reached us */
+    if (held) { /* the dead server's aggregate reached us */
         t->stats.takeovers_held++;
         if (!psi_kv_answer(t, m, PS_OK, a->seq)) psi_msg_free(m);
     } else if (psi_kv_bsp_waiting(t, (uint64_t)a->via << 32 | a->origin, sender, a->seq)) {
@@ -517,12 +550,12 @@ void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a)
         psi_msg_free(m);
         return;
     }
-    kv_seen *s = seen_get(t, a->via, a->origin, sender);
+    int held = held_here(t, a, sender);
     if (t->bsp) {
-        takeover_bsp(t, m, a, s);
+        takeover_bsp(t, m, a, held);
         return;
     }
-    if (s && seen_has(s, a->seq)) { /* held as the dead server's backup */
+    if (held) { /* held as the dead server's backup */
         t->stats.takeovers_held++;
         if (psi_repl_pending(t, a->origin, sender, a->seq) || !psi_kv_answer(t, m, PS_OK, a->seq))
             psi_msg_free(m);
@@ -534,7 +567,7 @@ void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a)
     if (st == 0)
         psi_update_apply_batch(&t->upd, m->seg[PSI_SEG_KEYS], blocks, m->seg[PSI_SEG_VALS], n);
     free(blocks);
-    if (st == 0 && s) seen_note(s, a->seq, a->lo);
+    if (st == 0) psi_repl_note_applied(t, a->via, a->origin, sender, a->seq, a->lo);
     t->stats.takeovers_applied++;
     if (!psi_repl_after_apply(t, m, st, a) && !psi_kv_answer(t, m, st, a->seq)) psi_msg_free(m);
 }

@@ -16,6 +16,7 @@
 #   bspf   the bsp case under PS_FAULT drop/dup (lost answers, resends);
 #   leave  server 1 calls ps_leave() mid-run (graceful: its ranges are handed
 #          over at once, without a timeout) and exits 0; sums stay exact;
+#   k2     four servers with k = 2, two of them killed at the same time;
 #   k0     without replication the same kill fails the pushes in flight, and
 #          new pushes to the dead server's keys, with a clear error instead of
 #          hanging (control).
@@ -105,6 +106,15 @@ case_twice() {
   grep -h '^result' "$TMP"/w*.log
 }
 
+case_k2() { # two servers killed at once with k = 2: nothing lost
+  cluster --keys 3000 --before 40 --after 60 --deaths 2 --replication 2
+  wait_for 5 test -s "$TMP/server.2.pid" || fail "k2: no pid file for server 2"
+  kill -9 "$(server_pid 1)" "$(server_pid 2)"
+  workers_pass
+  for n in sched s0 s3; do wait_exit "$(eval echo \$PID_$n)" 30 || fail "k2: $n exited $?"; done
+  grep -h '^result' "$TMP"/w*.log
+}
+
 case_k0() {
   cluster --keys 3000 --before 40 --after 20 --replication 0
   kill -9 "$(server_pid 1)"
@@ -136,7 +146,7 @@ case_leave() {
   grep -h '^result' "$TMP"/w*.log
 }
 
-CASES=${*:-kill stop faults twice bsp bsp2 bspf leave k0}
+CASES=${*:-kill stop faults twice bsp bsp2 bspf leave k2 k0}
 for CASE in $CASES; do
   case $CASE in
     kill) case_kill ;;
@@ -147,6 +157,7 @@ for CASE in $CASES; do
     bsp2) NS=2 case_bsp ;;
     bspf) PS_FAULT="drop=0.05,dup=0.05,seed=7" case_bsp ;;
     leave) case_leave ;;
+    k2) NS=4 case_k2 ;;
     k0) case_k0 ;;
     *) fail "unknown case $CASE" ;;
   esac
