@@ -27,17 +27,22 @@
  * origin whose keys of the forwarder's ranges it holds.  When a server dies,
  * the worker resends each push still unacknowledged there to the new heads
  * of its keys' chains, still counted for its origin and now naming the dead
- * server ("via"); a new head applies it unless its seen set for (via, origin,
- * worker) says it holds it already.  Keying by the forwarder matters: after
- * a death two new heads each take over part of one push, and one head's
- * forward of its part must not make the other believe it holds its own.  A
- * seen set stays small: everything at or below the worker's watermark is
+ * server ("via"); a new head applies that part unless it applied it already
+ * (its own seen sets, per via), or via forwarded it, or the origin did (two
+ * deaths at once, k >= 2: the server between may never have told us).
+ * Keying by the forwarder, and keeping a head's own applies apart, matters:
+ * after a death two new heads each take over part of one push, and one
+ * part, applied here or forwarded here, must not make another look held.
+ * A seen set stays small: everything at or below the worker's watermark is
  * pruned.
  *
  * Restoring k: after a view change, the head of each segment sends the
- * segment's blocks to every backup that is new in its chain, through the
- * same ordered forward stream, so later forwards land on top of the copy.
- *
+ * segment's blocks to every backup new in its chain (to every backup, if
+ * the head changed), through the same ordered forward stream, so later
+ * forwards land on top of the copy; then what those blocks hold (its clock
+ * per worker and its seen sets), so that the backup, once head, does not
+ * apply one of them again.
+
  * Everything here runs under the table lock (the I/O thread, the view hook
  * and the timer).  Never: answer a push before its backups have it; accept a
  * forward from a server declared dead (it may be a stale one resumed after a
