@@ -42,7 +42,7 @@
  * forwards land on top of the copy; then what those blocks hold (its clock
  * per worker and its seen sets), so that the backup, once head, does not
  * apply one of them again.
-
+ *
  * Everything here runs under the table lock (the I/O thread, the view hook
  * and the timer).  Never: answer a push before its backups have it; accept a
  * forward from a server declared dead (it may be a stale one resumed after a
