@@ -9,7 +9,9 @@
  * every server a push each iteration, empty if it has no keys there), and
  * the push sequence numbers of the vector clock are exactly those k, so
  * dedup and ordering come from server.c for free.  A worker declared dead
- * stops being waited for.
+ * stops being waited for; if it had pushed an iteration ahead of the others,
+ * that iteration completes without them, and their pushes for it, arriving
+ * late, are applied on their own rather than waited on forever.
  *
  * Replicated tables ("replication after aggregation"): the pushes of an
  * iteration are kept, not answered; once the iteration is applied, the new
@@ -195,8 +197,11 @@ static void do_advance(ps_table *t)
         progress = 0;
         for (agg *a = b->aggs, *next; a; a = next) {
             next = a->next;
-            if (a->applying || a->count < b->workers) continue;
-            if (!a->src && a->iter != b->applied + 1) continue;
+            /* late: a push for an iteration already applied (a worker that
+             * died had made it complete without this one): applied alone */
+            int late = !a->src && a->iter <= b->applied;
+            if (a->applying || (a->count < b->workers && !late)) continue;
+            if (!a->src && a->iter > b->applied + 1) continue;
             do_apply_agg(t, a);
             progress = 1;
             if (t->k) { /* answered from psi_kv_bsp_durable */
@@ -208,7 +213,7 @@ static void do_advance(ps_table *t)
                 break;
             }
             do_unlink_agg(b, a);
-            if (!a->src) b->applied = a->iter;
+            if (!a->src && a->iter > b->applied) b->applied = a->iter;
             agg_free(a);
             break; /* the list changed */
         }
@@ -221,7 +226,7 @@ void psi_kv_bsp_durable(ps_table *t, void *iteration)
     kv_bsp *b = t->bsp;
     agg *a = iteration;
     do_unlink_agg(b, a);
-    if (!a->src) b->applied = a->iter;
+    if (!a->src && a->iter > b->applied) b->applied = a->iter;
     for (int i = 0; i < a->nmsgs; i++) {
         psi_msg *m = a->msgs[i];
         kv_push_aux x;
