@@ -46,12 +46,13 @@ wait_for() {
   done
 }
 
-# start_node NAME ROLE RANK ARGS...: start ps_testnode in the background with
-# the cluster's environment (SCHED, NS, NW must be set); log in $TMP/NAME.log.
+# start_node NAME ROLE RANK ARGS...: start NODE_BIN (default ps_testnode) in
+# the background with the cluster's environment (SCHED, NS, NW must be set);
+# log in $TMP/NAME.log; its pid in PID_NAME.
 start_node() {
   local name=$1 role=$2 rank=$3; shift 3
   PS_ROLE=$role PS_RANK=$rank PS_SCHEDULER=127.0.0.1:$SCHED PS_NUM_SERVERS=$NS \
-    PS_NUM_WORKERS=$NW "$PS_BIN/ps_testnode" "$@" >"$TMP/$name.log" 2>&1 &
+    PS_NUM_WORKERS=$NW "${NODE_BIN:-$PS_BIN/ps_testnode}" "$@" >"$TMP/$name.log" 2>&1 &
   PIDS+=($!)
   eval "PID_$name=$!"
 }

@@ -29,24 +29,18 @@ NS=3; NW=2
 export PS_HEARTBEAT_TIMEOUT_MS=${PS_HEARTBEAT_TIMEOUT_MS:-1000} PS_RESEND_MS=${PS_RESEND_MS:-200}
 export PS_PID_DIR=$TMP
 
-# start_ft NAME ROLE RANK ARGS...: one node of the cluster, log in $TMP/NAME.log
-# (no timeout(1) wrapper: lib.sh's cleanup must kill the node itself; the
-# workers bound their own time with --deadline-ms)
-start_ft() {
-  local name=$1 role=$2 rank=$3; shift 3
-  PS_ROLE=$role PS_RANK=$rank PS_SCHEDULER=127.0.0.1:$SCHED PS_NUM_SERVERS=$NS \
-    PS_NUM_WORKERS=$NW "$PS_BIN/ps_failtest" "$@" >"$TMP/$name.log" 2>&1 &
-  PIDS+=($!)
-  eval "PID_$name=$!"
-}
+# Nodes run ps_failtest (lib.sh's start_node), with no timeout(1) wrapper:
+# lib.sh's cleanup must kill the node itself; the workers bound their own
+# time with --deadline-ms.
+NODE_BIN=$PS_BIN/ps_failtest
 
 # cluster ARGS...: scheduler, NS servers and NW workers of ps_failtest.
 cluster() {
   rm -f "$TMP"/*.log "$TMP"/*.pid
   SCHED=$(free_port)
-  start_ft sched scheduler 0 "$@"
-  for r in $(seq 0 $((NS - 1))); do start_ft s$r server $r "$@"; done
-  for r in $(seq 0 $((NW - 1))); do start_ft w$r worker $r "$@"; done
+  start_node sched scheduler 0 "$@"
+  for r in $(seq 0 $((NS - 1))); do start_node s$r server $r "$@"; done
+  for r in $(seq 0 $((NW - 1))); do start_node w$r worker $r "$@"; done
   wait_for 30 grep -q '^phaseA' "$TMP/w0.log" || fail "$CASE: workers never finished phase A"
   wait_for 5 test -s "$TMP/server.1.pid" || fail "$CASE: no pid file for server 1"
 }

@@ -29,18 +29,16 @@ ref=$(summary "$TMP/ref.log"); [ -n "$ref" ] || fail "undisturbed run printed no
 # (psrun stops a cluster whose node dies); VICTIM (s1, w1, ...) gets SIGKILL
 # after iteration 150; every other node must exit 0.
 disturbed() {
-  local ns=$1 nw=$2 victim=$3; shift 3
+  NS=$1 NW=$2; local victim=$3; shift 3
   SCHED=$(free_port)
-  run_node() { # NAME ROLE RANK ARGS...
-    PS_ROLE=$2 PS_RANK=$3 PS_SCHEDULER=127.0.0.1:$SCHED PS_NUM_SERVERS=$ns PS_NUM_WORKERS=$nw \
-      "$PS_BIN/pslinear" "${@:4}" >"$TMP/$1.log" 2>&1 &
-    PIDS+=($!)
-    eval "PID_$1=$!"
-  }
   local nodes="sched"
-  run_node sched scheduler 0 "$@"
-  for r in $(seq 0 $((ns - 1))); do run_node s$r server $r "$@"; nodes="$nodes s$r"; done
-  for r in $(seq 0 $((nw - 1))); do run_node w$r worker $r "$@"; nodes="$nodes w$r"; done
+  NODE_BIN=$PS_BIN/pslinear start_node sched scheduler 0 "$@"
+  for r in $(seq 0 $((NS - 1))); do
+    NODE_BIN=$PS_BIN/pslinear start_node s$r server $r "$@"; nodes="$nodes s$r"
+  done
+  for r in $(seq 0 $((NW - 1))); do
+    NODE_BIN=$PS_BIN/pslinear start_node w$r worker $r "$@"; nodes="$nodes w$r"
+  done
   wait_for 60 grep -q '^iter *150 ' "$TMP/sched.log" || fail "training never reached iteration 150"
   grep -q '^final' "$TMP/sched.log" && fail "training ended before the kill: make it longer"
   kill -9 "$(eval echo \$PID_$victim)"
