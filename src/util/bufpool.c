@@ -103,6 +103,8 @@ void psi_buf_free(void *p)
     while (nevict) free(evict[--nevict]);
 }
 
+int psi_buf_pool_enabled(void) { return POOL_ON; }
+
 void psi_buf_pool_drain(void)
 {
     pthread_mutex_lock(&pool_lock);

@@ -151,6 +151,8 @@ int psi_sort_keys(const uint64_t *keys, size_t n, uint64_t *sorted, size_t *perm
 void *psi_buf_alloc(size_t len);
 void psi_buf_free(void *p);
 void psi_buf_pool_drain(void);
+/* 1 if freed buffers are cached (0 under AddressSanitizer). */
+int psi_buf_pool_enabled(void);
 
 /* Parse "host:port" into parts; host gets at most hostcap-1 chars. */
 int psi_split_hostport(const char *s, char *host, size_t hostcap, int *port);

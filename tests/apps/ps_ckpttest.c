@@ -26,39 +26,13 @@
 #include <string.h>
 
 #include "ps/ps.h"
+#include "testapp.h"
 #include "util/util.h"
 
 #define DENSE_LO 1000
 #define DENSE_N 20000
 #define ADA_N 1000
 
-static int failures;
-
-#define CHECK(cond, name, ...)                                         \
-    do {                                                                \
-        if (cond) {                                                     \
-            printf("PASS %s\n", name);                                  \
-        } else {                                                        \
-            printf("FAIL %s: ", name);                                  \
-            printf(__VA_ARGS__);                                        \
-            printf("\n");                                               \
-            failures++;                                                 \
-        }                                                               \
-        fflush(stdout);                                                 \
-    } while (0)
-
-static const char *arg_str(int argc, char **argv, const char *flag, const char *def)
-{
-    for (int i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], flag)) return argv[i + 1];
-    return def;
-}
-
-static long arg_long(int argc, char **argv, const char *flag, long def)
-{
-    const char *s = arg_str(argc, argv, flag, NULL);
-    return s ? atol(s) : def;
-}
 
 typedef struct tables {
     ps_table *sparse, *dense, *ada;

@@ -40,13 +40,7 @@
 #include <unistd.h>
 
 #include "ps/ps.h"
-
-static long opt(int argc, char **argv, const char *name, long def)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0) return strtol(argv[i + 1], NULL, 10);
-    return def;
-}
+#include "testapp.h"
 
 static uint64_t wall_ms(void)
 {
@@ -205,11 +199,11 @@ static int add_worker(run *r, long before, long after, int want_deaths, uint64_t
 
 static int worker(ps_table *t, int argc, char **argv)
 {
-    run r = {.t = t, .nkeys = (size_t)opt(argc, argv, "--keys", 2000),
-             .inflight = (int)opt(argc, argv, "--inflight", 8)};
-    long before = opt(argc, argv, "--before", 50), after = opt(argc, argv, "--after", 50);
-    int want_deaths = (int)opt(argc, argv, "--deaths", 1);
-    uint64_t deadline = wall_ms() + (uint64_t)opt(argc, argv, "--deadline-ms", 60000);
+    run r = {.t = t, .nkeys = (size_t)arg_long(argc, argv, "--keys", 2000),
+             .inflight = (int)arg_long(argc, argv, "--inflight", 8)};
+    long before = arg_long(argc, argv, "--before", 50), after = arg_long(argc, argv, "--after", 50);
+    int want_deaths = (int)arg_long(argc, argv, "--deaths", 1);
+    uint64_t deadline = wall_ms() + (uint64_t)arg_long(argc, argv, "--deadline-ms", 60000);
     r.keys = malloc((r.nkeys + 1) * sizeof(uint64_t)); /* + the BSP stop key */
     r.ones = malloc((r.nkeys + 1) * sizeof(float));
     r.ring = malloc((size_t)r.inflight * sizeof(int64_t));
@@ -219,7 +213,7 @@ static int worker(ps_table *t, int argc, char **argv)
         free(r.ring);
         return 1;
     }
-    int bsp = (int)opt(argc, argv, "--bsp", 0);
+    int bsp = (int)arg_long(argc, argv, "--bsp", 0);
     for (size_t i = 0; i < r.nkeys; i++) {
         r.keys[i] = ps_hash_key(((uint64_t)(bsp ? 0 : ps_my_rank()) << 40) | i);
         r.ones[i] = 1.0f;
@@ -244,8 +238,8 @@ int main(int argc, char **argv)
     }
     ps_table_opts o;
     ps_table_opts_init(&o);
-    o.replication = (int)opt(argc, argv, "--replication", 1);
-    o.bsp = (int)opt(argc, argv, "--bsp", 0);
+    o.replication = (int)arg_long(argc, argv, "--replication", 1);
+    o.bsp = (int)arg_long(argc, argv, "--bsp", 0);
     ps_table *t = NULL;
     int status = 0;
     if (ps_my_role() != PS_ROLE_SCHEDULER && (rv = ps_table_open("ft", &o, &t)) != 0) {

@@ -42,29 +42,9 @@
 
 #include "kv/kv.h"
 #include "ps/ps.h"
+#include "testapp.h"
 #include "util/util.h"
 
-static int failures;
-
-#define CHECK(cond, name, ...)                                         \
-    do {                                                                \
-        if (cond) {                                                     \
-            printf("PASS %s\n", name);                                  \
-        } else {                                                        \
-            printf("FAIL %s: ", name);                                  \
-            printf(__VA_ARGS__);                                        \
-            printf("\n");                                               \
-            failures++;                                                 \
-        }                                                               \
-        fflush(stdout);                                                 \
-    } while (0)
-
-static long arg_long(int argc, char **argv, const char *flag, long def)
-{
-    for (int i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], flag)) return atol(argv[i + 1]);
-    return def;
-}
 
 static ps_table *open_table(const char *name, ps_update upd, ps_consistency c, int tau)
 {
@@ -354,13 +334,6 @@ static int keep_even(void *arg, uint64_t key, const void *vals)
     (void)arg;
     (void)vals;
     return (key & 1) == 0;
-}
-
-static const char *arg_str(int argc, char **argv, const char *flag, const char *def)
-{
-    for (int i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], flag)) return argv[i + 1];
-    return def;
 }
 
 static void run_filters(int argc, char **argv)
