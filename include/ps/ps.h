@@ -85,6 +85,22 @@ int ps_finalize(void);
  */
 int ps_leave(void);
 
+/*
+ * Take this server's share of a running cluster.  A server started after
+ * the cluster formed (without PS_RANK) is admitted on standby; it opens its
+ * tables (all of them, with the same options as the others), then calls
+ * ps_join: the current owners stream its share of every replicated table
+ * to it while they go on serving, then ownership switches in a view change
+ * with no request lost or applied twice (src/replica/join.c).  Servers
+ * join one at a time.  Tables without replicas, and BSP tables, stay on
+ * the servers of the first view.  Returns 0 once this server serves its
+ * share, at once on a server of the first view (so every server may call
+ * it), PS_ERR_INVAL on a worker, PS_ERR_TIMEOUT after PS_JOIN_TIMEOUT_MS
+ * (default 600000).  A late server's barriers count from the cluster's
+ * current ones: its first ps_barrier is the next one the others enter.
+ */
+int ps_join(void);
+
 /* Who am I, and how big is the cluster (as configured, not as alive now). */
 ps_role ps_my_role(void);
 int ps_my_rank(void);      /* rank within my role, 0-based */

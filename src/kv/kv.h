@@ -44,6 +44,7 @@ typedef struct kv_parked kv_parked;
 typedef struct kv_bsp kv_bsp;
 typedef struct kv_fwd kv_fwd;
 typedef struct kv_pend kv_pend;
+typedef struct kv_join kv_join;
 
 struct ps_table {
     char name[PSI_TABLE_NAME_MAX];
@@ -57,13 +58,17 @@ struct ps_table {
     psi_tq *tq;
     kv_req *reqs;                /* in flight, for responses and resends */
     uint64_t *push_seq;          /* per server node id: last sequence sent */
-    psi_ring *ring;              /* every server of the first view (both sides) */
-    uint32_t ring_epoch;
+    psi_ring *ring;              /* the servers of the first view, and those that joined
+                                  * since if the table is replicated (both sides) */
     uint32_t servers[PSI_MAX_NODES]; /* server ids of the ring */
     int nservers;
     /* replication (src/replica/chain.c), both sides when opts.replication > 0 */
     int k;                       /* backups per segment: opts.replication */
-    uint32_t *eff;               /* per segment: its live chain, k + 1 ids, PSI_ID_NONE pads */
+    int w;                       /* ids per segment in eff: k + 2 */
+    uint32_t *eff;               /* per segment: its live chain (k + 1 ids, PSI_ID_NONE
+                                  * pads), then the joining server if it will be in it */
+    uint32_t joiner;             /* the server joining now (join.c), or PSI_ID_NONE */
+    kv_join *join;               /* the join protocol's state (join.c), server side */
     uint32_t eff_epoch;          /* view epoch eff was computed for */
     uint8_t *dead;               /* per node id: declared dead */
     /* server side */
@@ -113,6 +118,7 @@ typedef struct kv_slice {
     size_t nruns;
     kv_buf *buf;
     uint64_t sent_ms;
+    uint32_t moved;    /* refused with PSI_ERR_MOVED: the view epoch to resend it by */
     size_t elems;      /* variable-length push: values in this slice */
     psi_msg *resp;     /* variable-length pull: the answer, kept until done */
 } kv_slice;
@@ -164,8 +170,14 @@ void psi_kv_fwd_aux_get(const uint8_t *p, kv_push_aux *a);
 ps_table *psi_kv_find(uint32_t id);
 /* Timeout after which a worker resends an unacknowledged request. */
 uint64_t psi_kv_resend_ms(void);
-/* Build t->ring from the first view's servers, once (table lock held). */
+/* Build t->ring from the current view's servers, once (table lock held). */
 int psi_kv_ring(ps_table *t);
+/* The ring t should have in view v: *next = a new ring (its server ids in
+ * ids[0..*n), ids holding PSI_MAX_NODES) when its servers changed, else
+ * NULL.  psi_kv_ring_install then makes it t's (freeing the old one). */
+int psi_kv_ring_next(const ps_table *t, const psi_view *v, psi_ring **next, uint32_t *ids,
+                     int *n);
+void psi_kv_ring_install(ps_table *t, psi_ring *next, const uint32_t *ids, int n);
 
 /* Worker half (worker.c), and what move.c (failover) shares of it, table
  * lock held unless said otherwise: */
@@ -184,6 +196,11 @@ void psi_kv_unlink(ps_table *t, kv_req *r);
 void psi_kv_finish(kv_req *r, int status);
 /* move.c: slice again, at start, a request sliced before a server died. */
 int psi_kv_redirect(kv_req *r);
+/* move.c: send slice si, refused with PSI_ERR_MOVED, by the current chains;
+ * messages to send go to msgs/to (at most cap); 1 when r is done. */
+int psi_kv_reroute(kv_req *r, int si, psi_msg **msgs, uint32_t *to, int *nmsg, int cap);
+/* The low watermark of the pushes counted for `origin` (worker.c). */
+uint64_t psi_kv_low_mark(ps_table *t, uint32_t origin, uint64_t seq);
 /* Worker half (worker.c). */
 void psi_kv_worker_on_response(ps_table *t, psi_msg *m);
 void psi_kv_worker_tick(ps_table *t, uint64_t now_ms);
@@ -230,13 +247,24 @@ int psi_kv_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks);
  * Chain replication (src/replica/chain.c).  Both sides: */
 int psi_repl_init(ps_table *t);
 void psi_repl_free(ps_table *t);
-/* Recompute t->eff for view `epoch` (table lock held). */
-int psi_repl_compute(ps_table *t, uint32_t epoch, const uint32_t *dead, int ndead);
-/* Live chain of segment `seg`: k + 1 ids, PSI_ID_NONE for missing members. */
+/* Recompute t->ring (a server joined) and t->eff from the current view,
+ * `dead` adding to the dead it names (table lock held).  With old_rows, it
+ * gets (malloc'ed) each new segment's row of eff before the change. */
+int psi_repl_compute(ps_table *t, const uint32_t *dead, int ndead, uint32_t **old_rows);
+/* Row of segment `seg` in eff: its live chain (k + 1 ids, PSI_ID_NONE for
+ * missing members; [0] is the head), then at [k + 1] the server joining
+ * the cluster if the segment will be its (join.c), else PSI_ID_NONE. */
 static inline const uint32_t *psi_repl_chain(const ps_table *t, uint32_t seg)
 {
-    return t->eff + (size_t)seg * (size_t)(t->k + 1);
+    return t->eff + (size_t)seg * (size_t)t->w;
 }
+/* Whether this node heads the segments of every one of the sorted keys. */
+int psi_repl_heads(ps_table *t, const uint64_t *keys, size_t n);
+/* Send `to` an empty forward marked `kind` (join.c) on this node's ordered
+ * forward stream to it: it arrives after everything sent there before. */
+int psi_repl_send_marker(ps_table *t, uint32_t to, int kind);
+/* Whether a forward numbered at or below snap[backup] is unacknowledged. */
+int psi_repl_fwds_below(const ps_table *t, const uint64_t *snap);
 /* Server side, table lock held.  After push `m` (from sender, counted for
  * `a->origin`) was applied with status `st`: forward the new blocks of its
  * keys to their backups; returns 1 if `m` is kept until they acknowledge
@@ -265,10 +293,36 @@ int psi_repl_apply(ps_table *t, const psi_msg *m);
 void psi_repl_on_ack(ps_table *t, const psi_msg *m);
 /* Resend forwards unacknowledged for the resend timeout. */
 void psi_repl_tick(ps_table *t, uint64_t now_ms);
-/* Servers died (view `epoch`): give up forwards to them, recompute the
- * chains, copy the segments this node now heads to their new backups, and
- * run the requests that waited for this view. */
-void psi_repl_server_on_view(ps_table *t, uint32_t epoch, const uint32_t *dead, int ndead);
+/* A new view (servers died or joined): give up forwards to the dead,
+ * recompute the chains, copy the segments this node now heads to their new
+ * backups, run the join protocol and the requests that waited for this view. */
+void psi_repl_server_on_view(ps_table *t, const uint32_t *dead, int ndead);
+
+/*
+ * A server joining a running cluster (src/replica/join.c), server side,
+ * table lock held unless said otherwise. */
+#define PSI_MARK_COPIED 1  /* forward marker: what this head holds of the joiner's
+                            * future segments was all sent before it */
+#define PSI_MARK_DRAINED 2 /* forward marker: the joiner's new segments' forwards
+                            * of this old head are acknowledged everywhere */
+/* Internal status: these keys are not (or no longer) this server's; the
+ * worker sends them again by the chains of the view in the answer's epoch. */
+#define PSI_ERR_MOVED (-101)
+int psi_join_init(ps_table *t);
+void psi_join_free(ps_table *t);
+/* After a view change (`old`: the rows before): markers, drains, waits. */
+void psi_join_on_view(ps_table *t, const uint32_t *old);
+/* A forward marker from m->hdr.sender arrived, in its stream's order. */
+void psi_join_on_marker(ps_table *t, const psi_msg *m);
+/* A backup acknowledged a forward: a drain may be complete. */
+void psi_join_on_ack(ps_table *t);
+/* Whether this node, a new head, still waits for old heads to drain:
+ * requests wait with it (server.c). */
+int psi_join_waiting(const ps_table *t);
+/* Whether that wait just ended (once): then run the deferred requests. */
+int psi_join_take_run(ps_table *t);
+/* The open tables (at most cap), for ps_join (table.c). */
+int psi_kv_tables(ps_table **out, int cap);
 
 /* Variable-length values (var.c).  Worker side: */
 int psi_kv_var_prepare(kv_req *r, const uint32_t *lens, const void *vals);

@@ -71,17 +71,26 @@ int psi_kv_redirect(kv_req *r)
     return rv;
 }
 
+/* How a part of a slice is counted at its new server: */
+enum {
+    MOVE_DEAD,  /* off a dead server: same origin and number, via that server */
+    MOVE_KEEP,  /* refused by a live one (a join): same origin, number and via */
+    MOVE_FRESH, /* refused, never applied anywhere: a new push of the new head */
+};
+
 /* Keys (and values) of slice `s` that go to `owner`, as a new slice of `r`
- * counted for the same origin and sequence number.  `pos[i]` is the sorted
- * position of the slice's i-th key, `own[i]` its new owner. */
+ * counted as `mode` says.  `pos[i]` is the sorted position of the slice's
+ * i-th key, `own[i]` its new owner. */
 static int move_part(kv_req *r, const kv_slice *s, const size_t *pos, const uint32_t *own,
-                     uint32_t owner)
+                     uint32_t owner, int mode)
 {
-    size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0, n = 0;
+    ps_table *t = r->t;
+    size_t vb = (r->flags & PSI_F_PUSH) ? t->vbytes : 0, n = 0;
     for (size_t i = 0; i < s->nkeys; i++) n += own[i] == owner;
     kv_slice *d = &r->slices[r->nslices];
     memset(d, 0, sizeof(*d));
-    *d = (kv_slice){.server = owner, .origin = s->origin, .via = s->server, .seq = s->seq,
+    *d = (kv_slice){.server = owner, .origin = s->origin,
+                    .via = mode == MOVE_DEAD ? s->server : s->via, .seq = s->seq,
                     .iter = s->iter, .nkeys = n, .sent_ms = psi_now_ms()};
     if (!(d->buf = psi_kv_buf_new(n * (8 + vb) + psi_kv_aux_len(r)))) return PS_ERR_NOMEM;
     const uint8_t *sk = s->buf->data, *sv = sk + s->nkeys * 8;
@@ -105,10 +114,16 @@ static int move_part(kv_req *r, const kv_slice *s, const size_t *pos, const uint
         d->runs[d->nruns++] = (kv_run){pos[i], pos[i] + 1};
     }
     memcpy(psi_kv_slice_aux(r, d), psi_kv_slice_aux(r, s), psi_kv_aux_len(r)); /* same seq, origin, mark */
-    if (r->flags & PSI_F_PUSH) { /* ... moved off the dead server s->server */
+    if (r->flags & PSI_F_PUSH) {
         kv_push_aux a;
         psi_kv_aux_get(psi_kv_slice_aux(r, d), &a);
-        a.via = s->server;
+        a.via = d->via;
+        if (mode == MOVE_FRESH) {
+            d->origin = owner;
+            d->seq = a.seq = ++t->push_seq[owner];
+            a.origin = owner;
+            a.lo = psi_kv_low_mark(t, owner, d->seq);
+        }
         psi_kv_aux_put(psi_kv_slice_aux(r, d), &a);
     }
     r->nslices++;
@@ -123,7 +138,7 @@ static int move_part(kv_req *r, const kv_slice *s, const size_t *pos, const uint
  * need be: each completes the dead server's share of the iteration only with
  * every worker's part (see add_dead_parts).  New slices are appended to r
  * (lock held); returns 0 or the error that fails it. */
-static int do_move(kv_req *r, int si, const uint32_t *bsp_heads, int nbsp)
+static int do_move(kv_req *r, int si, const uint32_t *bsp_heads, int nbsp, int mode)
 {
     ps_table *t = r->t;
     kv_slice *s = &r->slices[si];
@@ -153,19 +168,20 @@ static int do_move(kv_req *r, int si, const uint32_t *bsp_heads, int nbsp)
                               : NULL;
     if (rv == 0 && !grown) rv = PS_ERR_NOMEM;
     if (grown) r->slices = grown;
-    for (int h = 0; rv == 0 && h < nh; h++) rv = move_part(r, &r->slices[si], pos, own, heads[h]);
+    for (int h = 0; rv == 0 && h < nh; h++)
+        rv = move_part(r, &r->slices[si], pos, own, heads[h], mode);
     free(pos);
     free(own);
     return rv;
 }
 
-/* A slice's server died: fail it, or (replicated table) move it. */
-static int do_slice_dead(kv_req *r, int si, const uint32_t *heads, int nheads, psi_msg **msgs,
-                         uint32_t *to, int *nmsg, int cap)
+/* Move slice si (do_move, `mode`) and queue the messages of its parts;
+ * returns 1 when r is done. */
+static int move_and_send(kv_req *r, int si, const uint32_t *heads, int nheads, int mode,
+                         psi_msg **msgs, uint32_t *to, int *nmsg, int cap)
 {
-    if (!r->t->k) return psi_kv_slice_done(r, &r->slices[si], PS_ERR_PEER);
     int first = r->nslices;
-    int rv = do_move(r, si, heads, nheads);
+    int rv = do_move(r, si, heads, nheads, mode);
     if (rv != 0) return psi_kv_slice_done(r, &r->slices[si], rv);
     for (int i = first; i < r->nslices; i++) {
         kv_slice *d = &r->slices[i];
@@ -177,6 +193,23 @@ static int do_slice_dead(kv_req *r, int si, const uint32_t *heads, int nheads, p
     }
     r->t->stats.slices_moved++;
     return psi_kv_slice_done(r, &r->slices[si], PS_OK); /* its parts psi_kv_finish the request */
+}
+
+/* A slice's server died: fail it, or (replicated table) move it. */
+static int do_slice_dead(kv_req *r, int si, const uint32_t *heads, int nheads, psi_msg **msgs,
+                         uint32_t *to, int *nmsg, int cap)
+{
+    if (!r->t->k) return psi_kv_slice_done(r, &r->slices[si], PS_ERR_PEER);
+    return move_and_send(r, si, heads, nheads, MOVE_DEAD, msgs, to, nmsg, cap);
+}
+
+int psi_kv_reroute(kv_req *r, int si, psi_msg **msgs, uint32_t *to, int *nmsg, int cap)
+{
+    const kv_slice *s = &r->slices[si];
+    /* a push the server refused was applied nowhere, unless it was moved
+     * (then held_here decides, as for any move) */
+    int mode = (r->flags & PSI_F_PUSH) && !s->via ? MOVE_FRESH : MOVE_KEEP;
+    return move_and_send(r, si, NULL, 0, mode, msgs, to, nmsg, cap);
 }
 
 /* The live servers (lock held): a moved BSP push goes to every one. */
@@ -205,7 +238,7 @@ void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead)
     if (!t->dead) t->dead = calloc(PSI_MAX_NODES, 1); /* replicated tables have it */
     for (int d = 0; t->dead && d < ndead; d++)
         if (dead[d] < PSI_MAX_NODES) t->dead[dead[d]] = 1;
-    if (t->k) psi_repl_compute(t, 0, dead, ndead);
+    if (t->k) psi_repl_compute(t, dead, ndead, NULL);
     /* oldest first: a worker's moved push reaches a new head before its pulls */
     for (kv_req *r = t->reqs; r; r = r->next) nreq++;
     kv_req **rs = malloc((size_t)PSI_MAX(nreq, 1) * sizeof(*rs));
@@ -221,6 +254,9 @@ void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead)
                 int nh = live_servers(t, heads, 64);
                 complete |= do_slice_dead(r, i, heads, nh, msgs, to, &nmsg, CAP);
             }
+        for (int i = 0; i < r->nslices; i++) /* refused by a server that handed them over */
+            if (!r->slices[i].done && r->slices[i].moved && r->slices[i].moved <= t->eff_epoch)
+                complete |= psi_kv_reroute(r, i, msgs, to, &nmsg, CAP);
         if (!complete) continue;
         psi_kv_unlink(t, r);
         r->next = done;

@@ -224,6 +224,8 @@ static int do_apply(ps_table *t, const psi_msg *m, uint64_t seq)
 {
     if (m->hdr.flags & PSI_F_REPL) return psi_repl_apply(t, m);
     if (t->bsp) return psi_kv_bsp_push(t, m, seq);
+    if (t->k && !psi_repl_heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count))
+        return PSI_ERR_MOVED; /* handed to a server that joined: the worker resends */
     if (t->var) return psi_kv_var_apply(t, m);
     size_t n = m->hdr.key_count;
     void **blocks = malloc(n * sizeof(void *));
@@ -410,6 +412,8 @@ static void do_request(ps_table *t, psi_msg *m)
         return;
     }
     if (t->k && m->hdr.epoch > t->eff_epoch && do_defer(t, m)) return;
+    /* a new head waits until the old heads' forwards are everywhere (join.c) */
+    if (!(m->hdr.flags & PSI_F_REPL) && psi_join_waiting(t) && do_defer(t, m)) return;
     if ((m->hdr.flags & PSI_F_REPL) && t->k &&
         (m->hdr.sender >= PSI_MAX_NODES || t->dead[m->hdr.sender])) {
         psi_msg_free(m); /* from a server declared dead: it may be stale */
@@ -431,6 +435,9 @@ static void do_request(ps_table *t, psi_msg *m)
         psi_repl_takeover_push(t, m, &a);
     } else if (m->hdr.flags & PSI_F_PUSH) {
         do_push(t, m, seq, &a);
+    } else if (t->k && !t->bsp && !psi_repl_heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count)) {
+        psi_kv_reply(t, m, PSI_ERR_MOVED, NULL, 0); /* handed over: asked again elsewhere */
+        psi_msg_free(m);
     } else if (!psi_kv_answer(t, m, PS_OK, seq)) {
         psi_msg_free(m);
     }
@@ -440,6 +447,7 @@ void psi_kv_server_on_request(ps_table *t, psi_msg *m)
 {
     pthread_mutex_lock(&t->lock);
     do_request(t, m);
+    if (psi_join_take_run(t)) psi_kv_server_run_deferred(t);
     pthread_mutex_unlock(&t->lock);
 }
 

@@ -63,28 +63,76 @@ ps_table *psi_kv_find(uint32_t id)
 
 uint64_t psi_kv_resend_ms(void) { return reg.resend_ms; }
 
+int psi_kv_tables(ps_table **out, int cap)
+{
+    pthread_mutex_lock(&reg.lock);
+    int n = PSI_MIN(reg.n, cap);
+    memcpy(out, reg.tables, (size_t)n * sizeof(*out));
+    pthread_mutex_unlock(&reg.lock);
+    return n;
+}
+
+/* Whether server `n` of a view is on table t's ring.  A replicated table
+ * (not BSP) takes in a server that joins a running cluster as soon as it
+ * starts receiving its ranges (src/replica/join.c), so its ring grows; the
+ * others keep the servers of the first view, whose ranks are the first
+ * ps_num_servers().  A dead server stays on every ring: the live chains
+ * skip it, so its points change no key's chain. */
+static int ring_member(const ps_table *t, const psi_node *n)
+{
+    if (n->role != PS_ROLE_SERVER) return 0;
+    if (t->opts.replication > 0 && !t->opts.bsp) return n->alive != PSI_NODE_STANDBY;
+    return n->rank < ps_num_servers();
+}
+
+int psi_kv_ring_next(const ps_table *t, const psi_view *v, psi_ring **next, uint32_t *ids,
+                     int *n)
+{
+    int *ranks = malloc(PSI_MAX_NODES * sizeof(int)), same;
+    *next = NULL;
+    *n = 0;
+    if (!ranks) return PS_ERR_NOMEM;
+    for (uint32_t i = 0; i < v->n; i++)
+        if (ring_member(t, &v->nodes[i]) && *n < PSI_MAX_NODES) {
+            ranks[*n] = v->nodes[i].rank;
+            ids[(*n)++] = v->nodes[i].id;
+        }
+    same = t->ring && *n == t->nservers && !memcmp(ids, t->servers, (size_t)*n * sizeof(*ids));
+    int rv = PS_OK;
+    if (*n == 0) {
+        PSI_ERROR("table %s: the cluster has no servers to push to", t->name);
+        rv = PS_ERR_STATE;
+    } else if (!same && !(*next = psi_ring_new(ranks, ids, *n, PSI_RING_DEFAULT_VNODES))) {
+        rv = PS_ERR_NOMEM;
+    }
+    free(ranks);
+    return rv;
+}
+
+void psi_kv_ring_install(ps_table *t, psi_ring *next, const uint32_t *ids, int n)
+{
+    psi_ring_free(t->ring);
+    t->ring = next;
+    memcpy(t->servers, ids, (size_t)n * sizeof(uint32_t));
+    t->nservers = n;
+}
+
 int psi_kv_ring(ps_table *t)
 {
     if (t->ring) return PS_OK;
     psi_view v;
-    if (psi_node_view(&v) != 0) return PS_ERR_NOMEM;
-    int ranks[PSI_MAX_NODES], n = 0;
-    uint32_t ids[PSI_MAX_NODES];
-    for (uint32_t i = 0; i < v.n; i++)
-        if (v.nodes[i].role == PS_ROLE_SERVER) {
-            ranks[n] = v.nodes[i].rank;
-            ids[n++] = v.nodes[i].id;
-        }
-    t->ring_epoch = v.epoch;
-    psi_view_free(&v);
-    if (n == 0) {
-        PSI_ERROR("table %s: the cluster has no servers to push to", t->name);
-        return PS_ERR_STATE;
+    psi_ring *next;
+    int n;
+    uint32_t *ids = malloc(PSI_MAX_NODES * sizeof(uint32_t));
+    int rv = !ids ? PS_ERR_NOMEM : psi_node_view(&v);
+    if (rv != 0) {
+        free(ids);
+        return rv;
     }
-    memcpy(t->servers, ids, (size_t)n * sizeof(uint32_t));
-    t->nservers = n;
-    t->ring = psi_ring_new(ranks, ids, n, PSI_RING_DEFAULT_VNODES);
-    return t->ring ? PS_OK : PS_ERR_NOMEM;
+    if ((rv = psi_kv_ring_next(t, &v, &next, ids, &n)) == 0) psi_kv_ring_install(t, next, ids, n);
+    psi_view_free(&v);
+    free(ids);
+    return rv;
 }
 
 /* ---- dispatch ------------------------------------------------------------------ */
@@ -115,7 +163,7 @@ static void on_data(void *arg, psi_msg *m)
 
 static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
 {
-    (void)arg;
+    (void)arg, (void)epoch;
     pthread_mutex_lock(&reg.lock);
     int n = reg.n;
     ps_table *ts[PSI_MAX_TABLES];
@@ -124,7 +172,7 @@ static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
     for (int i = 0; i < n; i++) {
         if (ts[i]->tq) psi_kv_worker_on_view(ts[i], dead, ndead);
         if (ts[i]->bsp) psi_kv_server_on_view(ts[i], dead, ndead);
-        if (ts[i]->k && !ts[i]->tq) psi_repl_server_on_view(ts[i], epoch, dead, ndead);
+        if (ts[i]->k && !ts[i]->tq) psi_repl_server_on_view(ts[i], dead, ndead);
     }
 }
 

@@ -418,7 +418,7 @@ static void send_slices(kv_req *r, psi_msg **msgs, uint32_t *to, int n)
 
 /* The low watermark of pushes counted for `origin`: below the oldest one
  * still unacknowledged (lock held). */
-static uint64_t do_low_mark(ps_table *t, uint32_t origin, uint64_t seq)
+uint64_t psi_kv_low_mark(ps_table *t, uint32_t origin, uint64_t seq)
 {
     uint64_t lo = seq;
     for (kv_req *r = t->reqs; r; r = r->next)
@@ -456,7 +456,7 @@ static void kv_start(void *ctx, int64_t ts)
             if (r->flags & PSI_F_PUSH) s->seq = ++t->push_seq[s->server];
             s->iter = t->push_seq[s->server];
         }
-        if (!t->var) put_aux(r, s, t->k ? do_low_mark(t, s->origin, s->seq) : s->seq - 1,
+        if (!t->var) put_aux(r, s, t->k ? psi_kv_low_mark(t, s->origin, s->seq) : s->seq - 1,
                              psi_kv_slice_aux(r, s));
     }
     int n = r->nslices;
@@ -717,9 +717,18 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
         if (!r->slices[i].done && r->slices[i].server == m->hdr.sender &&
             slice_is(&r->slices[i], m))
             s = &r->slices[i];
-    int complete = 0;
-    psi_msg *again = NULL;
-    if (s && !s->done && (int)m->hdr.arg == PSI_ERR_KEYCACHE_MISS) {
+    int complete = 0, nmoved = 0;
+    psi_msg *again = NULL, *moved[64];
+    uint32_t moved_to[64];
+    if (s && t->k && (int)m->hdr.arg == PSI_ERR_MOVED) {
+        /* the server handed these keys over (a server joined): send them by
+         * the chains of its view, now if this node has it, else when it comes */
+        s->moved = PSI_MAX(m->hdr.epoch, 1);
+        if (t->eff_epoch >= s->moved)
+            complete = psi_kv_reroute(r, (int)(s - r->slices), moved, moved_to, &nmoved, 64);
+        s = NULL; /* r->slices may have moved */
+        if (complete) psi_kv_unlink(t, r);
+    } else if (s && !s->done && (int)m->hdr.arg == PSI_ERR_KEYCACHE_MISS) {
         /* the server lost the key lists we sent it: send this one whole */
         psi_chain_forget_peer(t->chain, s->server);
         s->sent_ms = psi_now_ms();
@@ -744,6 +753,7 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
     pthread_mutex_unlock(&t->lock);
     psi_msg_free(m);
     if (again) psi_node_send(to, again);
+    for (int i = 0; i < nmoved; i++) psi_node_send(moved_to[i], moved[i]);
     if (complete) psi_kv_finish(r, r->status);
 }
 
@@ -757,7 +767,7 @@ void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
     for (kv_req *r = t->reqs; r && n < 64; r = r->next)
         for (int i = 0; i < r->nslices && n < 64; i++) {
             kv_slice *s = &r->slices[i];
-            if (s->done || now_ms < s->sent_ms + wait) continue;
+            if (s->done || s->moved || now_ms < s->sent_ms + wait) continue;
             s->sent_ms = now_ms;
             if ((msgs[n] = psi_kv_slice_msg(r, s))) {
                 to[n++] = s->server;

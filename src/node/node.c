@@ -493,6 +493,9 @@ static void do_control(const psi_msg *m)
     case PSI_MSG_LEAVE:
         if (po.sched) psi_sched_on_leave(po.sched, h->sender, (int)h->arg == 1);
         break;
+    case PSI_MSG_SERVE:
+        if (po.sched) psi_sched_on_serve(po.sched, h->sender, (int)h->arg);
+        break;
     default: break; /* heartbeats only refresh liveness */
     }
 }
@@ -834,6 +837,31 @@ int psi_node_leave(void)
     return rv;
 }
 
+int psi_node_serve(int phase)
+{
+    pthread_mutex_lock(&po.lock);
+    int rv = po.state != ST_RUNNING ? PS_ERR_STATE : po.fatal;
+    psi_msg *m = rv == 0 ? psi_msg_new(PSI_MSG_SERVE) : NULL;
+    if (rv == 0 && !m) rv = PS_ERR_NOMEM;
+    if (m) {
+        m->hdr.flags = PSI_F_CONTROL;
+        m->hdr.arg = (uint32_t)phase;
+        do_send_reliable(PSI_SCHEDULER_ID, m);
+    }
+    pthread_mutex_unlock(&po.lock);
+    return rv;
+}
+
+int psi_node_my_state(uint32_t *epoch)
+{
+    pthread_mutex_lock(&po.lock);
+    const psi_node *me = po.state == ST_RUNNING ? psi_view_find(&po.view, po.id) : NULL;
+    int st = me ? me->alive : PSI_NODE_DEAD;
+    *epoch = po.view.epoch;
+    pthread_mutex_unlock(&po.lock);
+    return st;
+}
+
 /* ---- queries ------------------------------------------------------------------ */
 
 ps_role ps_my_role(void) { return po.cfg.role; }
@@ -860,7 +888,7 @@ int ps_view(uint32_t *epoch, ps_node_info *out, int cap)
         out[i].id = nd->id;
         out[i].role = (ps_role)nd->role;
         out[i].rank = nd->rank;
-        out[i].alive = nd->alive;
+        out[i].alive = nd->alive != PSI_NODE_DEAD;
         snprintf(out[i].addr, sizeof(out[i].addr), "%s", nd->addr);
     }
     pthread_mutex_unlock(&po.lock);

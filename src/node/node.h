@@ -38,6 +38,11 @@ void psi_node_on_shutdown(void (*fn)(void));
  * that nothing would be lost): the scheduler publishes a view without this
  * node.  0 once it acknowledged; ps_finalize then skips the final barrier. */
 int psi_node_leave(void);
+/* A server joining a running cluster asks the scheduler to stream its
+ * share to it (phase 1) or to let it serve (phase 2); see src/replica/join.c. */
+int psi_node_serve(int phase);
+/* This node's state in the current view (PSI_NODE_*), and that view's epoch. */
+int psi_node_my_state(uint32_t *epoch);
 
 /* 1 once ps_start succeeded and until ps_finalize began. */
 int psi_node_running(void);

@@ -22,7 +22,9 @@
 #include "util/util.h"
 
 typedef struct slot {
-    int present, alive, left;
+    int present, alive, left; /* alive: PSI_NODE_* */
+    int wants;         /* a server on standby asked for its share (ps_join) */
+    uint64_t bar_base[8]; /* joined late: its barrier n is the cluster's base + n */
     uint8_t role;
     int32_t rank;
     char addr[PSI_ADDR_MAX];
@@ -37,6 +39,7 @@ typedef struct barrier {
 
 struct psi_sched {
     int nservers, nworkers, nslots, joined;
+    int next_rank;     /* the rank of the next server that joins late */
     uint32_t epoch;
     uint64_t timeout_ms;
     slot *slots;
@@ -51,11 +54,12 @@ psi_sched *psi_sched_new(int nservers, int nworkers, const char *my_addr,
     if (!s) return NULL;
     s->nservers = nservers;
     s->nworkers = nworkers;
-    s->nslots = 1 + nservers + nworkers;
+    s->nslots = 1 + nservers + nworkers; /* grows as servers join late */
+    s->next_rank = nservers;
     s->timeout_ms = hb_timeout_ms;
     s->io = *io;
-    s->slots = calloc((size_t)s->nslots, sizeof(slot));
-    for (int g = 0; g < 8; g++) s->bar[g].arrived = calloc((size_t)s->nslots, 1);
+    s->slots = calloc(PSI_MAX_NODES, sizeof(slot));
+    for (int g = 0; g < 8; g++) s->bar[g].arrived = calloc(PSI_MAX_NODES, 1);
     if (!s->slots || !s->bar[7].arrived) goto fail;
     for (int g = 1; g < 8; g++)
         if (!s->bar[g].arrived) goto fail;
@@ -159,7 +163,7 @@ static void check_barrier(psi_sched *s, int group)
         if (!m) continue;
         m->hdr.flags = PSI_F_CONTROL;
         m->hdr.arg = (uint32_t)group;
-        m->hdr.key_lo = m->hdr.key_hi = b->done;
+        m->hdr.key_lo = m->hdr.key_hi = b->done - s->slots[id].bar_base[group];
         s->io.send_reliable(s->io.arg, (uint32_t)id, m);
     }
 }
@@ -176,6 +180,7 @@ void psi_sched_on_barrier(psi_sched *s, uint32_t from, int group, uint64_t seq)
         return;
     }
     barrier *b = &s->bar[group];
+    seq += s->slots[from].bar_base[group];
     if (seq <= b->done) return; /* already released; the DONE is being resent */
     if (seq != b->done + 1 || !psi_group_has(group, s->slots[from].role)) {
         PSI_WARN("node %u entered barrier %llu of group %d, expected %llu: ignored", from,
@@ -219,6 +224,65 @@ static int pick_rank(const psi_sched *s, const psi_join *j)
     return PS_ERR_CONFIG;
 }
 
+/* A server joining the running cluster: a new id and rank, on standby (no
+ * ring holds it) until it asks for its share (psi_sched_on_serve).  Its
+ * barriers count from the cluster's current ones. */
+static void join_late(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t now_ms)
+{
+    static uint32_t temp = 0xC0000000u;
+    if (s->nslots == PSI_MAX_NODES) {
+        PSI_ERROR("server at %s cannot join: the cluster has %d node ids", j->addr, PSI_MAX_NODES);
+        s->io.connect(s->io.arg, temp, j->addr);
+        s->io.send_ack(s->io.arg, temp++, ts, PS_ERR_TOOBIG);
+        return;
+    }
+    int id = s->nslots++;
+    slot *sl = &s->slots[id];
+    *sl = (slot){.present = 1, .alive = PSI_NODE_STANDBY, .role = PS_ROLE_SERVER,
+                 .rank = s->next_rank++, .last_seen_ms = now_ms};
+    for (int g = 0; g < 8; g++) sl->bar_base[g] = s->bar[g].done;
+    snprintf(sl->addr, PSI_ADDR_MAX, "%s", j->addr);
+    PSI_INFO("server %d joined the running cluster from %s as node %d, on standby", sl->rank,
+             j->addr, id);
+    s->io.connect(s->io.arg, (uint32_t)id, j->addr);
+    s->io.send_ack(s->io.arg, (uint32_t)id, ts, 0);
+    publish(s);
+}
+
+/* Publish the next server that asked for its share JOINING, if none is. */
+static void next_joiner(psi_sched *s)
+{
+    int first = 0;
+    for (int id = 1; id < s->nslots; id++) {
+        const slot *sl = &s->slots[id];
+        if (!sl->present || sl->left) continue;
+        if (sl->alive == PSI_NODE_JOINING) return; /* one at a time */
+        if (!first && sl->alive == PSI_NODE_STANDBY && sl->wants) first = id;
+    }
+    if (!first) return;
+    s->slots[first].alive = PSI_NODE_JOINING;
+    PSI_INFO("server %d (node %d) joining: its share is copied to it", s->slots[first].rank,
+             first);
+    publish(s);
+}
+
+void psi_sched_on_serve(psi_sched *s, uint32_t from, int phase)
+{
+    if (from == 0 || from >= (uint32_t)s->nslots || !s->slots[from].present) return;
+    slot *sl = &s->slots[from];
+    if (phase == 1 && sl->alive == PSI_NODE_STANDBY) {
+        sl->wants = 1;
+        next_joiner(s);
+    } else if (phase == 2 && sl->alive == PSI_NODE_JOINING) {
+        sl->alive = PSI_NODE_ALIVE;
+        PSI_INFO("server %d (node %u) joined: it serves its share", sl->rank, from);
+        publish(s);
+        next_joiner(s);
+    } else if (phase != 1 && phase != 2) {
+        PSI_WARN("node %u sent a serve request of unknown phase %d: ignored", from, phase);
+    }
+}
+
 void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t now_ms)
 {
     int id = find_addr(s, j->addr);
@@ -229,9 +293,16 @@ void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t no
         s->io.send_ack(s->io.arg, (uint32_t)id, ts, st);
         return;
     }
+    if (s->epoch > 0 && j->role == PS_ROLE_SERVER && j->rank < 0) {
+        join_late(s, j, ts, now_ms);
+        return;
+    }
     int rank = j->role == PS_ROLE_SCHEDULER ? PS_ERR_CONFIG : pick_rank(s, j);
     if (rank < 0 || s->epoch > 0) {
-        if (rank >= 0) PSI_ERROR("node at %s joined after the cluster formed: refused", j->addr);
+        if (rank >= 0)
+            PSI_ERROR("%s at %s joined after the cluster formed: refused (only a server "
+                      "without a rank (no PS_RANK) can join a running cluster)",
+                      role_name(j->role), j->addr);
         /* Tell it through a temporary id so its ps_start fails fast. */
         static uint32_t temp = 0x80000000u;
         s->io.connect(s->io.arg, temp, j->addr);
@@ -292,6 +363,7 @@ void psi_sched_on_leave(psi_sched *s, uint32_t from, int handover)
     if (handover && s->slots[from].alive && s->epoch > 0) {
         s->slots[from].alive = 0;
         publish(s);
+        next_joiner(s);
     }
     check_all_barriers(s);
 }
@@ -311,6 +383,7 @@ void psi_sched_tick(psi_sched *s, uint64_t now_ms)
     }
     if (!changed) return;
     if (s->epoch > 0) publish(s);
+    next_joiner(s);
     check_all_barriers(s);
 }
 

@@ -58,7 +58,7 @@ static int decode_node(const uint8_t **pp, const uint8_t *end, psi_node *nd)
     nd->alive = psi_get_u8(p + 5);
     nd->rank = (int32_t)psi_get_u32(p + 6);
     size_t al = psi_get_u16(p + 10);
-    if (nd->role > PS_ROLE_WORKER || nd->alive > 1 || nd->rank < 0) return PS_ERR_PROTO;
+    if (nd->role > PS_ROLE_WORKER || nd->alive > PSI_NODE_JOINING || nd->rank < 0) return PS_ERR_PROTO;
     if ((size_t)(end - p - NODE_FIXED) < al) return PS_ERR_PROTO;
     if (get_addr(p + NODE_FIXED, al, nd->addr) != 0) return PS_ERR_PROTO;
     *pp = p + NODE_FIXED + al;

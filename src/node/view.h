@@ -23,10 +23,16 @@
 #define PSI_ID_NONE 0xFFFFFFFFu
 #define PSI_SCHEDULER_ID 0u
 
+/* A node's state in a view (psi_node.alive).  A server that joins a running
+ * cluster is STANDBY (connected, on no ring) until it asks to take its share,
+ * then JOINING (an extra member of the chains it will be in, receiving their
+ * keys) and finally ALIVE; one server joins at a time (src/replica/chain.c). */
+enum { PSI_NODE_DEAD = 0, PSI_NODE_ALIVE = 1, PSI_NODE_STANDBY = 2, PSI_NODE_JOINING = 3 };
+
 typedef struct psi_node {
     uint32_t id;
     uint8_t role;  /* ps_role */
-    uint8_t alive; /* 0 once declared dead */
+    uint8_t alive; /* PSI_NODE_*: nonzero while it lives */
     int32_t rank;
     char addr[PSI_ADDR_MAX];
 } psi_node;

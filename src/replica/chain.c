@@ -94,7 +94,14 @@ typedef struct part {
     uint8_t *blocks;
 } part;
 
+/* Serving: not dead, and not the server still joining. */
 static int is_live(void *arg, uint32_t id)
+{
+    const ps_table *t = arg;
+    return id < PSI_MAX_NODES && !t->dead[id] && id != t->joiner;
+}
+
+static int is_live_or_joining(void *arg, uint32_t id)
 {
     const ps_table *t = arg;
     return id < PSI_MAX_NODES && !t->dead[id];
@@ -104,18 +111,66 @@ static size_t block_bytes(const ps_table *t) { return psi_update_block_bytes(&t-
 
 /* ---- chains ------------------------------------------------------------------------ */
 
-int psi_repl_compute(ps_table *t, uint32_t epoch, const uint32_t *dead, int ndead)
+/* One segment's row of eff: its live chain, then the joiner if it will be
+ * in that chain once it serves. */
+static void chain_row(ps_table *t, uint32_t seg, uint32_t *row)
 {
-    size_t w = (size_t)t->k + 1, nsegs = psi_ring_nsegs(t->ring);
+    size_t w = (size_t)t->w, n = psi_ring_seg_chain(t->ring, seg, is_live, t, row, w - 1);
+    uint32_t f[8];
+    for (size_t j = n; j < w; j++) row[j] = PSI_ID_NONE;
+    if (t->joiner == PSI_ID_NONE) return;
+    n = psi_ring_seg_chain(t->ring, seg, is_live_or_joining, t, f, PSI_MIN(w - 1, 8));
+    for (size_t j = 0; j < n; j++)
+        if (f[j] == t->joiner) row[w - 1] = t->joiner;
+}
+
+int psi_repl_compute(ps_table *t, const uint32_t *dead, int ndead, uint32_t **old_rows)
+{
+    psi_view v;
+    psi_ring *next = NULL;
+    int nids = 0;
+    uint32_t *ids = malloc(PSI_MAX_NODES * sizeof(uint32_t)), *eff = NULL;
+    int rv = ids ? psi_node_view(&v) : PS_ERR_NOMEM;
+    if (rv != 0) {
+        free(ids);
+        return rv;
+    }
     for (int i = 0; i < ndead; i++)
         if (dead[i] < PSI_MAX_NODES) t->dead[dead[i]] = 1;
-    if (epoch > t->eff_epoch) t->eff_epoch = epoch;
-    if (!t->eff && !(t->eff = malloc(nsegs * w * sizeof(uint32_t)))) return PS_ERR_NOMEM;
-    for (uint32_t seg = 0; seg < nsegs; seg++) {
-        uint32_t *c = t->eff + seg * w;
-        size_t n = psi_ring_seg_chain(t->ring, seg, is_live, t, c, w);
-        for (size_t j = n; j < w; j++) c[j] = PSI_ID_NONE;
+    t->joiner = PSI_ID_NONE;
+    for (uint32_t i = 0; i < v.n; i++) {
+        const psi_node *nd = &v.nodes[i];
+        if (nd->alive == PSI_NODE_DEAD) t->dead[nd->id] = 1;
+        else if (nd->alive == PSI_NODE_JOINING && nd->role == PS_ROLE_SERVER) t->joiner = nd->id;
     }
+    if (v.epoch > t->eff_epoch) t->eff_epoch = v.epoch;
+    rv = psi_kv_ring_next(t, &v, &next, ids, &nids);
+    psi_view_free(&v);
+    const psi_ring *ring = next ? next : t->ring;
+    size_t w = (size_t)t->w, nsegs = ring ? psi_ring_nsegs(ring) : 0;
+    if (rv == 0 && !(eff = malloc(nsegs * w * sizeof(uint32_t)))) rv = PS_ERR_NOMEM;
+    if (rv == 0 && old_rows && !(*old_rows = malloc(nsegs * w * sizeof(uint32_t))))
+        rv = PS_ERR_NOMEM;
+    if (rv != 0) {
+        psi_ring_free(next);
+        free(ids);
+        free(eff);
+        return rv;
+    }
+    for (uint32_t seg = 0; old_rows && seg < nsegs; seg++) {
+        uint64_t lo, hi; /* a new ring's segments cut the old ones finer */
+        psi_ring_seg_bounds(ring, seg, &lo, &hi);
+        const uint32_t *o = t->eff ? psi_repl_chain(t, psi_ring_seg_of(t->ring, lo)) : NULL;
+        for (size_t j = 0; j < w; j++) (*old_rows)[seg * w + j] = o ? o[j] : PSI_ID_NONE;
+    }
+    if (next) {
+        psi_kv_ring_install(t, next, ids, nids);
+        PSI_INFO("table %s: the ring holds %d servers now", t->name, nids);
+    }
+    free(ids);
+    free(t->eff);
+    t->eff = eff;
+    for (uint32_t seg = 0; seg < nsegs; seg++) chain_row(t, seg, eff + seg * w);
     return PS_OK;
 }
 
@@ -124,21 +179,18 @@ int psi_repl_init(ps_table *t)
     int rv = psi_kv_ring(t);
     if (rv != 0) return rv;
     t->k = t->opts.replication;
+    t->w = t->k + 2;
+    t->joiner = PSI_ID_NONE;
     if (t->k + 1 > t->nservers) {
         PSI_ERROR("table %s: replication %d needs at least %d servers (the cluster has %d)",
                   t->name, t->k, t->k + 1, t->nservers);
         return PS_ERR_INVAL;
     }
-    psi_view v;
-    if (!(t->dead = calloc(PSI_MAX_NODES, 1)) || psi_node_view(&v) != 0) return PS_ERR_NOMEM;
-    for (uint32_t i = 0; i < v.n; i++)
-        if (!v.nodes[i].alive) t->dead[v.nodes[i].id] = 1;
-    t->eff_epoch = v.epoch;
-    psi_view_free(&v);
+    if (!(t->dead = calloc(PSI_MAX_NODES, 1))) return PS_ERR_NOMEM;
     if (!t->tq && (!(t->fwd_seq = calloc(PSI_MAX_NODES, sizeof(uint64_t))) ||
-                   !(t->seen = psi_store_new(sizeof(kv_seen)))))
+                   !(t->seen = psi_store_new(sizeof(kv_seen))) || psi_join_init(t) != 0))
         return PS_ERR_NOMEM;
-    return psi_repl_compute(t, 0, NULL, 0);
+    return psi_repl_compute(t, NULL, 0, NULL);
 }
 
 static int free_seen(void *arg, uint64_t key, void *block)
@@ -166,6 +218,7 @@ void psi_repl_free(ps_table *t)
     free(t->deferred);
     if (t->seen) psi_store_foreach(t->seen, free_seen, NULL);
     psi_store_free(t->seen);
+    psi_join_free(t);
     free(t->eff);
     free(t->dead);
     free(t->fwd_seq);
@@ -330,16 +383,18 @@ static fwd_bytes *fwd_bytes_of(part *p, size_t from, size_t n, size_t bb, const 
  * pushes `aux` (na entries of PSI_FWD_AUX bytes; none for a copy); 0 or an
  * error. */
 static int send_forward(ps_table *t, part *p, size_t from, size_t n, kv_pend *pend,
-                        const uint8_t *aux, size_t na)
+                        const uint8_t *aux, size_t na, int marker)
 {
     size_t bb = block_bytes(t);
     psi_hdr h = {.version = PSI_WIRE_VERSION, .type = PSI_MSG_DATA,
                  .flags = PSI_F_REQUEST | PSI_F_PUSH | PSI_F_REPL,
-                 .table = t->id, .key_count = n, .key_lo = n ? UINT64_MAX : 0};
+                 .table = t->id, .key_count = n, .key_lo = n ? UINT64_MAX : 0,
+                 .arg = (uint32_t)marker};
     for (size_t i = from; i < from + n; i++) { /* copies come in hash order */
         h.key_lo = PSI_MIN(h.key_lo, p->keys[i]);
         h.key_hi = PSI_MAX(h.key_hi, p->keys[i]);
     }
+    if (marker) h.key_hi = t->eff_epoch; /* the view the marker speaks for */
     h.seg_len[PSI_SEG_KEYS] = n * 8;
     h.seg_len[PSI_SEG_VALS] = n * bb;
     h.seg_len[PSI_SEG_AUX] = na * PSI_FWD_AUX;
@@ -376,7 +431,8 @@ int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a)
                                          PSI_MIN(n, psi_ring_nsegs(t->ring))) : 0;
     for (size_t i = 0; rv == 0 && i < ns; i++) {
         const uint32_t *c = psi_repl_chain(t, ss[i].seg);
-        for (int j = 1; rv == 0 && j <= t->k && c[j] != PSI_ID_NONE; j++) {
+        for (int j = 1; rv == 0 && j < t->w; j++) {
+            if (c[j] == PSI_ID_NONE) continue;
             part *p = part_for(ps, &np, c[j]);
             for (size_t x = ss[i].begin; p && rv == 0 && x < ss[i].end; x++)
                 rv = part_add(p, keys[x], psi_store_find(t->store, keys[x]), bb);
@@ -392,7 +448,7 @@ int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a)
         psi_kv_fwd_aux_put(aux, &pend->aux);
         t->pends = pend;
         for (int i = 0; i < np; i++)
-            if (send_forward(t, &ps[i], 0, ps[i].n, pend, aux, 1) != 0) pend->left--;
+            if (send_forward(t, &ps[i], 0, ps[i].n, pend, aux, 1, 0) != 0) pend->left--;
         if (pend->left == 0) { /* nothing went out: answer now */
             t->pends = pend->next;
             free(pend);
@@ -416,11 +472,11 @@ int psi_repl_pending(const ps_table *t, uint32_t origin, uint32_t sender, uint64
 /* Every backup of a segment this node heads, into parts (none if k = 0). */
 static int backups_of_mine(ps_table *t, part *ps, int *np)
 {
-    size_t w = (size_t)t->k + 1, nsegs = psi_ring_nsegs(t->ring);
+    size_t w = (size_t)t->w, nsegs = psi_ring_nsegs(t->ring);
     for (size_t seg = 0; seg < nsegs; seg++) {
         const uint32_t *c = t->eff + seg * w;
-        for (size_t j = 1; c[0] == ps_my_id() && j < w && c[j] != PSI_ID_NONE; j++)
-            if (!part_for(ps, np, c[j])) return PS_ERR_NOMEM;
+        for (size_t j = 1; c[0] == ps_my_id() && j < w; j++)
+            if (c[j] != PSI_ID_NONE && !part_for(ps, np, c[j])) return PS_ERR_NOMEM;
     }
     return PS_OK;
 }
@@ -438,7 +494,8 @@ static int bsp_part_key(void *arg, uint64_t key, void *sum)
     const uint32_t *c = psi_repl_chain(t, psi_ring_seg_of(t->ring, key));
     const void *block = psi_store_find(t->store, key);
     (void)sum;
-    for (int j = 1; j <= t->k && c[j] != PSI_ID_NONE && block && b->rv == 0; j++) {
+    for (int j = 1; j < t->w && block && b->rv == 0; j++) {
+        if (c[j] == PSI_ID_NONE) continue;
         part *p = part_for(b->ps, &b->np, c[j]);
         b->rv = p ? part_add(p, key, block, block_bytes(t)) : PS_ERR_NOMEM;
     }
@@ -468,7 +525,7 @@ int psi_repl_bsp_forward(ps_table *t, psi_store *sum, psi_msg **msgs, int nmsgs,
         *pend = (kv_pend){.next = t->pends, .iteration = iteration, .left = b.np};
         t->pends = pend;
         for (int i = 0; i < b.np; i++)
-            if (send_forward(t, &ps[i], 0, ps[i].n, pend, aux, (size_t)nmsgs) != 0) pend->left--;
+            if (send_forward(t, &ps[i], 0, ps[i].n, pend, aux, (size_t)nmsgs, 0) != 0) pend->left--;
         sent = pend->left > 0;
         if (!sent) t->pends = pend->next;
     }
@@ -482,6 +539,10 @@ int psi_repl_bsp_forward(ps_table *t, psi_store *sum, psi_msg **msgs, int nmsgs,
 
 int psi_repl_apply(ps_table *t, const psi_msg *m)
 {
+    if (m->hdr.arg && m->hdr.key_count == 0) {
+        psi_join_on_marker(t, m);
+        return PS_OK;
+    }
     size_t n = m->hdr.key_count, bb = block_bytes(t);
     const uint8_t *src = m->seg[PSI_SEG_VALS];
     void **blocks = malloc(PSI_MAX(n, 1) * sizeof(void *));
@@ -555,6 +616,11 @@ void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a)
         psi_msg_free(m);
         return;
     }
+    if (!t->bsp && !psi_repl_heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count)) {
+        psi_kv_reply(t, m, PSI_ERR_MOVED, NULL, 0); /* a server joined: asked again there */
+        psi_msg_free(m);
+        return;
+    }
     int held = held_here(t, a, sender);
     if (t->bsp) {
         takeover_bsp(t, m, a, held);
@@ -606,6 +672,7 @@ void psi_repl_on_ack(ps_table *t, const psi_msg *m)
         pend_ack(t, f->p);
         psi_msg_free(f->msg);
         free(f);
+        psi_join_on_ack(t);
         break;
     }
     pthread_mutex_unlock(&t->lock);
@@ -626,7 +693,7 @@ void psi_repl_tick(ps_table *t, uint64_t now_ms)
 
 typedef struct copy_job {
     ps_table *t;
-    uint32_t *to; /* per segment: k new backups (PSI_ID_NONE: none) */
+    uint32_t *to; /* per segment: w - 1 new backups (PSI_ID_NONE: none) */
     part ps[MAX_BACKUPS];
     int np, rv;
 } copy_job;
@@ -635,7 +702,7 @@ static int copy_flush(copy_job *j, part *p)
 {
     size_t n = p->n; /* a chunk that is all of p takes p's arrays */
     for (size_t i = 0; i < n && j->rv == 0; i += COPY_CHUNK)
-        j->rv = send_forward(j->t, p, i, PSI_MIN(COPY_CHUNK, n - i), NULL, NULL, 0);
+        j->rv = send_forward(j->t, p, i, PSI_MIN(COPY_CHUNK, n - i), NULL, NULL, 0, 0);
     j->t->stats.keys_copied += n;
     p->n = 0;
     return j->rv;
@@ -644,8 +711,9 @@ static int copy_flush(copy_job *j, part *p)
 static int copy_key(void *arg, uint64_t key, void *block)
 {
     copy_job *j = arg;
-    const uint32_t *to = j->to + (size_t)psi_ring_seg_of(j->t->ring, key) * (size_t)j->t->k;
-    for (int i = 0; i < j->t->k && to[i] != PSI_ID_NONE && j->rv == 0; i++) {
+    size_t nb = (size_t)j->t->w - 1;
+    const uint32_t *to = j->to + (size_t)psi_ring_seg_of(j->t->ring, key) * nb;
+    for (size_t i = 0; i < nb && to[i] != PSI_ID_NONE && j->rv == 0; i++) {
         part *p = part_for(j->ps, &j->np, to[i]);
         if (!p) return j->rv = PS_ERR_NOMEM;
         if ((j->rv = part_add(p, key, block, block_bytes(j->t))) == 0 && p->n == COPY_CHUNK)
@@ -705,17 +773,17 @@ static int send_held(ps_table *t, uint32_t to)
     }
     if (e.rv == 0) psi_store_foreach(t->seen, seen_entries, &e);
     part p = {.to = to};
-    int rv = e.rv ? e.rv : e.n ? send_forward(t, &p, 0, 0, NULL, e.p, e.n) : PS_OK;
+    int rv = e.rv ? e.rv : e.n ? send_forward(t, &p, 0, 0, NULL, e.p, e.n, 0) : PS_OK;
     free(e.p);
     return rv;
 }
 
 /* Send the segments this node heads to the backups new in their chains
- * (`old`: the chains before the view change). */
+ * (`old`: each segment's chain before the view change). */
 static void copy_segments(ps_table *t, const uint32_t *old)
 {
-    size_t w = (size_t)t->k + 1, nsegs = psi_ring_nsegs(t->ring);
-    copy_job j = {.t = t, .to = malloc(nsegs * (size_t)t->k * sizeof(uint32_t))};
+    size_t w = (size_t)t->w, nb = w - 1, nsegs = psi_ring_nsegs(t->ring);
+    copy_job j = {.t = t, .to = malloc(nsegs * nb * sizeof(uint32_t))};
     int any = 0;
     if (!j.to) {
         PSI_ERROR("table %s: out of memory restoring replicas", t->name);
@@ -723,16 +791,19 @@ static void copy_segments(ps_table *t, const uint32_t *old)
     }
     for (size_t seg = 0; seg < nsegs; seg++) {
         const uint32_t *c = t->eff + seg * w, *o = old + seg * w;
-        uint32_t *to = j.to + seg * (size_t)t->k;
-        int m = 0;
-        for (int x = 1; x < (int)w && c[0] == ps_my_id(); x++) {
+        uint32_t *to = j.to + seg * nb;
+        /* a head that took over from a dead one copies to every backup: one
+         * of them may have missed a forward of the dead head that this node
+         * held.  One handed the segment by a live head (a join) copies only
+         * to new members: the old head drained its forwards first (join.c). */
+        int dead_head = o[0] == PSI_ID_NONE || t->dead[o[0]];
+        size_t m = 0;
+        for (size_t x = 1; x < w && c[0] == ps_my_id(); x++) {
             int was = 0;
             for (size_t y = 0; y < w && !was; y++) was = o[y] == c[x];
-            /* a new head copies to every backup: one of them may have missed
-             * a forward of the dead head that this node held */
-            if (c[x] != PSI_ID_NONE && (!was || o[0] != c[0])) to[m++] = c[x];
+            if (c[x] != PSI_ID_NONE && (!was || (o[0] != c[0] && dead_head))) to[m++] = c[x];
         }
-        for (int x = m; x < t->k; x++) to[x] = PSI_ID_NONE;
+        for (size_t x = m; x < nb; x++) to[x] = PSI_ID_NONE;
         any |= m > 0;
     }
     if (any) psi_store_foreach(t->store, copy_key, &j);
@@ -745,13 +816,36 @@ static void copy_segments(ps_table *t, const uint32_t *old)
     free(j.to);
 }
 
-void psi_repl_server_on_view(ps_table *t, uint32_t epoch, const uint32_t *dead, int ndead)
+int psi_repl_send_marker(ps_table *t, uint32_t to, int kind)
 {
-    size_t bytes = psi_ring_nsegs(t->ring) * ((size_t)t->k + 1) * sizeof(uint32_t);
+    part p = {.to = to};
+    return send_forward(t, &p, 0, 0, NULL, NULL, 0, kind);
+}
+
+int psi_repl_fwds_below(const ps_table *t, const uint64_t *snap)
+{
+    for (const kv_fwd *f = t->fwds; f; f = f->next)
+        if (f->q <= snap[f->to]) return 1;
+    return 0;
+}
+
+int psi_repl_heads(ps_table *t, const uint64_t *keys, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint32_t seg = psi_ring_seg_of(t->ring, keys[i]);
+        uint64_t lo, hi;
+        if (psi_repl_chain(t, seg)[0] != ps_my_id()) return 0;
+        psi_ring_seg_bounds(t->ring, seg, &lo, &hi);
+        while (i < n && keys[i] >= lo && keys[i] <= hi) i++; /* sorted: the segment's run */
+    }
+    return 1;
+}
+
+void psi_repl_server_on_view(ps_table *t, const uint32_t *dead, int ndead)
+{
+    uint32_t *old = NULL;
     pthread_mutex_lock(&t->lock);
-    uint32_t *old = malloc(bytes);
-    if (old) memcpy(old, t->eff, bytes);
-    psi_repl_compute(t, epoch, dead, ndead);
+    int rv = psi_repl_compute(t, dead, ndead, &old);
     for (kv_fwd **fp = &t->fwds; *fp;) { /* a dead backup acknowledges nothing */
         kv_fwd *f = *fp;
         if (!t->dead[f->to]) {
@@ -763,8 +857,12 @@ void psi_repl_server_on_view(ps_table *t, uint32_t epoch, const uint32_t *dead, 
         psi_msg_free(f->msg);
         free(f);
     }
-    if (old) copy_segments(t, old);
-    else PSI_ERROR("table %s: out of memory restoring replicas", t->name);
+    if (rv == 0) {
+        copy_segments(t, old);
+        psi_join_on_view(t, old);
+    } else {
+        PSI_ERROR("table %s: view change not applied: %s", t->name, ps_strerror(rv));
+    }
     free(old);
     psi_kv_server_run_deferred(t);
     pthread_mutex_unlock(&t->lock);

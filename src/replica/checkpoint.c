@@ -63,7 +63,7 @@ typedef struct ring_ctx {
 static int live(void *arg, uint32_t id)
 {
     const psi_node *n = psi_view_find(&((ring_ctx *)arg)->view, id);
-    return n && n->alive;
+    return n && n->alive == PSI_NODE_ALIVE; /* a joining server owns nothing yet */
 }
 
 /* The ring of every server of the current view, as worker.c's do_ring builds it. */

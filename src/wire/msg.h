@@ -61,7 +61,9 @@ typedef enum psi_msg_type {
     PSI_MSG_LEAVE = 7,       /* node -> scheduler: exiting cleanly */
     PSI_MSG_DATA = 8,        /* push / pull (src/kv) */
     PSI_MSG_CALL = 9,        /* remote function call and its reply (src/task) */
-    PSI_MSG_TYPE_MAX = 10    /* one past the largest valid type */
+    PSI_MSG_SERVE = 10,      /* joining server -> scheduler: arg = 1 stream my share to
+                              * me, 2 I hold it (src/replica/join.c) */
+    PSI_MSG_TYPE_MAX = 11    /* one past the largest valid type */
 } psi_msg_type;
 
 /* Flags. */

@@ -252,7 +252,7 @@ static void test_view_bad_alive_rejected(void **state)
     size_t len;
 
     encode_sample(&buf, &len);
-    psi_put_u8(buf + rec_off(0) + 5, 2);
+    psi_put_u8(buf + rec_off(0) + 5, PSI_NODE_JOINING + 1); /* past the last state */
     assert_view_rejected(buf, len);
     free(buf);
     encode_sample(&buf, &len);
