@@ -122,6 +122,8 @@ typedef struct ps_node_info {
     ps_role role;
     int rank;
     int alive;           /* 0 once the scheduler declared it dead */
+    int joining;         /* 1: a server that joined the running cluster and does
+                          * not serve its share yet (ps_join) */
     char addr[64];       /* listen address, "host:port" */
 } ps_node_info;
 

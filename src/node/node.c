@@ -889,6 +889,7 @@ int ps_view(uint32_t *epoch, ps_node_info *out, int cap)
         out[i].role = (ps_role)nd->role;
         out[i].rank = nd->rank;
         out[i].alive = nd->alive != PSI_NODE_DEAD;
+        out[i].joining = nd->alive == PSI_NODE_STANDBY || nd->alive == PSI_NODE_JOINING;
         snprintf(out[i].addr, sizeof(out[i].addr), "%s", nd->addr);
     }
     pthread_mutex_unlock(&po.lock);

@@ -27,6 +27,10 @@
  * With PS_LEAVE_FILE set, server 1 calls ps_leave() once that file exists
  * (the test creates it mid-run): a graceful leave, handing its ranges over.
  *
+ * A server started without a rank after the cluster formed joins it: it
+ * opens the table, calls ps_join() and serves its share.  With --joins J the
+ * workers' phase B also waits until they have seen J such servers serving.
+ *
  * Servers print their table statistics at exit.  Exit status 0 only if the
  * check passed.
  */
@@ -49,12 +53,28 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static atomic_int deaths;
+static atomic_int deaths, joins;
 static atomic_int recovered_logged;
+
+/* Servers that joined the running cluster and serve now. */
+static int count_joined(void)
+{
+    ps_node_info nodes[64];
+    int n = ps_view(NULL, nodes, 64), c = 0;
+    for (int i = 0; i < n && i < 64; i++)
+        c += nodes[i].role == PS_ROLE_SERVER && nodes[i].rank >= ps_num_servers() &&
+             nodes[i].alive && !nodes[i].joining;
+    return c;
+}
 
 static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
 {
     (void)epoch, (void)arg;
+    int j = count_joined();
+    if (j > atomic_exchange(&joins, j)) {
+        printf("joined %d at %" PRIu64 "\n", j, wall_ms());
+        fflush(stdout);
+    }
     for (int i = 0; i < ndead; i++) {
         if (dead[i] < 1 || dead[i] > (uint32_t)ps_num_servers()) continue;
         printf("dead %u at %" PRIu64 "\n", dead[i], wall_ms());
@@ -151,7 +171,8 @@ static int bsp_worker(run *r, long before, long after, int want_deaths, uint64_t
 
 /* Every worker adds 1 to its own keys per push; in the end each key must
  * read the number of pushes acknowledged. */
-static int add_worker(run *r, long before, long after, int want_deaths, uint64_t deadline)
+static int add_worker(run *r, long before, long after, int want_deaths, int want_joins,
+                      uint64_t deadline)
 {
     uint64_t t0 = wall_ms();
     long sent = 0;
@@ -161,14 +182,15 @@ static int add_worker(run *r, long before, long after, int want_deaths, uint64_t
     double secs = (double)(wall_ms() - t0) / 1000.0;
     printf("phaseA %ld %.1f\n", before, (double)before / (secs > 0 ? secs : 1e-3));
     fflush(stdout);
-    while (atomic_load(&deaths) < want_deaths && wall_ms() < deadline)
+    while ((atomic_load(&deaths) < want_deaths || atomic_load(&joins) < want_joins) &&
+           wall_ms() < deadline)
         if (push_one(r)) return 1;
     for (long i = 0; i < after && wall_ms() < deadline; i++)
         if (push_one(r)) return 1;
     while (r->count) reap(r);
-    if (atomic_load(&deaths) < want_deaths) {
-        printf("FAIL saw %d server deaths before the deadline, wanted %d\n",
-               atomic_load(&deaths), want_deaths);
+    if (atomic_load(&deaths) < want_deaths || atomic_load(&joins) < want_joins) {
+        printf("FAIL saw %d server deaths and %d joins before the deadline, wanted %d and %d\n",
+               atomic_load(&deaths), atomic_load(&joins), want_deaths, want_joins);
         return 1;
     }
     float *got = malloc(r->nkeys * sizeof(float));
@@ -203,6 +225,7 @@ static int worker(ps_table *t, int argc, char **argv)
              .inflight = (int)arg_long(argc, argv, "--inflight", 8)};
     long before = arg_long(argc, argv, "--before", 50), after = arg_long(argc, argv, "--after", 50);
     int want_deaths = (int)arg_long(argc, argv, "--deaths", 1);
+    int want_joins = (int)arg_long(argc, argv, "--joins", 0);
     uint64_t deadline = wall_ms() + (uint64_t)arg_long(argc, argv, "--deadline-ms", 60000);
     r.keys = malloc((r.nkeys + 1) * sizeof(uint64_t)); /* + the BSP stop key */
     r.ones = malloc((r.nkeys + 1) * sizeof(float));
@@ -220,7 +243,11 @@ static int worker(ps_table *t, int argc, char **argv)
     }
     r.keys[r.nkeys] = ps_hash_key(1ull << 62);
     int rv = bsp ? bsp_worker(&r, before, after, want_deaths, deadline)
-                 : add_worker(&r, before, after, want_deaths, deadline);
+                 : add_worker(&r, before, after, want_deaths, want_joins, deadline);
+    ps_table_stats st;
+    if (ps_table_stats_get(t, &st) == 0)
+        printf("worker %d: slices moved %" PRIu64 " resends %" PRIu64 "\n", ps_my_rank(),
+               st.slices_moved, st.resends);
     free(r.keys);
     free(r.ones);
     free(r.ring);
@@ -256,7 +283,14 @@ int main(int argc, char **argv)
             fclose(f);
         }
     }
-    if (status == 0 && (rv = ps_barrier(PS_GROUP_ALL)) != 0) {
+    /* a server that joined late: the others passed the first barrier */
+    int late = ps_my_role() == PS_ROLE_SERVER && ps_my_rank() >= ps_num_servers();
+    if (status == 0 && late) {
+        rv = ps_join();
+        printf("join: %s\n", ps_strerror(rv));
+        status = rv != 0;
+    }
+    if (status == 0 && !late && (rv = ps_barrier(PS_GROUP_ALL)) != 0) {
         fprintf(stderr, "barrier: %s\n", ps_strerror(rv));
         status = 1;
     }

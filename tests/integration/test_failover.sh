@@ -16,6 +16,10 @@
 #   bspf   the bsp case under PS_FAULT drop/dup (lost answers, resends);
 #   leave  server 1 calls ps_leave() mid-run (graceful: its ranges are handed
 #          over at once, without a timeout) and exits 0; sums stay exact;
+#   join   a fourth server joins mid-run (ps_join): its share is streamed to
+#          it, then handed over; it must serve pushes, and sums stay exact;
+#   joinf  the join case under PS_FAULT drop/dup/delay;
+#   joinleave  a server joins, then server 1 leaves, both during pushes;
 #   k2     four servers with k = 2, two of them killed at the same time;
 #   k0     without replication the same kill fails the pushes in flight, and
 #          new pushes to the dead server's keys, with a clear error instead of
@@ -140,7 +144,44 @@ case_leave() {
   grep -h '^result' "$TMP"/w*.log
 }
 
-CASES=${*:-kill stop faults twice bsp bsp2 bspf leave k2 k0}
+# joiner: start server NS (no rank: it joins the running cluster) and wait
+# until it serves its share.
+joiner() {
+  start_node s$NS server "" "$@"
+  wait_for 60 grep -q '^join: ' "$TMP/s$NS.log" || fail "$CASE: the new server never joined"
+  grep -q '^join: success' "$TMP/s$NS.log" || fail "$CASE: $(grep '^join' "$TMP/s$NS.log")"
+}
+
+# joined_served: the server that joined applied pushes as a head, and exited 0.
+joined_served() {
+  wait_exit "$(eval echo \$PID_s$NS)" 30 || fail "$CASE: the joined server exited $?"
+  local applied
+  applied=$(awk '/^server [0-9]+: keys/ {print $6}' "$TMP/s$NS.log")
+  [ "${applied:-0}" -gt 0 ] || fail "$CASE: the joined server applied no push"
+  echo "joined server: $(grep '^server' "$TMP/s$NS.log")"
+}
+
+case_join() {
+  cluster --keys 3000 --before 40 --after 80 --deaths 0 --joins 1
+  joiner
+  workers_pass
+  for n in sched s0 s1 s2; do wait_exit "$(eval echo \$PID_$n)" 30 || fail "$CASE: $n exited $?"; done
+  joined_served
+  grep -h '^result' "$TMP"/w*.log
+}
+
+case_joinleave() {
+  PS_LEAVE_FILE=$TMP/leave cluster --keys 3000 --before 40 --after 60 --deaths 1 --joins 1
+  joiner
+  touch "$TMP/leave"
+  wait_for 30 grep -q '^left: success' "$TMP/s1.log" || fail "joinleave: server 1 did not leave"
+  workers_pass
+  for n in sched s0 s1 s2; do wait_exit "$(eval echo \$PID_$n)" 30 || fail "$CASE: $n exited $?"; done
+  joined_served
+  grep -h '^result' "$TMP"/w*.log
+}
+
+CASES=${*:-kill stop faults twice bsp bsp2 bspf leave join joinf joinleave k2 k0}
 for CASE in $CASES; do
   case $CASE in
     kill) case_kill ;;
@@ -151,6 +192,9 @@ for CASE in $CASES; do
     bsp2) NS=2 case_bsp ;;
     bspf) PS_FAULT="drop=0.05,dup=0.05,seed=7" case_bsp ;;
     leave) case_leave ;;
+    join) PS_LOG_LEVEL=info case_join ;;
+    joinf) PS_LOG_LEVEL=info PS_FAULT="drop=0.02,dup=0.05,delay=0.1,delay_ms=20,seed=5" case_join ;;
+    joinleave) PS_LOG_LEVEL=info case_joinleave ;;
     k2) NS=4 case_k2 ;;
     k0) case_k0 ;;
     *) fail "unknown case $CASE" ;;
