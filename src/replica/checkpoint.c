@@ -5,12 +5,13 @@
  * writes MANIFEST from their answers; a server restores a table by loading,
  * from every file of the newest valid checkpoint, the keys it now holds.
  *
- * Design.  Ownership is decided by a ring built exactly like the workers'
- * (all servers of the current view, PSI_RING_DEFAULT_VNODES), with dead
- * servers skipped: a key is written by the first live server of its
- * segment's chain, so every key is written once even after a failover; it
- * is loaded by every server of the first 1 + replication of the chain, so a
- * cluster with any number of servers can resume.  Dense tables follow the
+ * Design.  Ownership is decided by the table's own ring and live chains,
+ * the ones its workers route by (src/kv/table.c, src/replica/chain.c): a
+ * key is written by the head of its segment's chain (a table without
+ * replicas: its ring owner), so every key is written once even after a
+ * failover or a join; it is loaded by every server of the first
+ * 1 + replication of the chain, so a cluster with any number of servers
+ * can resume.  Dense tables follow the
  * workers' contiguous split of their range over the servers instead (one
  * copy per key, the part's server).  A server snapshots a
  * table's owned blocks into memory under the table lock and writes the file
@@ -52,86 +53,41 @@ static struct {
 
 /* ---- ownership ------------------------------------------------------------------------ */
 
-typedef struct ring_ctx {
-    psi_view view;
-    psi_ring *ring;
-    uint32_t me;
-    uint32_t servers[PSI_MAX_NODES]; /* in view order, as a dense table's parts */
-    int nservers;
-} ring_ctx;
-
-static int live(void *arg, uint32_t id)
+/* Whether this node serves `key` of a dense table: the workers' contiguous
+ * split of its range (worker.c, dense_slices) over the table's ring
+ * servers, in view order. */
+static int dense_mine(const ps_table *t, uint64_t key)
 {
-    const psi_node *n = psi_view_find(&((ring_ctx *)arg)->view, id);
-    return n && n->alive == PSI_NODE_ALIVE; /* a joining server owns nothing yet */
-}
-
-/* The ring of every server of the current view, as worker.c's do_ring builds it. */
-static int ring_init(ring_ctx *c)
-{
-    int ranks[PSI_MAX_NODES], n = 0;
-    uint32_t ids[PSI_MAX_NODES];
-    memset(c, 0, sizeof(*c));
-    if (psi_node_view(&c->view) != 0) return PS_ERR_NOMEM;
-    for (uint32_t i = 0; i < c->view.n; i++)
-        if (c->view.nodes[i].role == PS_ROLE_SERVER) {
-            ranks[n] = c->view.nodes[i].rank;
-            ids[n++] = c->view.nodes[i].id;
-        }
-    memcpy(c->servers, ids, (size_t)n * sizeof(ids[0]));
-    c->nservers = n;
-    c->me = ps_my_id();
-    if (n > 0 && (c->ring = psi_ring_new(ranks, ids, n, PSI_RING_DEFAULT_VNODES))) return PS_OK;
-    psi_view_free(&c->view);
-    return n ? PS_ERR_NOMEM : PS_ERR_STATE;
-}
-
-static void ring_fini(ring_ctx *c)
-{
-    psi_ring_free(c->ring);
-    psi_view_free(&c->view);
-}
-
-/* Whether this node is among the first `copies` live servers of key's chain:
- * copies = 1 is "owns", 1 + replication is "holds". */
-static int in_chain(ring_ctx *c, uint64_t key, size_t copies)
-{
-    uint32_t out[16];
-    size_t n = psi_ring_seg_chain(c->ring, psi_ring_seg_of(c->ring, key), live, c, out,
-                                  PSI_MIN(copies, PSI_ARRAY_LEN(out)));
-    for (size_t i = 0; i < n; i++)
-        if (out[i] == c->me) return 1;
-    return 0;
-}
-
-/* A dense table's range is cut into one contiguous part per server, in view
- * order, as worker.c's dense_slices does: part p is [lo + len p / n,
- * lo + len (p + 1) / n).  Whether this node serves the part of `key`. */
-static int dense_mine(const ring_ctx *c, const ps_table_opts *o, uint64_t key)
-{
+    const ps_table_opts *o = &t->opts;
     uint64_t len = o->dense_hi - o->dense_lo, off = key - o->dense_lo;
-    unsigned n = (unsigned)c->nservers;
+    unsigned n = (unsigned)t->nservers;
 #define PART_END(p) ((uint64_t)((unsigned __int128)len * (unsigned)(p) / n))
     unsigned p = (unsigned)((unsigned __int128)off * n / len);
     while (p + 1 < n && off >= PART_END(p + 1)) p++;
     while (p > 0 && off < PART_END(p)) p--;
 #undef PART_END
-    return c->servers[p] == c->me;
+    return t->servers[p] == ps_my_id();
 }
 
 /* Whether this node writes (copies = 1) or loads (1 + replication) `key`
- * of table `t`.  Dense tables have one copy per key. */
-static int mine(ring_ctx *c, const ps_table *t, uint64_t key, size_t copies)
+ * of table t (its lock held, its ring built): by the table's own ring and
+ * live chains, exactly as the workers route.  Dense tables have one copy
+ * per key. */
+static int mine(const ps_table *t, uint64_t key, size_t copies)
 {
-    if (t->opts.dense_hi > t->opts.dense_lo) return dense_mine(c, &t->opts, key);
-    return in_chain(c, key, copies);
+    if (t->opts.dense_hi > t->opts.dense_lo) return dense_mine(t, key);
+    uint32_t seg = psi_ring_seg_of(t->ring, key);
+    if (!t->k) return psi_ring_seg_owner(t->ring, seg) == ps_my_id();
+    const uint32_t *c = psi_repl_chain(t, seg);
+    for (size_t i = 0; i < copies && i <= (size_t)t->k; i++)
+        if (c[i] == ps_my_id()) return 1;
+    return 0;
 }
 
 /* ---- server: writing a table ------------------------------------------------------------ */
 
 typedef struct snap {
     const ps_table *t;
-    ring_ctx *rc;
     size_t rec;
     uint8_t *recs;
     uint64_t n, cap;
@@ -140,7 +96,7 @@ typedef struct snap {
 static int snap_one(void *arg, uint64_t key, void *block)
 {
     snap *s = arg;
-    if (!mine(s->rc, s->t, key, 1)) return 0;
+    if (!mine(s->t, key, 1)) return 0;
     if (s->n == s->cap) {
         uint64_t cap = s->cap ? 2 * s->cap : 1024;
         uint8_t *p = realloc(s->recs, cap * s->rec);
@@ -169,8 +125,7 @@ static void table_meta(const ps_table *t, psi_ckpt_meta *m, uint64_t iter)
 }
 
 /* Snapshot the owned keys of `t` under its lock, then write its file. */
-static int write_table(ps_table *t, const char *ckdir, uint64_t iter, ring_ctx *rc,
-                       psi_ckpt_file *out)
+static int write_table(ps_table *t, const char *ckdir, uint64_t iter, psi_ckpt_file *out)
 {
     psi_ckpt_meta m;
     char name[PSI_CKPT_NAME_MAX], path[PATH_CAP];
@@ -183,9 +138,11 @@ static int write_table(ps_table *t, const char *ckdir, uint64_t iter, ring_ctx *
     if (psi_ckpt_file_name(name, sizeof(name), t->name, m.rank) != 0 ||
         snprintf(path, sizeof(path), "%s/%s", ckdir, name) >= (int)sizeof(path))
         return PS_ERR_TOOBIG;
-    snap s = {.t = t, .rc = rc, .rec = 8 + (size_t)m.block_bytes};
+    snap s = {.t = t, .rec = 8 + (size_t)m.block_bytes};
     pthread_mutex_lock(&t->lock);
-    int rv = t->store ? psi_store_foreach(t->store, snap_one, &s)
+    int rv = psi_kv_ring(t);
+    if (rv == 0)
+        rv = t->store ? psi_store_foreach(t->store, snap_one, &s)
                       : psi_dense_foreach(t->dense, snap_one, &s);
     pthread_mutex_unlock(&t->lock);
     if (rv == 0) rv = psi_ckpt_write_file(path, &m, s.recs, s.n, out);
@@ -229,7 +186,6 @@ static int on_write(void *arg, uint32_t caller, const void *req, size_t len, voi
     char dir[PATH_CAP], ckdir[PATH_CAP];
     ps_table *ts[PSI_MAX_TABLES];
     static psi_ckpt_file files[PSI_MAX_TABLES]; /* the executor thread runs one call at a time */
-    ring_ctx rc;
     if (len <= 8 || len - 8 >= sizeof(dir) || memchr((const uint8_t *)req + 8, 0, len - 8))
         return PS_ERR_PROTO;
     uint64_t iter = psi_get_u64(req);
@@ -241,10 +197,8 @@ static int on_write(void *arg, uint32_t caller, const void *req, size_t len, voi
     pthread_mutex_unlock(&ck.lock);
     int rv = psi_ckpt_dir_path(ckdir, sizeof(ckdir), dir, iter);
     if (rv == 0) rv = make_dir(ckdir);
-    if (rv == 0) rv = ring_init(&rc);
     if (rv != 0) return rv;
-    for (int i = 0; i < n && rv == 0; i++) rv = write_table(ts[i], ckdir, iter, &rc, &files[i]);
-    ring_fini(&rc);
+    for (int i = 0; i < n && rv == 0; i++) rv = write_table(ts[i], ckdir, iter, &files[i]);
     if (rv == 0) rv = psi_ckpt_fsync_dir(ckdir);
     if (rv == 0) rv = encode_reply(files, n, reply, reply_len);
     PSI_INFO("checkpoint %" PRIu64 " for node %u: %d tables written to %s: %s", iter, caller, n,
@@ -368,7 +322,6 @@ int ps_checkpoint(const char *dir, uint64_t iter)
 
 typedef struct loader {
     ps_table *t;
-    ring_ctx rc;
     size_t copies, bb;
     psi_store *store; /* one of these two, fresh, swapped in at the end */
     psi_dense *dense;
@@ -389,7 +342,10 @@ static int load_one(void *arg, uint64_t key, const uint8_t *block)
                   ", %" PRIu64 ")", l->t->name, key, o->dense_lo, o->dense_hi);
         return PS_ERR_INVAL;
     }
-    if (!mine(&l->rc, l->t, key, l->copies)) return 0;
+    pthread_mutex_lock(&l->t->lock);
+    int keep = psi_kv_ring(l->t) == 0 && mine(l->t, key, l->copies);
+    pthread_mutex_unlock(&l->t->lock);
+    if (!keep) return 0;
     void *b = l->store ? psi_store_upsert(l->store, key, NULL) : psi_dense_get(l->dense, key, 1);
     if (!b) {
         PSI_ERROR("restore of table %s: over its max_bytes %zu or out of memory", l->t->name,
@@ -414,18 +370,11 @@ static int loader_init(loader *l, ps_table *t)
     } else if (!t->dense && (l->store = psi_store_new(l->bb))) {
         psi_store_set_limit(l->store, o->max_bytes);
     }
-    if (!l->store && !l->dense) return PS_ERR_NOMEM;
-    int rv = ring_init(&l->rc);
-    if (rv != 0) {
-        psi_store_free(l->store);
-        psi_dense_free(l->dense);
-    }
-    return rv;
+    return l->store || l->dense ? PS_OK : PS_ERR_NOMEM;
 }
 
 static void loader_fini(loader *l)
 {
-    ring_fini(&l->rc);
     psi_store_free(l->store);
     psi_dense_free(l->dense);
 }

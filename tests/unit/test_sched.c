@@ -446,7 +446,8 @@ static void test_join_refusals(void **state)
     assert_null(psi_view_find(&f->views[0], 6));
     reset(f);
 
-    /* after the cluster formed: refused, no new view */
+    /* after the cluster formed: refused, no new view (a server without a
+     * rank may join: test_late_servers_join_one_at_a_time) */
     join(f, PS_ROLE_WORKER, -1, "late:1", 31, 0);
     assert_refused(f, 0, "late:1", 31);
     join(f, PS_ROLE_SERVER, 0, "late:2", 32, 0);
@@ -454,6 +455,85 @@ static void test_join_refusals(void **state)
     assert_int_equal(f->nviews, 0);
     assert_int_equal(f->nsends, 0);
     assert_int_equal(psi_sched_active(f->s), NNODES);
+}
+
+/* State of node `id` in the last view installed. */
+static int state_of(const fake *f, uint32_t id)
+{
+    assert_true(f->nviews > 0);
+    const psi_node *n = psi_view_find(&f->views[f->nviews - 1], id);
+    return n ? n->alive : -1;
+}
+
+/* Servers without a rank join a running cluster on standby, with new ids
+ * and ranks; one at a time is published JOINING when it asks for its
+ * share, then ALIVE when it holds it; the next one waiting follows. */
+static void test_late_servers_join_one_at_a_time(void **state)
+{
+    fake *f = *state;
+    form(f, 0); /* view 1, ids 1..5 */
+    join(f, PS_ROLE_SERVER, -1, "s2:1", 40, 10);
+    assert_int_equal(f->acks[0].peer, NNODES + 1);
+    assert_int_equal(f->acks[0].status, 0);
+    assert_int_equal(f->nviews, 1); /* view 2 shows it on standby */
+    assert_int_equal(f->views[0].epoch, 2);
+    assert_int_equal(state_of(f, NNODES + 1), PSI_NODE_STANDBY);
+    assert_int_equal(psi_view_find(&f->views[0], NNODES + 1)->rank, S);
+    assert_int_equal(count_sends(f, PSI_MSG_VIEW, NNODES + 1), 1); /* it gets the view */
+    join(f, PS_ROLE_SERVER, -1, "s3:1", 41, 10);
+    join(f, PS_ROLE_SERVER, -1, "s3:1", 41, 10); /* a resent join: same id, no view */
+    assert_int_equal(f->acks[2].peer, NNODES + 2);
+    assert_int_equal(f->nviews, 2);
+    assert_int_equal(psi_view_find(&f->views[1], NNODES + 2)->rank, S + 1);
+    reset(f);
+
+    psi_sched_on_serve(f->s, NNODES + 2, 1); /* the second asks first: it goes first */
+    psi_sched_on_serve(f->s, NNODES + 1, 1);
+    assert_int_equal(f->nviews, 1);
+    assert_int_equal(state_of(f, NNODES + 2), PSI_NODE_JOINING);
+    assert_int_equal(state_of(f, NNODES + 1), PSI_NODE_STANDBY);
+    psi_sched_on_serve(f->s, NNODES + 1, 2); /* not joining yet: ignored */
+    assert_int_equal(f->nviews, 1);
+    reset(f);
+
+    psi_sched_on_serve(f->s, NNODES + 2, 2);
+    assert_int_equal(f->nviews, 2); /* it serves; then the next one joins */
+    assert_int_equal(psi_view_find(&f->views[0], NNODES + 2)->alive, PSI_NODE_ALIVE);
+    assert_int_equal(psi_view_find(&f->views[0], NNODES + 1)->alive, PSI_NODE_STANDBY);
+    assert_int_equal(state_of(f, NNODES + 1), PSI_NODE_JOINING);
+    reset(f);
+
+    /* a joiner that dies lets nobody wait: it is dead, nothing else joins */
+    all_alive(f, 500, 0);
+    psi_sched_on_alive(f->s, NNODES + 2, 500); /* the joiner, last heard at 10, is not */
+    psi_sched_tick(f->s, 10 + TIMEOUT_MS + 1);
+    assert_int_equal(state_of(f, NNODES + 1), PSI_NODE_DEAD);
+    assert_int_equal(state_of(f, NNODES + 2), PSI_NODE_ALIVE);
+    /* workers still cannot join late */
+    reset(f);
+    join(f, PS_ROLE_WORKER, -1, "w3:1", 50, 30);
+    assert_true(f->acks[0].status < 0);
+    assert_int_equal(f->nviews, 0);
+}
+
+/* A late server's barrier numbers count from the cluster's: its first
+ * barrier is the next one the others enter, and it is told its own number. */
+static void test_late_server_barriers(void **state)
+{
+    fake *f = *state;
+    form(f, 0);
+    for (uint32_t id = 0; id <= NNODES; id++) psi_sched_on_barrier(f->s, id, PS_GROUP_ALL, 1);
+    reset(f);
+    join(f, PS_ROLE_SERVER, -1, "s2:1", 40, 10); /* after barrier 1 completed */
+    for (uint32_t id = 0; id <= NNODES; id++) psi_sched_on_barrier(f->s, id, PS_GROUP_ALL, 2);
+    assert_int_equal(count_sends(f, PSI_MSG_BARRIER_DONE, ~0u), 0); /* waits for the new one */
+    psi_sched_on_barrier(f->s, NNODES + 1, PS_GROUP_ALL, 1); /* its first */
+    const sent *e = find_send(f, PSI_MSG_BARRIER_DONE, NNODES + 1);
+    assert_non_null(e);
+    assert_int_equal(e->key_lo, 1);
+    e = find_send(f, PSI_MSG_BARRIER_DONE, 1);
+    assert_non_null(e);
+    assert_int_equal(e->key_lo, 2);
 }
 
 /* ---- barriers ----------------------------------------------------------------- */
@@ -757,6 +837,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_view_published_when_last_joins, setup, teardown),
         cmocka_unit_test_setup_teardown(test_join_any_rank_gets_lowest_free, setup, teardown),
         cmocka_unit_test_setup_teardown(test_join_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_servers_join_one_at_a_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_server_barriers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_barrier_all_needs_everyone_and_scheduler, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_barrier_group_servers, setup, teardown),
