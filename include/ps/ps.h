@@ -86,18 +86,25 @@ int ps_finalize(void);
 int ps_leave(void);
 
 /*
- * Take this server's share of a running cluster.  A server started after
- * the cluster formed (without PS_RANK) is admitted on standby; it opens its
- * tables (all of them, with the same options as the others), then calls
- * ps_join: the current owners stream its share of every replicated table
- * to it while they go on serving, then ownership switches in a view change
- * with no request lost or applied twice (src/replica/join.c).  Servers
- * join one at a time.  Tables without replicas, and BSP tables, stay on
- * the servers of the first view.  Returns 0 once this server serves its
- * share, at once on a server of the first view (so every server may call
- * it), PS_ERR_INVAL on a worker, PS_ERR_TIMEOUT after PS_JOIN_TIMEOUT_MS
- * (default 600000).  A late server's barriers count from the cluster's
- * current ones: its first ps_barrier is the next one the others enter.
+ * Join a running cluster.  A node started after the cluster formed, without
+ * PS_RANK, is admitted on standby: a server with a new rank, a worker with
+ * the rank (so the data shard) of a worker that died or left, else a new
+ * rank >= ps_num_workers() (the program decides what that one works on).
+ * It opens its tables (all of them, with the same options as the others),
+ * loads its data, then calls ps_join:
+ *   - a server gets its share of every replicated table streamed to it by
+ *     the current owners while they go on serving, then ownership switches
+ *     in a view change with no request lost or applied twice
+ *     (src/replica/join.c); servers join one at a time; tables without
+ *     replicas, and BSP tables, stay on the servers of the first view;
+ *   - a worker starts working: group calls reach it from then on.  Refused
+ *     (PS_ERR_STATE) with a BSP table open: its iterations count every
+ *     worker from the first one.
+ * Returns 1 once this node serves or works, 0 at once on a node of the
+ * first view (so every node may call it), PS_ERR_TIMEOUT after
+ * PS_JOIN_TIMEOUT_MS (default 600000).  A late node's barriers count from
+ * the cluster's current ones: its first ps_barrier is the next one the
+ * others enter, so it skips the barriers it missed.
  */
 int ps_join(void);
 

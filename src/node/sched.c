@@ -40,6 +40,7 @@ typedef struct barrier {
 struct psi_sched {
     int nservers, nworkers, nslots, joined;
     int next_rank;     /* the rank of the next server that joins late */
+    int next_wrank;    /* ... and of a late worker when no shard is free */
     uint32_t epoch;
     uint64_t timeout_ms;
     slot *slots;
@@ -56,6 +57,7 @@ psi_sched *psi_sched_new(int nservers, int nworkers, const char *my_addr,
     s->nworkers = nworkers;
     s->nslots = 1 + nservers + nworkers; /* grows as servers join late */
     s->next_rank = nservers;
+    s->next_wrank = nworkers;
     s->timeout_ms = hb_timeout_ms;
     s->io = *io;
     s->slots = calloc(PSI_MAX_NODES, sizeof(slot));
@@ -224,26 +226,45 @@ static int pick_rank(const psi_sched *s, const psi_join *j)
     return PS_ERR_CONFIG;
 }
 
-/* A server joining the running cluster: a new id and rank, on standby (no
- * ring holds it) until it asks for its share (psi_sched_on_serve).  Its
- * barriers count from the cluster's current ones. */
+/* The rank of a worker joining late: that of a worker that died or left,
+ * whose data shard nobody works on now, else a new one (>= W: the program
+ * decides what it works on). */
+static int late_worker_rank(psi_sched *s)
+{
+    for (int r = 0; r < s->nworkers; r++) {
+        int taken = 0;
+        for (int id = 1; id < s->nslots && !taken; id++) {
+            const slot *sl = &s->slots[id];
+            taken = sl->present && sl->role == PS_ROLE_WORKER && sl->rank == r && sl->alive &&
+                    !sl->left;
+        }
+        if (!taken) return r;
+    }
+    return s->next_wrank++;
+}
+
+/* A node joining the running cluster: a new id, and a new rank (a server)
+ * or a free shard's (a worker), on standby until it asks to serve
+ * (psi_sched_on_serve).  Its barriers count from the cluster's current ones. */
 static void join_late(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t now_ms)
 {
     static uint32_t temp = 0xC0000000u;
     if (s->nslots == PSI_MAX_NODES) {
-        PSI_ERROR("server at %s cannot join: the cluster has %d node ids", j->addr, PSI_MAX_NODES);
+        PSI_ERROR("%s at %s cannot join: the cluster has %d node ids", role_name(j->role),
+                  j->addr, PSI_MAX_NODES);
         s->io.connect(s->io.arg, temp, j->addr);
         s->io.send_ack(s->io.arg, temp++, ts, PS_ERR_TOOBIG);
         return;
     }
+    int rank = j->role == PS_ROLE_SERVER ? s->next_rank++ : late_worker_rank(s);
     int id = s->nslots++;
     slot *sl = &s->slots[id];
-    *sl = (slot){.present = 1, .alive = PSI_NODE_STANDBY, .role = PS_ROLE_SERVER,
-                 .rank = s->next_rank++, .last_seen_ms = now_ms};
+    *sl = (slot){.present = 1, .alive = PSI_NODE_STANDBY, .role = j->role, .rank = rank,
+                 .last_seen_ms = now_ms};
     for (int g = 0; g < 8; g++) sl->bar_base[g] = s->bar[g].done;
     snprintf(sl->addr, PSI_ADDR_MAX, "%s", j->addr);
-    PSI_INFO("server %d joined the running cluster from %s as node %d, on standby", sl->rank,
-             j->addr, id);
+    PSI_INFO("%s %d joined the running cluster from %s as node %d, on standby",
+             role_name(j->role), sl->rank, j->addr, id);
     s->io.connect(s->io.arg, (uint32_t)id, j->addr);
     s->io.send_ack(s->io.arg, (uint32_t)id, ts, 0);
     publish(s);
@@ -270,7 +291,11 @@ void psi_sched_on_serve(psi_sched *s, uint32_t from, int phase)
 {
     if (from == 0 || from >= (uint32_t)s->nslots || !s->slots[from].present) return;
     slot *sl = &s->slots[from];
-    if (phase == 1 && sl->alive == PSI_NODE_STANDBY) {
+    if (phase == 1 && sl->alive == PSI_NODE_STANDBY && sl->role == PS_ROLE_WORKER) {
+        sl->alive = PSI_NODE_ALIVE; /* a worker holds no keys: it works at once */
+        PSI_INFO("worker %d (node %u) joined: it works on shard %d", sl->rank, from, sl->rank);
+        publish(s);
+    } else if (phase == 1 && sl->alive == PSI_NODE_STANDBY) {
         sl->wants = 1;
         next_joiner(s);
     } else if (phase == 2 && sl->alive == PSI_NODE_JOINING) {
@@ -293,16 +318,16 @@ void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t no
         s->io.send_ack(s->io.arg, (uint32_t)id, ts, st);
         return;
     }
-    if (s->epoch > 0 && j->role == PS_ROLE_SERVER && j->rank < 0) {
+    if (s->epoch > 0 && j->role != PS_ROLE_SCHEDULER && j->rank < 0) {
         join_late(s, j, ts, now_ms);
         return;
     }
     int rank = j->role == PS_ROLE_SCHEDULER ? PS_ERR_CONFIG : pick_rank(s, j);
     if (rank < 0 || s->epoch > 0) {
         if (rank >= 0)
-            PSI_ERROR("%s at %s joined after the cluster formed: refused (only a server "
-                      "without a rank (no PS_RANK) can join a running cluster)",
-                      role_name(j->role), j->addr);
+            PSI_ERROR("%s at %s joined after the cluster formed with rank %d: refused (a node "
+                      "joins a running cluster without one: no PS_RANK)",
+                      role_name(j->role), j->addr, j->rank);
         /* Tell it through a temporary id so its ps_start fails fast. */
         static uint32_t temp = 0x80000000u;
         s->io.connect(s->io.arg, temp, j->addr);

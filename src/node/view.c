@@ -129,7 +129,10 @@ int psi_view_count(const psi_view *v, int group, int alive_only)
 {
     int c = 0;
     for (uint32_t i = 0; i < v->n; i++)
-        if (psi_group_has(group, v->nodes[i].role) && (!alive_only || v->nodes[i].alive)) c++;
+        if (psi_group_has(group, v->nodes[i].role) &&
+            (!alive_only || v->nodes[i].alive == PSI_NODE_ALIVE ||
+             v->nodes[i].alive == PSI_NODE_JOINING))
+            c++;
     return c;
 }
 

@@ -56,7 +56,8 @@ int psi_view_copy(psi_view *dst, const psi_view *src);
 const psi_node *psi_view_find(const psi_view *v, uint32_t id);
 /* Is role `r` a member of the PS_GROUP_* mask? */
 static inline int psi_group_has(int group, int role) { return (group >> role) & 1; }
-/* Number of (alive, if alive_only) nodes whose role is in `group`. */
+/* Number of nodes whose role is in `group` (with alive_only, those that
+ * serve or are joining: not the dead, nor those on standby). */
 int psi_view_count(const psi_view *v, int group, int alive_only);
 /* Whether a view with epoch `epoch` should replace `cur` (strictly newer). */
 static inline int psi_view_is_newer(const psi_view *cur, uint32_t epoch)

@@ -177,6 +177,7 @@ int psi_join_take_run(ps_table *t)
 static int table_ready(ps_table *t, int phase, uint32_t epoch)
 {
     uint32_t me = ps_my_id(), nsegs = psi_ring_nsegs(t->ring);
+    if (phase == 0) return 1; /* a worker: nothing to hold */
     if (t->eff_epoch < epoch) return 0;
     if (phase == 2) return t->joiner != me && t->join->nawait == 0;
     if (t->joiner != me) return 0;
@@ -192,7 +193,7 @@ static int all_ready(int phase, uint32_t epoch)
 {
     ps_table *ts[PSI_MAX_TABLES];
     int n = psi_kv_tables(ts, PSI_MAX_TABLES), ready = 1;
-    for (int i = 0; i < n && ready; i++) {
+    for (int i = 0; i < n && ready && phase; i++) {
         if (!ts[i]->join) continue;
         pthread_mutex_lock(&ts[i]->lock);
         ready = table_ready(ts[i], phase, epoch);
@@ -218,6 +219,24 @@ static int wait_phase(int want, int phase, uint64_t deadline)
     }
 }
 
+/* A worker joining: it holds nothing, so it works as soon as the
+ * scheduler says so -- unless a BSP table counts it in every iteration. */
+static int join_worker(uint64_t deadline)
+{
+    ps_table *ts[PSI_MAX_TABLES];
+    int n = psi_kv_tables(ts, PSI_MAX_TABLES);
+    for (int i = 0; i < n; i++)
+        if (ts[i]->opts.bsp) {
+            PSI_ERROR("ps_join: table %s is BSP: its iterations count every worker from the "
+                      "first one, so a worker cannot join it mid-run", ts[i]->name);
+            return PS_ERR_STATE;
+        }
+    int rv = psi_node_serve(1);
+    if (rv == 0) rv = wait_phase(PSI_NODE_ALIVE, 0, deadline);
+    if (rv == 0) PSI_INFO("joined: this worker works on shard %d", ps_my_rank());
+    return rv;
+}
+
 int ps_join(void)
 {
     static const char *const names[] = {"PS_JOIN_TIMEOUT_MS", NULL};
@@ -225,11 +244,15 @@ int ps_join(void)
     uint32_t epoch;
     int rv = psi_env_long(names, 600000, 1, 86400000, &timeout);
     if (rv != 0) return rv;
-    if (ps_my_role() != PS_ROLE_SERVER) return PS_ERR_INVAL;
     int st = psi_node_my_state(&epoch);
-    if (st == PSI_NODE_ALIVE) return PS_OK; /* a server of the first view: nothing to do */
+    if (st == PSI_NODE_ALIVE) return 0; /* a node of the first view: nothing to do */
     if (st != PSI_NODE_STANDBY && st != PSI_NODE_JOINING) return PS_ERR_STATE;
     uint64_t deadline = psi_now_ms() + (uint64_t)timeout;
+    if (ps_my_role() == PS_ROLE_WORKER) {
+        rv = join_worker(deadline);
+        if (rv != 0) PSI_ERROR("ps_join failed: %s", ps_strerror(rv));
+        return rv == 0 ? 1 : rv;
+    }
     PSI_INFO("joining the cluster: asking for this server's share of the tables");
     if ((rv = psi_node_serve(1)) == 0) rv = wait_phase(PSI_NODE_JOINING, 1, deadline);
     if (rv == 0) {
@@ -239,5 +262,5 @@ int ps_join(void)
     if (rv == 0) rv = wait_phase(PSI_NODE_ALIVE, 2, deadline);
     if (rv == 0) PSI_INFO("joined: this server now serves its share");
     else PSI_ERROR("ps_join failed: %s", ps_strerror(rv));
-    return rv;
+    return rv == 0 ? 1 : rv;
 }

@@ -479,7 +479,8 @@ int64_t ps_call_group(int group, const char *name, const void *req, size_t len,
     if (group < 1 || group > 7) return PS_ERR_INVAL;
     if (psi_node_view(&v) != 0) return PS_ERR_NOMEM;
     for (uint32_t i = 0; i < v.n; i++)
-        if (v.nodes[i].alive && psi_group_has(group, v.nodes[i].role) && v.nodes[i].id != ps_my_id())
+        if (v.nodes[i].alive && v.nodes[i].alive != PSI_NODE_STANDBY && /* not yet working */
+            psi_group_has(group, v.nodes[i].role) && v.nodes[i].id != ps_my_id())
             ids[n++] = v.nodes[i].id;
     psi_view_free(&v);
     return submit(ids, n, name, req, len, opts);

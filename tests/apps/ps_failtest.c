@@ -284,11 +284,11 @@ int main(int argc, char **argv)
         }
     }
     /* a server that joined late: the others passed the first barrier */
-    int late = ps_my_role() == PS_ROLE_SERVER && ps_my_rank() >= ps_num_servers();
-    if (status == 0 && late) {
-        rv = ps_join();
-        printf("join: %s\n", ps_strerror(rv));
-        status = rv != 0;
+    int late = 0;
+    if (status == 0 && ps_my_role() != PS_ROLE_SCHEDULER) {
+        late = ps_join();
+        if (late) printf("join: %s\n", ps_strerror(late < 0 ? late : 0));
+        status = late < 0;
     }
     if (status == 0 && !late && (rv = ps_barrier(PS_GROUP_ALL)) != 0) {
         fprintf(stderr, "barrier: %s\n", ps_strerror(rv));

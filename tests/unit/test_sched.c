@@ -446,9 +446,9 @@ static void test_join_refusals(void **state)
     assert_null(psi_view_find(&f->views[0], 6));
     reset(f);
 
-    /* after the cluster formed: refused, no new view (a server without a
-     * rank may join: test_late_servers_join_one_at_a_time) */
-    join(f, PS_ROLE_WORKER, -1, "late:1", 31, 0);
+    /* after the cluster formed, with a rank: refused, no new view (without
+     * one a node may join: test_late_*) */
+    join(f, PS_ROLE_WORKER, 1, "late:1", 31, 0);
     assert_refused(f, 0, "late:1", 31);
     join(f, PS_ROLE_SERVER, 0, "late:2", 32, 0);
     assert_refused(f, 1, "late:2", 32);
@@ -509,11 +509,30 @@ static void test_late_servers_join_one_at_a_time(void **state)
     psi_sched_tick(f->s, 10 + TIMEOUT_MS + 1);
     assert_int_equal(state_of(f, NNODES + 1), PSI_NODE_DEAD);
     assert_int_equal(state_of(f, NNODES + 2), PSI_NODE_ALIVE);
-    /* workers still cannot join late */
+}
+
+/* A worker joining late takes the shard (rank) of a worker that died, else
+ * a new rank; it works (ALIVE) as soon as it asks, with no copy. */
+static void test_late_workers_take_free_shards(void **state)
+{
+    fake *f = *state;
+    form(f, 0);
+    join(f, PS_ROLE_WORKER, -1, "w3:1", 50, 10); /* no shard free: rank W */
+    assert_int_equal(f->acks[0].status, 0);
+    assert_int_equal(psi_view_find(&f->views[0], NNODES + 1)->rank, W);
+    assert_int_equal(state_of(f, NNODES + 1), PSI_NODE_STANDBY);
+    assert_int_equal(psi_view_count(&f->views[0], PS_GROUP_WORKERS, 1), W); /* not counted */
+    psi_sched_on_serve(f->s, NNODES + 1, 1);
+    assert_int_equal(state_of(f, NNODES + 1), PSI_NODE_ALIVE);
+    assert_int_equal(psi_view_count(&f->views[f->nviews - 1], PS_GROUP_WORKERS, 1), W + 1);
     reset(f);
-    join(f, PS_ROLE_WORKER, -1, "w3:1", 50, 30);
-    assert_true(f->acks[0].status < 0);
-    assert_int_equal(f->nviews, 0);
+    /* worker rank 1 (node 4) dies: the next late worker takes its shard */
+    all_alive(f, 500, 4);
+    psi_sched_on_alive(f->s, NNODES + 1, 500);
+    psi_sched_tick(f->s, 10 + TIMEOUT_MS + 1);
+    assert_int_equal(state_of(f, 4), PSI_NODE_DEAD);
+    join(f, PS_ROLE_WORKER, -1, "w4:1", 51, 600);
+    assert_int_equal(psi_view_find(&f->views[f->nviews - 1], NNODES + 2)->rank, 1);
 }
 
 /* A late server's barrier numbers count from the cluster's: its first
@@ -839,6 +858,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_join_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_servers_join_one_at_a_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_server_barriers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_workers_take_free_shards, setup, teardown),
         cmocka_unit_test_setup_teardown(test_barrier_all_needs_everyone_and_scheduler, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_barrier_group_servers, setup, teardown),
