@@ -415,7 +415,9 @@ typedef struct summary {
 static double *hist;
 
 /* Workers that die are left out: their shard no longer counts (the BSP
- * table stops waiting for them too), and training goes on with the rest. */
+ * table stops waiting for them too), and training goes on with the rest.
+ * A worker that joins the running job (FTRL/SGD; it takes the shard of a
+ * dead one) counts from its first answer on. */
 #define MAX_IDS 4096
 static double shard_n[MAX_IDS]; /* examples per worker node id ("info") */
 static uint8_t gone[MAX_IDS];
@@ -455,6 +457,13 @@ static int gather(int64_t ts, summary *s)
         lin_rep r;
         if (rep[i].len < sizeof r) continue;
         memcpy(&r, rep[i].data, sizeof r);
+        uint32_t id = rep[i].node;
+        if (id < MAX_IDS && !shard_n[id] && !gone[id] && r.n > 0) { /* joined (ps_join) */
+            shard_n[id] = r.n;
+            n_live += r.n;
+            printf("pslinear: worker node %u joined; its %.0f examples count from here on\n",
+                   id, r.n);
+        }
         s->loss += r.loss, s->n += r.n, s->wait += r.wait_s, s->tloss += r.tloss, s->tn += r.tn;
         s->keys_sent += r.keys_sent, s->keys_filtered += r.keys_filtered;
         s->bytes += r.bytes_sent, s->grad_keys += r.grad_keys;
@@ -747,6 +756,13 @@ int main(int argc, char **argv)
             _exit(2);
         }
         int r = ps_my_rank(), nw = ps_num_workers();
+        if (r >= nw) { /* joined late with no shard free: nothing to work on */
+            fprintf(stderr, "pslinear: this worker joined as rank %d, but the data has %d "
+                    "shards and none is free (no worker died)\n", r, nw);
+            ps_leave();
+            ps_finalize();
+            return 1;
+        }
         load_or_die(cfg.train, r, nw, &W.tr);
         if (cfg.test) load_or_die(cfg.test, r, nw, &W.te);
         else lin_data_init(&W.te);
@@ -759,7 +775,15 @@ int main(int argc, char **argv)
             _exit(1);
         }
     }
-    if ((rv = ps_barrier(PS_GROUP_ALL)) != 0) {
+    /* a node started into the running job (no PS_RANK) joins it now; it
+     * skips the barrier the others passed */
+    int late = ps_my_role() == PS_ROLE_SCHEDULER ? 0 : ps_join();
+    if (late < 0) {
+        fprintf(stderr, "pslinear: cannot join the running job: %s\n", ps_strerror(late));
+        fflush(NULL);
+        _exit(1);
+    }
+    if (!late && (rv = ps_barrier(PS_GROUP_ALL)) != 0) {
         fprintf(stderr, "pslinear: barrier: %s\n", ps_strerror(rv));
         return 1;
     }

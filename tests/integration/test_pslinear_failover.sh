@@ -9,6 +9,9 @@
 # pslinear_fixture.awk, 300 examples to train, 100 to test.  And with three
 # workers, one killed the same way: its shard is left out from then on (the
 # BSP table stops waiting for it) and training ends with the two others.
+# And (FTRL, no BSP) a worker killed mid-training and replaced: the new
+# worker joins the running job (ps_join), takes the dead one's shard, and
+# training ends on every example again.
 . "$(dirname "$0")/lib.sh"
 
 awk -v seed=11 -f "$(dirname "$0")/pslinear_fixture.awk" </dev/null >"$TMP/all.svm" || fail "fixture"
@@ -73,3 +76,30 @@ n_left=$(field "$got" examples)
 [ "$n_left" -lt 300 ] && [ "$n_left" -gt 150 ] || fail "final examples $n_left: want the two live shards"
 close "worker killed" "$ref3" "$got" 0.05 0.2 || fail "training without the lost shard went astray"
 pass "pslinear survives losing a worker: its shard left out ($n_left examples left), AUC within 0.05"
+
+# A worker dies and a new one joins (FTRL): it takes the dead one's shard.
+FARGS=(--algo ftrl --minibatch 1 --epochs 300 --train "$TMP/train.svm" --test "$TMP/test.svm"
+       --eval-every 0 --json)
+timeout 120 "$PS_BIN/psrun" -s 2 -w 3 --timeout 110 --no-prefix -q -- "$PS_BIN/pslinear" \
+  "${FARGS[@]}" >"$TMP/reff.log" 2>&1 || fail "undisturbed ftrl run exited $?"
+reff=$(summary "$TMP/reff.log")
+NS=2 NW=3 SCHED=$(free_port)
+NODE_BIN=$PS_BIN/pslinear start_node sched scheduler 0 "${FARGS[@]}"
+for r in 0 1; do NODE_BIN=$PS_BIN/pslinear start_node s$r server $r "${FARGS[@]}"; done
+for r in 0 1 2; do NODE_BIN=$PS_BIN/pslinear start_node w$r worker $r "${FARGS[@]}"; done
+wait_for 60 grep -q '^epoch *30 ' "$TMP/sched.log" || fail "ftrl training never reached epoch 30"
+kill -9 "$PID_w1"
+wait_for 30 grep -q 'examples are left out' "$TMP/sched.log" || fail "worker 1's death went unnoticed"
+grep -q '^final' "$TMP/sched.log" && fail "ftrl training ended before the replacement: make it longer"
+NODE_BIN=$PS_BIN/pslinear start_node wnew worker "" "${FARGS[@]}"
+for n in sched s0 s1 w0 w2 wnew; do
+  wait_exit "$(eval echo \$PID_$n)" 90 || fail "$n exited $? (worker replaced)"
+done
+left=$(sed -n 's/.*died; its \([0-9]*\) examples are left out.*/\1/p' "$TMP/sched.log")
+joined=$(sed -n 's/.*joined; its \([0-9]*\) examples count.*/\1/p' "$TMP/sched.log")
+[ -n "$joined" ] || fail "the scheduler never counted the new worker"
+[ "$joined" = "$left" ] || fail "the new worker has $joined examples, the dead one had $left: not its shard"
+got=$(summary "$TMP/sched.log"); [ -n "$got" ] || fail "the run with a replaced worker printed no summary"
+[ "$(field "$got" examples)" = 300 ] || fail "final examples $(field "$got" examples): want all 300"
+close "worker replaced" "$reff" "$got" 0.05 1 || fail "training with a replaced worker went astray"
+pass "pslinear (ftrl) takes a new worker in: it works on the dead one's shard, all 300 examples count"
