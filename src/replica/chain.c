@@ -43,6 +43,13 @@
  * per worker and its seen sets), so that the backup, once head, does not
  * apply one of them again.
  *
+ * A server joining the cluster (join.c) puts its points on the ring and is
+ * first an extra, last member of the chains it will be in (eff[k + 1]):
+ * heads copy to it and forward to it like to a backup.  When it takes
+ * over, a segment's head changes while the old head lives: nothing is
+ * copied then (the old head drains its forwards first), and the old head
+ * refuses the segment's requests (PSI_ERR_MOVED) instead of serving them.
+ *
  * Everything here runs under the table lock (the I/O thread, the view hook
  * and the timer).  Never: answer a push before its backups have it; accept a
  * forward from a server declared dead (it may be a stale one resumed after a
