@@ -10,6 +10,10 @@
 #     count keys that read below / above that; recovery_ms is the time from
 #     the kill to the first push acknowledged after it (median of REPEAT runs,
 #     and every run's value).
+#   join: after the workers' first 40 pushes a fourth server starts and joins
+#     (ps_join); the workers go on until it serves, then 60 more pushes, then
+#     check every key as above (join_lost / join_twice); join_ms is how long
+#     ps_join took, from its call to serving its share (median of REPEAT).
 #   overhead: PUSHES pushes per worker with no failure, k = 1 and k = 0, in
 #     the same invocation; replication_overhead = k1 throughput / k0
 #     throughput (pushes/s summed over workers, median of REPEAT runs).
@@ -41,6 +45,7 @@ cluster() {
   start scheduler 0 sched "$@"
   for r in 0 1 2; do start server $r s$r "$@"; done
   for r in 0 1; do start worker $r w$r "$@"; done
+  joiner() { start server "" s3 "$@"; } # a server without a rank joins the running cluster
 }
 
 wait_grep() { # wait_grep SECONDS PATTERN FILE
@@ -73,6 +78,19 @@ for _ in $(seq "$rep"); do
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 done
 
+jlost=0 jtwice=0 joins=()
+for _ in $(seq "$rep"); do
+  cluster --before 40 --after 60 --replication 1 --deaths 0 --joins 1
+  wait_grep 30 '^phaseA' "$tmp/w0.log"
+  joiner --replication 1
+  wait_workers
+  wait_grep 30 '^join: success' "$tmp/s3.log"
+  joins+=($(sed -n 's/^join: success in \([0-9]*\) ms/\1/p' "$tmp/s3.log"))
+  jlost=$(( jlost + $(sed -n 's/^result.* lost=\([0-9]*\).*/\1/p' "$tmp"/w*.log | paste -sd+ | bc) ))
+  jtwice=$(( jtwice + $(sed -n 's/^result.* twice=\([0-9]*\).*/\1/p' "$tmp"/w*.log | paste -sd+ | bc) ))
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+done
+
 # throughput: pushes/s over both workers in phase A, no failure
 tput() {
   cluster --before "$pushes" --after 0 --deaths 0 --replication "$1"
@@ -84,6 +102,8 @@ k1=() k0=()
 for _ in $(seq "$rep"); do k1+=("$(tput 1)"); k0+=("$(tput 0)"); done
 m1=$(printf '%s\n' "${k1[@]}" | median) m0=$(printf '%s\n' "${k0[@]}" | median)
 rec=$(printf '%s\n' "${recs[@]}" | median)
-printf '{"acked_lost": %d, "applied_twice": %d, "recovery_ms": %s, "recovery_ms_runs": [%s], "heartbeat_ms": %d, "replication_overhead": %.3f, "pushes_per_s_k1": %s, "pushes_per_s_k0": %s, "keys_per_push": %d, "servers": 3, "workers": 2}\n' \
+jm=$(printf '%s\n' "${joins[@]}" | median)
+printf '{"acked_lost": %d, "applied_twice": %d, "recovery_ms": %s, "recovery_ms_runs": [%s], "heartbeat_ms": %d, "join_lost": %d, "join_twice": %d, "join_ms": %s, "join_ms_runs": [%s], "replication_overhead": %.3f, "pushes_per_s_k1": %s, "pushes_per_s_k0": %s, "keys_per_push": %d, "servers": 3, "workers": 2}\n' \
   "$lost" "$twice" "$rec" "$(IFS=,; echo "${recs[*]}")" "$PS_HEARTBEAT_TIMEOUT_MS" \
+  "$jlost" "$jtwice" "$jm" "$(IFS=,; echo "${joins[*]}")" \
   "$(echo "$m1 / $m0" | bc -l)" "$m1" "$m0" "$keys"

@@ -286,8 +286,10 @@ int main(int argc, char **argv)
     /* a server that joined late: the others passed the first barrier */
     int late = 0;
     if (status == 0 && ps_my_role() != PS_ROLE_SCHEDULER) {
+        uint64_t t0 = wall_ms();
         late = ps_join();
-        if (late) printf("join: %s\n", ps_strerror(late < 0 ? late : 0));
+        if (late) printf("join: %s in %" PRIu64 " ms\n", ps_strerror(late < 0 ? late : 0),
+                         wall_ms() - t0);
         status = late < 0;
     }
     if (status == 0 && !late && (rv = ps_barrier(PS_GROUP_ALL)) != 0) {
