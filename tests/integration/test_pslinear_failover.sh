@@ -103,3 +103,26 @@ got=$(summary "$TMP/sched.log"); [ -n "$got" ] || fail "the run with a replaced 
 [ "$(field "$got" examples)" = 300 ] || fail "final examples $(field "$got" examples): want all 300"
 close "worker replaced" "$reff" "$got" 0.05 1 || fail "training with a replaced worker went astray"
 pass "pslinear (ftrl) takes a new worker in: it works on the dead one's shard, all 300 examples count"
+
+# A server joins the running FTRL job (--replication 1): it gets its share
+# streamed to it and takes it over; training ends where an undisturbed run does.
+RARGS=("${FARGS[@]}" --replication 1)
+timeout 120 "$PS_BIN/psrun" -s 2 -w 2 --timeout 110 --no-prefix -q -- "$PS_BIN/pslinear" \
+  "${RARGS[@]}" >"$TMP/refr.log" 2>&1 || fail "undisturbed ftrl --replication 1 run exited $?"
+refr=$(summary "$TMP/refr.log")
+rm -f "$TMP"/s*.log "$TMP"/w*.log
+NS=2 NW=2 SCHED=$(free_port)
+NODE_BIN=$PS_BIN/pslinear start_node sched scheduler 0 "${RARGS[@]}"
+for r in 0 1; do NODE_BIN=$PS_BIN/pslinear start_node s$r server $r "${RARGS[@]}"; done
+for r in 0 1; do NODE_BIN=$PS_BIN/pslinear start_node w$r worker $r "${RARGS[@]}"; done
+wait_for 60 grep -q '^epoch *30 ' "$TMP/sched.log" || fail "ftrl training never reached epoch 30"
+PS_LOG_LEVEL=info NODE_BIN=$PS_BIN/pslinear start_node snew server "" "${RARGS[@]}"
+wait_for 60 grep -q 'joined: this server now serves its share' "$TMP/snew.log" ||
+  fail "the new server never took its share over"
+grep -q '^final' "$TMP/sched.log" && fail "ftrl training ended before the join: make it longer"
+for n in sched s0 s1 w0 w1 snew; do
+  wait_exit "$(eval echo \$PID_$n)" 90 || fail "$n exited $? (server joined)"
+done
+got=$(summary "$TMP/sched.log"); [ -n "$got" ] || fail "the run with a joined server printed no summary"
+close "server joined" "$refr" "$got" 0.05 1 || fail "training with a joined server went astray"
+pass "pslinear (ftrl, --replication 1) takes a new server in mid-training"
