@@ -76,9 +76,7 @@ struct ps_table {
     psi_dense *dense;
     int64_t *applied;            /* per sender node id: last sequence applied */
     kv_parked *parked;           /* early pushes waiting for a predecessor */
-    struct { uint32_t sender; uint64_t seq; int st; } refused[16]; /* recent pushes that
-                                  * failed: a resend gets the same answer */
-    unsigned nrefused;
+    struct kv_refused **refused; /* per sender: its pushes that failed (server.c) */
     kv_bsp *bsp;                 /* BSP aggregation state (bsp.c) */
     uint64_t *fwd_seq;           /* per backup id: last forward sequence sent */
     kv_fwd *fwds;                /* forwards waiting for their backup's ack */

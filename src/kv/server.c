@@ -28,6 +28,55 @@ struct kv_parked {
     kv_push_aux aux;
 };
 
+/* A sender's pushes that failed (PSI_ERR_MOVED after a join, a full
+ * store...): a resend must get the same answer, not "applied".  Kept until
+ * the sender's low watermark passes them (replicated tables; the others
+ * keep the last REFUSED_KEEP). */
+#define REFUSED_KEEP 64
+#define REFUSED_KEEP_REPL 65536 /* a bound for forwards, which carry no watermark */
+typedef struct kv_refused {
+    uint32_t n, cap;
+    struct { uint64_t seq; int st; } *e;
+} kv_refused;
+
+static void refused_note(ps_table *t, uint32_t sender, uint64_t seq, int st)
+{
+    kv_refused *r = t->refused[sender];
+    if (!r && !(r = t->refused[sender] = calloc(1, sizeof(*r)))) return;
+    if (r->n == (t->k ? REFUSED_KEEP_REPL : REFUSED_KEEP))
+        memmove(r->e, r->e + 1, --r->n * sizeof(r->e[0]));
+    if (r->n == r->cap) {
+        uint32_t nc = r->cap ? 2 * r->cap : 8;
+        void *e = realloc(r->e, nc * sizeof(r->e[0]));
+        if (!e) {
+            PSI_ERROR("table %s: out of memory remembering a refused push", t->name);
+            return;
+        }
+        r->e = e;
+        r->cap = nc;
+    }
+    r->e[r->n].seq = seq;
+    r->e[r->n++].st = st;
+}
+
+static int refused_status(const ps_table *t, uint32_t sender, uint64_t seq)
+{
+    const kv_refused *r = t->refused[sender];
+    for (uint32_t i = 0; r && i < r->n; i++)
+        if (r->e[i].seq == seq) return r->e[i].st;
+    return PS_OK;
+}
+
+/* The sender will never resend a push numbered lo or below. */
+static void refused_prune(ps_table *t, uint32_t sender, uint64_t lo)
+{
+    kv_refused *r = t->refused[sender];
+    uint32_t k = 0;
+    for (uint32_t i = 0; r && i < r->n; i++)
+        if (r->e[i].seq > lo) r->e[k++] = r->e[i];
+    if (r) r->n = k;
+}
+
 static void init_block(void *arg, uint64_t key, void *block)
 {
     psi_update_init_block(arg, key, block);
@@ -47,7 +96,8 @@ int psi_kv_server_init(ps_table *t)
     } else if ((t->store = psi_store_new(bb)) && t->opts.max_bytes)
         psi_store_set_limit(t->store, t->opts.max_bytes);
     t->applied = calloc(PSI_MAX_NODES, sizeof(int64_t));
-    if (!(t->store || t->dense) || !t->applied) return PS_ERR_NOMEM;
+    t->refused = calloc(PSI_MAX_NODES, sizeof(*t->refused));
+    if (!(t->store || t->dense) || !t->applied || !t->refused) return PS_ERR_NOMEM;
     if (t->opts.replication > 0) {
         pthread_mutex_lock(&t->lock);
         int rv = psi_repl_init(t);
@@ -70,6 +120,13 @@ void psi_kv_server_free(ps_table *t)
     psi_store_free(t->store);
     psi_dense_free(t->dense);
     free(t->applied);
+    for (uint32_t i = 0; t->refused && i < PSI_MAX_NODES; i++)
+        if (t->refused[i]) {
+            free(t->refused[i]->e);
+            free(t->refused[i]);
+        }
+    free(t->refused);
+    t->refused = NULL;
     t->store = NULL;
     t->dense = NULL;
     t->applied = NULL;
@@ -302,12 +359,7 @@ static int apply_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *
         if (!*kept) return PS_ERR_NOMEM;
     } else {
         int st = do_apply(t, m, seq);
-        if (st != 0) { /* refused: remembered, so that a resend is refused too */
-            unsigned i = t->nrefused++ % PSI_ARRAY_LEN(t->refused);
-            t->refused[i].sender = sender;
-            t->refused[i].seq = seq;
-            t->refused[i].st = st;
-        }
+        if (st != 0) refused_note(t, sender, seq, st); /* a resend is refused too */
         *kept = do_settle(t, m, st, seq, a);
     }
     t->applied[sender] = (int64_t)seq;
@@ -321,14 +373,11 @@ static int apply_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *
 static int answer_dup(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
 {
     uint32_t s = m->hdr.sender;
-    int st = PS_OK;
     t->stats.pushes_deduped++;
     if (t->k && !(m->hdr.flags & PSI_F_REPL) &&
         (t->bsp ? psi_kv_bsp_waiting(t, 0, s, seq) : psi_repl_pending(t, a->origin, s, seq)))
         return 0;
-    for (unsigned i = 0; i < PSI_MIN(t->nrefused, PSI_ARRAY_LEN(t->refused)); i++)
-        if (t->refused[i].sender == s && t->refused[i].seq == seq) st = t->refused[i].st;
-    return psi_kv_answer(t, m, st, seq);
+    return psi_kv_answer(t, m, refused_status(t, s, seq), seq);
 }
 
 static void do_park(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
@@ -377,6 +426,8 @@ static void do_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
     uint32_t s = m->hdr.sender;
     uint64_t last = (uint64_t)t->applied[s];
     int kept = 0;
+    if (t->k && !(m->hdr.flags & PSI_F_REPL) && a->origin == ps_my_id())
+        refused_prune(t, s, a->lo);
     if (seq <= last) { /* a resend or duplicate: already applied */
         kept = answer_dup(t, m, seq, a);
     } else if (seq == last + 1) {

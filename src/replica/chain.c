@@ -871,6 +871,8 @@ void psi_repl_server_on_view(ps_table *t, const uint32_t *dead, int ndead)
         PSI_ERROR("table %s: view change not applied: %s", t->name, ps_strerror(rv));
     }
     free(old);
-    psi_kv_server_run_deferred(t);
+    do /* a deferred DRAINED marker may end the wait of the requests before it */
+        psi_kv_server_run_deferred(t);
+    while (psi_join_take_run(t));
     pthread_mutex_unlock(&t->lock);
 }
