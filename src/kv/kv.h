@@ -16,7 +16,9 @@
  * slice answered), sets PSI_F_RESPONSE, carries the status in `arg` and, for
  * pulls, the values in key order.  Replicated tables (opts.replication = k
  * > 0) add forwards between servers (PSI_F_REPL) and failover: see
- * src/replica/chain.c.
+ * src/replica/chain.c; and servers joining (src/replica/join.c): a server
+ * answers PSI_ERR_MOVED for keys it handed over, and the worker sends them
+ * again by the chains of the answer's view.
  *
  * Lock order: registry lock, then a table's lock, then the task queue's.
  */

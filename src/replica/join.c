@@ -29,6 +29,11 @@
  *
  * Tables that are not replicated, or BSP, keep the servers of the first
  * view: a joiner takes no part of them.
+ *
+ * A worker that joins holds nothing: the scheduler gives it the rank (so
+ * the data shard) of a worker that died, and publishes it ALIVE as soon as
+ * it calls ps_join -- unless it has a BSP table open, whose iterations
+ * count every worker from the first one: that is refused.
  */
 #include <stdlib.h>
 #include <string.h>
