@@ -1,13 +1,16 @@
 /*
  * sched.c -- the scheduler's membership state machine (see sched.h).
  *
- * State: one slot per possible node id (1 + S + W slots), each with its
- * role, rank, address, liveness, whether it left cleanly and when it was
- * last heard from; the current epoch; and per barrier group the number of
- * the last completed barrier and who has arrived at the next one.
+ * State: one slot per node id (1 + S + W slots, more as nodes join the
+ * running cluster), each with its role, rank, address, state (PSI_NODE_*),
+ * whether it left cleanly and when it was last heard from; the current
+ * epoch; and per barrier group the number of the last completed barrier and
+ * who has arrived at the next one.
  *
  * Joins are idempotent: a join from an address already known gets the same
- * id back.  A barrier completes when every alive, not-left member of its
+ * id back.  A node joining the running cluster waits on standby until it
+ * asks to serve; servers then join one at a time (JOINING, then ALIVE),
+ * a late node's barrier numbers are offset to the cluster's.  A barrier completes when every alive, not-left member of its
  * group has arrived; a death or a leave re-checks every open barrier, so a
  * crashed node never blocks the survivors.
  *

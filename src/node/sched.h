@@ -9,7 +9,10 @@
  * callbacks, which keeps it unit-testable without a network.
  *
  * Node ids: the scheduler is 0, server rank r is 1 + r, worker rank r is
- * 1 + S + r, so ids are stable and derivable from role and rank.
+ * 1 + S + r, so ids are stable and derivable from role and rank.  A node
+ * that joins the running cluster (no rank asked) gets the next id after
+ * those, a new server rank or a dead worker's rank, and starts on standby
+ * (view.h).
  */
 #ifndef PSI_NODE_SCHED_H
 #define PSI_NODE_SCHED_H
