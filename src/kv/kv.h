@@ -70,6 +70,8 @@ struct ps_table {
     uint32_t *eff;               /* per segment: its live chain (k + 1 ids, PSI_ID_NONE
                                   * pads), then the joining server if it will be in it */
     uint32_t joiner;             /* the server joining now (join.c), or PSI_ID_NONE */
+    uint32_t *handed;            /* per segment: the live head that handed it to this
+                                  * node (join.c), or PSI_ID_NONE; NULL: none did */
     kv_join *join;               /* the join protocol's state (join.c), server side */
     uint32_t eff_epoch;          /* view epoch eff was computed for */
     uint8_t *dead;               /* per node id: declared dead */
@@ -305,6 +307,11 @@ void psi_repl_server_on_view(ps_table *t, const uint32_t *dead, int ndead);
                             * future segments was all sent before it */
 #define PSI_MARK_DRAINED 2 /* forward marker: the joiner's new segments' forwards
                             * of this old head are acknowledged everywhere */
+#define PSI_MARK_HANDED 3  /* forward of entries: the pushes this old head held
+                            * when it handed segments over (chain.c, HANDED) */
+/* Send `to` the pushes this node holds (its clock per worker, its seen
+ * sets), as a forward of entries marked `marker` (0: after a copy). */
+int psi_repl_send_held(ps_table *t, uint32_t to, int marker);
 /* Internal status: these keys are not (or no longer) this server's; the
  * worker sends them again by the chains of the view in the answer's epoch. */
 #define PSI_ERR_MOVED (-101)

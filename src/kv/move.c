@@ -74,7 +74,8 @@ int psi_kv_redirect(kv_req *r)
 /* How a part of a slice is counted at its new server: */
 enum {
     MOVE_DEAD,  /* off a dead server: same origin and number, via that server */
-    MOVE_KEEP,  /* refused by a live one (a join): same origin, number and via */
+    MOVE_KEEP,  /* a moved push refused by a live server (a join): same origin and
+                 * number, via that server, so the new head looks up what it held */
     MOVE_FRESH, /* refused, never applied anywhere: a new push of the new head */
 };
 
@@ -90,7 +91,7 @@ static int move_part(kv_req *r, const kv_slice *s, const size_t *pos, const uint
     kv_slice *d = &r->slices[r->nslices];
     memset(d, 0, sizeof(*d));
     *d = (kv_slice){.server = owner, .origin = s->origin,
-                    .via = mode == MOVE_DEAD ? s->server : s->via, .seq = s->seq,
+                    .via = mode == MOVE_FRESH ? 0 : s->server, .seq = s->seq,
                     .iter = s->iter, .nkeys = n, .sent_ms = psi_now_ms()};
     if (!(d->buf = psi_kv_buf_new(n * (8 + vb) + psi_kv_aux_len(r)))) return PS_ERR_NOMEM;
     const uint8_t *sk = s->buf->data, *sv = sk + s->nkeys * 8;

@@ -444,11 +444,17 @@ static void do_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
 }
 
 /* Requests from a view this node has not installed yet wait for it: the
- * sender may already route to this node keys it takes over in that view. */
+ * sender may already route to this node keys it takes over in that view.
+ * Always takes m (kept, or dropped for the sender to resend). */
+#define MAX_DEFERRED 65536 /* beyond, requests are dropped: their senders resend them */
 static int do_defer(ps_table *t, psi_msg *m)
 {
-    psi_msg **d = realloc(t->deferred, (t->ndeferred + 1) * sizeof(*d));
-    if (!d) return 0;
+    psi_msg **d = t->ndeferred < MAX_DEFERRED
+                      ? realloc(t->deferred, (t->ndeferred + 1) * sizeof(*d)) : NULL;
+    if (!d) {
+        psi_msg_free(m);
+        return 1;
+    }
     t->deferred = d;
     d[t->ndeferred++] = m;
     return 1;

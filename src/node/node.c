@@ -494,7 +494,7 @@ static void do_control(const psi_msg *m)
         if (po.sched) psi_sched_on_leave(po.sched, h->sender, (int)h->arg == 1);
         break;
     case PSI_MSG_SERVE:
-        if (po.sched) psi_sched_on_serve(po.sched, h->sender, (int)h->arg);
+        if (po.sched) psi_sched_on_serve(po.sched, h->sender, (int)h->arg, (uint32_t)h->key_lo);
         break;
     default: break; /* heartbeats only refresh liveness */
     }
@@ -837,7 +837,7 @@ int psi_node_leave(void)
     return rv;
 }
 
-int psi_node_serve(int phase)
+int psi_node_serve(int phase, uint32_t epoch)
 {
     pthread_mutex_lock(&po.lock);
     int rv = po.state != ST_RUNNING ? PS_ERR_STATE : po.fatal;
@@ -846,6 +846,7 @@ int psi_node_serve(int phase)
     if (m) {
         m->hdr.flags = PSI_F_CONTROL;
         m->hdr.arg = (uint32_t)phase;
+        m->hdr.key_lo = m->hdr.key_hi = epoch;
         do_send_reliable(PSI_SCHEDULER_ID, m);
     }
     pthread_mutex_unlock(&po.lock);

@@ -39,8 +39,9 @@ void psi_node_on_shutdown(void (*fn)(void));
  * node.  0 once it acknowledged; ps_finalize then skips the final barrier. */
 int psi_node_leave(void);
 /* A server joining a running cluster asks the scheduler to stream its
- * share to it (phase 1) or to let it serve (phase 2); see src/replica/join.c. */
-int psi_node_serve(int phase);
+ * share to it (phase 1) or to let it serve (phase 2: it holds its share as
+ * of view `epoch`); see src/replica/join.c. */
+int psi_node_serve(int phase, uint32_t epoch);
 /* This node's state in the current view (PSI_NODE_*), and that view's epoch. */
 int psi_node_my_state(uint32_t *epoch);
 

@@ -290,7 +290,7 @@ static void next_joiner(psi_sched *s)
     publish(s);
 }
 
-void psi_sched_on_serve(psi_sched *s, uint32_t from, int phase)
+void psi_sched_on_serve(psi_sched *s, uint32_t from, int phase, uint32_t epoch)
 {
     if (from == 0 || from >= (uint32_t)s->nslots || !s->slots[from].present) return;
     slot *sl = &s->slots[from];
@@ -301,6 +301,11 @@ void psi_sched_on_serve(psi_sched *s, uint32_t from, int phase)
     } else if (phase == 1 && sl->alive == PSI_NODE_STANDBY) {
         sl->wants = 1;
         next_joiner(s);
+    } else if (phase == 2 && sl->alive == PSI_NODE_JOINING && epoch != s->epoch) {
+        /* its copies were complete for an older view: a death since may have
+         * given some of its segments a new head, whose copy it must wait for */
+        PSI_INFO("server %d (node %u) is ready as of view %u, not %u: it checks again",
+                 sl->rank, from, epoch, s->epoch);
     } else if (phase == 2 && sl->alive == PSI_NODE_JOINING) {
         sl->alive = PSI_NODE_ALIVE;
         PSI_INFO("server %d (node %u) joined: it serves its share", sl->rank, from);

@@ -55,10 +55,11 @@ void psi_sched_on_barrier(psi_sched *s, uint32_t from, int group, uint64_t seq);
  * server leaving a running cluster) at once, with a new view that shows it
  * gone so that its key ranges fall to their replicas. */
 void psi_sched_on_leave(psi_sched *s, uint32_t from, int handover);
-/* A server that joined the running cluster asks for its share (phase 1:
- * it is published JOINING when no other server is) or to serve it (phase
- * 2: published ALIVE). */
-void psi_sched_on_serve(psi_sched *s, uint32_t from, int phase);
+/* A node that joined the running cluster asks to serve (phase 1: a worker
+ * is published ALIVE; a server JOINING, when no other server is) or, a
+ * server, says it holds its share as of view `epoch` (phase 2: published
+ * ALIVE, unless a newer view came since: then it must check again). */
+void psi_sched_on_serve(psi_sched *s, uint32_t from, int phase, uint32_t epoch);
 /* Periodic: declare nodes silent for longer than the timeout dead. */
 void psi_sched_tick(psi_sched *s, uint64_t now_ms);
 /* Number of nodes alive and not yet left (excluding the scheduler). */

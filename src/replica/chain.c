@@ -164,11 +164,18 @@ int psi_repl_compute(ps_table *t, const uint32_t *dead, int ndead, uint32_t **ol
         free(eff);
         return rv;
     }
-    for (uint32_t seg = 0; old_rows && seg < nsegs; seg++) {
+    uint32_t *handed = next && t->handed ? malloc(nsegs * sizeof(uint32_t)) : NULL;
+    for (uint32_t seg = 0; (old_rows || handed) && seg < nsegs; seg++) {
         uint64_t lo, hi; /* a new ring's segments cut the old ones finer */
         psi_ring_seg_bounds(ring, seg, &lo, &hi);
-        const uint32_t *o = t->eff ? psi_repl_chain(t, psi_ring_seg_of(t->ring, lo)) : NULL;
-        for (size_t j = 0; j < w; j++) (*old_rows)[seg * w + j] = o ? o[j] : PSI_ID_NONE;
+        uint32_t oseg = psi_ring_seg_of(t->ring, lo);
+        const uint32_t *o = t->eff ? psi_repl_chain(t, oseg) : NULL;
+        for (size_t j = 0; old_rows && j < w; j++) (*old_rows)[seg * w + j] = o ? o[j] : PSI_ID_NONE;
+        if (handed) handed[seg] = t->handed[oseg];
+    }
+    if (next && t->handed) { /* (no memory: forgotten, as if nothing had been handed) */
+        free(t->handed);
+        t->handed = handed;
     }
     if (next) {
         psi_kv_ring_install(t, next, ids, nids);
@@ -226,6 +233,8 @@ void psi_repl_free(ps_table *t)
     if (t->seen) psi_store_foreach(t->seen, free_seen, NULL);
     psi_store_free(t->seen);
     psi_join_free(t);
+    free(t->handed);
+    t->handed = NULL;
     free(t->eff);
     free(t->dead);
     free(t->fwd_seq);
@@ -244,6 +253,10 @@ void psi_repl_free(ps_table *t)
  * here off `via`.  Two namespaces: a head's own part of a push must not make
  * another part of it, moved here later off another server, look held. */
 #define APPLIED (1ull << 63)
+/* ... and with HANDED, what a live head held when it handed segments to
+ * this node (a join), sent at that moment (psi_repl_send_held): later
+ * forwards from it say nothing of the keys it no longer heads. */
+#define HANDED (1ull << 62)
 
 static kv_seen *seen_key(ps_table *t, uint64_t key);
 
@@ -546,7 +559,8 @@ int psi_repl_bsp_forward(ps_table *t, psi_store *sum, psi_msg **msgs, int nmsgs,
 
 int psi_repl_apply(ps_table *t, const psi_msg *m)
 {
-    if (m->hdr.arg && m->hdr.key_count == 0) {
+    int handed = m->hdr.arg == PSI_MARK_HANDED;
+    if (m->hdr.arg && !handed && m->hdr.key_count == 0) {
         psi_join_on_marker(t, m);
         return PS_OK;
     }
@@ -559,7 +573,12 @@ int psi_repl_apply(ps_table *t, const psi_msg *m)
     for (size_t off = 0; rv == 0 && off < m->hdr.seg_len[PSI_SEG_AUX]; off += PSI_FWD_AUX) {
         kv_push_aux a;
         psi_kv_fwd_aux_get((const uint8_t *)m->seg[PSI_SEG_AUX] + off, &a);
-        if (a.origin != PSI_ID_NONE)
+        kv_seen *h = handed && a.origin != PSI_ID_NONE
+                         ? seen_key(t, HANDED | (uint64_t)m->hdr.sender << 40 |
+                                           (uint64_t)a.origin << 20 | a.sender)
+                         : NULL;
+        if (h) seen_note(h, a.seq, a.lo);
+        else if (a.origin != PSI_ID_NONE)
             psi_repl_note_held(t, m->hdr.sender, a.origin, a.sender, a.seq, a.lo);
     }
     if (rv != 0)
@@ -591,7 +610,8 @@ static int held_here(ps_table *t, const kv_push_aux *a, uint32_t sender)
     uint64_t key = (uint64_t)a->via << 40 | (uint64_t)a->origin << 20 | sender;
     kv_seen *s = seen_key(t, APPLIED | key);
     if (s && seen_has(s, a->seq)) return 1;
-    if ((s = seen_key(t, key)) && seen_has(s, a->seq)) return 1;
+    /* a live via refused this part (a join): what it forwarded is another */
+    if (t->dead[a->via] && (s = seen_key(t, key)) && seen_has(s, a->seq)) return 1;
     s = a->via != a->origin ? seen_get(t, a->origin, a->origin, sender) : NULL;
     return s && seen_has(s, a->seq);
 }
@@ -613,18 +633,59 @@ static void takeover_bsp(ps_table *t, psi_msg *m, const kv_push_aux *a, int held
     }
 }
 
+static int ring_server(const ps_table *t, uint32_t id)
+{
+    for (int i = 0; i < t->nservers; i++)
+        if (t->servers[i] == id) return 1;
+    return 0;
+}
+
+/* Whether key's segment came to this node from a live head (a join) that
+ * held push a: that head forwarded or copied it here (seen under it). */
+static int handed_held(ps_table *t, uint64_t key, const kv_push_aux *a, uint32_t sender)
+{
+    uint32_t from = t->handed ? t->handed[psi_ring_seg_of(t->ring, key)] : PSI_ID_NONE;
+    if (from == PSI_ID_NONE || from == a->via) return 0; /* held_here looked there */
+    kv_seen *s = seen_key(t, HANDED | (uint64_t)from << 40 | (uint64_t)a->origin << 20 | sender);
+    return s && seen_has(s, a->seq);
+}
+
+/* Apply the keys of takeover push m that no head this node took them
+ * over from held already (all of them, unless a server joined); PS_OK or
+ * an error with nothing applied. */
+static int takeover_apply(ps_table *t, const psi_msg *m, const kv_push_aux *a)
+{
+    size_t n = m->hdr.key_count, vb = t->vbytes, k = 0;
+    const uint64_t *keys = m->seg[PSI_SEG_KEYS];
+    const uint8_t *vals = m->seg[PSI_SEG_VALS];
+    uint64_t *ks = malloc(PSI_MAX(n, 1) * 8);
+    uint8_t *vs = malloc(PSI_MAX(n * vb, 1));
+    void **blocks = malloc(PSI_MAX(n, 1) * sizeof(void *));
+    int st = ks && vs && blocks ? PS_OK : PS_ERR_NOMEM;
+    for (size_t i = 0; st == 0 && i < n; i++) {
+        if (handed_held(t, keys[i], a, m->hdr.sender)) continue;
+        ks[k] = keys[i];
+        memcpy(vs + k * vb, vals + i * vb, vb);
+        k++;
+    }
+    if (st == 0) st = psi_kv_blocks(t, ks, k, blocks);
+    if (st == 0) psi_update_apply_batch(&t->upd, ks, blocks, vs, k);
+    if (st == 0 && k < n) t->stats.takeovers_held++; /* in part */
+    free(ks);
+    free(vs);
+    free(blocks);
+    return st;
+}
+
 void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a)
 {
     uint32_t sender = m->hdr.sender;
-    if (a->via >= PSI_MAX_NODES || !t->dead[a->via] || t->var) {
-        PSI_WARN("table %s: push from node %u moved off live node %u refused", t->name,
-                 sender, a->via);
+    /* moved off a dead server, or refused by a live one that handed the
+     * keys over (a join: PSI_ERR_MOVED, the worker names it as via) */
+    if (a->via >= PSI_MAX_NODES || !ring_server(t, a->via) || t->var) {
+        PSI_WARN("table %s: push from node %u moved off node %u refused", t->name, sender,
+                 a->via);
         psi_kv_reply(t, m, PS_ERR_PROTO, NULL, 0);
-        psi_msg_free(m);
-        return;
-    }
-    if (!t->bsp && !psi_repl_heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count)) {
-        psi_kv_reply(t, m, PSI_ERR_MOVED, NULL, 0); /* a server joined: asked again there */
         psi_msg_free(m);
         return;
     }
@@ -633,18 +694,18 @@ void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a)
         takeover_bsp(t, m, a, held);
         return;
     }
-    if (held) { /* held as the dead server's backup */
+    if (held) { /* held as the dead server's backup, or applied here already */
         t->stats.takeovers_held++;
         if (psi_repl_pending(t, a->origin, sender, a->seq) || !psi_kv_answer(t, m, PS_OK, a->seq))
             psi_msg_free(m);
         return;
     }
-    size_t n = m->hdr.key_count;
-    void **blocks = malloc(PSI_MAX(n, 1) * sizeof(void *));
-    int st = blocks ? psi_kv_blocks(t, m->seg[PSI_SEG_KEYS], n, blocks) : PS_ERR_NOMEM;
-    if (st == 0)
-        psi_update_apply_batch(&t->upd, m->seg[PSI_SEG_KEYS], blocks, m->seg[PSI_SEG_VALS], n);
-    free(blocks);
+    if (!psi_repl_heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count)) {
+        psi_kv_reply(t, m, PSI_ERR_MOVED, NULL, 0); /* handed to a server that joined */
+        psi_msg_free(m);
+        return;
+    }
+    int st = takeover_apply(t, m, a);
     if (st == 0) psi_repl_note_applied(t, a->via, a->origin, sender, a->seq, a->lo);
     t->stats.takeovers_applied++;
     if (!psi_repl_after_apply(t, m, st, a) && !psi_kv_answer(t, m, st, a->seq)) psi_msg_free(m);
@@ -695,6 +756,7 @@ void psi_repl_tick(ps_table *t, uint64_t now_ms)
         f->sent_ms = now_ms;
         if (copy) psi_node_send(f->to, copy);
     }
+    psi_join_on_ack(t); /* a DRAINED marker that found no memory is sent again */
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -768,7 +830,7 @@ static int seen_entries(void *arg, uint64_t key, void *block)
  * it there -- every push this node applied (its own clock: per worker, all
  * up to the last applied, or the last durable BSP iteration) and what its
  * own seen sets hold, all noted at `to` under this node. */
-static int send_held(ps_table *t, uint32_t to)
+int psi_repl_send_held(ps_table *t, uint32_t to, int marker)
 {
     entries e = {0};
     uint64_t durable = t->bsp ? psi_kv_bsp_durable_iter(t) : UINT64_MAX;
@@ -780,7 +842,7 @@ static int send_held(ps_table *t, uint32_t to)
     }
     if (e.rv == 0) psi_store_foreach(t->seen, seen_entries, &e);
     part p = {.to = to};
-    int rv = e.rv ? e.rv : e.n ? send_forward(t, &p, 0, 0, NULL, e.p, e.n, 0) : PS_OK;
+    int rv = e.rv ? e.rv : e.n ? send_forward(t, &p, 0, 0, NULL, e.p, e.n, marker) : PS_OK;
     free(e.p);
     return rv;
 }
@@ -815,7 +877,7 @@ static void copy_segments(ps_table *t, const uint32_t *old)
     }
     if (any) psi_store_foreach(t->store, copy_key, &j);
     for (int i = 0; i < j.np && j.rv == 0; i++) copy_flush(&j, &j.ps[i]);
-    for (int i = 0; i < j.np && j.rv == 0; i++) j.rv = send_held(t, j.ps[i].to);
+    for (int i = 0; i < j.np && j.rv == 0; i++) j.rv = psi_repl_send_held(t, j.ps[i].to, 0);
     if (j.rv != 0) PSI_ERROR("table %s: restoring replicas failed: %s", t->name, ps_strerror(j.rv));
     else if (any) PSI_INFO("table %s: copied %llu keys to new backups", t->name,
                            (unsigned long long)t->stats.keys_copied);

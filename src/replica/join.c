@@ -114,7 +114,8 @@ void psi_join_on_view(ps_table *t, const uint32_t *old)
 {
     kv_join *j = t->join;
     uint32_t me = ps_my_id(), w = (uint32_t)t->w, nsegs = psi_ring_nsegs(t->ring);
-    int copy_mark = 0, ndrain = j ? j->ndrain : 0;
+    int copy_mark = 0, ndrain = j ? j->ndrain : 0, nfrom = 0;
+    uint32_t from[64]; /* the old heads that handed segments to this node */
     if (!j) return;
     for (uint32_t seg = 0; seg < nsegs; seg++) {
         const uint32_t *c = psi_repl_chain(t, seg), *o = old + (size_t)seg * w;
@@ -122,8 +123,17 @@ void psi_join_on_view(ps_table *t, const uint32_t *old)
         int handoff = o[0] != c[0] && o[0] != PSI_ID_NONE && c[0] != PSI_ID_NONE &&
                       !t->dead[o[0]] && !t->dead[c[0]];
         if (handoff && o[0] == me) add_id(j->drain_to, &j->ndrain, MAX_DRAIN, c[0]);
-        if (handoff && c[0] == me && !j->drained[o[0]])
-            add_id(j->await, &j->nawait, (int)PSI_ARRAY_LEN(j->await), o[0]);
+        if (handoff && c[0] == me) {
+            add_id(from, &nfrom, (int)PSI_ARRAY_LEN(from), o[0]);
+            if (!t->handed && (t->handed = malloc(nsegs * sizeof(uint32_t))))
+                for (uint32_t x = 0; x < nsegs; x++) t->handed[x] = PSI_ID_NONE;
+            if (t->handed) t->handed[seg] = o[0]; /* what it held, this node holds */
+            else PSI_ERROR("table %s: out of memory taking segments over", t->name);
+        }
+    }
+    for (int i = 0; i < nfrom; i++) { /* a marker that came first is used up */
+        if (j->drained[from[i]]) j->drained[from[i]] = 0;
+        else add_id(j->await, &j->nawait, (int)PSI_ARRAY_LEN(j->await), from[i]);
     }
     if (copy_mark && psi_repl_send_marker(t, t->joiner, PSI_MARK_COPIED) != 0)
         PSI_ERROR("table %s: could not tell joining node %u its copy is complete", t->name,
@@ -132,6 +142,10 @@ void psi_join_on_view(ps_table *t, const uint32_t *old)
         memcpy(j->snap, t->fwd_seq, PSI_MAX_NODES * sizeof(uint64_t));
         PSI_INFO("table %s: draining forwards before handing segments over", t->name);
     }
+    for (int i = ndrain; i < j->ndrain; i++) /* what it holds now, before any new apply */
+        if (psi_repl_send_held(t, j->drain_to[i], PSI_MARK_HANDED) != 0)
+            PSI_ERROR("table %s: could not tell node %u which pushes it held", t->name,
+                      j->drain_to[i]);
     check_drain(t);
     for (int i = 0; i < j->nawait;) /* a dead old head drains nothing: failover */
         if (t->dead[j->await[i]]) j->await[i] = j->await[--j->nawait];
@@ -148,13 +162,13 @@ void psi_join_on_marker(ps_table *t, const psi_msg *m)
         uint32_t e = (uint32_t)m->hdr.key_hi + 1;
         if (e > j->copied[from]) j->copied[from] = e;
     } else if (m->hdr.arg == PSI_MARK_DRAINED) {
-        j->drained[from] = 1;
-        for (int i = 0; i < j->nawait; i++)
-            if (j->await[i] == from) {
+        int awaited = 0;
+        for (int i = 0; i < j->nawait && !awaited; i++)
+            if ((awaited = j->await[i] == from)) {
                 j->await[i] = j->await[--j->nawait];
                 j->run |= j->nawait == 0;
-                break;
             }
+        if (!awaited) j->drained[from] = 1; /* ahead of this node's view change */
     }
     wake();
 }
@@ -207,15 +221,20 @@ static int all_ready(int phase, uint32_t epoch)
     return ready;
 }
 
-/* Wait (bounded) until this node is in state `want` of view >= its epoch
- * and every table is ready for `phase`. */
-static int wait_phase(int want, int phase, uint64_t deadline)
+/* Wait (bounded) until this node is in state `want` of a view (its epoch
+ * to *at) and every table is ready for `phase` in it; with `after`, stop
+ * (PS_ERR_STATE) as soon as a view newer than *after is not `want`. */
+static int wait_phase(int want, int phase, uint64_t deadline, const uint32_t *after, uint32_t *at)
 {
     for (;;) {
         uint32_t epoch;
         int st = psi_node_my_state(&epoch);
         if (st == PSI_NODE_DEAD) return PS_ERR_PEER;
-        if (st == want && all_ready(phase, epoch)) return PS_OK;
+        if (st == want && all_ready(phase, epoch)) {
+            if (at) *at = epoch;
+            return PS_OK;
+        }
+        if (after && epoch > *after && st != want) return PS_ERR_STATE;
         if (psi_now_ms() >= deadline) return PS_ERR_TIMEOUT;
         pthread_mutex_lock(&jn_lock);
         struct timespec ts = psi_deadline_in(50); /* views arrive without a wake */
@@ -236,8 +255,10 @@ static int join_worker(uint64_t deadline)
                       "first one, so a worker cannot join it mid-run", ts[i]->name);
             return PS_ERR_STATE;
         }
-    int rv = psi_node_serve(1);
-    if (rv == 0) rv = wait_phase(PSI_NODE_ALIVE, 0, deadline);
+    uint32_t epoch;
+    psi_node_my_state(&epoch);
+    int rv = psi_node_serve(1, epoch);
+    if (rv == 0) rv = wait_phase(PSI_NODE_ALIVE, 0, deadline, NULL, NULL);
     if (rv == 0) PSI_INFO("joined: this worker works on shard %d", ps_my_rank());
     return rv;
 }
@@ -259,12 +280,18 @@ int ps_join(void)
         return rv == 0 ? 1 : rv;
     }
     PSI_INFO("joining the cluster: asking for this server's share of the tables");
-    if ((rv = psi_node_serve(1)) == 0) rv = wait_phase(PSI_NODE_JOINING, 1, deadline);
-    if (rv == 0) {
-        PSI_INFO("joining: every segment copied; taking them over");
-        rv = psi_node_serve(2);
+    rv = psi_node_serve(1, epoch);
+    for (int again = 1; rv == 0 && again;) {
+        uint32_t ready; /* copies complete as of view `ready`; ALIVE only in the next */
+        rv = wait_phase(PSI_NODE_JOINING, 1, deadline, NULL, &ready);
+        if (rv == 0) {
+            PSI_INFO("joining: every segment copied (view %u); taking them over", ready);
+            rv = psi_node_serve(2, ready);
+        }
+        if (rv == 0) rv = wait_phase(PSI_NODE_ALIVE, 2, deadline, &ready, NULL);
+        again = rv == PS_ERR_STATE; /* a newer view came first: check the copies again */
+        if (again) rv = 0;
     }
-    if (rv == 0) rv = wait_phase(PSI_NODE_ALIVE, 2, deadline);
     if (rv == 0) PSI_INFO("joined: this server now serves its share");
     else PSI_ERROR("ps_join failed: %s", ps_strerror(rv));
     return rv == 0 ? 1 : rv;

@@ -18,7 +18,10 @@
 #          over at once, without a timeout) and exits 0; sums stay exact;
 #   join   a fourth server joins mid-run (ps_join): its share is streamed to
 #          it, then handed over; it must serve pushes, and sums stay exact;
-#   joinf  the join case under PS_FAULT drop/dup/delay;
+#   joinf  the join case under PS_FAULT drop/dup/delay, 32 pushes in flight;
+#   joinkill  server 1 is killed just before a fourth server joins, so its
+#          death is declared while the join is under way, under drop/dup/delay:
+#          pushes moved off the dead server cross the handover;
 #   joinleave  a server joins, then server 1 leaves, both during pushes;
 #   k2     four servers with k = 2, two of them killed at the same time;
 #   k0     without replication the same kill fails the pushes in flight, and
@@ -162,10 +165,24 @@ joined_served() {
 }
 
 case_join() {
-  cluster --keys 3000 --before 40 --after 80 --deaths 0 --joins 1
+  cluster --keys 3000 --before 40 --after 80 --deaths 0 --joins 1 "$@"
   joiner
   workers_pass
   for n in sched s0 s1 s2; do wait_exit "$(eval echo \$PID_$n)" 30 || fail "$CASE: $n exited $?"; done
+  joined_served
+  grep -h '^result' "$TMP"/w*.log
+}
+
+case_joinkill() {
+  cluster --keys 20000 --before 40 --after 60 --deaths 1 --joins 1 --inflight 12 "$@"
+  kill -9 "$(server_pid 1)"
+  # place the join just before the death is declared (1 s heartbeat); the
+  # sums must be exact whenever it lands, this is only where it is likeliest
+  # to cross moved pushes
+  sleep 0.85
+  joiner --keys 20000
+  workers_pass
+  for n in sched s0 s2; do wait_exit "$(eval echo \$PID_$n)" 30 || fail "$CASE: $n exited $?"; done
   joined_served
   grep -h '^result' "$TMP"/w*.log
 }
@@ -181,7 +198,7 @@ case_joinleave() {
   grep -h '^result' "$TMP"/w*.log
 }
 
-CASES=${*:-kill stop faults twice bsp bsp2 bspf leave join joinf joinleave k2 k0}
+CASES=${*:-kill stop faults twice bsp bsp2 bspf leave join joinf joinkill joinleave k2 k0}
 for CASE in $CASES; do
   case $CASE in
     kill) case_kill ;;
@@ -193,7 +210,8 @@ for CASE in $CASES; do
     bspf) PS_FAULT="drop=0.05,dup=0.05,seed=7" case_bsp ;;
     leave) case_leave ;;
     join) PS_LOG_LEVEL=info case_join ;;
-    joinf) PS_LOG_LEVEL=info PS_FAULT="drop=0.02,dup=0.05,delay=0.1,delay_ms=20,seed=5" case_join ;;
+    joinf) PS_LOG_LEVEL=info PS_FAULT="drop=0.02,dup=0.05,delay=0.1,delay_ms=20,seed=5" case_join --inflight 32 ;;
+    joinkill) PS_LOG_LEVEL=info PS_FAULT="drop=0.03,dup=0.03,delay=0.1,delay_ms=20,seed=3" NW=3 case_joinkill ;;
     joinleave) PS_LOG_LEVEL=info case_joinleave ;;
     k2) NS=4 case_k2 ;;
     k0) case_k0 ;;

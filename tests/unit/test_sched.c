@@ -487,16 +487,19 @@ static void test_late_servers_join_one_at_a_time(void **state)
     assert_int_equal(psi_view_find(&f->views[1], NNODES + 2)->rank, S + 1);
     reset(f);
 
-    psi_sched_on_serve(f->s, NNODES + 2, 1); /* the second asks first: it goes first */
-    psi_sched_on_serve(f->s, NNODES + 1, 1);
+    psi_sched_on_serve(f->s, NNODES + 2, 1, 0); /* the second asks first: it goes first */
+    psi_sched_on_serve(f->s, NNODES + 1, 1, 0);
     assert_int_equal(f->nviews, 1);
     assert_int_equal(state_of(f, NNODES + 2), PSI_NODE_JOINING);
     assert_int_equal(state_of(f, NNODES + 1), PSI_NODE_STANDBY);
-    psi_sched_on_serve(f->s, NNODES + 1, 2); /* not joining yet: ignored */
+    uint32_t joining_epoch = f->views[0].epoch;
+    psi_sched_on_serve(f->s, NNODES + 1, 2, joining_epoch); /* not joining yet: ignored */
+    assert_int_equal(f->nviews, 1);
+    psi_sched_on_serve(f->s, NNODES + 2, 2, joining_epoch - 1); /* ready for an older view */
     assert_int_equal(f->nviews, 1);
     reset(f);
 
-    psi_sched_on_serve(f->s, NNODES + 2, 2);
+    psi_sched_on_serve(f->s, NNODES + 2, 2, joining_epoch);
     assert_int_equal(f->nviews, 2); /* it serves; then the next one joins */
     assert_int_equal(psi_view_find(&f->views[0], NNODES + 2)->alive, PSI_NODE_ALIVE);
     assert_int_equal(psi_view_find(&f->views[0], NNODES + 1)->alive, PSI_NODE_STANDBY);
@@ -522,7 +525,7 @@ static void test_late_workers_take_free_shards(void **state)
     assert_int_equal(psi_view_find(&f->views[0], NNODES + 1)->rank, W);
     assert_int_equal(state_of(f, NNODES + 1), PSI_NODE_STANDBY);
     assert_int_equal(psi_view_count(&f->views[0], PS_GROUP_WORKERS, 1), W); /* not counted */
-    psi_sched_on_serve(f->s, NNODES + 1, 1);
+    psi_sched_on_serve(f->s, NNODES + 1, 1, 0);
     assert_int_equal(state_of(f, NNODES + 1), PSI_NODE_ALIVE);
     assert_int_equal(psi_view_count(&f->views[f->nviews - 1], PS_GROUP_WORKERS, 1), W + 1);
     reset(f);
