@@ -70,7 +70,7 @@ typedef struct ps_update_ops {
 
 typedef struct ps_table_opts {
     ps_dtype dtype;               /* default PS_F32 */
-    int width;                    /* values per key, >= 1 (default 1); 0: every key
+    int width;                    /* values per key, 1..2^26 (default 1); 0: every key
                                    * holds a vector of its own length, pushed and
                                    * pulled with ps_push_var / ps_pull_var (update
                                    * ADD: element-wise, lengths must match; ASSIGN:
