@@ -121,12 +121,12 @@ typedef struct ps_task_opts {
     /* Push, pushpull: nonzero lets the library send large values straight
      * from the caller's `vals` instead of copying them first (where one
      * server's values are one contiguous run of `vals` of at least 64 KiB:
-     * keys handed over sorted, fixed width, no filters, few keys; otherwise
-     * they are copied as usual).  The caller must then leave `vals`
-     * unchanged and allocated until the task finished (ps_wait returned it
-     * or the done callback ran); the task may finish a little after its
-     * last answer if a resend of it was still queued.  Keys are still
-     * copied. */
+     * keys handed over sorted, fixed width, no filters, few keys, and for
+     * pushpull a pull buffer other than `vals`; otherwise they are copied
+     * as usual).  The caller must then leave `vals` unchanged and
+     * allocated until the task finished (ps_wait returned it or the done
+     * callback ran); the task may finish a little after its last answer
+     * if a resend of it was still queued.  Keys are still copied. */
     int zero_copy;
 } ps_task_opts;
 

@@ -527,8 +527,9 @@ static int64_t submit(ps_table *t, unsigned flags, int var_api, const uint64_t *
         PSI_ERROR("table %s: only workers push and pull", t->name);
         return PS_ERR_STATE;
     }
-    kv_req *r = req_prepare(t, flags, keys, n, lens, push, pull,
-                            o && o->zero_copy && !o->filters, &rv);
+    /* zero-copy: not when a pushpull's answers land in the array being sent */
+    int zc = o && o->zero_copy && !o->filters && (const void *)pull != push;
+    kv_req *r = req_prepare(t, flags, keys, n, lens, push, pull, zc, &rv);
     if (!r) return rv;
     if (o && o->filters && (rv = request_chain(t, o->filters, &r->chain)) != 0) {
         req_free(r);
