@@ -5,7 +5,9 @@
 # itself reaches on this machine (ucx_perftest tag_lat and tag_bw, server and
 # client on 127.0.0.1) and then libps under `psrun -s 1 -w 1`: the
 # round-trip latency of a one-value pushpull, the bandwidth of 10 MiB pushes
-# with one and with four requests in flight, and the key rate of 1M
+# (1 key x 2621440 f32) with one and with four requests in flight, copied
+# into the library's buffers (the default) and sent from the caller's array
+# (psbench --zero-copy, ps_task_opts.zero_copy), and the key rate of 1M
 # random-key pushes into the servers' hash table.  The settings:
 #   tcp      UCX_TLS=tcp UCX_NET_DEVICES=lo for both libps and ucx_perftest.
 #   default  UCX_TLS, UCX_NET_DEVICES and PS_SHM unset.  Not the same wire for
@@ -309,9 +311,10 @@ latency_row() {
     NOTES+=("$label, latency runs: psbench p50 us [$JALL]; tag_lat half-round-trip p50 us [$PTALL]")
 }
 
-# The issue's command is 1 key x 2621440 f32; tables are capped at 2^20
-# values per key, so when it is refused the same 10 MiB go as 4 keys x 655360.
-# Two rows: one request in flight (the issue's command), then four.
+# The issue's command is 1 key x 2621440 f32; libps before 6e9b8cd capped
+# tables at 2^20 values per key, so when it is refused the same 10 MiB go as
+# 4 keys x 655360.  Four rows: one request in flight (the issue's command),
+# then four, each copying the values and zero-copy.
 bandwidth_rows() {
     local s=$1 label=$2 mbs gbs what="1 key x 2621440 f32" r got args inf
     perftest_median "$s" tag_bw 6 -t tag_bw -s 10485760 -n 200
@@ -326,12 +329,16 @@ bandwidth_rows() {
         what="4 keys x 655360 f32"
         args=(--op push --keys 4 --val-len 655360 --iters 200)
     fi
-    for inf in 1 4; do
-        psbench_median "$s" "bw-inflight$inf" gbytes_per_s "${args[@]}" --inflight "$inf"
-        got=$(jget gbytes_per_s "$J")
-        r=$(ratio "${got:-0}" "${gbs:-0}")
-        ROWS+=("| $label | push $what (10 MiB), inflight $inf | ${got:-fail} GB/s (p50 $(jget p50_us "$J") us, $(jget submit_p50_us "$J") us of it inside ps_push) | ${gbs:-fail} GB/s (tag_bw 10 MiB: ${mbs:-?} MB/s) | $r | >= 0.7x: $(verdict "$r" ">=" 0.7) |")
-        NOTES+=("$label, bandwidth inflight $inf runs: psbench GB/s [$JALL]; tag_bw MB/s [$PTALL]")
+    local zc zname
+    for zc in "" --zero-copy; do
+        zname=${zc:+-zc}
+        for inf in 1 4; do
+            psbench_median "$s" "bw-inflight$inf$zname" gbytes_per_s "${args[@]}" --inflight "$inf" ${zc:+"$zc"}
+            got=$(jget gbytes_per_s "$J")
+            r=$(ratio "${got:-0}" "${gbs:-0}")
+            ROWS+=("| $label | push $what (10 MiB), inflight $inf${zc:+, zero-copy} | ${got:-fail} GB/s (p50 $(jget p50_us "$J") us, $(jget submit_p50_us "$J") us of it inside ps_push) | ${gbs:-fail} GB/s (tag_bw 10 MiB: ${mbs:-?} MB/s) | $r | >= 0.7x: $(verdict "$r" ">=" 0.7) |")
+            NOTES+=("$label, bandwidth inflight $inf${zc:+ zero-copy} runs: psbench GB/s [$JALL]; tag_bw MB/s [$PTALL]")
+        done
     done
 }
 

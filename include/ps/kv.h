@@ -12,7 +12,8 @@
  * task's timestamp (>= 0, increasing per table on this node) or a negative
  * ps_err.  ps_wait(t, ts) blocks until that task finished and returns its
  * status.  Push copies the keys and values before returning, so the caller
- * may reuse them at once; pull writes into `vals` when the task finishes,
+ * may reuse them at once (unless it asks for a zero-copy push:
+ * ps_task_opts.zero_copy); pull writes into `vals` when the task finishes,
  * so that buffer must stay valid until then.  A task starts only once the
  * table's consistency model and its own dependencies (opts->deps) allow it.
  * Completion callbacks run on a library thread: keep them short, and do not
@@ -70,7 +71,7 @@ typedef struct ps_update_ops {
 
 typedef struct ps_table_opts {
     ps_dtype dtype;               /* default PS_F32 */
-    int width;                    /* values per key, >= 1 (default 1); 0: every key
+    int width;                    /* values per key, 1..2^26 (default 1); 0: every key
                                    * holds a vector of its own length, pushed and
                                    * pulled with ps_push_var / ps_pull_var (update
                                    * ADD: element-wise, lengths must match; ASSIGN:
@@ -117,6 +118,16 @@ typedef struct ps_task_opts {
      * unfiltered; otherwise a spec of stateless filters (zstd, fp16, int8).
      * NULL: the table's chain.  Not for remote calls. */
     const char *filters;
+    /* Push, pushpull: nonzero lets the library send large values straight
+     * from the caller's `vals` instead of copying them first (where one
+     * server's values are one contiguous run of `vals` of at least 64 KiB:
+     * keys handed over sorted, fixed width, no filters, few keys, and for
+     * pushpull a pull buffer other than `vals`; otherwise they are copied
+     * as usual).  The caller must then leave `vals` unchanged and
+     * allocated until the task finished (ps_wait returned it or the done
+     * callback ran); the task may finish a little after its last answer
+     * if a resend of it was still queued.  Keys are still copied. */
+    int zero_copy;
 } ps_task_opts;
 
 /*

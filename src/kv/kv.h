@@ -96,6 +96,8 @@ struct ps_table {
     ps_keep_fn keep;
     void *keep_arg;
     ps_traffic traffic;
+    kv_req *lingering;           /* zero-copy requests answered, waiting for their
+                                  * messages to let go of the caller's values (zcopy.c) */
 };
 
 /* Keys then values of one slice, shared by every send of it. */
@@ -123,6 +125,8 @@ typedef struct kv_slice {
     uint32_t moved;    /* refused with PSI_ERR_MOVED: the view epoch to resend it by */
     size_t elems;      /* variable-length push: values in this slice */
     psi_msg *resp;     /* variable-length pull: the answer, kept until done */
+    const uint8_t *ext; /* zero-copy push: the values, in the caller's array (then
+                         * buf holds keys and aux only) */
 } kv_slice;
 
 struct kv_req {
@@ -139,6 +143,7 @@ struct kv_req {
     size_t *voffs;     /* ... and element offsets of each key in vals (n + 1) */
     ps_var_vals *vout; /* variable-length pull: the caller's result */
     psi_chain *chain;  /* this request's own filters (ps_task_opts.filters), or NULL */
+    const uint8_t *zc_vals; /* ps_task_opts.zero_copy: the caller's push values */
     kv_slice *slices;
     int nslices, pending;
     int status;
@@ -186,6 +191,8 @@ void psi_kv_ring_install(ps_table *t, psi_ring *next, const uint32_t *ids, int n
 kv_buf *psi_kv_buf_new(size_t len);
 void psi_kv_buf_unref(void *arg);            /* a kv_buf, as a psi_msg on_free hook */
 uint8_t *psi_kv_slice_aux(const kv_req *r, const kv_slice *s);
+/* A fixed-width push slice's values (in its buffer, or the caller's). */
+const uint8_t *psi_kv_slice_vals(const kv_req *r, const kv_slice *s);
 size_t psi_kv_aux_len(const kv_req *r);
 /* Slice r's sorted keys (r->keys, values `uvals` in sorted order) by the ring. */
 int psi_kv_slice(kv_req *r, const uint8_t *uvals);
@@ -196,6 +203,15 @@ int psi_kv_slice_done(kv_req *r, kv_slice *s, int status);
 void psi_kv_unlink(ps_table *t, kv_req *r);
 /* Free r and finish its task (table lock NOT held). */
 void psi_kv_finish(kv_req *r, int status);
+/* Zero-copy pushes (zcopy.c).  The caller's values for slice s, if s may
+ * send them from there (`uvals` is r->zc_vals, one run, large); else NULL. */
+const uint8_t *psi_kv_zcopy_vals(const kv_req *r, const kv_slice *s, const uint8_t *uvals);
+/* From psi_kv_finish: 1 if a message still reads r's caller values, and r
+ * was kept to be finished by psi_kv_zcopy_poll (table lock NOT held). */
+int psi_kv_zcopy_linger(kv_req *r, int status);
+/* Finish the kept requests that nothing reads any more; all of them if
+ * `all` (table lock NOT held). */
+void psi_kv_zcopy_poll(ps_table *t, int all);
 /* move.c: slice again, at start, a request sliced before a server died. */
 int psi_kv_redirect(kv_req *r);
 /* move.c: send slice si, refused with PSI_ERR_MOVED, by the current chains;

@@ -49,7 +49,7 @@ int psi_kv_redirect(kv_req *r)
     }
     for (int i = 0; i < r->nslices; i++) {
         kv_slice *s = &r->slices[i];
-        const uint8_t *k = s->buf->data, *v = k + s->nkeys * 8;
+        const uint8_t *k = s->buf->data, *v = psi_kv_slice_vals(r, s);
         for (size_t x = 0, j = 0; x < s->nruns; x++)
             for (size_t p = s->runs[x].begin; p < s->runs[x].end; p++, j++) {
                 memcpy(&keys[p], k + j * 8, 8);
@@ -94,7 +94,7 @@ static int move_part(kv_req *r, const kv_slice *s, const size_t *pos, const uint
                     .via = mode == MOVE_FRESH ? 0 : s->server, .seq = s->seq,
                     .iter = s->iter, .nkeys = n, .sent_ms = psi_now_ms()};
     if (!(d->buf = psi_kv_buf_new(n * (8 + vb) + psi_kv_aux_len(r)))) return PS_ERR_NOMEM;
-    const uint8_t *sk = s->buf->data, *sv = sk + s->nkeys * 8;
+    const uint8_t *sk = s->buf->data, *sv = psi_kv_slice_vals(r, s);
     uint8_t *k = d->buf->data, *v = k + n * 8;
     for (size_t i = 0; i < s->nkeys; i++) {
         if (own[i] != owner) continue;

@@ -48,6 +48,7 @@ struct psi_store {
 struct psi_dense {
     uint64_t lo, hi;
     size_t block_bytes;
+    size_t pk;       /* keys per page */
     size_t npages;
     uint8_t **pages; /* npages entries, NULL until first written */
     size_t bytes;    /* everything allocated, struct and directory included */
@@ -359,7 +360,9 @@ psi_dense *psi_dense_new(uint64_t lo, uint64_t hi, size_t block_bytes)
     psi_dense *d;
     uint64_t span = hi - lo, npages;
     if (hi <= lo || block_bytes == 0) return NULL;
-    npages = span / PSI_DENSE_PAGE_KEYS + (span % PSI_DENSE_PAGE_KEYS != 0);
+    size_t pk = PSI_DENSE_PAGE_BYTES / block_bytes;
+    pk = pk > PSI_DENSE_PAGE_KEYS ? PSI_DENSE_PAGE_KEYS : pk ? pk : 1;
+    npages = span / pk + (span % pk != 0);
     if (npages > (SIZE_MAX - sizeof(*d)) / sizeof(uint8_t *)) return NULL;
     if ((d = calloc(1, sizeof(*d))) == NULL) return NULL;
     if ((d->pages = calloc((size_t)npages, sizeof(uint8_t *))) == NULL) {
@@ -369,6 +372,7 @@ psi_dense *psi_dense_new(uint64_t lo, uint64_t hi, size_t block_bytes)
     d->lo = lo;
     d->hi = hi;
     d->block_bytes = block_bytes;
+    d->pk = pk;
     d->npages = (size_t)npages;
     d->bytes = sizeof(*d) + d->npages * sizeof(uint8_t *);
     return d;
@@ -394,15 +398,15 @@ void psi_dense_set_limit(psi_dense *d, size_t max_bytes) { d->limit = max_bytes;
 /* Keys in page p (the last page may be short). */
 static size_t page_keys(const psi_dense *d, size_t p)
 {
-    uint64_t first = (uint64_t)p * PSI_DENSE_PAGE_KEYS, left = d->hi - d->lo - first;
-    return left < PSI_DENSE_PAGE_KEYS ? (size_t)left : PSI_DENSE_PAGE_KEYS;
+    uint64_t first = (uint64_t)p * d->pk, left = d->hi - d->lo - first;
+    return left < d->pk ? (size_t)left : d->pk;
 }
 
 /* Allocate and initialize page p; NULL on no memory or the limit. */
 static uint8_t *page_new(psi_dense *d, size_t p)
 {
     size_t nk = page_keys(d, p), bytes;
-    uint64_t first = d->lo + (uint64_t)p * PSI_DENSE_PAGE_KEYS;
+    uint64_t first = d->lo + (uint64_t)p * d->pk;
     uint8_t *page;
     if (__builtin_mul_overflow(nk, d->block_bytes, &bytes)) return NULL;
     if (d->limit != 0 && (bytes > d->limit || d->bytes > d->limit - bytes)) return NULL;
@@ -421,12 +425,12 @@ void *psi_dense_get(psi_dense *d, uint64_t key, int create)
     uint8_t *page;
     if (key < d->lo || key >= d->hi) return NULL;
     idx = key - d->lo;
-    page = d->pages[idx / PSI_DENSE_PAGE_KEYS];
+    page = d->pages[idx / d->pk];
     if (page == NULL) {
         if (!create) return NULL;
-        if ((page = page_new(d, (size_t)(idx / PSI_DENSE_PAGE_KEYS))) == NULL) return NULL;
+        if ((page = page_new(d, (size_t)(idx / d->pk))) == NULL) return NULL;
     }
-    return page + (size_t)(idx % PSI_DENSE_PAGE_KEYS) * d->block_bytes;
+    return page + (size_t)(idx % d->pk) * d->block_bytes;
 }
 
 size_t psi_dense_bytes(const psi_dense *d) { return d->bytes; }
@@ -436,7 +440,7 @@ int psi_dense_foreach(const psi_dense *d, int (*fn)(void *arg, uint64_t key, voi
 {
     int rv;
     for (size_t p = 0; p < d->npages; p++) {
-        uint64_t first = d->lo + (uint64_t)p * PSI_DENSE_PAGE_KEYS;
+        uint64_t first = d->lo + (uint64_t)p * d->pk;
         if (d->pages[p] == NULL) continue;
         for (size_t k = 0; k < page_keys(d, p); k++)
             if ((rv = fn(arg, first + k, d->pages[p] + k * d->block_bytes)) != 0) return rv;

@@ -13,9 +13,11 @@
  * key at the maximum load and 30.3 right after a growth (load 0.4).  There is
  * no delete, so there are no tombstones.
  *
- * Design (dense): a directory of pages of 4096 keys, each page allocated on
- * first write, so a server that owns part of the range only pays for the
- * pages it touches; a new page is filled by the init callback.
+ * Design (dense): a directory of pages of 4096 keys (fewer for blocks over
+ * 4 KiB, so that a page stays within 16 MiB, but at least one key), each
+ * page allocated on first write, so a server that owns part of the range
+ * only pays for the pages it touches; a new page is filled by the init
+ * callback.
  *
  * Block i is aligned to the largest power of two dividing block_bytes (up to
  * 64): callers size blocks so their types stay aligned (psi_update does).
@@ -33,7 +35,8 @@
 /* Slots are grown when keys would exceed capacity * NUM / DEN (0.8). */
 #define PSI_STORE_LOAD_NUM 4
 #define PSI_STORE_LOAD_DEN 5
-#define PSI_DENSE_PAGE_KEYS 4096
+#define PSI_DENSE_PAGE_KEYS 4096   /* keys per page for blocks up to 4 KiB */
+#define PSI_DENSE_PAGE_BYTES (1u << 24)
 
 typedef struct psi_store psi_store;
 

@@ -57,7 +57,7 @@ static int check_shape(const ps_table_opts *o)
 {
     if ((unsigned)o->dtype >= NDTYPES) return bad("dtype", o->dtype, "unknown value type");
     if (o->width < 1 || o->width > PSI_UPDATE_MAX_WIDTH)
-        return bad("width", o->width, "must be in [1, 1048576]");
+        return bad("width", o->width, "must be in [1, 67108864]");
     if ((unsigned)o->update >= NRULES)
         return bad("update", o->update, "unknown update function");
     if ((unsigned)o->init >= NINITS) return bad("init", o->init, "unknown initializer");

@@ -24,7 +24,9 @@
 
 #include "ps/kv.h"
 
-#define PSI_UPDATE_MAX_WIDTH (1 << 20)
+/* 2^26 values: 256 MiB of f32 per key, well under a message's 1 GiB cap for
+ * one key of any dtype (dense pages shrink to fit such blocks: store.h). */
+#define PSI_UPDATE_MAX_WIDTH (1 << 26)
 #define PSI_UPDATE_MAX_STATE (1 << 24) /* custom state_bytes per key */
 
 typedef struct psi_update {
@@ -40,7 +42,7 @@ typedef struct psi_update {
 
 /*
  * Fill `u` from table options after validating them: 0, or PS_ERR_INVAL
- * with a PSI_ERROR line naming the bad option (width outside [1, 2^20],
+ * with a PSI_ERROR line naming the bad option (width outside [1, 2^26],
  * unknown dtype, update or init, a gradient rule on PS_I64, lr <= 0 for a
  * rule that uses it, l1/l2 < 0, beta < 0 (or beta = l2 = 0) for FTRL,
  * eps <= 0 for ADAGRAD, a NULL custom ops or apply for CUSTOM, init_scale

@@ -150,7 +150,7 @@ static int drop_filters(kv_req *r, const uint8_t *push)
 }
 
 static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, size_t n,
-                           const uint32_t *lens, const void *push, void *pull, int *rv)
+                           const uint32_t *lens, const void *push, void *pull, int zc, int *rv)
 {
     kv_req *r = calloc(1, sizeof(*r));
     *rv = PS_ERR_NOMEM;
@@ -158,6 +158,7 @@ static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, si
     r->t = t;
     r->flags = flags;
     r->n = n;
+    r->zc_vals = zc ? push : NULL; /* zcopy.c decides per slice */
     if (t->var) r->vout = pull;
     else r->out = pull;
     if ((*rv = sort_keys(r, keys)) == 0 && (flags & PSI_F_PUSH))
@@ -204,8 +205,14 @@ static int add_run(kv_slice *s, size_t begin, size_t end)
  * iteration) lives: right after its values, so the payload is one region. */
 uint8_t *psi_kv_slice_aux(const kv_req *r, const kv_slice *s)
 {
-    size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0;
+    size_t vb = (r->flags & PSI_F_PUSH) && !s->ext ? r->t->vbytes : 0;
     return s->buf->data + s->nkeys * (8 + vb);
+}
+
+const uint8_t *psi_kv_slice_vals(const kv_req *r, const kv_slice *s)
+{
+    (void)r;
+    return s->ext ? s->ext : s->buf->data + s->nkeys * 8;
 }
 
 size_t psi_kv_aux_len(const kv_req *r) { return (r->flags & PSI_F_PUSH) ? PSI_PUSH_AUX : 8; }
@@ -230,7 +237,9 @@ static int fill_buf(kv_req *r, kv_slice *s, const uint8_t *uvals)
         return PS_OK;
     }
     size_t vb = (r->flags & PSI_F_PUSH) ? r->t->vbytes : 0;
-    /* keys, values, then the aux (psi_kv_slice_aux): one contiguous region */
+    /* keys, values, then the aux (psi_kv_slice_aux): one contiguous region;
+     * a zero-copy slice leaves its values where they are (zcopy.c) */
+    if (vb && (s->ext = psi_kv_zcopy_vals(r, s, uvals))) vb = 0;
     if (!(s->buf = psi_kv_buf_new(s->nkeys * (8 + vb) + psi_kv_aux_len(r)))) return PS_ERR_NOMEM;
     uint8_t *k = s->buf->data, *v = k + s->nkeys * 8;
     for (size_t i = 0; i < s->nruns; i++) {
@@ -355,7 +364,7 @@ psi_msg *psi_kv_slice_msg(const kv_req *r, kv_slice *s)
     if (r->t->var) {
         psi_kv_var_segments(r, s, m);
     } else if (r->flags & PSI_F_PUSH) {
-        m->seg[PSI_SEG_VALS] = s->buf->data + s->nkeys * 8;
+        m->seg[PSI_SEG_VALS] = (void *)psi_kv_slice_vals(r, s);
         h->seg_len[PSI_SEG_VALS] = s->nkeys * r->t->vbytes;
         m->borrowed |= 1u << PSI_SEG_VALS;
     }
@@ -405,6 +414,7 @@ void psi_kv_finish(kv_req *r, int status)
     psi_tq *q = r->t->tq;
     int64_t ts = r->ts;
     if (status == 0 && r->vout) status = psi_kv_var_assemble(r);
+    if (psi_kv_zcopy_linger(r, status)) return; /* a message still reads the caller's values */
     req_free(r);
     psi_tq_finish(q, ts, status);
 }
@@ -517,7 +527,9 @@ static int64_t submit(ps_table *t, unsigned flags, int var_api, const uint64_t *
         PSI_ERROR("table %s: only workers push and pull", t->name);
         return PS_ERR_STATE;
     }
-    kv_req *r = req_prepare(t, flags, keys, n, lens, push, pull, &rv);
+    /* zero-copy: not when a pushpull's answers land in the array being sent */
+    int zc = o && o->zero_copy && !o->filters && (const void *)pull != push;
+    kv_req *r = req_prepare(t, flags, keys, n, lens, push, pull, zc, &rv);
     if (!r) return rv;
     if (o && o->filters && (rv = request_chain(t, o->filters, &r->chain)) != 0) {
         req_free(r);
@@ -763,6 +775,7 @@ void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
     psi_msg *msgs[64];
     uint32_t to[64];
     int n = 0;
+    psi_kv_zcopy_poll(t, 0);
     pthread_mutex_lock(&t->lock);
     for (kv_req *r = t->reqs; r && n < 64; r = r->next)
         for (int i = 0; i < r->nslices && n < 64; i++) {
@@ -785,6 +798,7 @@ void psi_kv_worker_free(ps_table *t)
         t->reqs = r->next;
         req_free(r);
     }
+    psi_kv_zcopy_poll(t, 1);
     free(t->push_seq);
     t->push_seq = NULL;
     psi_tq_free(t->tq);

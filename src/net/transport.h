@@ -27,6 +27,13 @@
 
 typedef struct psi_transport psi_transport;
 
+/* A message whose segments lie in several places but all except the
+ * largest add up to at most this many bytes travels with those in the
+ * transport's own header, so the largest goes as one contiguous region
+ * (zero-copy where the transport can: ucx.c).  Zero-copy pushes (kv) keep
+ * their keys and aux under it. */
+#define PSI_NET_INLINE_MAX 1024
+
 typedef struct psi_transport_cbs {
     /* A validated message arrived.  The callee owns `m` (psi_msg_free). */
     void (*on_receive)(void *arg, psi_msg *m);

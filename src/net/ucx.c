@@ -9,11 +9,17 @@
  * UCX event fd and the eventfd.  One hop per send, no busy polling.
  *
  * Each message is one active message: the 104-byte encoded header is the AM
- * header, the non-empty segments are the payload, sent as an iovec (UCX
- * picks eager or rendezvous; a rendezvous send is zero-copy on the sender).
- * On receive, the header is validated before anything is allocated; eager
- * payloads are copied once into per-segment buffers; rendezvous payloads are
- * received straight into those buffers with an iovec.
+ * header, the non-empty segments are the payload.  Segments adjacent in
+ * memory go as one contiguous region (UCX picks eager or rendezvous; a
+ * contiguous rendezvous send is zero-copy on the sender).  Segments in
+ * several places would go as an iovec, which UCX 1.13 sends through its
+ * bounce buffers, so when every segment but the largest is small (at most
+ * PSI_NET_INLINE_MAX bytes together: a zero-copy push's keys and aux) those
+ * ride in the AM header after the 104 bytes and the largest alone is the
+ * payload; the receiver knows the layout from the header's length.  On
+ * receive, the header is validated before anything is allocated, and the
+ * payload lands in one block for all segments: eager payloads with one
+ * copy, rendezvous payloads received straight into it.
  *
  * Connections: one outbound endpoint per peer id, made lazily on first send,
  * with peer error handling on.  Inbound endpoints (accepted from the
@@ -84,7 +90,7 @@ typedef struct inbound_ep {
 /* One in-flight send: the encoded header and iovec must live until done. */
 typedef struct send_ctx {
     psi_msg *msg;
-    uint8_t hdr[PSI_HDR_SIZE];
+    uint8_t hdr[PSI_HDR_SIZE + PSI_NET_INLINE_MAX]; /* and the inlined segments */
     ucp_dt_iov_t iov[PSI_NSEG];
     struct ucx_transport *t;
 } send_ctx;
@@ -384,6 +390,35 @@ static void do_send(ucx_transport *t, uint32_t peer, psi_msg *m)
     send_now(t, p, m);
 }
 
+/* The segment that goes alone as the payload when the others ride in the
+ * AM header: the largest, the first of equal ones.  Both sides compute it
+ * from the header. */
+static int largest_seg(const psi_hdr *h)
+{
+    int big = 0;
+    for (int i = 1; i < PSI_NSEG; i++)
+        if (h->seg_len[i] > h->seg_len[big]) big = i;
+    return big;
+}
+
+/* If every segment of `m` but the largest fits in PSI_NET_INLINE_MAX bytes,
+ * copy them, in order, after the encoded header in s->hdr and return the
+ * largest segment's index; else -1. */
+static int inline_small(send_ctx *s, const psi_msg *m)
+{
+    const psi_hdr *h = &m->hdr;
+    int big = largest_seg(h);
+    uint64_t extra = psi_msg_payload_len(h) - h->seg_len[big];
+    if (!extra || extra > PSI_NET_INLINE_MAX) return -1;
+    uint8_t *p = s->hdr + PSI_HDR_SIZE;
+    for (int i = 0; i < PSI_NSEG; i++) {
+        if (i == big || !h->seg_len[i]) continue;
+        memcpy(p, m->seg[i], h->seg_len[i]);
+        p += h->seg_len[i];
+    }
+    return big;
+}
+
 static void send_now(ucx_transport *t, ucx_peer *p, psi_msg *m)
 {
     uint32_t peer = p->id;
@@ -405,7 +440,15 @@ static void send_now(ucx_transport *t, ucx_peer *p, psi_msg *m)
         s->iov[n].buffer = m->seg[i];
         s->iov[n++].length = m->hdr.seg_len[i];
     }
-    /* One region goes as a contiguous buffer, several as an iovec. */
+    /* One region goes as a contiguous buffer; several either as the largest
+     * segment with the others in the header, or as an iovec. */
+    size_t hlen = PSI_HDR_SIZE;
+    int big = n > 1 ? inline_small(s, m) : -1;
+    if (big >= 0) {
+        hlen += psi_msg_payload_len(&m->hdr) - m->hdr.seg_len[big];
+        s->iov[0] = (ucp_dt_iov_t){m->seg[big], m->hdr.seg_len[big]};
+        n = 1;
+    }
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                         UCP_OP_ATTR_FIELD_DATATYPE,
@@ -415,7 +458,7 @@ static void send_now(ucx_transport *t, ucx_peer *p, psi_msg *m)
     };
     const void *buf = n > 1 ? (const void *)s->iov : n == 1 ? s->iov[0].buffer : NULL;
     size_t count = n > 1 ? n : n == 1 ? s->iov[0].length : 0;
-    void *req = ucp_am_send_nbx(p->ep, AM_ID, s->hdr, PSI_HDR_SIZE, buf, count, &prm);
+    void *req = ucp_am_send_nbx(p->ep, AM_ID, s->hdr, hlen, buf, count, &prm);
     if (UCS_PTR_IS_PTR(req)) {
         t->inflight++;
         return;
@@ -476,7 +519,39 @@ static psi_msg *alloc_segments(const psi_hdr *h, uint8_t **block)
     return m;
 }
 
-static ucs_status_t recv_rndv(ucx_transport *t, psi_msg *m, void *desc, uint8_t *block)
+/* Where the payload of a message with `extra` inlined header bytes goes in
+ * its block: the largest segment's place, after copying the inlined
+ * segments into theirs. */
+static uint8_t *place_inlined(const psi_hdr *h, const uint8_t *extra, uint8_t *block)
+{
+    int big = largest_seg(h);
+    uint8_t *dst = block, *payload = block;
+    for (int i = 0; i < PSI_NSEG; i++) {
+        if (i == big) payload = dst;
+        else if (h->seg_len[i]) memcpy(dst, extra, h->seg_len[i]);
+        if (i != big) extra += h->seg_len[i];
+        dst += h->seg_len[i];
+    }
+    return payload;
+}
+
+/* Validate an AM header: the 104 bytes, then either nothing (the payload
+ * is every segment) or the inlined segments (the payload is the largest). */
+static int check_am(const ucx_transport *t, const void *header, size_t header_len,
+                    size_t length, psi_hdr *h)
+{
+    if (header_len < PSI_HDR_SIZE || header_len > PSI_HDR_SIZE + PSI_NET_INLINE_MAX)
+        return PS_ERR_PROTO;
+    int rv = psi_hdr_decode(header, PSI_HDR_SIZE, t->cfg.max_payload, h);
+    if (rv != 0) return rv;
+    size_t extra = header_len - PSI_HDR_SIZE;
+    if (psi_msg_payload_len(h) != extra + length) return PS_ERR_PROTO;
+    if (extra && length != h->seg_len[largest_seg(h)]) return PS_ERR_PROTO;
+    return PS_OK;
+}
+
+static ucs_status_t recv_rndv(ucx_transport *t, psi_msg *m, void *desc, uint8_t *block,
+                              size_t length)
 {
     recv_ctx *r = calloc(1, sizeof(*r));
     if (!r) {
@@ -493,7 +568,7 @@ static ucs_status_t recv_rndv(ucx_transport *t, psi_msg *m, void *desc, uint8_t 
         .datatype = ucp_dt_make_contig(1),
     };
     t->inflight++;
-    void *req = ucp_am_recv_data_nbx(t->worker, desc, block, psi_msg_payload_len(&m->hdr), &prm);
+    void *req = ucp_am_recv_data_nbx(t->worker, desc, block, length, &prm);
     if (UCS_PTR_IS_ERR(req)) recv_done(NULL, UCS_PTR_STATUS(req), 0, r);
     else if (req == NULL) recv_done(NULL, UCS_OK, 0, r);
     return UCS_OK;
@@ -506,10 +581,7 @@ static ucs_status_t on_am(void *arg, const void *header, size_t header_len, void
     psi_hdr h;
     int rv;
 
-    if (header_len != PSI_HDR_SIZE) rv = PS_ERR_PROTO;
-    else rv = psi_hdr_decode(header, header_len, t->cfg.max_payload, &h);
-    if (rv == 0 && psi_msg_payload_len(&h) != length) rv = PS_ERR_PROTO;
-    if (rv != 0) {
+    if ((rv = check_am(t, header, header_len, length, &h)) != 0) {
         t->dropped++;
         PSI_WARN("dropped an invalid message (%zu header bytes, %zu payload bytes): %s",
                  header_len, length, ps_strerror(rv));
@@ -521,7 +593,9 @@ static ucs_status_t on_am(void *arg, const void *header, size_t header_len, void
         PSI_ERROR("out of memory receiving %zu bytes from node %u", length, h.sender);
         return UCS_OK;
     }
-    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) return recv_rndv(t, m, data, block);
+    if (header_len > PSI_HDR_SIZE)
+        block = place_inlined(&h, (const uint8_t *)header + PSI_HDR_SIZE, block);
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) return recv_rndv(t, m, data, block, length);
     if (length) memcpy(block, data, length);
     deliver(t, m);
     return UCS_OK;

@@ -7,7 +7,8 @@
 # dependency order, also under faults; BSP tables apply each iteration once,
 # after every worker contributed, and pulls see exactly that; variable-length
 # values round-trip in the caller's order and refuse mismatched lengths; dense
-# tables split their range over the servers and serve range pushes and pulls.
+# tables split their range over the servers and serve range pushes and pulls;
+# zero-copy pushes of wide keys sum exactly, also under faults.
 . "$(dirname "$0")/lib.sh"
 
 run() { # NAME EXPECTED_PASSES ARGS...: psrun the kv test, check its PASS lines
@@ -37,6 +38,9 @@ run bsp 3 bsp --iters 30
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,delay=0.2,reorder=0.1,seed=9" run bsp-faults 3 bsp --iters 30
 run var 12 var
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.1,reorder=0.2,seed=11" run var-faults 12 var
+run zcopy 9 zcopy
+PS_RESEND_MS=30 PS_FAULT="drop=0.1,dup=0.1,delay=0.3,delay_ms=60,reorder=0.2,seed=17" \
+  run zcopy-faults 9 zcopy --rounds 30 --width 32768
 run dense 6 dense
 [ "$(grep -c 'server dense bytes [1-9]' "$TMP/dense.log")" = 2 ] || fail "the dense range is not spread over both servers"
 # Filters: lossless chains give exact sums and cut the bytes on the wire;

@@ -319,6 +319,33 @@ static void dense_tag(void *arg, uint64_t key, void *block)
     *(uint64_t *)block = tag(key);
 }
 
+/* Wide blocks (10 MiB, one key of the bandwidth benchmark) get pages of at
+ * most PSI_DENSE_PAGE_BYTES, never less than one key: writing one key of a
+ * long range allocates that key only. */
+static void test_dense_wide_blocks_small_pages(void **state)
+{
+    (void)state;
+    size_t bb = 10u << 20, inits = 0;
+    psi_dense *d = psi_dense_new(0, 1000, bb);
+    assert_non_null(d);
+    size_t base = psi_dense_bytes(d);
+    psi_dense_set_init(d, dense_tag, &inits);
+    uint64_t *b = psi_dense_get(d, 500, 1);
+    assert_non_null(b);
+    assert_true(*b == tag(500));
+    assert_int_equal(inits, 1);
+    assert_int_equal(psi_dense_bytes(d), base + bb);
+    assert_null(psi_dense_get(d, 501, 0));
+    psi_dense_free(d);
+    /* 4 KiB blocks: 4096 per page (16 MiB), as before */
+    d = psi_dense_new(0, 10000, 4096);
+    inits = 0;
+    psi_dense_set_init(d, dense_tag, &inits);
+    assert_non_null(psi_dense_get(d, 1, 1));
+    assert_int_equal(inits, PAGE);
+    psi_dense_free(d);
+}
+
 static void test_dense_lazy_pages(void **state)
 {
     uint64_t hi = LO + 3 * PAGE + 10;
@@ -408,6 +435,7 @@ int main(void)
         cmocka_unit_test(test_store_limit_refuses_without_corrupting),
         cmocka_unit_test(test_store_bytes_per_key_f32),
         cmocka_unit_test(test_dense_lazy_pages),
+        cmocka_unit_test(test_dense_wide_blocks_small_pages),
         cmocka_unit_test(test_dense_out_of_range),
         cmocka_unit_test(test_dense_foreach_existing_pages),
         cmocka_unit_test(test_dense_limit),

@@ -413,6 +413,11 @@ static const size_t size_cases[][PSI_NSEG] = {
     {65536, 0, 0, 8 * MIB},                       /* segments with gaps */
     {0, 1, 1, 1},                                 /* three one-byte segments */
     {0, 0, 8 * MIB, 8 * MIB},                     /* two rendezvous-size segments */
+    /* several regions, all but the largest in the AM header (PSI_NET_INLINE_MAX) */
+    {8, 10 * MIB, 0, 24},                         /* a zero-copy push's shape */
+    {8, 0, 0, 8 * MIB},                           /* the largest last */
+    {1000, 4 * MIB, 0, 24},                       /* exactly PSI_NET_INLINE_MAX inlined */
+    {1008, 4 * MIB, 0, 24},                       /* 8 bytes over: an iovec */
 };
 
 static void test_sizes_arrive_intact(void **state)

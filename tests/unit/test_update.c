@@ -285,7 +285,7 @@ static void test_validation_errors(void **state)
     } while (0)
     BAD(width, 0);
     BAD(width, -3);
-    BAD(width, (1 << 20) + 1);
+    BAD(width, PSI_UPDATE_MAX_WIDTH + 1);
     BAD(dtype, (ps_dtype)3);
     BAD(update, (ps_update)42);
     BAD(init, (ps_init)7);
@@ -295,7 +295,7 @@ static void test_validation_errors(void **state)
     BAD(lr, INFINITY);
     BAD(init_value, 1e300); /* not a float */
     b = o;
-    b.width = 1 << 20;
+    b.width = PSI_UPDATE_MAX_WIDTH;
     assert_int_equal(from(b), 0);
     b = o;
     b.lr = 0; /* ADD ignores lr */

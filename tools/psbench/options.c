@@ -42,6 +42,8 @@ static const char usage[] =
     "                   for the run and the same on every worker (needs --store)\n"
     "  --sort-keys      hand the random keys over sorted (skips the library's sort)\n"
     "  --seed S         RNG seed for --random-keys (default 42)\n"
+    "  --zero-copy      push values straight from the benchmark's array\n"
+    "                   (ps_task_opts.zero_copy; the array never changes)\n"
     "  --progress SECS  seconds between progress lines on stderr (default 5; 0: off)\n"
     "  --json           print the result as one JSON object per line\n"
     "  -h, --help       print this help and exit\n"
@@ -102,6 +104,7 @@ static int set_random(pb_opts *o, const char *v) { (void)v; return o->random_key
 static int set_sort(pb_opts *o, const char *v) { (void)v; return o->sort_keys = 1, 0; }
 static int set_store(pb_opts *o, const char *v) { (void)v; return o->store = 1, 0; }
 static int set_json(pb_opts *o, const char *v) { (void)v; return o->json = 1, 0; }
+static int set_zcopy(pb_opts *o, const char *v) { (void)v; return o->zero_copy = 1, 0; }
 static int set_filters(pb_opts *o, const char *v) { return o->filters = v, 0; }
 
 static const struct flag {
@@ -115,7 +118,7 @@ static const struct flag {
     {"--seed", 1, set_seed},       {"--progress", 1, set_progress},
     {"--random-keys", 0, set_random}, {"--sort-keys", 0, set_sort},
     {"--store", 0, set_store},     {"--json", 0, set_json},
-    {"--filters", 1, set_filters},
+    {"--filters", 1, set_filters}, {"--zero-copy", 0, set_zcopy},
 };
 
 static int usage_error(const char *fmt, const char *arg)

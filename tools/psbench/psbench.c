@@ -235,7 +235,7 @@ static void bench_init(bench *b, const pb_opts *o, ps_table *t, pb_result *r)
     for (int i = 0; i < o->inflight; i++) {
         slot *s = &b->slots[i];
         s->b = b;
-        s->topts = (ps_task_opts){.done = on_done, .arg = s};
+        s->topts = (ps_task_opts){.done = on_done, .arg = s, .zero_copy = o->zero_copy};
         if (o->op != PB_PUSH && !(s->out = malloc(nv * sizeof(float))))
             die("pull buffers", PS_ERR_NOMEM);
     }

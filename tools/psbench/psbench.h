@@ -28,6 +28,7 @@ typedef struct pb_opts {
     int sort_keys;       /* hand random keys over sorted */
     int store;           /* sparse (hash) table; else dense over [0, N) */
     int json;            /* JSON result line instead of text */
+    int zero_copy;       /* --zero-copy: ps_task_opts.zero_copy on every task */
     uint64_t seed;       /* RNG seed for --random-keys */
     double progress_s;   /* seconds between progress lines on stderr */
     const char *filters; /* filter chain of the table ("" = none) */

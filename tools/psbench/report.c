@@ -100,10 +100,11 @@ static void print_json(const pb_opts *o, const pb_result *r, const pb_total *t, 
 {
     long n = r->nlat;
     printf("{\"op\":\"%s\",\"keys\":%llu,\"val_len\":%d,\"servers\":%d,\"workers\":%d,"
-           "\"iters\":%ld,\"warmup\":%ld,\"inflight\":%d,\"random_keys\":%s,\"store\":%s,",
+           "\"iters\":%ld,\"warmup\":%ld,\"inflight\":%d,\"random_keys\":%s,\"store\":%s,"
+           "\"zero_copy\":%s,",
            pb_op_name(o->op), (unsigned long long)o->keys, o->val_len, ps_num_servers(),
            ps_num_workers(), o->iters, o->warmup, o->inflight, o->random_keys ? "true" : "false",
-           o->store ? "true" : "false");
+           o->store ? "true" : "false", o->zero_copy ? "true" : "false");
     printf("\"p50_us\":%.2f,\"p99_us\":%.2f,\"mean_us\":%.2f,\"max_us\":%.2f,"
            "\"submit_p50_us\":%.2f,",
            pct(r->lat_us, n, 50), pct(r->lat_us, n, 99), mean(r->lat_us, n),
