@@ -74,8 +74,11 @@ disturbed 2 3 w1 "${ARGS[@]}"
 grep -q 'examples are left out' "$TMP/sched.log" || fail "the scheduler did not say it left a shard out"
 n_left=$(field "$got" examples)
 [ "$n_left" -lt 300 ] && [ "$n_left" -gt 150 ] || fail "final examples $n_left: want the two live shards"
-close "worker killed" "$ref3" "$got" 0.05 0.2 || fail "training without the lost shard went astray"
-pass "pslinear survives losing a worker: its shard left out ($n_left examples left), AUC within 0.05"
+# a third of the data left out for the last 3/4 of training moves the model
+# (by up to 0.15 AUC over fixtures of other seeds): this checks that training
+# went on sanely, not that it ended where the undisturbed run did
+close "worker killed" "$ref3" "$got" 0.15 0.3 || fail "training without the lost shard went astray"
+pass "pslinear survives losing a worker: its shard left out ($n_left examples left), AUC within 0.15"
 
 # A worker dies and a new one joins (FTRL): it takes the dead one's shard.
 FARGS=(--algo ftrl --minibatch 1 --epochs 300 --train "$TMP/train.svm" --test "$TMP/test.svm"
