@@ -35,7 +35,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 # cluster ARGS...: start 1 scheduler, 3 servers, 2 workers; logs in $tmp.
 cluster() {
   rm -f "$tmp"/*.log "$tmp"/*.pid; pids=()
-  local sched; sched=$(port)
+  sched=$(port) # global: joiner() starts a node later
   start() {
     PS_ROLE=$1 PS_RANK=$2 PS_SCHEDULER=127.0.0.1:$sched PS_NUM_SERVERS=3 PS_NUM_WORKERS=2 \
       PS_PID_DIR=$tmp timeout 120 "$bin/ps_failtest" --keys "$keys" --inflight "$inflight" "${@:4}" \
