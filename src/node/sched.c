@@ -107,6 +107,18 @@ static int build_view(const psi_sched *s, psi_view *v)
     return PS_OK;
 }
 
+/* A VIEW message carrying the encoded view buf[0, len), or NULL. */
+static psi_msg *view_msg(const uint8_t *buf, size_t len)
+{
+    psi_msg *m = psi_msg_new(PSI_MSG_VIEW);
+    if (m && psi_msg_set_seg(m, PSI_SEG_AUX, buf, len) == 0) {
+        m->hdr.flags = PSI_F_CONTROL;
+        return m;
+    }
+    psi_msg_free(m);
+    return NULL;
+}
+
 /* Epoch + 1, then send the new view to every live node that has not left. */
 static void publish(psi_sched *s)
 {
@@ -123,13 +135,8 @@ static void publish(psi_sched *s)
     for (int id = 1; id < s->nslots; id++) {
         const slot *sl = &s->slots[id];
         if (!sl->present || !sl->alive || sl->left) continue;
-        psi_msg *m = psi_msg_new(PSI_MSG_VIEW);
-        if (m && psi_msg_set_seg(m, PSI_SEG_AUX, buf, len) == 0) {
-            m->hdr.flags = PSI_F_CONTROL;
-            s->io.send_reliable(s->io.arg, (uint32_t)id, m);
-        } else {
-            psi_msg_free(m);
-        }
+        psi_msg *m = view_msg(buf, len);
+        if (m) s->io.send_reliable(s->io.arg, (uint32_t)id, m);
     }
     s->io.install_view(s->io.arg, &v);
     PSI_INFO("published view %u: %d of %d nodes alive", s->epoch, psi_view_count(&v, PS_GROUP_ALL, 1),
@@ -367,13 +374,8 @@ static void tell_dead(psi_sched *s, int id, uint64_t now_ms)
     sl->told_ms = now_ms;
     if (build_view(s, &v) != 0) return;
     if (psi_view_encode(&v, &buf, &len) == 0) {
-        psi_msg *m = psi_msg_new(PSI_MSG_VIEW);
-        if (m && psi_msg_set_seg(m, PSI_SEG_AUX, buf, len) == 0) {
-            m->hdr.flags = PSI_F_CONTROL;
-            s->io.send(s->io.arg, (uint32_t)id, m);
-        } else {
-            psi_msg_free(m);
-        }
+        psi_msg *m = view_msg(buf, len);
+        if (m) s->io.send(s->io.arg, (uint32_t)id, m);
         free(buf);
     }
     psi_view_free(&v);

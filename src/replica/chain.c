@@ -835,10 +835,8 @@ int psi_repl_send_held(ps_table *t, uint32_t to, int marker)
     entries e = {0};
     uint64_t durable = t->bsp ? psi_kv_bsp_durable_iter(t) : UINT64_MAX;
     for (uint32_t id = 0; id < PSI_MAX_NODES; id++) {
-        int server = 0;
-        for (int i = 0; i < t->nservers && !server; i++) server = t->servers[i] == id;
         uint64_t last = (uint64_t)PSI_MAX(t->applied[id], 0);
-        if (!server) ent_add(&e, ps_my_id(), id, PSI_MIN(last, durable), PSI_MIN(last, durable));
+        if (!ring_server(t, id)) ent_add(&e, ps_my_id(), id, PSI_MIN(last, durable), PSI_MIN(last, durable));
     }
     if (e.rv == 0) psi_store_foreach(t->seen, seen_entries, &e);
     part p = {.to = to};

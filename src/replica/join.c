@@ -192,11 +192,10 @@ int psi_join_take_run(ps_table *t)
 /* Whether table t (lock held) holds what this joiner needs: in phase 1, a
  * COPIED marker, for its current view, from the head of each segment it
  * will be in; in phase 2, the chains of view `epoch` or later, and no old
- * head left to drain. */
+ * head left to drain (phase 0, a worker, never asks). */
 static int table_ready(ps_table *t, int phase, uint32_t epoch)
 {
     uint32_t me = ps_my_id(), nsegs = psi_ring_nsegs(t->ring);
-    if (phase == 0) return 1; /* a worker: nothing to hold */
     if (t->eff_epoch < epoch) return 0;
     if (phase == 2) return t->joiner != me && t->join->nawait == 0;
     if (t->joiner != me) return 0;
@@ -212,7 +211,7 @@ static int all_ready(int phase, uint32_t epoch)
 {
     ps_table *ts[PSI_MAX_TABLES];
     int n = psi_kv_tables(ts, PSI_MAX_TABLES), ready = 1;
-    for (int i = 0; i < n && ready && phase; i++) {
+    for (int i = 0; i < n && ready && phase; i++) { /* phase 0, a worker: nothing to hold */
         if (!ts[i]->join) continue;
         pthread_mutex_lock(&ts[i]->lock);
         ready = table_ready(ts[i], phase, epoch);
