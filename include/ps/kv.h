@@ -232,6 +232,10 @@ typedef struct ps_table_stats {
      * copies): in a BSP table the second is well under k times the first
      * (replication after aggregation forwards each touched key once) */
     uint64_t keys_pushed, keys_forwarded;
+    /* server: pushes that came as trains of fragments (large pushes,
+     * PS_PUSH_FRAG), and those of them that lost a fragment and waited for
+     * the worker's resend to complete them */
+    uint64_t trains, trains_stalled;
 } ps_table_stats;
 int ps_table_stats_get(ps_table *t, ps_table_stats *out);
 

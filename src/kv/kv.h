@@ -47,6 +47,7 @@ typedef struct kv_bsp kv_bsp;
 typedef struct kv_fwd kv_fwd;
 typedef struct kv_pend kv_pend;
 typedef struct kv_join kv_join;
+typedef struct kv_train kv_train;
 
 struct ps_table {
     char name[PSI_TABLE_NAME_MAX];
@@ -86,7 +87,10 @@ struct ps_table {
     kv_fwd *fwds;                /* forwards waiting for their backup's ack */
     kv_pend *pends;              /* pushes waiting for their forwards' acks */
     psi_store *seen;             /* (origin << 32 | sender) -> pushes a backup holds */
-    psi_msg **deferred;          /* requests from a newer view than eff_epoch */
+    kv_train *train;             /* the large push being received in fragments (train.c) */
+    struct kv_resume *resume;    /* per sender: how far a broken train got (train.c) */
+    psi_msg **deferred;          /* requests from a newer view than eff_epoch, or
+                                  * behind an open train */
     size_t ndeferred;
     ps_table_stats stats;
     /* filters (filter.c; drop filters in worker.c) */
@@ -229,8 +233,37 @@ void psi_kv_worker_free(ps_table *t);
 int psi_kv_server_init(ps_table *t);
 void psi_kv_server_on_request(ps_table *t, psi_msg *m);
 void psi_kv_server_free(ps_table *t);
-/* Run the requests deferred until this node installed their view. */
+/* Run the requests deferred until this node installed their view, or
+ * behind a train. */
 void psi_kv_server_run_deferred(ps_table *t);
+/* What train.c shares of server.c (table lock held): keep m to run later
+ * (returns 1: it always takes m, and drops it, for its sender to resend,
+ * when it cannot be kept); answer a
+ * push applied before (1 if m was kept); apply the sender's parked pushes
+ * that are next now; remember that push seq of sender failed with st. */
+int psi_kv_defer(ps_table *t, psi_msg *m);
+int psi_kv_answer_dup(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a);
+void psi_kv_drain(ps_table *t, uint32_t sender);
+void psi_kv_refused_note(ps_table *t, uint32_t sender, uint64_t seq, int st);
+
+/* Trains (train.c): a large push's values in fragments, applied as they
+ * arrive.  Worker: whether message m of table t goes as a train (it is
+ * then marked PSI_F_TRAIN), and psi_kv_send, which sends a marked message
+ * as its head and fragments (anything else as it is). */
+size_t psi_kv_train_frag_bytes(void);
+int psi_kv_train_ok(const ps_table *t);
+int psi_kv_train_wanted(const ps_table *t, const psi_msg *m);
+int psi_kv_send(uint32_t to, psi_msg *m);
+/* Server, table lock held: a train's head (a valid push request) and its
+ * fragments; both take m. */
+void psi_kv_train_open(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a);
+void psi_kv_train_frag(ps_table *t, psi_msg *m);
+/* Any other request while a train is open: deferred until it is closed. */
+void psi_kv_train_hold(ps_table *t, psi_msg *m);
+/* Server, table lock NOT held: close a train that stalled or whose sender died. */
+void psi_kv_train_tick(ps_table *t, uint64_t now_ms);
+void psi_kv_train_on_view(ps_table *t, const uint32_t *dead, int ndead);
+void psi_kv_train_free(ps_table *t);
 
 /* BSP (bsp.c), server side, table lock held. */
 int psi_kv_bsp_init(ps_table *t);

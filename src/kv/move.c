@@ -266,7 +266,7 @@ void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead)
     if (!rs) PSI_ERROR("table %s: out of memory moving requests off a dead server", t->name);
     free(rs);
     pthread_mutex_unlock(&t->lock);
-    for (int i = 0; i < nmsg; i++) psi_node_send(to[i], msgs[i]);
+    for (int i = 0; i < nmsg; i++) psi_kv_send(to[i], msgs[i]);
     while (done) {
         kv_req *r = done;
         done = r->next;

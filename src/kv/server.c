@@ -6,7 +6,9 @@
  * arrive ahead of a predecessor.
  *
  * Runs on the transport's I/O thread under the table lock, so a table's
- * updates are serialised and a pull sees whole pushes only.
+ * updates are serialised and a pull sees whole pushes only (a large push
+ * that comes in fragments holds every other request back until its last
+ * fragment is applied: train.c).
  *
  * Never: apply a push twice or out of its sender's order; apply part of a
  * push (a push that cannot get memory for every key changes nothing but
@@ -39,7 +41,7 @@ typedef struct kv_refused {
     struct { uint64_t seq; int st; } *e;
 } kv_refused;
 
-static void refused_note(ps_table *t, uint32_t sender, uint64_t seq, int st)
+void psi_kv_refused_note(ps_table *t, uint32_t sender, uint64_t seq, int st)
 {
     kv_refused *r = t->refused[sender];
     if (!r && !(r = t->refused[sender] = calloc(1, sizeof(*r)))) return;
@@ -116,6 +118,7 @@ void psi_kv_server_free(ps_table *t)
         free(p);
     }
     psi_kv_bsp_free(t);
+    psi_kv_train_free(t);
     psi_kv_var_free_store(t);
     psi_store_free(t->store);
     psi_dense_free(t->dense);
@@ -241,6 +244,8 @@ static int check_request(const ps_table *t, const psi_msg *m, uint64_t *seq, kv_
     if (t->var) {
         int rv = psi_kv_var_check(t, m);
         if (rv != 0) return rv;
+    } else if (h->flags & PSI_F_TRAIN) { /* the values follow (train.c) */
+        if (h->seg_len[PSI_SEG_VALS] || !psi_kv_train_ok(t)) return PS_ERR_PROTO;
     } else if (h->seg_len[PSI_SEG_VALS] != h->key_count * t->vbytes) {
         return PS_ERR_PROTO;
     }
@@ -359,7 +364,7 @@ static int apply_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *
         if (!*kept) return PS_ERR_NOMEM;
     } else {
         int st = do_apply(t, m, seq);
-        if (st != 0) refused_note(t, sender, seq, st); /* a resend is refused too */
+        if (st != 0) psi_kv_refused_note(t, sender, seq, st); /* a resend is refused too */
         *kept = do_settle(t, m, st, seq, a);
     }
     t->applied[sender] = (int64_t)seq;
@@ -370,7 +375,7 @@ static int apply_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *
 
 /* A push already applied came again: answer it, unless the first copy is
  * still waiting for its backups (that one will be answered). */
-static int answer_dup(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
+int psi_kv_answer_dup(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
 {
     uint32_t s = m->hdr.sender;
     t->stats.pushes_deduped++;
@@ -392,7 +397,7 @@ static void do_park(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
 }
 
 /* Apply parked pushes of `sender` that are now next in line. */
-static void do_drain(ps_table *t, uint32_t sender)
+void psi_kv_drain(ps_table *t, uint32_t sender)
 {
     for (int progress = 1; progress;) {
         progress = 0;
@@ -413,7 +418,7 @@ static void do_drain(ps_table *t, uint32_t sender)
                 }
                 progress = 1;
             } else {
-                kept = answer_dup(t, p->msg, p->seq, &p->aux);
+                kept = psi_kv_answer_dup(t, p->msg, p->seq, &p->aux);
             }
             if (!kept) psi_msg_free(p->msg);
             free(p);
@@ -428,14 +433,18 @@ static void do_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
     int kept = 0;
     if (t->k && !(m->hdr.flags & PSI_F_REPL) && a->origin == ps_my_id())
         refused_prune(t, s, a->lo);
+    if (m->hdr.flags & PSI_F_TRAIN) {
+        psi_kv_train_open(t, m, seq, a);
+        return;
+    }
     if (seq <= last) { /* a resend or duplicate: already applied */
-        kept = answer_dup(t, m, seq, a);
+        kept = psi_kv_answer_dup(t, m, seq, a);
     } else if (seq == last + 1) {
         if (apply_push(t, m, seq, a, &kept) != 0) {
             psi_msg_free(m);
             return;
         }
-        do_drain(t, s);
+        psi_kv_drain(t, s);
     } else {
         do_park(t, m, seq, a);
         return;
@@ -447,7 +456,7 @@ static void do_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
  * sender may already route to this node keys it takes over in that view.
  * Always takes m (kept, or dropped for the sender to resend). */
 #define MAX_DEFERRED 65536 /* beyond, requests are dropped: their senders resend them */
-static int do_defer(ps_table *t, psi_msg *m)
+int psi_kv_defer(ps_table *t, psi_msg *m)
 {
     psi_msg **d = t->ndeferred < MAX_DEFERRED
                       ? realloc(t->deferred, (t->ndeferred + 1) * sizeof(*d)) : NULL;
@@ -468,9 +477,17 @@ static void do_request(ps_table *t, psi_msg *m)
         psi_msg_free(m);
         return;
     }
-    if (t->k && m->hdr.epoch > t->eff_epoch && do_defer(t, m)) return;
+    if (m->hdr.flags & PSI_F_FRAG) { /* a fragment of a large push (train.c) */
+        psi_kv_train_frag(t, m);
+        return;
+    }
+    if (t->train) { /* a push in fragments is being applied */
+        psi_kv_train_hold(t, m);
+        return;
+    }
+    if (t->k && m->hdr.epoch > t->eff_epoch && psi_kv_defer(t, m)) return;
     /* a new head waits until the old heads' forwards are everywhere (join.c) */
-    if (!(m->hdr.flags & PSI_F_REPL) && psi_join_waiting(t) && do_defer(t, m)) return;
+    if (!(m->hdr.flags & PSI_F_REPL) && psi_join_waiting(t) && psi_kv_defer(t, m)) return;
     if ((m->hdr.flags & PSI_F_REPL) && t->k &&
         (m->hdr.sender >= PSI_MAX_NODES || t->dead[m->hdr.sender])) {
         psi_msg_free(m); /* from a server declared dead: it may be stale */

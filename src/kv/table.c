@@ -173,6 +173,7 @@ static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
         if (ts[i]->tq) psi_kv_worker_on_view(ts[i], dead, ndead);
         if (ts[i]->bsp) psi_kv_server_on_view(ts[i], dead, ndead);
         if (ts[i]->k && !ts[i]->tq) psi_repl_server_on_view(ts[i], dead, ndead);
+        if (!ts[i]->k && !ts[i]->tq) psi_kv_train_on_view(ts[i], dead, ndead);
     }
 }
 
@@ -189,6 +190,7 @@ static void *timer_main(void *arg)
         for (int i = 0; i < n; i++) {
             if (ts[i]->tq) psi_kv_worker_tick(ts[i], now);
             else if (ts[i]->k) psi_repl_tick(ts[i], now);
+            else psi_kv_train_tick(ts[i], now);
         }
         pthread_mutex_lock(&reg.lock);
         struct timespec dl = psi_deadline_in(TICK_MS);

@@ -228,8 +228,10 @@ void psi_update_init_block(const psi_update *u, uint64_t key, void *block)
 
 /* ---- update rules ------------------------------------------------------------------- */
 
+/* Apply push values to values [j0, j0 + cnt) of each of n blocks (cnt
+ * pushed values per block); the state stride stays the key's width. */
 typedef void (*batch_fn)(const psi_update *u, const uint64_t *keys, void **blocks,
-                         const void *push, size_t n);
+                         const void *push, size_t n, size_t j0, size_t cnt);
 
 /* GCC's -O2 vectorizes only loops whose trip count is a multiple of the
  * vector width; a wide key's values (a 10 MiB push is one ADD over 2.6M
@@ -243,24 +245,26 @@ typedef void (*batch_fn)(const psi_update *u, const uint64_t *keys, void **block
 #endif
 
 /*
- * Define batch function NAME over value type T: for each non-NULL block v
- * and its pushed values g, run the statements (the rest of the arguments)
- * for every value index j < w, with the parameters as locals of type P
- * (T for floating point; double for i64, whose rules ignore them).
+ * Define batch function NAME over value type T: for each non-NULL block,
+ * v its values from index j0 on, and its pushed values g, run the statements
+ * (the rest of the arguments) for every j < cnt, with the parameters as
+ * locals of type P (T for floating point; double for i64, whose rules
+ * ignore them).  State lives w values after the value it belongs to.
  */
 #define BATCH(NAME, T, P, ...)                                                      \
     VECTORIZE static void NAME(const psi_update *u, const uint64_t *keys,           \
-                               void **blocks, const void *push, size_t n)           \
+                               void **blocks, const void *push, size_t n,           \
+                               size_t j0, size_t cnt)                               \
     {                                                                               \
         const size_t w = (size_t)u->width;                                          \
         const P lr = (P)u->lr, l1 = (P)u->l1, l2 = (P)u->l2, beta = (P)u->beta;    \
         const P eps = (P)u->eps;                                                    \
         const T *restrict g = push;                                                 \
-        (void)keys, (void)lr, (void)l1, (void)l2, (void)beta, (void)eps;            \
-        for (size_t i = 0; i < n; i++, g += w) {                                    \
-            T *restrict v = blocks[i];                                              \
-            if (v == NULL) continue;                                                \
-            for (size_t j = 0; j < w; j++) {                                        \
+        (void)keys, (void)lr, (void)l1, (void)l2, (void)beta, (void)eps, (void)w;   \
+        for (size_t i = 0; i < n; i++, g += cnt) {                                  \
+            if (blocks[i] == NULL) continue;                                        \
+            T *restrict v = (T *)blocks[i] + j0;                                    \
+            for (size_t j = 0; j < cnt; j++) {                                      \
                 __VA_ARGS__                                                         \
             }                                                                       \
         }                                                                           \
@@ -298,9 +302,11 @@ FLOAT_RULES(double, f64, sqrt)
 BATCH(add_i64, int64_t, double, v[j] = (int64_t)((uint64_t)v[j] + (uint64_t)g[j]);)
 BATCH(assign_i64, int64_t, double, v[j] = g[j];)
 
+/* Whole keys only (cnt == width): a custom rule sees a key's values at once. */
 static void custom_batch(const psi_update *u, const uint64_t *keys, void **blocks,
-                         const void *push, size_t n)
+                         const void *push, size_t n, size_t j0, size_t cnt)
 {
+    (void)j0, (void)cnt;
     const ps_update_ops *ops = u->custom;
     size_t vb = psi_update_value_bytes(u), soff = state_offset(u);
     const uint8_t *g = push;
@@ -324,7 +330,13 @@ static const batch_fn rule_table[NRULES][NDTYPES] = {
 void psi_update_apply_batch(const psi_update *u, const uint64_t *keys, void **blocks,
                             const void *push, size_t n)
 {
-    rule_table[u->kind][u->dtype](u, keys, blocks, push, n);
+    rule_table[u->kind][u->dtype](u, keys, blocks, push, n, 0, (size_t)u->width);
+}
+
+void psi_update_apply_range(const psi_update *u, uint64_t key, void *block, const void *push,
+                            size_t j0, size_t cnt)
+{
+    rule_table[u->kind][u->dtype](u, &key, &block, push, 1, j0, cnt);
 }
 
 void psi_update_apply(const psi_update *u, uint64_t key, void *block, const void *push)

@@ -63,5 +63,11 @@ void psi_update_apply(const psi_update *u, uint64_t key, void *block, const void
  * (keys the store refused).  The hot loop of a push. */
 void psi_update_apply_batch(const psi_update *u, const uint64_t *keys, void **blocks,
                             const void *push, size_t n);
+/* Apply `push` (cnt values) to values [j0, j0 + cnt) of `key`'s block: a
+ * fragment of a wide key (src/kv/train.c).  Every rule but CUSTOM works
+ * value by value, so applying a key's values in parts is applying them
+ * whole; CUSTOM needs j0 = 0 and cnt = width. */
+void psi_update_apply_range(const psi_update *u, uint64_t key, void *block, const void *push,
+                            size_t j0, size_t cnt);
 
 #endif /* PSI_KV_UPDATE_H */

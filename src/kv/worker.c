@@ -389,6 +389,7 @@ psi_msg *psi_kv_slice_msg(const kv_req *r, kv_slice *s)
         return NULL;
     }
     psi_kv_count_sent(r->t, m, 1);
+    if (psi_kv_train_wanted(r->t, m)) m->hdr.flags |= PSI_F_TRAIN; /* psi_kv_send splits it */
     return m;
 }
 
@@ -423,7 +424,7 @@ static void send_slices(kv_req *r, psi_msg **msgs, uint32_t *to, int n)
 {
     (void)r;
     for (int i = 0; i < n; i++)
-        if (msgs[i]) psi_node_send(to[i], msgs[i]);
+        if (msgs[i]) psi_kv_send(to[i], msgs[i]);
 }
 
 /* The low watermark of pushes counted for `origin`: below the oldest one
@@ -764,8 +765,8 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
     uint32_t to = s ? s->server : 0;
     pthread_mutex_unlock(&t->lock);
     psi_msg_free(m);
-    if (again) psi_node_send(to, again);
-    for (int i = 0; i < nmoved; i++) psi_node_send(moved_to[i], moved[i]);
+    if (again) psi_kv_send(to, again);
+    for (int i = 0; i < nmoved; i++) psi_kv_send(moved_to[i], moved[i]);
     if (complete) psi_kv_finish(r, r->status);
 }
 
@@ -788,7 +789,7 @@ void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
             }
         }
     pthread_mutex_unlock(&t->lock);
-    for (int i = 0; i < n; i++) psi_node_send(to[i], msgs[i]);
+    for (int i = 0; i < n; i++) psi_kv_send(to[i], msgs[i]);
 }
 
 void psi_kv_worker_free(ps_table *t)

@@ -419,6 +419,8 @@ static int inline_small(send_ctx *s, const psi_msg *m)
     return big;
 }
 
+#define FRAG_EAGER_MAX (256u << 10)
+
 static void send_now(ucx_transport *t, ucx_peer *p, psi_msg *m)
 {
     uint32_t peer = p->id;
@@ -456,6 +458,12 @@ static void send_now(ucx_transport *t, ucx_peer *p, psi_msg *m)
         .user_data = s,
         .datatype = n > 1 ? ucp_dt_make_iov() : ucp_dt_make_contig(1),
     };
+    /* A large push's fragment (src/kv/train.c) goes eagerly: the receiver
+     * gets it in a small buffer it reuses, and applies it from the cache. */
+    if ((m->hdr.flags & PSI_F_FRAG) && psi_msg_payload_len(&m->hdr) <= FRAG_EAGER_MAX) {
+        prm.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
+        prm.flags = UCP_AM_SEND_FLAG_EAGER;
+    }
     const void *buf = n > 1 ? (const void *)s->iov : n == 1 ? s->iov[0].buffer : NULL;
     size_t count = n > 1 ? n : n == 1 ? s->iov[0].length : 0;
     void *req = ucp_am_send_nbx(p->ep, AM_ID, s->hdr, hlen, buf, count, &prm);

@@ -75,7 +75,10 @@ enum {
     PSI_F_CONTROL = 1u << 4,
     PSI_F_RELIABLE = 1u << 5, /* receiver must ACK; sender resends until then */
     PSI_F_REPL = 1u << 6,     /* DATA: a chain-replication forward or its ack */
-    PSI_F_ALL = (1u << 7) - 1
+    PSI_F_TRAIN = 1u << 7,    /* DATA push request: its values follow in PSI_F_FRAG
+                               * messages (src/kv/train.c) */
+    PSI_F_FRAG = 1u << 8,     /* DATA: a fragment of a train's values */
+    PSI_F_ALL = (1u << 9) - 1
 };
 
 /* The decoded header. */

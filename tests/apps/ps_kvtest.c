@@ -30,6 +30,12 @@
  *       and unsorted (copied), and pushpulls; each round's array is freed
  *       right after its task finished; the sums must be exact under any
  *       PS_FAULT.
+ *   ps_kvtest train [--rounds R] [--width W] [--trains 0]  large pushes sent as trains of
+ *       fragments: every worker pushes 6 keys of W values R times, pulling
+ *       after each push while the others' trains are in flight: every pull
+ *       sees whole pushes, the sums are exact (under any PS_FAULT), FTRL
+ *       applied by fragments equals FTRL applied whole, and every server
+ *       received trains (none with --trains 0, for PS_PUSH_FRAG=0).
  *   ps_kvtest filters --spec S [--tol T]    pushes through the filter chain S
  *       (same key list every round, so keycache hits): the pulled sums match
  *       exactly (T = 0) or within relative T; a keep filter dropping odd keys
@@ -387,6 +393,87 @@ static void run_zcopy(int argc, char **argv)
     ps_barrier(PS_GROUP_ALL);
 }
 
+/* ---- trains: large pushes in fragments (src/kv/train.c) ---------------------------------- */
+
+static float pattern(size_t j) { return (float)(1 + j % 7); }
+
+static void run_train(int argc, char **argv)
+{
+    enum { K = 6 };
+    const int W = (int)arg_long(argc, argv, "--width", 100000); /* 400 KB per key */
+    const long rounds = arg_long(argc, argv, "--rounds", 8);
+    ps_table_opts o, fo;
+    ps_table *t, *f;
+    ps_table_opts_init(&o);
+    o.width = W;
+    ps_table_opts_init(&fo);
+    fo.width = W;
+    fo.update = PS_UPDATE_FTRL;
+    fo.lr = 0.1, fo.l1 = 0.01, fo.l2 = 0.01, fo.beta = 1;
+    if (ps_table_open("train.add", &o, &t) != 0 || ps_table_open("train.ftrl", &fo, &f) != 0)
+        exit(1);
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_WORKER) {
+        uint64_t keys[K];
+        for (int i = 0; i < K; i++) keys[i] = ps_hash_key((uint64_t)i); /* on both servers */
+        size_t nv = (size_t)K * W;
+        float *v = malloc(nv * sizeof(float)), *got = malloc(nv * sizeof(float));
+        size_t torn = 0;
+        int rv = 0;
+        /* Other workers' trains are in flight during every pull: a pull that
+         * saw one in part would find a key whose values are not all the
+         * same multiple of the pattern. */
+        for (long r = 0; r < rounds; r++) {
+            for (size_t i = 0; i < nv; i++) v[i] = (float)(r + 1) * pattern(i % (size_t)W);
+            rv |= ps_wait(t, ps_push(t, keys, K, v, NULL));
+            rv |= ps_wait(t, ps_pull(t, keys, K, got, NULL));
+            for (size_t i = 0; i < K; i++)
+                for (size_t j = 0; j < (size_t)W; j++)
+                    torn += got[i * W + j] != got[i * W] * pattern(j);
+        }
+        CHECK(rv == 0 && torn == 0, "train pulls whole", "status %s, %zu values from a push "
+              "seen in part", ps_strerror(rv), torn);
+        ps_barrier(PS_GROUP_WORKERS);
+        rv = ps_wait(t, ps_pull(t, keys, K, got, NULL));
+        float want = (float)(ps_num_workers() * rounds * (rounds + 1) / 2);
+        size_t bad = 0;
+        for (size_t i = 0; i < nv; i++) bad += got[i] != want * pattern(i % (size_t)W);
+        CHECK(rv == 0 && bad == 0, "train sums exact", "status %s, %zu values differ "
+              "(first %.1f, want %.1f)", ps_strerror(rv), bad, got[0], want);
+        if (ps_my_rank() == 0) {
+            /* FTRL applied fragment by fragment equals FTRL applied whole */
+            psi_update u;
+            uint64_t key = ps_hash_key(99);
+            void *block = calloc(1, 3 * (size_t)W * sizeof(float));
+            psi_update_from_opts(&u, &fo);
+            psi_update_init_block(&u, key, block);
+            rv = 0;
+            for (long r = 0; r < rounds; r++) {
+                for (size_t j = 0; j < (size_t)W; j++) v[j] = sinf(0.001f * (float)j + (float)r);
+                rv |= ps_wait(f, ps_push(f, &key, 1, v, NULL));
+                psi_update_apply(&u, key, block, v);
+            }
+            rv |= ps_wait(f, ps_pull(f, &key, 1, got, NULL));
+            CHECK(rv == 0 && memcmp(got, block, (size_t)W * sizeof(float)) == 0,
+                  "train ftrl matches", "status %s, first value %g, want %g", ps_strerror(rv),
+                  got[0], ((float *)block)[0]);
+            free(block);
+        }
+        free(v);
+        free(got);
+    }
+    ps_barrier(PS_GROUP_ALL);
+    if (ps_my_role() == PS_ROLE_SERVER) {
+        ps_table_stats s;
+        ps_table_stats_get(t, &s);
+        printf("server trains %" PRIu64 " stalled %" PRIu64 "\n", s.trains, s.trains_stalled);
+        if (arg_long(argc, argv, "--trains", 1))
+            CHECK(s.trains > 0, "trains used", "no push came in fragments");
+        else
+            CHECK(s.trains == 0, "no trains", "%" PRIu64 " pushes came in fragments", s.trains);
+    }
+}
+
 /* ---- filters ------------------------------------------------------------------------ */
 
 static int keep_even(void *arg, uint64_t key, const void *vals)
@@ -583,6 +670,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "dense")) run_dense();
     else if (!strcmp(argv[1], "filters")) run_filters(argc, argv);
     else if (!strcmp(argv[1], "zcopy")) run_zcopy(argc, argv);
+    else if (!strcmp(argv[1], "train")) run_train(argc, argv);
     else failures++;
     int rv = ps_finalize();
     return failures || rv ? 1 : 0;

@@ -8,7 +8,8 @@
 # after every worker contributed, and pulls see exactly that; variable-length
 # values round-trip in the caller's order and refuse mismatched lengths; dense
 # tables split their range over the servers and serve range pushes and pulls;
-# zero-copy pushes of wide keys sum exactly, also under faults.
+# zero-copy pushes of wide keys sum exactly, also under faults; large pushes
+# sent as trains of fragments stay whole and exact, also under faults.
 . "$(dirname "$0")/lib.sh"
 
 run() { # NAME EXPECTED_PASSES ARGS...: psrun the kv test, check its PASS lines
@@ -41,6 +42,14 @@ PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.1,reorder=0.2,seed=11" run var-faults 
 run zcopy 9 zcopy
 PS_RESEND_MS=30 PS_FAULT="drop=0.1,dup=0.1,delay=0.3,delay_ms=60,reorder=0.2,seed=17" \
   run zcopy-faults 9 zcopy --rounds 30 --width 32768
+# Large pushes as trains of fragments: whole to every pull, exact, also when
+# fragments are lost, duplicated or late (a train that lost one waits for
+# the worker's resend, which fills in from the gap).
+run train 9 train
+PS_RESEND_MS=50 PS_FAULT="drop=0.02,dup=0.05,delay=0.2,delay_ms=30,reorder=0.1,seed=21" \
+  run train-faults 9 train --rounds 6
+grep -q 'stalled [1-9]' "$TMP/train-faults.log" || fail "no train lost a fragment to the faults"
+PS_PUSH_FRAG=0 run train-off 9 train --rounds 2 --trains 0
 run dense 6 dense
 [ "$(grep -c 'server dense bytes [1-9]' "$TMP/dense.log")" = 2 ] || fail "the dense range is not spread over both servers"
 # Filters: lossless chains give exact sums and cut the bytes on the wire;
