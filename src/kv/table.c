@@ -267,6 +267,7 @@ static void table_free(ps_table *t)
     psi_chain_free(t->chain);
     psi_store_free(t->sigmod_resid);
     pthread_mutex_destroy(&t->lock);
+    pthread_cond_destroy(&t->train_cv);
     free(t);
 }
 
@@ -279,6 +280,7 @@ static int table_new(const char *name, const ps_table_opts *o, ps_table **out)
     t->id = psi_name_id(name);
     t->opts = *o;
     pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->train_cv, NULL);
     ps_table_opts uo = *o;
     t->var = o->width == 0;
     if (t->var) uo.width = 1; /* the update works on one element */
@@ -380,6 +382,7 @@ int ps_table_foreach(ps_table *t, int (*fn)(void *arg, uint64_t key, const void 
     if (!(t->store || t->dense)) return PS_ERR_STATE;
     walk w = {t, fn, arg};
     pthread_mutex_lock(&t->lock);
+    psi_kv_train_wait(t); /* no push in part */
     int rv = t->store ? psi_store_foreach(t->store, walk_one, &w)
                       : psi_dense_foreach(t->dense, walk_one, &w);
     pthread_mutex_unlock(&t->lock);

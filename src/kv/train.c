@@ -171,6 +171,7 @@ static void train_abort(ps_table *t, const char *why)
     if (tr->next) resume_set(t, tr->sender, tr->seq, tr->next);
     psi_msg_free(tr->head);
     free(tr);
+    pthread_cond_broadcast(&t->train_cv);
     psi_kv_server_run_deferred(t);
 }
 
@@ -186,6 +187,7 @@ static void train_finish(ps_table *t)
     t->stats.keys_pushed += head->hdr.key_count;
     if (!psi_kv_answer(t, head, PS_OK, tr->seq)) psi_msg_free(head);
     free(tr);
+    pthread_cond_broadcast(&t->train_cv);
     psi_kv_drain(t, s);
     psi_kv_server_run_deferred(t);
 }
@@ -314,6 +316,11 @@ void psi_kv_train_on_view(ps_table *t, const uint32_t *dead, int ndead)
     for (int i = 0; t->train && i < ndead; i++)
         if (dead[i] == t->train->sender) train_abort(t, "its sender died");
     pthread_mutex_unlock(&t->lock);
+}
+
+void psi_kv_train_wait(ps_table *t)
+{
+    while (t->train) pthread_cond_wait(&t->train_cv, &t->lock);
 }
 
 void psi_kv_train_free(ps_table *t)

@@ -140,6 +140,7 @@ static int write_table(ps_table *t, const char *ckdir, uint64_t iter, psi_ckpt_f
         return PS_ERR_TOOBIG;
     snap s = {.t = t, .rec = 8 + (size_t)m.block_bytes};
     pthread_mutex_lock(&t->lock);
+    psi_kv_train_wait(t); /* no push in part */
     int rv = psi_kv_ring(t);
     if (rv == 0)
         rv = t->store ? psi_store_foreach(t->store, snap_one, &s)
