@@ -22,7 +22,7 @@
  * Pushes are atomic: a pull, ps_table_foreach or a checkpoint sees a push
  * whole or not at all.  A large push to a table without replication, BSP,
  * filters or a CUSTOM update travels as a train of fragments (PS_PUSH_FRAG
- * bytes each, 56 KiB by default) that the server applies as they arrive
+ * bytes each, 248 KiB by default) that the server applies as they arrive
  * while its other requests to the table wait; if the pushing worker dies in
  * the middle of one, the part received stays applied.
  */

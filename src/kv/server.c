@@ -445,6 +445,8 @@ static void do_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
             return;
         }
         psi_kv_drain(t, s);
+        if (!t->k && t->ndeferred && !t->train) /* a train waiting for this push */
+            psi_kv_server_run_deferred(t);
     } else {
         do_park(t, m, seq, a);
         return;

@@ -1,6 +1,6 @@
 /*
  * train.c -- large pushes as trains: the values of a push travel in
- * fragments of PS_PUSH_FRAG bytes (56 KiB by default), and the server
+ * fragments of PS_PUSH_FRAG bytes (248 KiB by default), and the server
  * applies each fragment as it arrives, while it is still in the cache.
  *
  * Why.  A 10 MiB push sent whole lands in a 10 MiB receive block, which the
@@ -17,7 +17,8 @@
  * `arg`, and its bytes.  The worker sends a train as one unbroken run of
  * messages.  The server opens the train when the head is the sender's next
  * push (a resend of an applied one is answered at once; one that is ahead
- * of a lost predecessor is dropped, and resent by its sender), applies
+ * of its predecessor waits with its fragments, deferred, until the
+ * predecessor is applied), applies
  * fragments in order, and when the last one is applied records the push
  * and answers it, as for a push sent whole.  Meanwhile every other request
  * to the table waits (it is deferred and run after), so a pull still sees
@@ -50,9 +51,9 @@
 #include "util/log.h"
 #include "util/util.h"
 
-#define FRAG_DEFAULT (56u << 10)
+#define FRAG_DEFAULT (248u << 10) /* fits UCX's TCP receive segment (ucx.c) */
 #define FRAG_MIN 4096u
-#define FRAG_MAX (16u << 20)
+#define FRAG_MAX (1u << 20)
 #define TRAIN_MIN_FRAGS 4 /* a smaller push goes whole */
 #define STALL_RESENDS 30   /* resend periods without progress before a train is closed */
 
@@ -201,8 +202,9 @@ void psi_kv_train_open(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux 
         if (!psi_kv_answer_dup(t, m, seq, a)) psi_msg_free(m);
         return;
     }
-    if (seq > last + 1) { /* a predecessor was lost: both come again */
-        psi_msg_free(m);
+    if (seq > last + 1) { /* ahead of a predecessor (a rendezvous one still
+                           * arriving, or one lost): waits, with its fragments */
+        psi_kv_defer(t, m);
         return;
     }
     kv_train *tr = calloc(1, sizeof(*tr) + n * sizeof(void *));

@@ -30,12 +30,15 @@
  *       and unsorted (copied), and pushpulls; each round's array is freed
  *       right after its task finished; the sums must be exact under any
  *       PS_FAULT.
- *   ps_kvtest train [--rounds R] [--width W] [--trains 0]  large pushes sent as trains of
- *       fragments: every worker pushes 6 keys of W values R times, pulling
- *       after each push while the others' trains are in flight: every pull
+ *   ps_kvtest train [--rounds R] [--width W] [--trains 0] [--no-resends 1]  large pushes sent as trains of
+ *       fragments: every worker pushes 12 keys of W values (1.5 fragments)
+ *       and one key alone (sent whole) R times, in alternating order, and
+ *       pulls while the others' trains are in flight: every pull
  *       sees whole pushes, the sums are exact (under any PS_FAULT), FTRL
  *       applied by fragments equals FTRL applied whole, and every server
- *       received trains (none with --trains 0, for PS_PUSH_FRAG=0).
+ *       received trains (none with --trains 0, for PS_PUSH_FRAG=0); with
+ *       --no-resends (no faults) no request had to be resent, so no train
+ *       head that overtook a whole push was dropped.
  *   ps_kvtest filters --spec S [--tol T]    pushes through the filter chain S
  *       (same key list every round, so keycache hits): the pulled sums match
  *       exactly (T = 0) or within relative T; a keep filter dropping odd keys
@@ -399,15 +402,19 @@ static float pattern(size_t j) { return (float)(1 + j % 7); }
 
 static void run_train(int argc, char **argv)
 {
-    enum { K = 6 };
-    const int W = (int)arg_long(argc, argv, "--width", 100000); /* 400 KB per key */
+    enum { K = 12 };
+    /* a key of 1.5 fragments: a push of one key goes whole (a rendezvous),
+     * a push of all K is a train to each server */
+    size_t frag = psi_kv_train_frag_bytes() ? psi_kv_train_frag_bytes() : 256 << 10;
+    const int W = (int)arg_long(argc, argv, "--width", (long)(frag * 3 / 2 / sizeof(float)));
+    const int WF = (int)(frag * 5 / sizeof(float)); /* FTRL: one key of 5 fragments */
     const long rounds = arg_long(argc, argv, "--rounds", 8);
     ps_table_opts o, fo;
     ps_table *t, *f;
     ps_table_opts_init(&o);
     o.width = W;
     ps_table_opts_init(&fo);
-    fo.width = W;
+    fo.width = WF;
     fo.update = PS_UPDATE_FTRL;
     fo.lr = 0.1, fo.l1 = 0.01, fo.l2 = 0.01, fo.beta = 1;
     if (ps_table_open("train.add", &o, &t) != 0 || ps_table_open("train.ftrl", &fo, &f) != 0)
@@ -417,15 +424,31 @@ static void run_train(int argc, char **argv)
         uint64_t keys[K];
         for (int i = 0; i < K; i++) keys[i] = ps_hash_key((uint64_t)i); /* on both servers */
         size_t nv = (size_t)K * W;
-        float *v = malloc(nv * sizeof(float)), *got = malloc(nv * sizeof(float));
+        float *v = malloc(nv * sizeof(float)), *one = malloc((size_t)W * sizeof(float));
+        float *got = malloc(((size_t)WF > nv ? (size_t)WF : nv) * sizeof(float));
+        double extra[K] = {0};
         size_t torn = 0;
         int rv = 0;
-        /* Other workers' trains are in flight during every pull: a pull that
+        /* Each round pushes every key (a train to each server) and one key
+         * alone (sent whole), in either order without waiting in between,
+         * so a train's head can overtake a whole push still arriving.
+         * Other workers' trains are in flight during every pull: a pull that
          * saw one in part would find a key whose values are not all the
          * same multiple of the pattern. */
         for (long r = 0; r < rounds; r++) {
             for (size_t i = 0; i < nv; i++) v[i] = (float)(r + 1) * pattern(i % (size_t)W);
-            rv |= ps_wait(t, ps_push(t, keys, K, v, NULL));
+            for (size_t j = 0; j < (size_t)W; j++) one[j] = (float)(r + 1) * pattern(j);
+            uint64_t k1 = keys[r % K];
+            int64_t a, b;
+            if (r % 2) {
+                a = ps_push(t, &k1, 1, one, NULL);
+                b = ps_push(t, keys, K, v, NULL);
+            } else {
+                a = ps_push(t, keys, K, v, NULL);
+                b = ps_push(t, &k1, 1, one, NULL);
+            }
+            extra[r % K] += (double)(r + 1);
+            rv |= ps_wait(t, a) | ps_wait(t, b);
             rv |= ps_wait(t, ps_pull(t, keys, K, got, NULL));
             for (size_t i = 0; i < K; i++)
                 for (size_t j = 0; j < (size_t)W; j++)
@@ -435,31 +458,41 @@ static void run_train(int argc, char **argv)
               "seen in part", ps_strerror(rv), torn);
         ps_barrier(PS_GROUP_WORKERS);
         rv = ps_wait(t, ps_pull(t, keys, K, got, NULL));
-        float want = (float)(ps_num_workers() * rounds * (rounds + 1) / 2);
         size_t bad = 0;
-        for (size_t i = 0; i < nv; i++) bad += got[i] != want * pattern(i % (size_t)W);
+        for (size_t i = 0; i < K; i++) {
+            float want = (float)(ps_num_workers() * (rounds * (rounds + 1) / 2 + extra[i]));
+            for (size_t j = 0; j < (size_t)W; j++) bad += got[i * W + j] != want * pattern(j);
+        }
         CHECK(rv == 0 && bad == 0, "train sums exact", "status %s, %zu values differ "
-              "(first %.1f, want %.1f)", ps_strerror(rv), bad, got[0], want);
+              "(first %.1f)", ps_strerror(rv), bad, got[0]);
+        if (arg_long(argc, argv, "--no-resends", 0)) { /* no fault: nothing waited for one */
+            ps_table_stats st;
+            ps_table_stats_get(t, &st);
+            CHECK(st.resends == 0, "train no resends", "%" PRIu64 " requests resent", st.resends);
+        }
         if (ps_my_rank() == 0) {
             /* FTRL applied fragment by fragment equals FTRL applied whole */
             psi_update u;
             uint64_t key = ps_hash_key(99);
-            void *block = calloc(1, 3 * (size_t)W * sizeof(float));
+            float *g = malloc((size_t)WF * sizeof(float));
+            void *block = calloc(1, 3 * (size_t)WF * sizeof(float));
             psi_update_from_opts(&u, &fo);
             psi_update_init_block(&u, key, block);
             rv = 0;
             for (long r = 0; r < rounds; r++) {
-                for (size_t j = 0; j < (size_t)W; j++) v[j] = sinf(0.001f * (float)j + (float)r);
-                rv |= ps_wait(f, ps_push(f, &key, 1, v, NULL));
-                psi_update_apply(&u, key, block, v);
+                for (size_t j = 0; j < (size_t)WF; j++) g[j] = sinf(0.001f * (float)j + (float)r);
+                rv |= ps_wait(f, ps_push(f, &key, 1, g, NULL));
+                psi_update_apply(&u, key, block, g);
             }
             rv |= ps_wait(f, ps_pull(f, &key, 1, got, NULL));
-            CHECK(rv == 0 && memcmp(got, block, (size_t)W * sizeof(float)) == 0,
+            CHECK(rv == 0 && memcmp(got, block, (size_t)WF * sizeof(float)) == 0,
                   "train ftrl matches", "status %s, first value %g, want %g", ps_strerror(rv),
                   got[0], ((float *)block)[0]);
             free(block);
+            free(g);
         }
         free(v);
+        free(one);
         free(got);
     }
     ps_barrier(PS_GROUP_ALL);
