@@ -89,6 +89,7 @@ struct ps_table {
     psi_store *seen;             /* (origin << 32 | sender) -> pushes a backup holds */
     kv_train *train;             /* the large push being received in fragments (train.c) */
     pthread_cond_t train_cv;     /* signalled when it is closed */
+    int train_readers;           /* readers waiting for no train (foreach, checkpoint) */
     struct kv_resume *resume;    /* per sender: how far a broken train got (train.c) */
     psi_msg **deferred;          /* requests from a newer view than eff_epoch, or
                                   * behind an open train */
@@ -265,9 +266,11 @@ void psi_kv_train_hold(ps_table *t, psi_msg *m);
 void psi_kv_train_tick(ps_table *t, uint64_t now_ms);
 void psi_kv_train_on_view(ps_table *t, const uint32_t *dead, int ndead);
 void psi_kv_train_free(ps_table *t);
-/* Wait until no train is open (table lock held; never on the I/O thread):
- * for readers outside the request stream (foreach, checkpoints). */
+/* Wait until no train is open (table lock held; never on the I/O thread),
+ * for readers outside the request stream (foreach, checkpoints); no train
+ * opens until the reader calls psi_kv_train_read_done (lock still held). */
 void psi_kv_train_wait(ps_table *t);
+void psi_kv_train_read_done(ps_table *t);
 
 /* BSP (bsp.c), server side, table lock held. */
 int psi_kv_bsp_init(ps_table *t);

@@ -385,6 +385,7 @@ int ps_table_foreach(ps_table *t, int (*fn)(void *arg, uint64_t key, const void 
     psi_kv_train_wait(t); /* no push in part */
     int rv = t->store ? psi_store_foreach(t->store, walk_one, &w)
                       : psi_dense_foreach(t->dense, walk_one, &w);
+    psi_kv_train_read_done(t);
     pthread_mutex_unlock(&t->lock);
     return rv;
 }

@@ -108,7 +108,9 @@ int psi_kv_train_wanted(const ps_table *t, const psi_msg *m)
         return 0;
     for (int i = 0; i < PSI_MAX_FILTERS; i++)
         if (m->hdr.filters[i]) return 0;
-    return m->hdr.seg_len[PSI_SEG_VALS] >= (uint64_t)TRAIN_MIN_FRAGS * f &&
+    uint64_t vb = m->hdr.seg_len[PSI_SEG_VALS];
+    return vb >= (uint64_t)TRAIN_MIN_FRAGS * f && vb <= UINT32_MAX && /* offsets are u32 */
+           vb >= 8 * m->hdr.seg_len[PSI_SEG_KEYS] && /* values, not keys, make it large */
            m->on_free == psi_kv_buf_unref && m->on_free_arg;
 }
 
@@ -126,6 +128,7 @@ int psi_kv_send(uint32_t to, psi_msg *m)
     m->seg[PSI_SEG_VALS] = NULL;
     m->hdr.seg_len[PSI_SEG_VALS] = 0;
     m->borrowed &= ~(1u << PSI_SEG_VALS);
+    atomic_fetch_add(&buf->refs, 1); /* the head may be answered, and freed, at once */
     pthread_mutex_lock(&send_mu);
     int rv = psi_node_send(to, m);
     for (uint64_t off = 0; rv == 0 && off < total; off += f) {
@@ -145,6 +148,7 @@ int psi_kv_send(uint32_t to, psi_msg *m)
         rv = psi_node_send(to, fr);
     }
     pthread_mutex_unlock(&send_mu);
+    psi_kv_buf_unref(buf);
     return rv;
 }
 
@@ -202,8 +206,10 @@ void psi_kv_train_open(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux 
         if (!psi_kv_answer_dup(t, m, seq, a)) psi_msg_free(m);
         return;
     }
-    if (seq > last + 1) { /* ahead of a predecessor (a rendezvous one still
-                           * arriving, or one lost): waits, with its fragments */
+    if (seq > last + 1 || t->train_readers) {
+        /* ahead of a predecessor (a rendezvous one still arriving, or one
+         * lost), or a reader waits for the table: it waits, with its
+         * fragments */
         psi_kv_defer(t, m);
         return;
     }
@@ -221,6 +227,7 @@ void psi_kv_train_open(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux 
         t->stats.pushes_applied++;
         if (!psi_kv_answer(t, m, rv, seq)) psi_msg_free(m);
         psi_kv_drain(t, s);
+        if (t->ndeferred) psi_kv_server_run_deferred(t);
         return;
     }
     tr->head = m;
@@ -254,14 +261,27 @@ static void train_apply(ps_table *t, kv_train *tr, uint64_t off, const uint8_t *
     }
 }
 
+/* Whether the head of fragment h's train waits in the deferred list. */
+static int head_deferred(const ps_table *t, const psi_hdr *h)
+{
+    for (size_t i = t->ndeferred; i-- > 0;) {
+        const psi_msg *d = t->deferred[i];
+        if ((d->hdr.flags & PSI_F_TRAIN) && d->hdr.sender == h->sender &&
+            d->hdr.timestamp == h->timestamp && d->hdr.seg_len[PSI_SEG_AUX] == PSI_PUSH_AUX &&
+            psi_get_u64(d->seg[PSI_SEG_AUX]) == h->key_lo)
+            return 1;
+    }
+    return 0;
+}
+
 void psi_kv_train_frag(ps_table *t, psi_msg *m)
 {
     kv_train *tr = t->train;
     const psi_hdr *h = &m->hdr;
     if (!tr || h->sender != tr->sender || h->timestamp != tr->ts || h->key_lo != tr->seq) {
-        /* another train's (its head waits behind the open one), or a
-         * leftover of a closed one */
-        if (t->train || t->ndeferred) psi_kv_defer(t, m);
+        /* another train's, whose head waits (deferred), or a leftover of a
+         * closed one */
+        if (head_deferred(t, h)) psi_kv_defer(t, m);
         else psi_msg_free(m);
         return;
     }
@@ -312,17 +332,37 @@ void psi_kv_train_tick(ps_table *t, uint64_t now_ms)
     pthread_mutex_unlock(&t->lock);
 }
 
+static int is_dead(uint32_t id, const uint32_t *dead, int ndead)
+{
+    for (int i = 0; i < ndead; i++)
+        if (dead[i] == id) return 1;
+    return 0;
+}
+
 void psi_kv_train_on_view(ps_table *t, const uint32_t *dead, int ndead)
 {
     pthread_mutex_lock(&t->lock);
-    for (int i = 0; t->train && i < ndead; i++)
-        if (dead[i] == t->train->sender) train_abort(t, "its sender died");
+    /* what dead workers left waiting will never be completed by a resend */
+    size_t k = 0;
+    for (size_t i = 0; i < t->ndeferred; i++) {
+        if (is_dead(t->deferred[i]->hdr.sender, dead, ndead)) psi_msg_free(t->deferred[i]);
+        else t->deferred[k++] = t->deferred[i];
+    }
+    t->ndeferred = k;
+    if (t->train && is_dead(t->train->sender, dead, ndead)) train_abort(t, "its sender died");
     pthread_mutex_unlock(&t->lock);
 }
 
 void psi_kv_train_wait(ps_table *t)
 {
+    t->train_readers++; /* no new train opens meanwhile */
     while (t->train) pthread_cond_wait(&t->train_cv, &t->lock);
+}
+
+void psi_kv_train_read_done(ps_table *t)
+{
+    if (--t->train_readers == 0 && !t->k && !t->train && t->ndeferred)
+        psi_kv_server_run_deferred(t);
 }
 
 void psi_kv_train_free(ps_table *t)

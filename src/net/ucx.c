@@ -456,11 +456,11 @@ static void send_now(ucx_transport *t, ucx_peer *p, psi_msg *m)
         .user_data = s,
         .datatype = n > 1 ? ucp_dt_make_iov() : ucp_dt_make_contig(1),
     };
-    /* A large push's fragment (src/kv/train.c, at most 1 MiB) goes eagerly:
-     * the receiver gets it in a small buffer it reuses, and applies it from
-     * the cache; and its fragments arrive in order (a rendezvous one could
-     * complete after a later eager one). */
-    if (m->hdr.flags & PSI_F_FRAG) {
+    /* A large push's head and fragments (src/kv/train.c; a fragment is at
+     * most 1 MiB) go eagerly: the receiver gets a fragment in a small buffer
+     * it reuses, and applies it from the cache; and a train arrives in
+     * order (a rendezvous message completes after later eager ones). */
+    if (m->hdr.flags & (PSI_F_FRAG | PSI_F_TRAIN)) {
         prm.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
         prm.flags = UCP_AM_SEND_FLAG_EAGER;
     }

@@ -145,6 +145,7 @@ static int write_table(ps_table *t, const char *ckdir, uint64_t iter, psi_ckpt_f
     if (rv == 0)
         rv = t->store ? psi_store_foreach(t->store, snap_one, &s)
                       : psi_dense_foreach(t->dense, snap_one, &s);
+    psi_kv_train_read_done(t);
     pthread_mutex_unlock(&t->lock);
     if (rv == 0) rv = psi_ckpt_write_file(path, &m, s.recs, s.n, out);
     free(s.recs);

@@ -33,7 +33,8 @@
  *   ps_kvtest train [--rounds R] [--width W] [--trains 0] [--no-resends 1]  large pushes sent as trains of
  *       fragments: every worker pushes 12 keys of W values (1.5 fragments)
  *       and one key alone (sent whole) R times, in alternating order, and
- *       pulls while the others' trains are in flight: every pull
+ *       pulls while the others' trains are in flight (then 60000 keys of
+ *       16 values, a train whose head is large too): every pull
  *       sees whole pushes, the sums are exact (under any PS_FAULT), FTRL
  *       applied by fragments equals FTRL applied whole, and every server
  *       received trains (none with --trains 0, for PS_PUSH_FRAG=0); with
@@ -417,7 +418,12 @@ static void run_train(int argc, char **argv)
     fo.width = WF;
     fo.update = PS_UPDATE_FTRL;
     fo.lr = 0.1, fo.l1 = 0.01, fo.l2 = 0.01, fo.beta = 1;
-    if (ps_table_open("train.add", &o, &t) != 0 || ps_table_open("train.ftrl", &fo, &f) != 0)
+    ps_table_opts no;
+    ps_table *n;
+    ps_table_opts_init(&no);
+    no.width = 16;
+    if (ps_table_open("train.add", &o, &t) != 0 || ps_table_open("train.ftrl", &fo, &f) != 0 ||
+        ps_table_open("train.narrow", &no, &n) != 0)
         exit(1);
     ps_barrier(PS_GROUP_ALL);
     if (ps_my_role() == PS_ROLE_WORKER) {
@@ -465,10 +471,32 @@ static void run_train(int argc, char **argv)
         }
         CHECK(rv == 0 && bad == 0, "train sums exact", "status %s, %zu values differ "
               "(first %.1f)", ps_strerror(rv), bad, got[0]);
+        /* many narrow keys: the head's keys are large too (it must not be
+         * overtaken by its fragments) */
+        enum { NK = 60000, NW = 16 };
+        uint64_t *nkeys = malloc(NK * sizeof(uint64_t));
+        float *nval = malloc((size_t)NK * NW * sizeof(float)), *ngot = malloc((size_t)NK * NW * sizeof(float));
+        for (size_t i = 0; i < NK; i++) nkeys[i] = ps_hash_key(i + 1000);
+        for (size_t i = 0; i < (size_t)NK * NW; i++) nval[i] = pattern(i);
+        rv = 0;
+        for (long r = 0; r < rounds; r++) rv |= ps_wait(n, ps_push(n, nkeys, NK, nval, NULL));
+        ps_barrier(PS_GROUP_WORKERS);
+        rv |= ps_wait(n, ps_pull(n, nkeys, NK, ngot, NULL));
+        bad = 0;
+        for (size_t i = 0; i < (size_t)NK * NW; i++)
+            bad += ngot[i] != (float)(ps_num_workers() * rounds) * pattern(i);
+        CHECK(rv == 0 && bad == 0, "train narrow keys exact", "status %s, %zu values differ",
+              ps_strerror(rv), bad);
+        free(nkeys);
+        free(nval);
+        free(ngot);
         if (arg_long(argc, argv, "--no-resends", 0)) { /* no fault: nothing waited for one */
             ps_table_stats st;
             ps_table_stats_get(t, &st);
-            CHECK(st.resends == 0, "train no resends", "%" PRIu64 " requests resent", st.resends);
+            ps_table_stats sn;
+            ps_table_stats_get(n, &sn);
+            CHECK(st.resends + sn.resends == 0, "train no resends", "%" PRIu64 " requests resent",
+                  st.resends + sn.resends);
         }
         if (ps_my_rank() == 0) {
             /* FTRL applied fragment by fragment equals FTRL applied whole */
@@ -497,9 +525,11 @@ static void run_train(int argc, char **argv)
     }
     ps_barrier(PS_GROUP_ALL);
     if (ps_my_role() == PS_ROLE_SERVER) {
-        ps_table_stats s;
+        ps_table_stats s, sn;
         ps_table_stats_get(t, &s);
-        printf("server trains %" PRIu64 " stalled %" PRIu64 "\n", s.trains, s.trains_stalled);
+        ps_table_stats_get(n, &sn);
+        printf("server trains %" PRIu64 " stalled %" PRIu64 " narrow trains %" PRIu64 "\n",
+               s.trains, s.trains_stalled, sn.trains);
         if (arg_long(argc, argv, "--trains", 1))
             CHECK(s.trains > 0, "trains used", "no push came in fragments");
         else

@@ -45,11 +45,12 @@ PS_RESEND_MS=30 PS_FAULT="drop=0.1,dup=0.1,delay=0.3,delay_ms=60,reorder=0.2,see
 # Large pushes as trains of fragments: whole to every pull, exact, also when
 # fragments are lost, duplicated or late (a train that lost one waits for
 # the worker's resend, which fills in from the gap).
-PS_RESEND_MS=5000 run train 12 train --no-resends 1
+PS_RESEND_MS=5000 run train 15 train --no-resends 1
 PS_RESEND_MS=50 PS_FAULT="drop=0.02,dup=0.05,delay=0.2,delay_ms=30,reorder=0.1,seed=21" \
-  run train-faults 9 train --rounds 6
+  run train-faults 12 train --rounds 6
 grep -q 'stalled [1-9]' "$TMP/train-faults.log" || fail "no train lost a fragment to the faults"
-PS_PUSH_FRAG=0 run train-off 9 train --rounds 2 --trains 0
+grep -q 'narrow trains [1-9]' "$TMP/train.log" || fail "the push of many narrow keys went whole"
+PS_PUSH_FRAG=0 run train-off 12 train --rounds 2 --trains 0
 run dense 6 dense
 [ "$(grep -c 'server dense bytes [1-9]' "$TMP/dense.log")" = 2 ] || fail "the dense range is not spread over both servers"
 # Filters: lossless chains give exact sums and cut the bytes on the wire;
