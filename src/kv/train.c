@@ -180,21 +180,32 @@ static void train_abort(ps_table *t, const char *why)
     psi_kv_server_run_deferred(t);
 }
 
+/* Record push seq of m's sender as applied (or refused with st), answer
+ * it, then run what waited for it: the sender's parked pushes and the
+ * deferred requests. */
+static void settle(ps_table *t, psi_msg *m, uint64_t seq, int st)
+{
+    uint32_t s = m->hdr.sender;
+    if (st != 0) psi_kv_refused_note(t, s, seq, st); /* a resend is refused too */
+    t->applied[s] = (int64_t)seq;
+    t->stats.pushes_applied++;
+    t->stats.keys_pushed += m->hdr.key_count;
+    if (!psi_kv_answer(t, m, st, seq)) psi_msg_free(m);
+    psi_kv_drain(t, s);
+    if (t->ndeferred && !t->train) psi_kv_server_run_deferred(t);
+}
+
 static void train_finish(ps_table *t)
 {
     kv_train *tr = t->train;
     psi_msg *head = tr->head;
-    uint32_t s = tr->sender;
+    uint64_t seq = tr->seq;
     t->train = NULL;
-    if (t->resume && t->resume[s].seq == tr->seq) t->resume[s] = (struct kv_resume){0, 0};
-    t->applied[s] = (int64_t)tr->seq;
-    t->stats.pushes_applied++;
-    t->stats.keys_pushed += head->hdr.key_count;
-    if (!psi_kv_answer(t, head, PS_OK, tr->seq)) psi_msg_free(head);
+    if (t->resume && t->resume[tr->sender].seq == seq)
+        t->resume[tr->sender] = (struct kv_resume){0, 0};
     free(tr);
     pthread_cond_broadcast(&t->train_cv);
-    psi_kv_drain(t, s);
-    psi_kv_server_run_deferred(t);
+    settle(t, head, seq, PS_OK);
 }
 
 void psi_kv_train_open(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
@@ -222,12 +233,7 @@ void psi_kv_train_open(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux 
     if (rv != 0) {
         PSI_ERROR("table %s: push of %zu keys refused: %s", t->name, n, ps_strerror(rv));
         free(tr);
-        psi_kv_refused_note(t, s, seq, rv);
-        t->applied[s] = (int64_t)seq;
-        t->stats.pushes_applied++;
-        if (!psi_kv_answer(t, m, rv, seq)) psi_msg_free(m);
-        psi_kv_drain(t, s);
-        if (t->ndeferred) psi_kv_server_run_deferred(t);
+        settle(t, m, seq, rv);
         return;
     }
     tr->head = m;
