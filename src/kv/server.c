@@ -119,6 +119,10 @@ void psi_kv_server_free(ps_table *t)
     }
     psi_kv_bsp_free(t);
     psi_kv_train_free(t);
+    for (size_t i = 0; i < t->ndeferred; i++) psi_msg_free(t->deferred[i]);
+    free(t->deferred); /* behind a join (join.c) or a train (train.c) */
+    t->deferred = NULL;
+    t->ndeferred = 0;
     psi_kv_var_free_store(t);
     psi_store_free(t->store);
     psi_dense_free(t->dense);

@@ -380,10 +380,4 @@ void psi_kv_train_free(ps_table *t)
     }
     free(t->resume);
     t->resume = NULL;
-    if (!t->k) { /* held behind a train (chain.c frees a replicated table's) */
-        for (size_t i = 0; i < t->ndeferred; i++) psi_msg_free(t->deferred[i]);
-        free(t->deferred);
-        t->deferred = NULL;
-        t->ndeferred = 0;
-    }
 }

@@ -228,8 +228,6 @@ void psi_repl_free(ps_table *t)
         psi_msg_free(p->req);
         free(p);
     }
-    for (size_t i = 0; i < t->ndeferred; i++) psi_msg_free(t->deferred[i]);
-    free(t->deferred);
     if (t->seen) psi_store_foreach(t->seen, free_seen, NULL);
     psi_store_free(t->seen);
     psi_join_free(t);
@@ -238,8 +236,6 @@ void psi_repl_free(ps_table *t)
     free(t->eff);
     free(t->dead);
     free(t->fwd_seq);
-    t->deferred = NULL;
-    t->ndeferred = 0;
     t->seen = NULL;
     t->eff = NULL;
     t->dead = NULL;
