@@ -39,6 +39,7 @@ typedef enum ps_err {
     PS_ERR_STATE = -10,    /* call not valid in the current state */
     PS_ERR_CONFIG = -11,   /* bad or missing configuration (environment) */
     PS_ERR_NOTFOUND = -12, /* no such node, table or key */
+    PS_ERR_AUTH = -13,     /* a peer does not prove the cluster secret (PS_SECRET) */
 } ps_err;
 
 /* Human-readable text for an error code; never NULL. */

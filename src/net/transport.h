@@ -9,9 +9,12 @@
  * reset) is reported once through on_peer_failure, after which the next send
  * to that peer tries to connect again.
  *
- * Implementations: ucx.c (production: UCX active messages) and fault.c (a
- * decorator that drops, duplicates, delays, reorders and partitions the
- * sends of any other transport, for tests).
+ * Implementations: tcp.c (the default: frames over TCP connections that
+ * prove the cluster secret first, gate.h), ucx.c (UCX active messages over
+ * UCX's own listener: shared memory and RDMA, but its listener must not face
+ * an untrusted network) and fault.c (a decorator that drops, duplicates,
+ * delays, reorders and partitions the sends of any other transport, for
+ * tests).
  *
  * Threads: callbacks run on the transport's I/O thread (the fault decorator
  * never calls them itself: its inner transport does); they must not block
@@ -23,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net/gate.h"
 #include "wire/msg.h"
 
 typedef struct psi_transport psi_transport;
@@ -72,12 +76,25 @@ struct psi_transport {
 /* Settings shared by every transport. */
 typedef struct psi_net_config {
     uint64_t max_payload; /* drop received messages with a larger payload */
-    uint64_t poll_us;     /* ucx: busy-poll this long after activity (0: sleep at once) */
+    uint64_t poll_us;     /* busy-poll this long after activity (0: sleep at once) */
+    psi_gate_key key;     /* tcp: the cluster key every connection proves */
+    uint64_t handshake_ms;/* tcp: an unproven connection is closed after this (0: 5000) */
 } psi_net_config;
 
+/* Open the TCP transport (tcp.c).  Returns 0 or a ps_err; *out set on success. */
+int psi_tcp_open(const psi_net_config *cfg, const psi_transport_cbs *cbs,
+                 psi_transport **out);
 /* Open the UCX transport.  Returns 0 or a ps_err; *out set on success. */
 int psi_ucx_open(const psi_net_config *cfg, const psi_transport_cbs *cbs,
                  psi_transport **out);
+
+/*
+ * A received message for a validated header: one block of the payload's
+ * size (from psi_buf_alloc, freed with the message) holds every segment
+ * back to back, so the payload lands with one copy or one read.  *block is
+ * its start (NULL for an empty payload).  NULL on no memory.
+ */
+psi_msg *psi_net_msg_alloc(const psi_hdr *h, uint8_t **block);
 
 /*
  * Wrap `inner` in the fault decorator configured by `spec`, a comma list of

@@ -498,35 +498,6 @@ static void recv_done(void *req, ucs_status_t status, size_t length, void *user)
     if (req) ucp_request_free(req);
 }
 
-/* A message whose segments all live in one block of the payload's size
- * (freed with the message), so the payload lands with one contiguous copy
- * or rendezvous receive.  Every segment starts at a multiple of 8 bytes
- * from the block when the segments before it are (keys always are).  The
- * block comes from the large-buffer cache (psi_buf_alloc), so receiving a
- * stream of big messages reuses the same pages. */
-static psi_msg *alloc_segments(const psi_hdr *h, uint8_t **block)
-{
-    psi_msg *m = psi_msg_new((psi_msg_type)h->type);
-    uint64_t len = psi_msg_payload_len(h);
-    if (!m) return NULL;
-    m->hdr = *h;
-    *block = NULL;
-    if (!len) return m;
-    if (!(*block = psi_buf_alloc(len))) {
-        psi_msg_free(m);
-        return NULL;
-    }
-    uint8_t *p = *block;
-    for (int i = 0; i < PSI_NSEG; i++) {
-        m->seg[i] = h->seg_len[i] ? p : NULL;
-        p += h->seg_len[i];
-    }
-    m->borrowed = (1u << PSI_NSEG) - 1;
-    m->on_free = psi_buf_free;
-    m->on_free_arg = *block;
-    return m;
-}
-
 /* Where the payload of a message with `extra` inlined header bytes goes in
  * its block: the largest segment's place, after copying the inlined
  * segments into theirs. */
@@ -596,7 +567,7 @@ static ucs_status_t on_am(void *arg, const void *header, size_t header_len, void
         return UCS_OK;
     }
     uint8_t *block;
-    psi_msg *m = alloc_segments(&h, &block);
+    psi_msg *m = psi_net_msg_alloc(&h, &block);
     if (!m) {
         PSI_ERROR("out of memory receiving %zu bytes from node %u", length, h.sender);
         return UCS_OK;

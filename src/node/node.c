@@ -25,6 +25,10 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include "net/transport.h"
 #include "node/node.h"
 #include "node/reliable.h"
@@ -41,10 +45,12 @@ enum { ST_IDLE, ST_STARTING, ST_RUNNING, ST_CLOSING, ST_CLOSED };
 typedef struct po_config {
     ps_role role;
     long rank, nservers, nworkers;
-    long hb_timeout_ms, connect_timeout_ms, max_msg, poll_us;
+    long hb_timeout_ms, connect_timeout_ms, max_msg, poll_us, handshake_ms, insecure;
     char sched_addr[PSI_ADDR_MAX];
     char host[PSI_ADDR_MAX];
     const char *fault;
+    int ucx;                /* PS_TRANSPORT=ucx */
+    psi_gate_key key;       /* from PS_SECRET / PS_SECRET_FILE */
 } po_config;
 
 static struct {
@@ -61,6 +67,7 @@ static struct {
     psi_sched *sched;
     psi_view view;
     int join_status;        /* 1 pending, 0 accepted, <0 refused */
+    int sched_unreachable;  /* joining: the scheduler's connection failed (logged once) */
     uint64_t join_ts, leave_ts;
     int leave_acked;
     int left_early;               /* ps_leave: out of the cluster, ranges handed over */
@@ -142,21 +149,89 @@ static int parse_scheduler(po_config *c)
     return PS_OK;
 }
 
+static int is_loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
+}
+
+static int is_wildcard(const char *host)
+{
+    return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0 || strcmp(host, "::") == 0 ||
+           strcmp(host, "") == 0;
+}
+
+/* The local address the kernel would use to reach `host` (a UDP socket
+ * "connected" there sends nothing).  0 or PS_ERR_CONFIG. */
+static int route_source(const char *host, char *out, size_t cap)
+{
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *res;
+    struct sockaddr_in me;
+    socklen_t len = sizeof(me);
+    int rv = PS_ERR_CONFIG;
+    if (getaddrinfo(host, "9", &hints, &res) != 0 || !res) return PS_ERR_CONFIG;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+        getsockname(fd, (struct sockaddr *)&me, &len) == 0 &&
+        inet_ntop(AF_INET, &me.sin_addr, out, (socklen_t)cap))
+        rv = PS_OK;
+    if (fd >= 0) close(fd);
+    freeaddrinfo(res);
+    return rv;
+}
+
 static int parse_host(po_config *c)
 {
     static const char *const names[] = {"PS_HOST", "DMLC_NODE_HOST", NULL};
     const char *h = psi_env_str(names);
+    char sched_host[PSI_ADDR_MAX];
     int port;
-    if (h) {
+    psi_split_hostport(c->sched_addr, sched_host, sizeof(sched_host), &port);
+    if (c->role == PS_ROLE_SCHEDULER) {
+        snprintf(c->host, sizeof(c->host), "%s", sched_host);
+    } else if (h) {
         snprintf(c->host, sizeof(c->host), "%s", h);
-        return PS_OK;
-    }
-    /* Default: listen where the scheduler's host is reachable from; for a
-     * loopback scheduler that is loopback, otherwise this host's name. */
-    psi_split_hostport(c->sched_addr, c->host, sizeof(c->host), &port);
-    if (strncmp(c->host, "127.", 4) != 0 && strcmp(c->host, "localhost") != 0 &&
-        c->role != PS_ROLE_SCHEDULER && gethostname(c->host, sizeof(c->host)) != 0)
+    } else if (is_loopback(sched_host)) {
+        snprintf(c->host, sizeof(c->host), "%s", sched_host);
+    } else if (route_source(sched_host, c->host, sizeof(c->host)) != 0) {
+        /* Default off loopback: the address this host reaches the scheduler from. */
+        PSI_ERROR("PS_HOST is not set and no route to the scheduler's host %s was found: "
+                  "set PS_HOST to this node's address on the cluster network", sched_host);
         return PS_ERR_CONFIG;
+    }
+    if (is_wildcard(c->host)) {
+        PSI_ERROR("%s=\"%s\" is a wildcard: a node listens on, and is reached at, one "
+                  "address; give this host's address on the cluster network",
+                  c->role == PS_ROLE_SCHEDULER ? "PS_SCHEDULER" : "PS_HOST", c->host);
+        return PS_ERR_CONFIG;
+    }
+    if (c->role != PS_ROLE_SCHEDULER && is_loopback(c->host) != is_loopback(sched_host)) {
+        PSI_ERROR("PS_HOST=%s and the scheduler at %s: one is a loopback address and the "
+                  "other is not, so they cannot reach each other; set PS_HOST to this node's "
+                  "address on the scheduler's network", c->host, sched_host);
+        return PS_ERR_CONFIG;
+    }
+    return PS_OK;
+}
+
+/* A node that listens beyond loopback needs the cluster secret, or an
+ * explicit PS_INSECURE=1; the UCX transport's listener must not face a
+ * network at all (UCX 1.13 aborts on malformed connection requests). */
+static int check_exposure(const po_config *c)
+{
+    if (is_loopback(c->host) || c->insecure) return PS_OK;
+    if (c->ucx) {
+        PSI_ERROR("PS_TRANSPORT=ucx listens with UCX's own listener, which a malformed packet "
+                  "can crash: it is for loopback or a private network only (set PS_INSECURE=1 "
+                  "to accept that), or use the default transport (PS_TRANSPORT=tcp)");
+        return PS_ERR_CONFIG;
+    }
+    if (!c->key.secret) {
+        PSI_ERROR("this node listens on %s, beyond loopback, and no cluster secret is set: "
+                  "anyone who reaches the port could join and read or write the model. Set "
+                  "PS_SECRET or PS_SECRET_FILE on every node (psrun makes one), or "
+                  "PS_INSECURE=1 on a network you trust", c->host);
+        return PS_ERR_CONFIG;
+    }
     return PS_OK;
 }
 
@@ -173,7 +248,7 @@ static long default_poll_us(const po_config *c)
     cpu_set_t set;
     long ncpu = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
     psi_split_hostport(c->sched_addr, host, sizeof(host), &port);
-    int local = strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
+    int local = is_loopback(host);
     /* the scheduler sleeps between control messages: count servers and workers */
     return !local || c->nservers + c->nworkers <= ncpu ? 30 : 0;
 }
@@ -188,6 +263,9 @@ static int parse_config(po_config *c)
     static const char *const mm[] = {"PS_MAX_MSG_BYTES", NULL};
     static const char *const ft[] = {"PS_FAULT", NULL};
     static const char *const pu[] = {"PS_POLL_US", NULL};
+    static const char *const hs[] = {"PS_HANDSHAKE_TIMEOUT_MS", NULL};
+    static const char *const in[] = {"PS_INSECURE", NULL};
+    static const char *const tr[] = {"PS_TRANSPORT", NULL};
     int rv;
     memset(c, 0, sizeof(*c));
     if ((rv = parse_role(c)) || (rv = parse_scheduler(c))) return rv;
@@ -197,14 +275,23 @@ static int parse_config(po_config *c)
         (rv = psi_env_long(hb, 1000, 50, 3600000, &c->hb_timeout_ms)) ||
         (rv = psi_env_long(ct, 30000, 100, 3600000, &c->connect_timeout_ms)) ||
         (rv = psi_env_long(mm, 1L << 30, 4096, 1L << 40, &c->max_msg)) ||
-        (rv = psi_env_long(pu, -1, 0, 1000000, &c->poll_us)))
+        (rv = psi_env_long(pu, -1, 0, 1000000, &c->poll_us)) ||
+        (rv = psi_env_long(hs, 5000, 100, 600000, &c->handshake_ms)) ||
+        (rv = psi_env_long(in, 0, 0, 1, &c->insecure)))
         return rv;
+    const char *tname = psi_env_str(tr);
+    if (tname && strcmp(tname, "tcp") != 0 && strcmp(tname, "ucx") != 0) {
+        PSI_ERROR("PS_TRANSPORT=\"%s\": expected tcp (the default) or ucx", tname);
+        return PS_ERR_CONFIG;
+    }
+    c->ucx = tname && strcmp(tname, "ucx") == 0;
+    if ((rv = psi_gate_key_from_env(&c->key)) != 0) return rv;
     if (c->nservers < 0 || c->nworkers < 0) {
         PSI_ERROR("PS_NUM_SERVERS and PS_NUM_WORKERS must both be set");
         return PS_ERR_CONFIG;
     }
     c->fault = psi_env_str(ft);
-    if ((rv = parse_host(c)) != 0) return rv;
+    if ((rv = parse_host(c)) != 0 || (rv = check_exposure(c)) != 0) return rv;
     if (c->poll_us < 0) c->poll_us = default_poll_us(c);
     return PS_OK;
 }
@@ -519,10 +606,28 @@ static void on_receive(void *arg, psi_msg *m)
     flush_view_note();
 }
 
+/* Joining: a scheduler that refuses our proof fails the join at once; one
+ * that cannot be reached is said once, then tried until the timeout. */
+static void do_join_failure(int err)
+{
+    if (err == PS_ERR_AUTH) {
+        PSI_ERROR("the scheduler at %s and this node do not share the cluster secret "
+                  "(PS_SECRET / PS_SECRET_FILE)", po.cfg.sched_addr);
+        po.join_status = PS_ERR_AUTH;
+        pthread_cond_broadcast(&po.cond);
+    } else if (!po.sched_unreachable) {
+        po.sched_unreachable = 1;
+        PSI_WARN("cannot reach the scheduler at %s (%s); retrying for up to %ld ms "
+                 "(PS_CONNECT_TIMEOUT_MS)", po.cfg.sched_addr, ps_strerror(err),
+                 po.cfg.connect_timeout_ms);
+    }
+}
+
 static void on_peer_failure(void *arg, uint32_t peer, int err)
 {
     (void)arg;
     pthread_mutex_lock(&po.lock);
+    if (peer == PSI_SCHEDULER_ID && po.join_status == 1) do_join_failure(err);
     if (peer == PSI_SCHEDULER_ID && po.view.epoch > 0 && po.state == ST_RUNNING &&
         po.cfg.role != PS_ROLE_SCHEDULER && !po.fatal) {
         PSI_ERROR("lost the connection to the scheduler (%s): %s", po.cfg.sched_addr,
@@ -572,10 +677,12 @@ static void *timer_main(void *arg)
 static int open_transport(void)
 {
     psi_net_config nc = {.max_payload = (uint64_t)po.cfg.max_msg,
-                         .poll_us = (uint64_t)po.cfg.poll_us};
+                         .poll_us = (uint64_t)po.cfg.poll_us,
+                         .key = po.cfg.key,
+                         .handshake_ms = (uint64_t)po.cfg.handshake_ms};
     psi_transport_cbs cbs = {.on_receive = on_receive, .on_peer_failure = on_peer_failure};
     psi_transport *t;
-    int rv = psi_ucx_open(&nc, &cbs, &t);
+    int rv = po.cfg.ucx ? psi_ucx_open(&nc, &cbs, &t) : psi_tcp_open(&nc, &cbs, &t);
     if (rv != 0) return rv;
     if (po.cfg.fault && (rv = psi_fault_open(t, po.cfg.fault, &po.tr)) != 0) {
         t->ops->close(t, 0);
@@ -612,7 +719,8 @@ static int leave_done(void) { return po.leave_acked; }
 
 static int send_join(void)
 {
-    psi_join j = {.role = (uint8_t)po.cfg.role, .rank = (int32_t)po.cfg.rank};
+    psi_join j = {.role = (uint8_t)po.cfg.role, .rank = (int32_t)po.cfg.rank, .sizes = 1,
+                  .nservers = (uint16_t)po.cfg.nservers, .nworkers = (uint16_t)po.cfg.nworkers};
     uint8_t buf[128];
     size_t len;
     psi_msg *m = psi_msg_new(PSI_MSG_JOIN);

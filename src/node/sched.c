@@ -333,11 +333,17 @@ void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t no
         s->io.send_ack(s->io.arg, (uint32_t)id, ts, st);
         return;
     }
-    if (s->epoch > 0 && j->role != PS_ROLE_SCHEDULER && j->rank < 0) {
+    int mismatch = j->sizes && (j->nservers != s->nservers || j->nworkers != s->nworkers);
+    if (mismatch)
+        PSI_ERROR("%s at %s was started for %u servers and %u workers, this cluster has %d "
+                  "and %d: refused (PS_NUM_SERVERS / PS_NUM_WORKERS must match everywhere)",
+                  role_name(j->role), j->addr, j->nservers, j->nworkers, s->nservers,
+                  s->nworkers);
+    if (!mismatch && s->epoch > 0 && j->role != PS_ROLE_SCHEDULER && j->rank < 0) {
         join_late(s, j, ts, now_ms);
         return;
     }
-    int rank = j->role == PS_ROLE_SCHEDULER ? PS_ERR_CONFIG : pick_rank(s, j);
+    int rank = j->role == PS_ROLE_SCHEDULER || mismatch ? PS_ERR_CONFIG : pick_rank(s, j);
     if (rank < 0 || s->epoch > 0) {
         if (rank >= 0)
             PSI_ERROR("%s at %s joined after the cluster formed with rank %d: refused (a node "

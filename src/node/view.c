@@ -151,13 +151,17 @@ int psi_view_newly_dead(const psi_view *old, const psi_view *cur, uint32_t *out,
 
 int psi_join_encode(const psi_join *j, uint8_t *buf, size_t cap, size_t *len)
 {
-    size_t al = strlen(j->addr);
-    if (al >= PSI_ADDR_MAX || cap < 7 + al) return PS_ERR_INVAL;
+    size_t al = strlen(j->addr), tail = j->sizes ? 4 : 0;
+    if (al >= PSI_ADDR_MAX || cap < 7 + al + tail) return PS_ERR_INVAL;
     psi_put_u8(buf, j->role);
     psi_put_u32(buf + 1, (uint32_t)j->rank);
     psi_put_u16(buf + 5, (uint16_t)al);
     memcpy(buf + 7, j->addr, al);
-    *len = 7 + al;
+    if (tail) { /* the cluster sizes this node was started with */
+        psi_put_u16(buf + 7 + al, j->nservers);
+        psi_put_u16(buf + 9 + al, j->nworkers);
+    }
+    *len = 7 + al + tail;
     return PS_OK;
 }
 
@@ -167,6 +171,10 @@ int psi_join_decode(const uint8_t *buf, size_t len, psi_join *out)
     out->role = psi_get_u8(buf);
     out->rank = (int32_t)psi_get_u32(buf + 1);
     size_t al = psi_get_u16(buf + 5);
-    if (out->role > PS_ROLE_WORKER || out->rank < -1 || len != 7 + al) return PS_ERR_PROTO;
+    if (out->role > PS_ROLE_WORKER || out->rank < -1 || (len != 7 + al && len != 11 + al))
+        return PS_ERR_PROTO;
+    out->sizes = len == 11 + al;
+    out->nservers = out->sizes ? psi_get_u16(buf + 7 + al) : 0;
+    out->nworkers = out->sizes ? psi_get_u16(buf + 9 + al) : 0;
     return get_addr(buf + 7, al, out->addr);
 }

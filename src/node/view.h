@@ -73,6 +73,8 @@ typedef struct psi_join {
     uint8_t role;
     int32_t rank; /* -1: let the scheduler choose */
     char addr[PSI_ADDR_MAX];
+    int sizes;    /* 1: nservers and nworkers are the node's configuration */
+    uint16_t nservers, nworkers;
 } psi_join;
 
 int psi_join_encode(const psi_join *j, uint8_t *buf, size_t cap, size_t *len);

@@ -144,6 +144,7 @@ static const char *const err_text[] = {
     [-PS_ERR_STATE] = "not valid in the current state",
     [-PS_ERR_CONFIG] = "bad or missing configuration",
     [-PS_ERR_NOTFOUND] = "not found",
+    [-PS_ERR_AUTH] = "authentication failed (wrong or missing cluster secret)",
 };
 
 const char *ps_strerror(int err)

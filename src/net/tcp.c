@@ -1,0 +1,1011 @@
+/*
+ * tcp.c -- the default transport: libps frames over TCP connections that
+ * are authenticated (gate.h) before a byte of them is parsed.
+ *
+ * Why not UCX's listener: UCX 1.13's sockaddr listener and its TCP
+ * interface's own listening socket both assert on malformed connection
+ * packets, so one crafted packet ends the process.  Nothing of UCX faces
+ * the network here; this file's only parser of unproven bytes is the
+ * fixed-size handshake.
+ *
+ * Design.  One I/O thread per transport owns every socket and sleeps in
+ * epoll (level-triggered) on them, on the listener and on an eventfd.
+ * Application threads queue ops (connect, send, disconnect, close) under
+ * t->lock and wake it; names are resolved in the caller's thread.
+ *
+ * Connections: one outbound connection per peer id, made lazily on the
+ * first send; it carries every message to that peer, in order.  Inbound
+ * connections (accepted) only receive.  Either kind first runs the gate
+ * handshake, with a deadline (PS_HANDSHAKE_TIMEOUT_MS); at most
+ * MAX_PENDING inbound connections may be unproven at once (a new one closes
+ * the oldest), so idle, half-open and slow connections cost a bounded
+ * number of sockets for a bounded time.  A failed outbound connection is
+ * closed, its queued messages dropped (the layers above resend), the
+ * failure reported once through on_peer_failure, and it is re-made on the
+ * next send.
+ *
+ * Frames: the 104-byte header (wire/msg.h), then the segments back to back.
+ * A sender writes header and segments with one sendmsg per batch of frames
+ * (no copy of a segment).  A receiver reads into a 64 KiB buffer, validates
+ * each header before allocating, and reads large payloads straight into the
+ * message's block.  A frame that fails validation closes the connection (a
+ * proven peer that sends one is broken; the stream cannot be resynced).
+ *
+ * Never: parse a byte of an unproven connection beyond the handshake's
+ * fixed sizes; block the I/O thread (every socket is non-blocking); call
+ * a callback with t->lock held; raise SIGPIPE (MSG_NOSIGNAL).
+ *
+ * Lock order: t->lock only (guards the op list, `closing` and `known`).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net/gate.h"
+#include "net/transport.h"
+#include "util/idmap.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#define RBUF_SIZE (64u << 10)
+#define MAX_PENDING 64         /* unproven inbound connections at once */
+#define MAX_IOV 64             /* iovecs per sendmsg */
+#define READ_BUDGET (8u << 20) /* bytes read from one connection per wake-up */
+#define SWEEP_MS 50            /* deadline check period while handshakes run */
+
+typedef enum op_kind { OP_CONNECT, OP_SEND, OP_DISCONNECT, OP_CLOSE } op_kind;
+
+typedef struct tcp_op {
+    struct tcp_op *next;
+    op_kind kind;
+    uint32_t peer;
+    psi_msg *msg;
+    struct sockaddr_in sa;
+    char addr[64];
+    uint64_t flush_ms;
+} tcp_op;
+
+/* A frame queued on a connection: the message and its encoded header. */
+typedef struct txitem {
+    psi_msg *m;
+    uint8_t hdr[PSI_HDR_SIZE];
+} txitem;
+
+enum { CS_CONNECTING, CS_HANDSHAKE, CS_OPEN };
+
+struct tcp_peer;
+
+typedef struct conn {
+    struct conn *prev, *next;  /* t->conns, oldest first */
+    struct tcp_transport *t;
+    struct tcp_peer *peer;     /* outbound: its peer; inbound: NULL */
+    int fd, state;
+    uint32_t armed;            /* epoll events registered */
+    uint64_t deadline_ms;      /* the handshake must end by then */
+    psi_gate_hs hs;
+    uint8_t hsin[PSI_GATE_REPLY];
+    size_t hsin_len, hsin_want;
+    uint8_t hsout[PSI_GATE_REPLY];
+    size_t hsout_len, hsout_off;
+    txitem *q;                 /* ring of frames to send */
+    size_t qhead, qn, qcap, txoff;
+    uint8_t *rbuf;             /* received bytes not yet parsed: [rpos, rlen) */
+    size_t rpos, rlen;
+    psi_msg *rmsg;             /* the frame whose payload is arriving */
+    uint8_t *rdst;
+    uint64_t rleft;
+    int dead;                  /* closed; freed at the end of the loop pass */
+    char name[96];             /* for logs: "node 3 at 10.0.0.2:4000" or "10.0.0.9:51234" */
+} conn;
+
+typedef struct tcp_peer {
+    uint32_t id;
+    int known;
+    char addr[64];
+    struct sockaddr_in sa;
+    conn *c;
+} tcp_peer;
+
+typedef struct tcp_transport {
+    psi_transport base;
+    psi_net_config cfg;
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t lock;
+    tcp_op *ops_head, *ops_tail;
+    int closing;
+    psi_idmap known;           /* under lock: ids passed to connect() */
+    int wake_fd, epoll_fd, listen_fd, spare_fd;
+    /* I/O thread only: */
+    psi_idmap peers;           /* id -> tcp_peer */
+    conn *conns, *conns_tail;
+    conn *graveyard;           /* closed connections, linked by next */
+    int npending;              /* inbound connections still in the handshake */
+    int nhandshake;            /* connections of either kind in the handshake */
+    int stop;
+    uint64_t flush_deadline_ms;
+    uint64_t last_refusal_log_ms, refusals_unlogged;
+    uint64_t dropped;          /* frames that failed validation */
+} tcp_transport;
+
+static int ev_wake, ev_listen; /* epoll tags: their addresses */
+
+/* ---- small helpers ------------------------------------------------------------ */
+
+static void wake(tcp_transport *t)
+{
+    uint64_t one = 1;
+    ssize_t w = write(t->wake_fd, &one, sizeof(one));
+    (void)w;
+}
+
+static void set_nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void fmt_sa(const struct sockaddr_in *sa, char *out, size_t cap)
+{
+    char ip[INET_ADDRSTRLEN] = "?";
+    inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof(ip));
+    snprintf(out, cap, "%s:%d", ip, ntohs(sa->sin_port));
+}
+
+/* Refusals of strangers are logged at most once a second, with a count of
+ * those not logged, so a flood of garbage cannot flood the log. */
+static void log_refusal(tcp_transport *t, const conn *c, const char *why)
+{
+    uint64_t now = psi_now_ms();
+    if (now - t->last_refusal_log_ms < 1000) {
+        t->refusals_unlogged++;
+        return;
+    }
+    if (t->refusals_unlogged)
+        PSI_WARN("refused a connection from %s: %s (and %llu more refused in the last second)",
+                 c->name, why, (unsigned long long)t->refusals_unlogged);
+    else PSI_WARN("refused a connection from %s: %s", c->name, why);
+    t->last_refusal_log_ms = now;
+    t->refusals_unlogged = 0;
+}
+
+static int resolve(const char *addr, struct sockaddr_in *sa)
+{
+    char host[256];
+    int port;
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+    if (psi_split_hostport(addr, host, sizeof(host), &port) != 0) return PS_ERR_INVAL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return PS_ERR_INVAL;
+    memcpy(sa, res->ai_addr, sizeof(*sa));
+    sa->sin_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    return PS_OK;
+}
+
+/* ---- connections (I/O thread) --------------------------------------------------- */
+
+static void arm(conn *c, uint32_t events)
+{
+    if (c->armed == events) return;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    epoll_ctl(c->t->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev);
+    c->armed = events;
+}
+
+static conn *conn_new(tcp_transport *t, int fd, tcp_peer *peer)
+{
+    conn *c = calloc(1, sizeof(*c));
+    if (!c || !(c->rbuf = malloc(RBUF_SIZE))) {
+        free(c);
+        return NULL;
+    }
+    c->t = t;
+    c->fd = fd;
+    c->peer = peer;
+    c->armed = EPOLLIN;
+    struct epoll_event ev = {.events = c->armed, .data.ptr = c};
+    if (epoll_ctl(t->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        free(c->rbuf);
+        free(c);
+        return NULL;
+    }
+    c->prev = t->conns_tail;
+    if (t->conns_tail) t->conns_tail->next = c;
+    else t->conns = c;
+    t->conns_tail = c;
+    c->deadline_ms = psi_now_ms() + t->cfg.handshake_ms;
+    t->nhandshake++;
+    if (!peer) t->npending++;
+    return c;
+}
+
+static void set_open(conn *c)
+{
+    c->state = CS_OPEN;
+    c->t->nhandshake--;
+    if (!c->peer) c->t->npending--;
+}
+
+/* Close `c` and drop what it holds; its memory goes to the graveyard,
+ * freed after the loop pass (a later event of the same pass may name it).
+ * Reports nothing. */
+static void conn_free(conn *c)
+{
+    tcp_transport *t = c->t;
+    if (c->state != CS_OPEN) set_open(c); /* uncount the handshake */
+    epoll_ctl(t->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    if (c->prev) c->prev->next = c->next;
+    else t->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    else t->conns_tail = c->prev;
+    for (size_t i = 0; i < c->qn; i++) psi_msg_free(c->q[(c->qhead + i) % c->qcap].m);
+    c->qn = 0;
+    psi_msg_free(c->rmsg);
+    c->rmsg = NULL;
+    if (c->peer && c->peer->c == c) c->peer->c = NULL;
+    c->dead = 1;
+    c->next = t->graveyard;
+    t->graveyard = c;
+}
+
+static void bury(tcp_transport *t)
+{
+    while (t->graveyard) {
+        conn *c = t->graveyard;
+        t->graveyard = c->next;
+        free(c->q);
+        free(c->rbuf);
+        free(c);
+    }
+}
+
+/* An outbound connection failed: close it, drop its queue, report once. */
+static void conn_fail(conn *c, int err, const char *why)
+{
+    tcp_transport *t = c->t;
+    tcp_peer *p = c->peer;
+    if (!p) {
+        PSI_DEBUG("inbound connection from %s closed: %s", c->name, why);
+        conn_free(c);
+        return;
+    }
+    if (err == PS_ERR_AUTH || err == PS_ERR_PROTO) PSI_ERROR("%s: %s", c->name, why);
+    else PSI_INFO("connection to %s failed: %s", c->name, why);
+    uint32_t id = p->id;
+    int known = p->known;
+    conn_free(c);
+    if (known && !t->stop && t->base.cbs.on_peer_failure)
+        t->base.cbs.on_peer_failure(t->base.cbs.arg, id, err);
+}
+
+static int conn_push(conn *c, psi_msg *m)
+{
+    if (c->qn == c->qcap) {
+        size_t cap = c->qcap ? c->qcap * 2 : 16;
+        txitem *q = malloc(cap * sizeof(*q));
+        if (!q) return PS_ERR_NOMEM;
+        for (size_t i = 0; i < c->qn; i++) q[i] = c->q[(c->qhead + i) % c->qcap];
+        free(c->q);
+        c->q = q;
+        c->qcap = cap;
+        c->qhead = 0;
+    }
+    txitem *it = &c->q[(c->qhead + c->qn) % c->qcap];
+    it->m = m;
+    psi_hdr_encode(&m->hdr, it->hdr);
+    c->qn++;
+    return PS_OK;
+}
+
+/* Describe the unsent bytes of up to MAX_IOV pieces, head first. */
+static int fill_iov(conn *c, struct iovec *iov)
+{
+    int n = 0;
+    size_t skip = c->txoff;
+    for (size_t i = 0; i < c->qn && n < MAX_IOV - PSI_NSEG; i++) {
+        txitem *it = &c->q[(c->qhead + i) % c->qcap];
+        const psi_hdr *h = &it->m->hdr;
+        struct iovec parts[1 + PSI_NSEG] = {{it->hdr, PSI_HDR_SIZE}};
+        int np = 1;
+        for (int s = 0; s < PSI_NSEG; s++)
+            if (h->seg_len[s]) parts[np++] = (struct iovec){it->m->seg[s], h->seg_len[s]};
+        for (int k = 0; k < np; k++) {
+            if (skip >= parts[k].iov_len) {
+                skip -= parts[k].iov_len;
+                continue;
+            }
+            iov[n].iov_base = (uint8_t *)parts[k].iov_base + skip;
+            iov[n++].iov_len = parts[k].iov_len - skip;
+            skip = 0;
+        }
+    }
+    return n;
+}
+
+/* Account `sent` bytes: free the frames that are out. */
+static void consume(conn *c, size_t sent)
+{
+    c->txoff += sent;
+    while (c->qn) {
+        txitem *it = &c->q[c->qhead];
+        size_t len = PSI_HDR_SIZE + psi_msg_payload_len(&it->m->hdr);
+        if (c->txoff < len) break;
+        c->txoff -= len;
+        psi_msg_free(it->m);
+        c->qhead = (c->qhead + 1) % c->qcap;
+        c->qn--;
+    }
+}
+
+/* Write what can be written without blocking.  0, or a ps_err after which
+ * the caller fails the connection. */
+static int conn_flush(conn *c)
+{
+    while (c->hsout_off < c->hsout_len) {
+        ssize_t w = send(c->fd, c->hsout + c->hsout_off, c->hsout_len - c->hsout_off,
+                         MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno == EAGAIN) {
+            arm(c, EPOLLIN | EPOLLOUT);
+            return PS_OK;
+        }
+        if (w < 0) return PS_ERR_PEER;
+        c->hsout_off += (size_t)w;
+    }
+    while (c->state == CS_OPEN && c->qn) {
+        struct iovec iov[MAX_IOV];
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)fill_iov(c, iov)};
+        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno == EAGAIN) {
+            arm(c, EPOLLIN | EPOLLOUT);
+            return PS_OK;
+        }
+        if (w < 0) return PS_ERR_PEER;
+        consume(c, (size_t)w);
+    }
+    arm(c, EPOLLIN);
+    return PS_OK;
+}
+
+/* ---- the handshake (I/O thread) ---------------------------------------------- */
+
+static void hs_send(conn *c, const uint8_t *buf, size_t len)
+{
+    memcpy(c->hsout, buf, len);
+    c->hsout_len = len;
+    c->hsout_off = 0;
+}
+
+/* A handshake message of hsin_want bytes is complete: act on it. */
+static int hs_step(conn *c)
+{
+    tcp_transport *t = c->t;
+    const psi_gate_key *key = &t->cfg.key;
+    uint8_t out[PSI_GATE_REPLY];
+    int rv;
+    c->hsin_len = 0;
+    if (c->peer) { /* connector: the REPLY came */
+        if ((rv = psi_gate_proof(&c->hs, key, c->hsin, out)) != 0) {
+            conn_fail(c, rv, rv == PS_ERR_AUTH
+                                 ? "refused: it does not know this cluster's secret "
+                                   "(PS_SECRET / PS_SECRET_FILE differ)"
+                                 : "refused: not a libps node (bad handshake)");
+            return rv;
+        }
+        hs_send(c, out, PSI_GATE_PROOF);
+        set_open(c);
+        return PS_OK;
+    }
+    if (c->hsin_want == PSI_GATE_HELLO) { /* acceptor: the HELLO came */
+        if (psi_gate_reply(&c->hs, key, c->hsin, out) != 0) {
+            log_refusal(t, c, "not a libps handshake");
+            conn_free(c);
+            return PS_ERR_PROTO;
+        }
+        hs_send(c, out, PSI_GATE_REPLY);
+        c->hsin_want = PSI_GATE_PROOF;
+        return PS_OK;
+    }
+    if (psi_gate_check(&c->hs, key, c->hsin) != 0) { /* acceptor: the PROOF came */
+        log_refusal(t, c, "wrong cluster secret (PS_SECRET / PS_SECRET_FILE)");
+        conn_free(c);
+        return PS_ERR_AUTH;
+    }
+    set_open(c);
+    return PS_OK;
+}
+
+/* Read handshake bytes, never more than the step wants.  0: go on (the
+ * connection may now be open); else the connection is gone. */
+static int hs_read(conn *c)
+{
+    while (c->state == CS_HANDSHAKE) {
+        ssize_t r = recv(c->fd, c->hsin + c->hsin_len, c->hsin_want - c->hsin_len, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && errno == EAGAIN) return PS_OK;
+        if (r <= 0) {
+            if (c->peer)
+                conn_fail(c, PS_ERR_PEER, r == 0 ? "closed during the handshake (wrong cluster "
+                                                   "secret on the other side?)"
+                                                 : strerror(errno));
+            else conn_free(c);
+            return PS_ERR_PEER;
+        }
+        c->hsin_len += (size_t)r;
+        if (c->hsin_len == c->hsin_want) {
+            int rv = hs_step(c);
+            if (rv != 0) return rv;
+            if (conn_flush(c) != 0) {
+                conn_fail(c, PS_ERR_PEER, "write failed during the handshake");
+                return PS_ERR_PEER;
+            }
+        }
+    }
+    return PS_OK;
+}
+
+/* ---- receiving frames (I/O thread) -------------------------------------------- */
+
+static void deliver(tcp_transport *t, psi_msg *m)
+{
+    if (t->base.cbs.on_receive) t->base.cbs.on_receive(t->base.cbs.arg, m);
+    else psi_msg_free(m);
+}
+
+/* Parse complete headers and payload bytes out of rbuf.  0, or a ps_err
+ * (invalid frame, no memory) after which the connection must close. */
+static int parse(conn *c)
+{
+    tcp_transport *t = c->t;
+    for (;;) {
+        size_t avail = c->rlen - c->rpos;
+        if (c->rmsg) {
+            size_t n = (size_t)PSI_MIN((uint64_t)avail, c->rleft);
+            memcpy(c->rdst, c->rbuf + c->rpos, n);
+            c->rpos += n;
+            c->rdst += n;
+            c->rleft -= n;
+            if (c->rleft) return PS_OK;
+            psi_msg *m = c->rmsg;
+            c->rmsg = NULL;
+            deliver(t, m);
+            continue;
+        }
+        if (avail < PSI_HDR_SIZE) return PS_OK;
+        psi_hdr h;
+        int rv = psi_hdr_decode(c->rbuf + c->rpos, PSI_HDR_SIZE, t->cfg.max_payload, &h);
+        if (rv != 0) {
+            t->dropped++;
+            PSI_WARN("invalid frame from %s (%s): closing the connection", c->name,
+                     ps_strerror(rv));
+            return rv;
+        }
+        c->rpos += PSI_HDR_SIZE;
+        uint8_t *block;
+        if (!(c->rmsg = psi_net_msg_alloc(&h, &block))) {
+            PSI_ERROR("out of memory receiving %llu bytes from %s",
+                      (unsigned long long)psi_msg_payload_len(&h), c->name);
+            return PS_ERR_NOMEM;
+        }
+        c->rdst = block;
+        c->rleft = psi_msg_payload_len(&h);
+    }
+}
+
+/* Read and parse what the socket has, up to READ_BUDGET bytes. */
+static void conn_read(conn *c)
+{
+    size_t budget = READ_BUDGET;
+    while (budget) {
+        ssize_t r;
+        if (c->rmsg && c->rpos == c->rlen && c->rleft >= RBUF_SIZE) {
+            r = recv(c->fd, c->rdst, (size_t)PSI_MIN(c->rleft, (uint64_t)budget), 0);
+            if (r > 0) {
+                c->rdst += r;
+                c->rleft -= (uint64_t)r;
+                if (!c->rleft) {
+                    psi_msg *m = c->rmsg;
+                    c->rmsg = NULL;
+                    deliver(c->t, m);
+                }
+            }
+        } else {
+            if (c->rpos == c->rlen) c->rpos = c->rlen = 0;
+            else if (c->rpos > RBUF_SIZE / 2) {
+                memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+                c->rlen -= c->rpos;
+                c->rpos = 0;
+            }
+            r = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, 0);
+            if (r > 0) {
+                c->rlen += (size_t)r;
+                if (parse(c) != 0) {
+                    conn_fail(c, PS_ERR_PROTO, "sent an invalid frame");
+                    return;
+                }
+            }
+        }
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && errno == EAGAIN) return;
+        if (r <= 0) {
+            conn_fail(c, PS_ERR_PEER, r == 0 ? "closed by the peer" : strerror(errno));
+            return;
+        }
+        budget -= PSI_MIN((size_t)r, budget);
+    }
+}
+
+/* ---- outbound (I/O thread) --------------------------------------------------- */
+
+/* The non-blocking connect finished (or failed): start the handshake. */
+static void connected(conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err) {
+        conn_fail(c, PS_ERR_PEER, strerror(err));
+        return;
+    }
+    uint8_t hello[PSI_GATE_HELLO];
+    psi_gate_hello(&c->hs, hello);
+    hs_send(c, hello, sizeof(hello));
+    c->state = CS_HANDSHAKE;
+    c->hsin_want = PSI_GATE_REPLY;
+    if (conn_flush(c) != 0) conn_fail(c, PS_ERR_PEER, "write failed during the handshake");
+}
+
+static int peer_connect(tcp_transport *t, tcp_peer *p)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        PSI_WARN("cannot connect to node %u at %s: socket: %s", p->id, p->addr, strerror(errno));
+        return PS_ERR_SYS;
+    }
+    set_nodelay(fd);
+    if (connect(fd, (struct sockaddr *)&p->sa, sizeof(p->sa)) != 0 && errno != EINPROGRESS) {
+        PSI_INFO("cannot connect to node %u at %s: %s", p->id, p->addr, strerror(errno));
+        close(fd);
+        return PS_ERR_PEER;
+    }
+    conn *c = conn_new(t, fd, p);
+    if (!c) {
+        close(fd);
+        return PS_ERR_NOMEM;
+    }
+    snprintf(c->name, sizeof(c->name), "node %u at %s", p->id, p->addr);
+    c->state = CS_CONNECTING;
+    arm(c, EPOLLOUT);
+    p->c = c;
+    return PS_OK;
+}
+
+static void do_send(tcp_transport *t, uint32_t id, psi_msg *m)
+{
+    tcp_peer *p = psi_idmap_get(&t->peers, id);
+    if (!p || !p->known) {
+        PSI_DEBUG("send to unknown node %u dropped", id);
+        psi_msg_free(m);
+        return;
+    }
+    if (!p->c) {
+        int rv = peer_connect(t, p);
+        if (rv != 0) {
+            psi_msg_free(m);
+            if (t->base.cbs.on_peer_failure) t->base.cbs.on_peer_failure(t->base.cbs.arg, id, rv);
+            return;
+        }
+    }
+    conn *c = p->c;
+    if (conn_push(c, m) != 0) {
+        psi_msg_free(m);
+        return;
+    }
+    if (c->state == CS_OPEN && c->qn == 1 && conn_flush(c) != 0)
+        conn_fail(c, PS_ERR_PEER, strerror(errno));
+}
+
+static void drop_conn(tcp_peer *p)
+{
+    if (p->c) conn_free(p->c);
+}
+
+static void do_connect(tcp_transport *t, tcp_op *op)
+{
+    tcp_peer *p = psi_idmap_get(&t->peers, op->peer);
+    if (!p) {
+        if (!(p = calloc(1, sizeof(*p)))) return;
+        p->id = op->peer;
+        if (psi_idmap_put(&t->peers, p->id, p) != 0) {
+            free(p);
+            return;
+        }
+    }
+    if (p->known && strcmp(p->addr, op->addr) == 0) return;
+    drop_conn(p);
+    p->known = 1;
+    p->sa = op->sa;
+    snprintf(p->addr, sizeof(p->addr), "%s", op->addr);
+}
+
+static void do_disconnect(tcp_transport *t, uint32_t id)
+{
+    tcp_peer *p = psi_idmap_get(&t->peers, id);
+    if (!p) return;
+    p->known = 0;
+    drop_conn(p);
+}
+
+/* ---- inbound (I/O thread) ------------------------------------------------------ */
+
+/* Close the oldest unproven inbound connection (the table is full). */
+static void evict_oldest_pending(tcp_transport *t)
+{
+    for (conn *c = t->conns; c; c = c->next)
+        if (!c->peer && c->state != CS_OPEN) {
+            log_refusal(t, c, "too many unauthenticated connections; closed the oldest");
+            conn_free(c);
+            return;
+        }
+}
+
+static void on_accept(tcp_transport *t)
+{
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_in sa;
+        socklen_t len = sizeof(sa);
+        int fd = accept4(t->listen_fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && errno == EINTR) continue;
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && t->spare_fd >= 0) {
+            /* Out of descriptors: accept with the spare and close at once,
+             * or the listener would stay readable and spin. */
+            close(t->spare_fd);
+            fd = accept(t->listen_fd, NULL, NULL);
+            if (fd >= 0) close(fd);
+            t->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            PSI_WARN("out of file descriptors: refused a connection");
+            return;
+        }
+        if (fd < 0) return; /* EAGAIN, or a connection reset before accept */
+        if (t->stop) {
+            close(fd);
+            continue;
+        }
+        if (t->npending >= MAX_PENDING) evict_oldest_pending(t);
+        set_nodelay(fd);
+        conn *c = conn_new(t, fd, NULL);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        fmt_sa(&sa, c->name, sizeof(c->name));
+        c->state = CS_HANDSHAKE;
+        c->hsin_want = PSI_GATE_HELLO;
+    }
+}
+
+/* ---- ops and the loop (I/O thread) -------------------------------------------- */
+
+static void run_op(tcp_transport *t, tcp_op *op)
+{
+    switch (op->kind) {
+    case OP_CONNECT: do_connect(t, op); break;
+    case OP_SEND: do_send(t, op->peer, op->msg); break;
+    case OP_DISCONNECT: do_disconnect(t, op->peer); break;
+    case OP_CLOSE:
+        t->stop = 1;
+        t->flush_deadline_ms = psi_now_ms() + op->flush_ms;
+        if (t->listen_fd >= 0) {
+            epoll_ctl(t->epoll_fd, EPOLL_CTL_DEL, t->listen_fd, NULL);
+            close(t->listen_fd);
+            t->listen_fd = -1;
+        }
+        break;
+    }
+    free(op);
+}
+
+static int drain_ops(tcp_transport *t)
+{
+    int any = 0;
+    for (;;) {
+        pthread_mutex_lock(&t->lock);
+        tcp_op *op = t->ops_head;
+        t->ops_head = t->ops_tail = NULL;
+        pthread_mutex_unlock(&t->lock);
+        if (!op) return any;
+        any = 1;
+        while (op) {
+            tcp_op *next = op->next;
+            run_op(t, op);
+            op = next;
+        }
+    }
+}
+
+static void on_event(tcp_transport *t, conn *c, uint32_t ev)
+{
+    (void)t;
+    if (c->state == CS_CONNECTING) {
+        if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) connected(c);
+        return;
+    }
+    if (ev & EPOLLOUT) {
+        if (conn_flush(c) != 0) {
+            conn_fail(c, PS_ERR_PEER, strerror(errno));
+            return;
+        }
+    }
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        if (c->state == CS_HANDSHAKE) {
+            if (hs_read(c) != 0 || c->state != CS_OPEN) return;
+        }
+        conn_read(c);
+    }
+}
+
+/* Close connections whose handshake ran past its deadline. */
+static void sweep(tcp_transport *t)
+{
+    uint64_t now = psi_now_ms();
+    for (conn *c = t->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CS_OPEN || now < c->deadline_ms) continue;
+        if (c->peer) conn_fail(c, PS_ERR_TIMEOUT, "no handshake within the timeout "
+                                                  "(PS_HANDSHAKE_TIMEOUT_MS)");
+        else {
+            PSI_DEBUG("closed %s: no handshake within %llu ms", c->name,
+                      (unsigned long long)t->cfg.handshake_ms);
+            conn_free(c);
+        }
+    }
+}
+
+/* One pass: wait (at most timeout_ms) and handle what came.  1 if anything did. */
+static int run_once(tcp_transport *t, int timeout_ms)
+{
+    struct epoll_event ev[64];
+    if (t->nhandshake && (timeout_ms < 0 || timeout_ms > SWEEP_MS)) timeout_ms = SWEEP_MS;
+    int n = epoll_wait(t->epoll_fd, ev, 64, timeout_ms);
+    int busy = n > 0;
+    for (int i = 0; i < n; i++) {
+        void *tag = ev[i].data.ptr;
+        if (tag == &ev_wake) {
+            uint64_t v;
+            ssize_t r = read(t->wake_fd, &v, sizeof(v));
+            (void)r;
+        } else if (tag == &ev_listen) {
+            if (t->listen_fd >= 0) on_accept(t);
+        } else if (!((conn *)tag)->dead) {
+            on_event(t, tag, ev[i].events);
+        }
+    }
+    busy |= drain_ops(t);
+    if (t->nhandshake) sweep(t);
+    bury(t);
+    return busy;
+}
+
+static int all_flushed(const tcp_transport *t)
+{
+    for (const conn *c = t->conns; c; c = c->next)
+        if (c->peer && (c->qn || c->hsout_off < c->hsout_len)) return 0;
+    return 1;
+}
+
+static void *io_thread(void *arg)
+{
+    tcp_transport *t = arg;
+    uint64_t poll_until = 0;
+    for (;;) {
+        uint64_t now_ns = psi_now_ns();
+        int timeout = t->stop ? 5 : now_ns < poll_until ? 0 : -1;
+        if (run_once(t, timeout) && t->cfg.poll_us)
+            poll_until = psi_now_ns() + t->cfg.poll_us * 1000;
+        if (t->stop && (all_flushed(t) || psi_now_ms() >= t->flush_deadline_ms)) break;
+    }
+    return NULL;
+}
+
+/* ---- the ops table (any thread) --------------------------------------------------- */
+
+static int enqueue(tcp_transport *t, tcp_op *op)
+{
+    int rv = PS_OK;
+    pthread_mutex_lock(&t->lock);
+    if (t->closing && op->kind != OP_CLOSE) rv = PS_ERR_CLOSED;
+    else if (op->kind == OP_SEND && !psi_idmap_has(&t->known, op->peer)) rv = PS_ERR_NOTFOUND;
+    else if (op->kind == OP_CONNECT) rv = psi_idmap_put(&t->known, op->peer, NULL);
+    else if (op->kind == OP_DISCONNECT) psi_idmap_del(&t->known, op->peer);
+    if (rv != 0) {
+        pthread_mutex_unlock(&t->lock);
+        psi_msg_free(op->msg);
+        free(op);
+        return rv;
+    }
+    op->next = NULL;
+    if (t->ops_tail) t->ops_tail->next = op;
+    else t->ops_head = op;
+    t->ops_tail = op;
+    pthread_mutex_unlock(&t->lock);
+    /* The I/O thread drains its own ops before it sleeps: no wake-up. */
+    if (!t->thread_started || !pthread_equal(pthread_self(), t->thread)) wake(t);
+    return PS_OK;
+}
+
+static int is_wildcard(const struct sockaddr_in *sa) { return sa->sin_addr.s_addr == htonl(INADDR_ANY); }
+
+static int tcp_listen(psi_transport *base, const char *host, int port, char *addr, size_t cap)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    char hp[300];
+    struct sockaddr_in sa;
+    snprintf(hp, sizeof(hp), "%s:%d", host, port);
+    if (resolve(hp, &sa) != 0) {
+        PSI_ERROR("cannot listen on %s: the host does not resolve to an IPv4 address", hp);
+        return PS_ERR_CONFIG;
+    }
+    if (is_wildcard(&sa)) {
+        PSI_ERROR("cannot listen on %s: a wildcard address; give the address peers reach "
+                  "this node at (PS_HOST)", hp);
+        return PS_ERR_CONFIG;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0) return PS_ERR_SYS;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 256) != 0) {
+        PSI_ERROR("cannot listen on %s: %s", hp, strerror(errno));
+        close(fd);
+        return errno == EADDRNOTAVAIL ? PS_ERR_CONFIG : PS_ERR_SYS;
+    }
+    socklen_t len = sizeof(sa);
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    snprintf(addr, cap, "%s:%d", host, ntohs(sa.sin_port));
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ev_listen};
+    pthread_mutex_lock(&t->lock);
+    t->listen_fd = fd;
+    epoll_ctl(t->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+    pthread_mutex_unlock(&t->lock);
+    return PS_OK;
+}
+
+static tcp_op *op_new(op_kind kind, uint32_t peer, psi_msg *m)
+{
+    tcp_op *op = calloc(1, sizeof(*op));
+    if (!op) {
+        psi_msg_free(m);
+        return NULL;
+    }
+    op->kind = kind;
+    op->peer = peer;
+    op->msg = m;
+    return op;
+}
+
+static int tcp_connect(psi_transport *base, uint32_t peer, const char *addr)
+{
+    tcp_op *op = op_new(OP_CONNECT, peer, NULL);
+    if (!op) return PS_ERR_NOMEM;
+    if (resolve(addr, &op->sa) != 0) {
+        PSI_WARN("node %u: cannot resolve %s", peer, addr);
+        free(op);
+        return PS_ERR_INVAL;
+    }
+    snprintf(op->addr, sizeof(op->addr), "%s", addr);
+    return enqueue((tcp_transport *)base, op);
+}
+
+static int tcp_send(psi_transport *base, uint32_t peer, psi_msg *m)
+{
+    tcp_op *op = op_new(OP_SEND, peer, m);
+    return op ? enqueue((tcp_transport *)base, op) : PS_ERR_NOMEM;
+}
+
+static int tcp_disconnect(psi_transport *base, uint32_t peer)
+{
+    tcp_op *op = op_new(OP_DISCONNECT, peer, NULL);
+    return op ? enqueue((tcp_transport *)base, op) : PS_ERR_NOMEM;
+}
+
+static void teardown(tcp_transport *t)
+{
+    while (t->conns) conn_free(t->conns);
+    bury(t);
+    for (tcp_op *op = t->ops_head, *next; op; op = next) {
+        next = op->next;
+        psi_msg_free(op->msg);
+        free(op);
+    }
+    for (size_t i = 0; i < t->peers.n; i++) free(t->peers.vals[i]);
+    psi_idmap_free(&t->peers);
+    psi_idmap_free(&t->known);
+    if (t->listen_fd >= 0) close(t->listen_fd);
+    if (t->spare_fd >= 0) close(t->spare_fd);
+    close(t->epoll_fd);
+    close(t->wake_fd);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+static void tcp_close(psi_transport *base, uint64_t flush_ms)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    tcp_op *op = op_new(OP_CLOSE, 0, NULL);
+    if (op) op->flush_ms = flush_ms;
+    pthread_mutex_lock(&t->lock);
+    t->closing = 1;
+    pthread_mutex_unlock(&t->lock);
+    if (op) enqueue(t, op);
+    else t->stop = 1; /* no memory for the op: stop without flushing */
+    wake(t);
+    if (t->thread_started) pthread_join(t->thread, NULL);
+    teardown(t);
+}
+
+static const psi_transport_ops tcp_ops = {
+    .name = "tcp",
+    .listen = tcp_listen,
+    .connect = tcp_connect,
+    .send = tcp_send,
+    .disconnect = tcp_disconnect,
+    .close = tcp_close,
+};
+
+/* Let this process hold as many sockets as its hard limit allows (a
+ * server of a large cluster holds two per peer). */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int psi_tcp_open(const psi_net_config *cfg, const psi_transport_cbs *cbs, psi_transport **out)
+{
+    tcp_transport *t = calloc(1, sizeof(*t));
+    *out = NULL;
+    if (!t) return PS_ERR_NOMEM;
+    t->base.ops = &tcp_ops;
+    t->base.cbs = *cbs;
+    t->cfg = *cfg;
+    if (!t->cfg.handshake_ms) t->cfg.handshake_ms = 5000;
+    if (!t->cfg.max_payload) t->cfg.max_payload = PSI_DEFAULT_MAX_PAYLOAD;
+    t->listen_fd = -1;
+    pthread_mutex_init(&t->lock, NULL);
+    raise_fd_limit();
+    t->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    t->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ev_wake};
+    if (t->wake_fd < 0 || t->epoll_fd < 0 ||
+        epoll_ctl(t->epoll_fd, EPOLL_CTL_ADD, t->wake_fd, &ev) != 0 ||
+        pthread_create(&t->thread, NULL, io_thread, t) != 0) {
+        PSI_ERROR("cannot start the TCP transport: %s", strerror(errno));
+        if (t->wake_fd >= 0) close(t->wake_fd);
+        if (t->epoll_fd >= 0) close(t->epoll_fd);
+        if (t->spare_fd >= 0) close(t->spare_fd);
+        pthread_mutex_destroy(&t->lock);
+        free(t);
+        return PS_ERR_SYS;
+    }
+    t->thread_started = 1;
+    *out = &t->base;
+    return PS_OK;
+}
