@@ -114,6 +114,7 @@ typedef struct conn {
 typedef struct tcp_peer {
     uint32_t id;
     int known;
+    int warned;                /* a failure was logged since the last success */
     char addr[64];
     struct sockaddr_in sa;
     conn *c;
@@ -284,7 +285,9 @@ static void conn_fail(conn *c, int err, const char *why)
         return;
     }
     if (err == PS_ERR_AUTH || err == PS_ERR_PROTO) PSI_ERROR("%s: %s", c->name, why);
-    else PSI_INFO("connection to %s failed: %s", c->name, why);
+    else if (!p->warned && !t->stop) PSI_WARN("connection to %s failed: %s", c->name, why);
+    else PSI_DEBUG("connection to %s failed: %s", c->name, why);
+    p->warned = 1;
     uint32_t id = p->id;
     int known = p->known;
     conn_free(c);
@@ -409,6 +412,7 @@ static int hs_step(conn *c)
         }
         hs_send(c, out, PSI_GATE_PROOF);
         set_open(c);
+        c->peer->warned = 0;
         return PS_OK;
     }
     if (c->hsin_want == PSI_GATE_HELLO) { /* acceptor: the HELLO came */
@@ -443,7 +447,13 @@ static int hs_read(conn *c)
                 conn_fail(c, PS_ERR_PEER, r == 0 ? "closed during the handshake (wrong cluster "
                                                    "secret on the other side?)"
                                                  : strerror(errno));
-            else conn_free(c);
+            else {
+                /* hung up right after our reply: our proof did not convince it */
+                if (c->hsin_want == PSI_GATE_PROOF && c->hsin_len == 0)
+                    log_refusal(c->t, c, "it hung up on our proof: it does not share the "
+                                         "cluster secret (PS_SECRET / PS_SECRET_FILE)");
+                conn_free(c);
+            }
             return PS_ERR_PEER;
         }
         c->hsin_len += (size_t)r;
@@ -579,7 +589,8 @@ static int peer_connect(tcp_transport *t, tcp_peer *p)
     }
     set_nodelay(fd);
     if (connect(fd, (struct sockaddr *)&p->sa, sizeof(p->sa)) != 0 && errno != EINPROGRESS) {
-        PSI_INFO("cannot connect to node %u at %s: %s", p->id, p->addr, strerror(errno));
+        if (!p->warned) PSI_WARN("cannot connect to node %u at %s: %s", p->id, p->addr, strerror(errno));
+        p->warned = 1;
         close(fd);
         return PS_ERR_PEER;
     }

@@ -73,6 +73,7 @@ static struct {
     int left_early;               /* ps_leave: out of the cluster, ranges handed over */
     uint64_t barrier_seq[8], barrier_done[8];
     uint64_t last_hb_ms, hb_interval_ms;
+    uint64_t last_sched_ms;       /* last message from the scheduler (nodes) */
     pthread_t timer;
     int timer_started, timer_stop;
     ps_view_cb view_cb;
@@ -583,7 +584,16 @@ static void do_control(const psi_msg *m)
     case PSI_MSG_SERVE:
         if (po.sched) psi_sched_on_serve(po.sched, h->sender, (int)h->arg, (uint32_t)h->key_lo);
         break;
-    default: break; /* heartbeats only refresh liveness */
+    case PSI_MSG_HEARTBEAT: /* answered, so that a node can tell it is cut off */
+        if (po.sched && h->sender != PSI_ID_NONE) {
+            psi_msg *r = psi_msg_new(PSI_MSG_HEARTBEAT);
+            if (r) {
+                r->hdr.flags = PSI_F_CONTROL | PSI_F_RESPONSE;
+                do_send(h->sender, r);
+            }
+        }
+        break;
+    default: break;
     }
 }
 
@@ -591,6 +601,7 @@ static void on_receive(void *arg, psi_msg *m)
 {
     (void)arg;
     pthread_mutex_lock(&po.lock);
+    if (m->hdr.sender == PSI_SCHEDULER_ID) po.last_sched_ms = psi_now_ms();
     if (m->hdr.type == PSI_MSG_DATA || m->hdr.type == PSI_MSG_CALL) {
         psi_data_handler cb = po.handlers[m->hdr.type - PSI_MSG_DATA].fn;
         void *darg = po.handlers[m->hdr.type - PSI_MSG_DATA].arg;
@@ -651,6 +662,32 @@ static void do_heartbeat(uint64_t now)
     do_send(PSI_SCHEDULER_ID, m);
 }
 
+/* A node that hears nothing from the scheduler for twice the heartbeat
+ * timeout is cut off (the scheduler has declared it dead by then); a
+ * scheduler that saw every server or every worker declared dead has lost
+ * the job (or is the one cut off).  Either way: fatal, said once. */
+static void do_watchdog(uint64_t now)
+{
+    if (po.fatal || po.state != ST_RUNNING || po.left_early || po.leave_ts) return;
+    if (po.sched) {
+        int lost = psi_sched_lost(po.sched);
+        if (!lost) return;
+        PSI_ERROR("every %s was declared dead: the job cannot go on (or this scheduler is cut "
+                  "off from the network)", ps_role_name((ps_role)lost));
+        po.fatal = PS_ERR_PEER;
+        pthread_cond_broadcast(&po.cond);
+        return;
+    }
+    uint64_t limit = 2 * (uint64_t)po.cfg.hb_timeout_ms;
+    if (po.last_sched_ms && now - po.last_sched_ms > limit) {
+        PSI_ERROR("no word from the scheduler at %s for %llu ms: this node is cut off from the "
+                  "cluster; leaving", po.cfg.sched_addr,
+                  (unsigned long long)(now - po.last_sched_ms));
+        po.fatal = PS_ERR_PEER;
+        pthread_cond_broadcast(&po.cond);
+    }
+}
+
 static void *timer_main(void *arg)
 {
     (void)arg;
@@ -660,6 +697,7 @@ static void *timer_main(void *arg)
         psi_rel_resend_due(po.rel, now, do_send_cb, NULL);
         if (!po.leave_ts) do_heartbeat(now);
         if (po.sched) psi_sched_tick(po.sched, now);
+        do_watchdog(now);
         if (note.pending) {
             pthread_mutex_unlock(&po.lock);
             flush_view_note();
@@ -752,6 +790,9 @@ static int do_join(void)
         if (rv == PS_ERR_TIMEOUT)
             PSI_ERROR("no answer from the scheduler at %s after %ld ms", po.cfg.sched_addr,
                       po.cfg.connect_timeout_ms);
+        else if (rv == PS_ERR_CONFIG)
+            PSI_ERROR("the scheduler refused this node's configuration (PS_NUM_SERVERS, "
+                      "PS_NUM_WORKERS or PS_RANK; its log says which)");
         else if (rv != 0)
             PSI_ERROR("the scheduler refused this node: %s", ps_strerror(rv));
         if (rv != 0) return rv;
@@ -808,6 +849,7 @@ int ps_start(void)
         const psi_node *me = psi_view_find(&po.view, po.id);
         po.rank = me ? me->rank : po.rank;
         po.state = ST_RUNNING;
+        po.last_sched_ms = psi_now_ms();
     }
     pthread_mutex_unlock(&po.lock);
     if (rv != 0) goto fail;

@@ -428,6 +428,21 @@ void psi_sched_tick(psi_sched *s, uint64_t now_ms)
     check_all_barriers(s);
 }
 
+int psi_sched_lost(const psi_sched *s)
+{
+    int ok[3] = {0}, dead[3] = {0};
+    for (int id = 1; id < s->nslots; id++) {
+        const slot *sl = &s->slots[id];
+        if (!sl->present || sl->role > PS_ROLE_WORKER) continue;
+        if (sl->alive || sl->left) ok[sl->role]++;
+        else dead[sl->role]++;
+    }
+    if (s->epoch == 0) return 0;
+    if (dead[PS_ROLE_SERVER] && !ok[PS_ROLE_SERVER]) return PS_ROLE_SERVER;
+    if (dead[PS_ROLE_WORKER] && !ok[PS_ROLE_WORKER]) return PS_ROLE_WORKER;
+    return 0;
+}
+
 int psi_sched_active(const psi_sched *s)
 {
     int n = 0;

@@ -64,6 +64,10 @@ void psi_sched_on_serve(psi_sched *s, uint32_t from, int phase, uint32_t epoch);
 void psi_sched_tick(psi_sched *s, uint64_t now_ms);
 /* Number of nodes alive and not yet left (excluding the scheduler). */
 int psi_sched_active(const psi_sched *s);
+/* PS_ROLE_SERVER or PS_ROLE_WORKER when every node of that role was
+ * declared dead (none alive, none left cleanly): the job cannot go on, or
+ * this scheduler is the one cut off.  0 otherwise. */
+int psi_sched_lost(const psi_sched *s);
 /* Whether the first view has been published. */
 int psi_sched_ready(const psi_sched *s);
 

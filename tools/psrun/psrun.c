@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -438,6 +439,33 @@ static int setup_signals(psr_run *r)
     return 0;
 }
 
+/* Did the user give the cluster secret, in the environment or with --env? */
+static int has_secret(const psr_opts *o)
+{
+    if (getenv("PS_SECRET") || getenv("PS_SECRET_FILE")) return 1;
+    for (int i = 0; i < o->nenv; i++)
+        if (strncmp(o->env[i], "PS_SECRET=", 10) == 0 ||
+            strncmp(o->env[i], "PS_SECRET_FILE=", 15) == 0)
+            return 1;
+    return 0;
+}
+
+/* A fresh cluster secret per run unless one was given: 32 random bytes as
+ * hex in PS_SECRET, which every node inherits (and no other user can read
+ * from /proc).  A stray process that finds a port cannot join. */
+static int setup_secret(const psr_run *r)
+{
+    uint8_t raw[32];
+    char hex[2 * sizeof(raw) + 1];
+    if (has_secret(&r->o)) return 0;
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
+        complain("cannot make a cluster secret: %s", strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(raw); i++) snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    return setenv("PS_SECRET", hex, 1);
+}
+
 static int setup_address(psr_run *r)
 {
     int port = r->o.port, rv;
@@ -492,7 +520,8 @@ int main(int argc, char **argv)
         return rv > 0 ? 0 : PSR_EXIT_USAGE;
     }
     ensure_std_fds();
-    if (alloc_run(&r) != 0 || setup_signals(&r) != 0 || setup_address(&r) != 0) {
+    if (alloc_run(&r) != 0 || setup_signals(&r) != 0 || setup_address(&r) != 0 ||
+        setup_secret(&r) != 0) {
         free_run(&r);
         return 1;
     }
