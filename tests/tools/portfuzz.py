@@ -150,7 +150,8 @@ class Port:
         self.c = {k: 0 for k in ("connections", "bytes_sent", "bytes_recv", "refused",
                                  "resets", "timeouts", "errors", "stalled_writes",
                                  "peer_closed", "auth_ok", "auth_refused",
-                                 "auth_unexpected", "proof_not_closed", "no_gate",
+                                 "auth_unexpected", "auth_mismatch", "closed_at_hello",
+                                 "proof_not_closed", "no_gate",
                                  "replay_refused", "replay_open", "idle_opened",
                                  "idle_probe_ok", "idle_probe_fail", "slowloris_cut")}
         self.cases = {}
@@ -298,18 +299,20 @@ class Fuzzer:
         return not self.stop.is_set() and time.monotonic() < self.end
 
     def handshake(self, c, key):
-        """Run the connector's side.  'ok', 'refused' (REPLY's tag did not verify
-        or the peer closed), or 'none' (no REPLY: the peer does not speak the gate)."""
+        """Run the connector's side.  'ok'; 'badtag' (REPLY's tag did not verify
+        with our key: we sent the proof our key gives, which must be refused);
+        'closed' (the peer closed before a REPLY); or 'none' (no REPLY, or not
+        a gate's: the peer does not speak the gate)."""
         rng = c.p.rng
         nc = rng.randbytes(32)
         if not c.send(MAGIC_GATE + nc):
-            return "refused"
+            return "closed"
         # A port that never answered a HELLO gets a short wait, so that it
         # still sees many cases.
         r = c.recv_exact(72, timeout=0.3 if c.p.gate is False else IO_TIMEOUT)
         if r is None:
             if c.closed_by_peer:
-                return "refused"
+                return "closed"
             c.p.gate = c.p.gate or False
             return "none"
         if r[:8] != MAGIC_GATE:
@@ -319,7 +322,7 @@ class Fuzzer:
         na, ta = r[8:40], r[40:72]
         if not hmac.compare_digest(ta, tag(key, b"acceptor", nc, na)):
             c.send(tag(key, b"connector", na, nc))   # a proof the acceptor must refuse
-            return "refused"
+            return "badtag"
         c.send(tag(key, b"connector", na, nc))
         return "ok"
 
@@ -460,11 +463,13 @@ class Fuzzer:
         r = self.handshake(c, wrong)
         if r == "ok":
             p.c["auth_unexpected"] += 1       # an acceptor that proved a secret it must not know
-        elif r == "refused":
+        elif r == "badtag":
             p.c["auth_refused"] += 1
             # After our wrong proof the acceptor must close, never read frames.
             if c.s is not None and not c.peer_closes(IO_TIMEOUT):
                 p.c["proof_not_closed"] += 1
+        elif r == "closed":
+            p.c["closed_at_hello"] += 1
         else:
             p.c["no_gate"] += 1
         c.done("wrongkey")
@@ -477,7 +482,11 @@ class Fuzzer:
         r = self.handshake(c, self.key)
         if r == "ok":
             p.c["auth_ok"] += 1
-        elif r == "none":
+        elif r == "badtag":
+            p.c["auth_mismatch"] += 1         # the node does not know our --secret
+        elif r == "closed":
+            p.c["closed_at_hello"] += 1
+        else:
             p.c["no_gate"] += 1
         kind = rng.randrange(5)
         if kind == 0:      # a stream of hostile frames
