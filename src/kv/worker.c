@@ -770,12 +770,41 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
     if (complete) psi_kv_finish(r, r->status);
 }
 
+/* This node is out of the cluster (declared dead, cut off, the scheduler
+ * gone): no answer can come, so every outstanding request fails with `err`
+ * instead of waiting and resending forever. */
+static void fail_all(ps_table *t, int err)
+{
+    kv_req *done[64];
+    int n;
+    do {
+        n = 0;
+        pthread_mutex_lock(&t->lock);
+        for (kv_req *r = t->reqs, *next; r && n < 64; r = next) {
+            next = r->next;
+            int complete = 0;
+            for (int i = 0; i < r->nslices; i++) complete |= psi_kv_slice_done(r, &r->slices[i], err);
+            if (r->nslices == 0 || complete) {
+                psi_kv_unlink(t, r);
+                done[n++] = r;
+            }
+        }
+        pthread_mutex_unlock(&t->lock);
+        for (int i = 0; i < n; i++) psi_kv_finish(done[i], done[i]->status ? done[i]->status : err);
+    } while (n == 64);
+}
+
 void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
 {
     uint64_t wait = psi_kv_resend_ms();
     psi_msg *msgs[64];
     uint32_t to[64];
     int n = 0;
+    int fatal = psi_node_fatal();
+    if (fatal) {
+        fail_all(t, fatal);
+        return;
+    }
     psi_kv_zcopy_poll(t, 0);
     pthread_mutex_lock(&t->lock);
     for (kv_req *r = t->reqs; r && n < 64; r = r->next)

@@ -498,6 +498,14 @@ void psi_node_on_shutdown(void (*fn)(void))
     pthread_mutex_unlock(&po.lock);
 }
 
+int psi_node_fatal(void)
+{
+    pthread_mutex_lock(&po.lock);
+    int f = po.fatal;
+    pthread_mutex_unlock(&po.lock);
+    return f;
+}
+
 int psi_node_running(void)
 {
     pthread_mutex_lock(&po.lock);

@@ -46,6 +46,9 @@ int psi_node_serve(int phase, uint32_t epoch);
 int psi_node_my_state(uint32_t *epoch);
 
 /* 1 once ps_start succeeded and until ps_finalize began. */
+/* 0 while this node is in the cluster; the ps_err that took it out (declared
+ * dead, cut off, the scheduler lost) after.  No answer can come then. */
+int psi_node_fatal(void);
 int psi_node_running(void);
 
 /* Copy of the current view into *out (caller frees with psi_view_free). */
