@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -24,6 +25,7 @@
 static const uint8_t magic[8] = {'P', 'S', 'G', 'A', 'T', 'E', '0', '1'};
 
 #define SECRET_FILE_MAX 4096
+#define SECRET_FILE_READ (SECRET_FILE_MAX + 64) /* a few trailing newlines fit */
 
 static int sodium_ready(void)
 {
@@ -44,10 +46,13 @@ static int read_secret_file(const char *path, uint8_t *buf, size_t *len)
         PSI_ERROR("PS_SECRET_FILE=%s: cannot open: %s", path, strerror(errno));
         return PS_ERR_CONFIG;
     }
-    size_t n = fread(buf, 1, SECRET_FILE_MAX + 1, f);
+    /* read past the limit, so a long file whose byte 4097 is a newline
+     * is refused, not cut to its first 4096 bytes */
+    size_t n = fread(buf, 1, SECRET_FILE_READ, f);
     int bad = ferror(f);
+    int more = n == SECRET_FILE_READ && fgetc(f) != EOF; /* too long, whatever follows */
     fclose(f);
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
+    while (!more && n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
     if (bad || n == 0 || n > SECRET_FILE_MAX) {
         PSI_ERROR("PS_SECRET_FILE=%s: %s", path,
                   bad ? "read error" : n == 0 ? "empty" : "longer than 4096 bytes");
@@ -61,8 +66,9 @@ int psi_gate_key_from_env(psi_gate_key *key)
 {
     static const char *const sn[] = {"PS_SECRET", NULL};
     static const char *const fn[] = {"PS_SECRET_FILE", NULL};
-    const char *s = psi_env_str(sn), *file = psi_env_str(fn);
-    uint8_t buf[SECRET_FILE_MAX + 1];
+    /* getenv, not psi_env_str: an empty PS_SECRET is an error, not "none" */
+    const char *s = getenv(sn[0]), *file = psi_env_str(fn);
+    uint8_t buf[SECRET_FILE_READ];
     size_t len = 0;
     int rv;
 

@@ -486,10 +486,12 @@ static int parse(conn *c)
         size_t avail = c->rlen - c->rpos;
         if (c->rmsg) {
             size_t n = (size_t)PSI_MIN((uint64_t)avail, c->rleft);
-            memcpy(c->rdst, c->rbuf + c->rpos, n);
-            c->rpos += n;
-            c->rdst += n;
-            c->rleft -= n;
+            if (n) { /* rdst is NULL for a header-only message */
+                memcpy(c->rdst, c->rbuf + c->rpos, n);
+                c->rpos += n;
+                c->rdst += n;
+                c->rleft -= n;
+            }
             if (c->rleft) return PS_OK;
             psi_msg *m = c->rmsg;
             c->rmsg = NULL;

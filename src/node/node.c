@@ -696,12 +696,28 @@ static void do_watchdog(uint64_t now)
     }
 }
 
+/* Time this process did not run (starved of CPU, stopped) is nobody's
+ * silence: a timer tick far later than TICK_MS credits it to every
+ * deadline that counts silence, here and (scheduler) in sched.c. */
+static void do_credit_stall(uint64_t now)
+{
+    static uint64_t last;
+    uint64_t gap = last ? now - last : 0;
+    last = now;
+    if (gap <= (uint64_t)po.cfg.hb_timeout_ms / 4) return;
+    PSI_WARN("this process did not run for %llu ms: no one is judged on that time",
+             (unsigned long long)gap);
+    if (po.sched) psi_sched_credit(po.sched, gap, now);
+    if (po.last_sched_ms) po.last_sched_ms = PSI_MIN(po.last_sched_ms + gap, now);
+}
+
 static void *timer_main(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&po.lock);
     while (!po.timer_stop) {
         uint64_t now = psi_now_ms();
+        do_credit_stall(now);
         psi_rel_resend_due(po.rel, now, do_send_cb, NULL);
         if (!po.leave_ts) do_heartbeat(now);
         if (po.sched) psi_sched_tick(po.sched, now);

@@ -409,6 +409,12 @@ void psi_sched_on_leave(psi_sched *s, uint32_t from, int handover)
     check_all_barriers(s);
 }
 
+void psi_sched_credit(psi_sched *s, uint64_t gap_ms, uint64_t now_ms)
+{
+    for (int id = 1; id < s->nslots; id++)
+        s->slots[id].last_seen_ms = PSI_MIN(s->slots[id].last_seen_ms + gap_ms, now_ms);
+}
+
 void psi_sched_tick(psi_sched *s, uint64_t now_ms)
 {
     int changed = 0;

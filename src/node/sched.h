@@ -68,6 +68,11 @@ int psi_sched_active(const psi_sched *s);
  * declared dead (none alive, none left cleanly): the job cannot go on, or
  * this scheduler is the one cut off.  0 otherwise. */
 int psi_sched_lost(const psi_sched *s);
+/* The scheduler did not run for `gap_ms` (starved of CPU, stopped): time
+ * that is nobody's silence.  Every node's last-seen moves on by the gap
+ * (at most to now), so heartbeats queued meanwhile are read before anyone
+ * is judged. */
+void psi_sched_credit(psi_sched *s, uint64_t gap_ms, uint64_t now_ms);
 /* Whether the first view has been published. */
 int psi_sched_ready(const psi_sched *s);
 
