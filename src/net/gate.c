@@ -37,6 +37,7 @@ void psi_gate_key_derive(psi_gate_key *key, const void *secret, size_t len)
     (void)sodium_ready();
     crypto_generichash(key->k, sizeof(key->k), secret, len, NULL, 0);
     key->secret = len > 0;
+    key->encrypt = 0;
 }
 
 static int read_secret_file(const char *path, uint8_t *buf, size_t *len)
@@ -91,13 +92,14 @@ int psi_gate_key_from_env(psi_gate_key *key)
     return PS_OK;
 }
 
-/* tag = HMAC-SHA256(K, label || a || b) */
+/* tag = HMAC-SHA256(K, label [|| "+seal"] || a || b) */
 static void tag(const psi_gate_key *key, const char *label, const uint8_t a[PSI_GATE_NONCE],
                 const uint8_t b[PSI_GATE_NONCE], uint8_t out[32])
 {
     crypto_auth_hmacsha256_state st;
     crypto_auth_hmacsha256_init(&st, key->k, sizeof(key->k));
     crypto_auth_hmacsha256_update(&st, (const uint8_t *)label, strlen(label));
+    if (key->encrypt) crypto_auth_hmacsha256_update(&st, (const uint8_t *)"+seal", 5);
     crypto_auth_hmacsha256_update(&st, a, PSI_GATE_NONCE);
     crypto_auth_hmacsha256_update(&st, b, PSI_GATE_NONCE);
     crypto_auth_hmacsha256_final(&st, out);
@@ -143,4 +145,14 @@ int psi_gate_check(const psi_gate_hs *hs, const psi_gate_key *key,
     uint8_t want[32];
     tag(key, "connector", hs->mine, hs->theirs, want);
     return sodium_memcmp(want, proof, sizeof(want)) == 0 ? PS_OK : PS_ERR_AUTH;
+}
+
+void psi_gate_session_key(const psi_gate_hs *hs, const psi_gate_key *key, int connector,
+                          uint8_t out[32])
+{
+    uint8_t msg[7 + 2 * PSI_GATE_NONCE];
+    memcpy(msg, "session", 7);
+    memcpy(msg + 7, connector ? hs->mine : hs->theirs, PSI_GATE_NONCE);
+    memcpy(msg + 7 + PSI_GATE_NONCE, connector ? hs->theirs : hs->mine, PSI_GATE_NONCE);
+    crypto_generichash(out, 32, msg, sizeof(msg), key->k, sizeof(key->k));
 }

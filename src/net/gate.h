@@ -14,6 +14,11 @@
  *   tag_a = HMAC-SHA256(K, "acceptor"  || nonce_c || nonce_a)
  *   tag_c = HMAC-SHA256(K, "connector" || nonce_a || nonce_c)
  *
+ * With PS_ENCRYPT=1 the labels are "acceptor+seal" and "connector+seal"
+ * (ends that disagree fail as if their secrets differed), and the bytes
+ * after PROOF, connector to acceptor, are sealed with the session key
+ * BLAKE2b-256(key K, "session" || nonce_c || nonce_a) (seal.h).
+ *
  * Each side proves the secret over a nonce the other chose, so a recorded
  * handshake replays to nothing, and a connector never sends a frame to an
  * impostor listening at a peer's old address.  The sizes are fixed: an
@@ -40,6 +45,8 @@
 typedef struct psi_gate_key {
     uint8_t k[PSI_GATE_KEY];
     int secret;            /* 1: derived from a real secret; 0: the public empty key */
+    int encrypt;           /* PS_ENCRYPT=1: the tags say so (both ends must agree), and
+                            * the connection's bytes are sealed (seal.h) */
 } psi_gate_key;
 
 /* One side's state during a handshake. */
@@ -53,7 +60,8 @@ typedef struct psi_gate_hs {
  * unreadable or empty file: PS_ERR_CONFIG, logged.  Neither: key->secret = 0.
  */
 int psi_gate_key_from_env(psi_gate_key *key);
-/* Derive the key from `len` bytes of secret (len 0: the public key). */
+/* Derive the key from `len` bytes of secret (len 0: the public key);
+ * encrypt is left 0. */
 void psi_gate_key_derive(psi_gate_key *key, const void *secret, size_t len);
 
 /* Connector: pick a nonce, write HELLO. */
@@ -69,5 +77,9 @@ int psi_gate_proof(psi_gate_hs *hs, const psi_gate_key *key,
 /* Acceptor: check PROOF.  0, or PS_ERR_AUTH. */
 int psi_gate_check(const psi_gate_hs *hs, const psi_gate_key *key,
                    const uint8_t proof[PSI_GATE_PROOF]);
+/* After a handshake: the key that seals the connector's bytes to the
+ * acceptor.  `connector`: 1 on the connector's side. */
+void psi_gate_session_key(const psi_gate_hs *hs, const psi_gate_key *key, int connector,
+                          uint8_t out[32]);
 
 #endif /* PSI_NET_GATE_H */

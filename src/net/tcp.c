@@ -55,6 +55,7 @@
 #include <unistd.h>
 
 #include "net/gate.h"
+#include "net/seal.h"
 #include "net/transport.h"
 #include "util/idmap.h"
 #include "util/log.h"
@@ -108,6 +109,14 @@ typedef struct conn {
     uint8_t *rdst;
     uint64_t rleft;
     int dead;                  /* closed; freed at the end of the loop pass */
+    /* PS_ENCRYPT=1 (seal.h): outbound connections seal what they send,
+     * inbound ones open what they receive; NULL otherwise */
+    psi_seal *seal;
+    int seal_hdr;              /* inbound: the stream header is still to come */
+    uint8_t *cbuf;             /* out: the record being sent [coff, clen);
+                                * in: ciphertext received [0, clen) */
+    size_t clen, coff;
+    uint8_t *plain;            /* PSI_SEAL_CHUNK bytes of staging */
     char name[96];             /* for logs: "node 3 at 10.0.0.2:4000" or "10.0.0.9:51234" */
 } conn;
 
@@ -270,6 +279,9 @@ static void bury(tcp_transport *t)
         t->graveyard = c->next;
         free(c->q);
         free(c->rbuf);
+        free(c->seal);
+        free(c->cbuf);
+        free(c->plain);
         free(c);
     }
 }
@@ -354,6 +366,36 @@ static void consume(conn *c, size_t sent)
     }
 }
 
+/* Sealed sending: frames' bytes, PSI_SEAL_CHUNK at a time, become records. */
+static int seal_flush(conn *c)
+{
+    while (c->state == CS_OPEN && (c->coff < c->clen || c->qn)) {
+        if (c->coff == c->clen) {
+            struct iovec iov[MAX_IOV];
+            int n = fill_iov(c, iov);
+            size_t got = 0;
+            for (int i = 0; i < n && got < PSI_SEAL_CHUNK; i++) {
+                size_t k = PSI_MIN(iov[i].iov_len, PSI_SEAL_CHUNK - got);
+                memcpy(c->plain + got, iov[i].iov_base, k);
+                got += k;
+            }
+            c->clen = psi_seal_record(c->seal, c->plain, got, c->cbuf);
+            c->coff = 0;
+            consume(c, got);
+        }
+        ssize_t w = send(c->fd, c->cbuf + c->coff, c->clen - c->coff, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno == EAGAIN) {
+            arm(c, EPOLLIN | EPOLLOUT);
+            return PS_OK;
+        }
+        if (w < 0) return PS_ERR_PEER;
+        c->coff += (size_t)w;
+    }
+    arm(c, EPOLLIN);
+    return PS_OK;
+}
+
 /* Write what can be written without blocking.  0, or a ps_err after which
  * the caller fails the connection. */
 static int conn_flush(conn *c)
@@ -369,6 +411,7 @@ static int conn_flush(conn *c)
         if (w < 0) return PS_ERR_PEER;
         c->hsout_off += (size_t)w;
     }
+    if (c->seal) return seal_flush(c);
     while (c->state == CS_OPEN && c->qn) {
         struct iovec iov[MAX_IOV];
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)fill_iov(c, iov)};
@@ -394,6 +437,29 @@ static void hs_send(conn *c, const uint8_t *buf, size_t len)
     c->hsout_off = 0;
 }
 
+/* PS_ENCRYPT=1: set up sealing once the handshake is done.  Outbound: the
+ * stream header follows the PROOF in hsout.  0 or PS_ERR_NOMEM. */
+static int seal_start(conn *c)
+{
+    const psi_gate_key *key = &c->t->cfg.key;
+    uint8_t sk[32];
+    if (!key->encrypt) return PS_OK;
+    size_t cap = c->peer ? PSI_SEAL_REC_MAX : 2 * PSI_SEAL_REC_MAX;
+    if (!(c->seal = malloc(sizeof(*c->seal))) || !(c->cbuf = malloc(cap)) ||
+        !(c->plain = malloc(PSI_SEAL_CHUNK)))
+        return PS_ERR_NOMEM;
+    psi_gate_session_key(&c->hs, key, c->peer != NULL, sk);
+    if (c->peer) {
+        psi_seal_init_push(c->seal, sk, c->hsout + c->hsout_len);
+        c->hsout_len += PSI_SEAL_HDR;
+    } else {
+        c->seal_hdr = 1;
+        memcpy(c->plain, sk, sizeof(sk)); /* kept until the header comes */
+    }
+    sodium_memzero(sk, sizeof(sk));
+    return PS_OK;
+}
+
 /* A handshake message of hsin_want bytes is complete: act on it. */
 static int hs_step(conn *c)
 {
@@ -406,11 +472,15 @@ static int hs_step(conn *c)
         if ((rv = psi_gate_proof(&c->hs, key, c->hsin, out)) != 0) {
             conn_fail(c, rv, rv == PS_ERR_AUTH
                                  ? "refused: it does not know this cluster's secret "
-                                   "(PS_SECRET / PS_SECRET_FILE differ)"
+                                   "(PS_SECRET / PS_SECRET_FILE differ, or PS_ENCRYPT)"
                                  : "refused: not a libps node (bad handshake)");
             return rv;
         }
         hs_send(c, out, PSI_GATE_PROOF);
+        if (seal_start(c) != 0) {
+            conn_fail(c, PS_ERR_NOMEM, "out of memory");
+            return PS_ERR_NOMEM;
+        }
         set_open(c);
         c->peer->warned = 0;
         return PS_OK;
@@ -426,9 +496,14 @@ static int hs_step(conn *c)
         return PS_OK;
     }
     if (psi_gate_check(&c->hs, key, c->hsin) != 0) { /* acceptor: the PROOF came */
-        log_refusal(t, c, "wrong cluster secret (PS_SECRET / PS_SECRET_FILE)");
+        log_refusal(t, c, key->encrypt ? "wrong cluster secret, or PS_ENCRYPT differs"
+                                        : "wrong cluster secret (PS_SECRET / PS_SECRET_FILE)");
         conn_free(c);
         return PS_ERR_AUTH;
+    }
+    if (seal_start(c) != 0) {
+        conn_free(c);
+        return PS_ERR_NOMEM;
     }
     set_open(c);
     return PS_OK;
@@ -519,10 +594,85 @@ static int parse(conn *c)
     }
 }
 
+/* Hand n plaintext bytes to the frame parser.  0 or its error. */
+static int feed(conn *c, const uint8_t *data, size_t n)
+{
+    while (n) {
+        if (c->rpos == c->rlen) c->rpos = c->rlen = 0;
+        else if (c->rpos) { /* parse leaves less than a header */
+            memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+            c->rlen -= c->rpos;
+            c->rpos = 0;
+        }
+        size_t m = PSI_MIN(n, RBUF_SIZE - c->rlen);
+        memcpy(c->rbuf + c->rlen, data, m);
+        c->rlen += m;
+        data += m;
+        n -= m;
+        int rv = parse(c);
+        if (rv != 0) return rv;
+    }
+    return PS_OK;
+}
+
+/* Open the complete records in cbuf and parse their plaintext.  0, or a
+ * ps_err after which the connection must close. */
+static int open_records(conn *c)
+{
+    size_t pos = 0;
+    if (c->seal_hdr) {
+        if (c->clen < PSI_SEAL_HDR) return PS_OK;
+        if (psi_seal_init_pull(c->seal, c->plain, c->cbuf) != 0) return PS_ERR_PROTO;
+        sodium_memzero(c->plain, 32);
+        c->seal_hdr = 0;
+        pos = PSI_SEAL_HDR;
+    }
+    for (;;) {
+        if (c->clen - pos < 4) break;
+        size_t len = psi_seal_rec_len(c->cbuf + pos), n;
+        if (!len) return PS_ERR_PROTO;
+        if (c->clen - pos < 4 + len) break;
+        if (psi_seal_open(c->seal, c->cbuf + pos + 4, len, c->plain, &n) != 0) return PS_ERR_PROTO;
+        pos += 4 + len;
+        int rv = feed(c, c->plain, n);
+        if (rv != 0) return rv;
+    }
+    memmove(c->cbuf, c->cbuf + pos, c->clen - pos);
+    c->clen -= pos;
+    return PS_OK;
+}
+
+/* Sealed receiving: read records, open them, parse the frames inside. */
+static void seal_read(conn *c)
+{
+    size_t budget = READ_BUDGET;
+    while (budget) {
+        ssize_t r = recv(c->fd, c->cbuf + c->clen, 2 * PSI_SEAL_REC_MAX - c->clen, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && errno == EAGAIN) return;
+        if (r <= 0) {
+            conn_fail(c, PS_ERR_PEER, r == 0 ? "closed by the peer" : strerror(errno));
+            return;
+        }
+        c->clen += (size_t)r;
+        budget -= PSI_MIN((size_t)r, budget);
+        if (open_records(c) != 0) {
+            PSI_WARN("%s: a sealed record failed to open or to parse: closing the connection",
+                     c->name);
+            conn_fail(c, PS_ERR_PROTO, "sent a bad sealed record");
+            return;
+        }
+    }
+}
+
 /* Read and parse what the socket has, up to READ_BUDGET bytes. */
 static void conn_read(conn *c)
 {
     size_t budget = READ_BUDGET;
+    if (c->seal) {
+        seal_read(c);
+        return;
+    }
     while (budget) {
         ssize_t r;
         if (c->rmsg && c->rpos == c->rlen && c->rleft >= RBUF_SIZE) {
@@ -817,7 +967,7 @@ static int run_once(tcp_transport *t, int timeout_ms)
 static int all_flushed(const tcp_transport *t)
 {
     for (const conn *c = t->conns; c; c = c->next)
-        if (c->peer && (c->qn || c->hsout_off < c->hsout_len)) return 0;
+        if (c->peer && (c->qn || c->hsout_off < c->hsout_len || c->coff < c->clen)) return 0;
     return 1;
 }
 

@@ -267,6 +267,8 @@ static int parse_config(po_config *c)
     static const char *const hs[] = {"PS_HANDSHAKE_TIMEOUT_MS", NULL};
     static const char *const in[] = {"PS_INSECURE", NULL};
     static const char *const tr[] = {"PS_TRANSPORT", NULL};
+    static const char *const en[] = {"PS_ENCRYPT", NULL};
+    long encrypt;
     int rv;
     memset(c, 0, sizeof(*c));
     if ((rv = parse_role(c)) || (rv = parse_scheduler(c))) return rv;
@@ -278,7 +280,8 @@ static int parse_config(po_config *c)
         (rv = psi_env_long(mm, 1L << 30, 4096, 1L << 40, &c->max_msg)) ||
         (rv = psi_env_long(pu, -1, 0, 1000000, &c->poll_us)) ||
         (rv = psi_env_long(hs, 5000, 100, 600000, &c->handshake_ms)) ||
-        (rv = psi_env_long(in, 0, 0, 1, &c->insecure)))
+        (rv = psi_env_long(in, 0, 0, 1, &c->insecure)) ||
+        (rv = psi_env_long(en, 0, 0, 1, &encrypt)))
         return rv;
     const char *tname = psi_env_str(tr);
     if (tname && strcmp(tname, "tcp") != 0 && strcmp(tname, "ucx") != 0) {
@@ -287,6 +290,11 @@ static int parse_config(po_config *c)
     }
     c->ucx = tname && strcmp(tname, "ucx") == 0;
     if ((rv = psi_gate_key_from_env(&c->key)) != 0) return rv;
+    c->key.encrypt = (int)encrypt;
+    if (encrypt && c->ucx) {
+        PSI_ERROR("PS_ENCRYPT=1 needs the default transport (PS_TRANSPORT=tcp)");
+        return PS_ERR_CONFIG;
+    }
     if (c->nservers < 0 || c->nworkers < 0) {
         PSI_ERROR("PS_NUM_SERVERS and PS_NUM_WORKERS must both be set");
         return PS_ERR_CONFIG;

@@ -46,6 +46,9 @@ PS_RESEND_MS=30 PS_FAULT="drop=0.1,dup=0.1,delay=0.3,delay_ms=60,reorder=0.2,see
 # fragments are lost, duplicated or late (a train that lost one waits for
 # the worker's resend, which fills in from the gap).
 PS_RESEND_MS=5000 run train 15 train --no-resends 1
+# Sealed connections (PS_ENCRYPT=1): the same exact sums and whole trains.
+PS_ENCRYPT=1 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,seed=3" run sum-sealed 6 sum --keys 2000 --rounds 30
+PS_ENCRYPT=1 PS_RESEND_MS=5000 run train-sealed 15 train --no-resends 1
 PS_RESEND_MS=50 PS_FAULT="drop=0.02,dup=0.05,delay=0.2,delay_ms=30,reorder=0.1,seed=21" \
   run train-faults 12 train --rounds 6
 grep -q 'stalled [1-9]' "$TMP/train-faults.log" || fail "no train lost a fragment to the faults"
