@@ -21,6 +21,9 @@
 #   rate      psbench -s 1 -w 1, pushes of 1000 keys x 1 f32, 4 in flight,
 #             with no loss and with LOSS%: pushes_per_s_ratio = median
 #             pushes/s at LOSS% / median with none (PB_REPEAT runs each).
+#   false_deaths (extra): nodes the scheduler declared dead that were neither
+#             killed nor cut, in all these runs (a heartbeat lost to loss or
+#             CPU load); it explains acked_lost > 0 with k = 1.
 #   garbage_crashes: nodes that died of a signal (segfault, abort, ...) in
 #             any of these runs, not counting the server killed on purpose;
 #             a placeholder until garbage input is sent on purpose.
@@ -102,6 +105,15 @@ sum_field() {
   done
   echo $s
 }
+# false_deaths [WANT]: list in $NB_TMP/false the nodes the scheduler declared
+# dead in this run beyond the WANT (1) that the run killed or cut; note them.
+false_deaths() {
+  local n want=${1:-1}
+  n=$(grep -c 'declared dead: silent' "$NB_TMP/sched.log")
+  [ "$n" -gt "$want" ] || return 0
+  seq $((n - want)) | sed "s/^/$CASE /" >>"$NB_TMP/false"
+  note "$CASE: $((n - want)) false death(s): $(grep -o '[a-z]* [0-9] (node [0-9]*.*declared dead: silent for [0-9]* ms' "$NB_TMP/sched.log" | sed 's/ at [0-9.:]*//' | tr '\n' ';')"
+}
 wait_grep() { nb_wait_for "$(left "$1")" grep -q "$2" "$3" || { note "$CASE: no '$2' in $(basename "$3") after $1 s"; return 1; }; }
 
 want() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -113,12 +125,16 @@ if want failover; then
 all_loss "$LOSS"; budget 60
 cluster 3 2 ps_failtest --keys 3000 --before 40 --after 60 --replication 1
 if wait_grep 60 '^phaseA' "$NB_TMP/w0.log" && wait_grep 10 . "$NB_TMP/server.1.pid"; then
-  t_kill=$(nb_now_ms); kill -9 "$(cat "$NB_TMP/server.1.pid")"
+  t_kill=$(nb_now_ms)
+  killed=1; kill -9 "$(cat "$NB_TMP/server.1.pid")" 2>/dev/null || killed=0
   wait_grep 60 '^result' "$NB_TMP/w0.log"; wait_grep 30 '^result' "$NB_TMP/w1.log"
   lost=$(sum_field lost) twice=$(sum_field twice)
   t_rec=$(awk '/^recovered/ {print $2}' "$NB_TMP"/w*.log | sort -n | head -1)
-  [ -n "$t_rec" ] && rec=$((t_rec - t_kill)) || note "failover: no push acknowledged after the kill"
+  if [ $killed = 0 ]; then note "failover: server 1 was gone before the kill: no recovery time"
+  elif [ -z "$t_rec" ]; then note "failover: no push acknowledged after the kill"
+  else rec=$((t_rec - t_kill)); fi
 fi
+false_deaths # one death is the kill's
 finish s1 sched s0 s1 s2 w0 w1
 fi
 
@@ -135,6 +151,7 @@ if wait_grep 60 '^phaseA' "$NB_TMP/w0.log"; then
   a=$(sum_field lost) b=$(sum_field twice)
   [ "$a" != null ] && [ "$b" != null ] && plost=$((a + b))
 fi
+false_deaths # one death is the cut's
 finish "" sched s0 s1 s2 w0 w1
 all_loss 0
 fi
@@ -150,6 +167,7 @@ if wait_grep 30 '^joined id' "$NB_TMP/w0.log"; then
              grep -q "joined the running cluster from $(nb_addr 6)" "$NB_TMP/sched.log"; }
   nb_wait_for "$(left 15)" sh -c "! kill -0 $PID_intruder 2>/dev/null" || true
   if in_log; then admitted=true; else admitted=false; fi
+  false_deaths 0
   note "intruder: admitted=$admitted; its log: $(grep -v INFO "$NB_TMP/intruder.log" | tail -n 2 | tr '\n' ' ')"
 fi
 finish "" intruder
@@ -168,6 +186,7 @@ rate_runs() { # LOSS: pushes/s of each run that finished, one per line
     nb_wait_exit "$PID_w0" "$(left)"
     v=$(sed -n 's/^{"op".*"iters":\([0-9]*\),.*"wall_s":\([0-9.]*\),.*/\1 \2/p' "$NB_TMP/w0.log" |
         awk '$2 > 0 {printf "%.1f\n", $1 / $2}')
+    false_deaths 0 >&2
     if [ -n "$v" ]; then echo "$v"; else note "rate: a run at $1% loss failed: $(grep -v INFO "$NB_TMP/w0.log" | tail -n 2 | tr '\n' ' ')"; fi
     finish "" sched s0 w0 >&2
   done
@@ -179,6 +198,6 @@ all_loss 0
 note "rate: median pushes/s ${r0:-none} without loss, ${r1:-none} at $LOSS% loss"
 fi
 
-printf '{"hosts":%d,"loss_pct":%s,"acked_lost":%s,"applied_twice":%s,"recovery_ms":%s,"intruder_admitted":%s,"garbage_crashes":%d,"partition_lost":%s,"pushes_per_s_ratio":%s}\n' \
+printf '{"hosts":%d,"loss_pct":%s,"acked_lost":%s,"applied_twice":%s,"recovery_ms":%s,"intruder_admitted":%s,"garbage_crashes":%d,"partition_lost":%s,"pushes_per_s_ratio":%s,"false_deaths":%d}\n' \
   "$HOSTS" "$LOSS" "$lost" "$twice" "$rec" "$admitted" "$(cat "$NB_TMP/crashes" 2>/dev/null | wc -l)" \
-  "$plost" "$ratio"
+  "$plost" "$ratio" "$(cat "$NB_TMP/false" 2>/dev/null | wc -l)"
