@@ -150,9 +150,16 @@ static int parse_scheduler(po_config *c)
     return PS_OK;
 }
 
+/* Whether `host` (a name or an IPv4 address) is in 127.0.0.0/8. */
 static int is_loopback(const char *host)
 {
-    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+    if (strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0) return 1;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return 0;
+    const struct sockaddr_in *sa = (const struct sockaddr_in *)(const void *)res->ai_addr;
+    int lo = (ntohl(sa->sin_addr.s_addr) >> 24) == 127;
+    freeaddrinfo(res);
+    return lo;
 }
 
 static int is_wildcard(const char *host)
