@@ -29,6 +29,7 @@
 # of every node ("exits: ..."), the record of what the nodes do.
 # Usage: test_multihost.sh [case...] (default: all).  PS_BIN: build/bin.
 # Prints "SKIP: ..." and exits 0 without root or network namespaces.
+# shellcheck disable=SC2046,SC2034,SC1091 # node lists split on purpose; lib.sh reads NB_*
 . "$(dirname "$0")/lib.sh"
 : "${PS_BIN:?PS_BIN must point at the build/bin folder}"
 nb_require
