@@ -63,6 +63,9 @@ static struct {
     int rank;
     char my_addr[PSI_ADDR_MAX];
     psi_transport *tr;
+    psi_transport *ctl;     /* a node's own path to the scheduler (tcp): every
+                             * message to node 0 leaves through its own I/O
+                             * thread, so heartbeats never wait behind data */
     psi_rel *rel;
     psi_sched *sched;
     psi_view view;
@@ -320,7 +323,8 @@ static int do_send(uint32_t peer, psi_msg *m)
     m->hdr.sender = po.id;
     m->hdr.receiver = peer;
     m->hdr.epoch = po.view.epoch;
-    return po.tr->ops->send(po.tr, peer, m);
+    psi_transport *tr = peer == PSI_SCHEDULER_ID && po.ctl ? po.ctl : po.tr;
+    return tr->ops->send(tr, peer, m);
 }
 
 static void do_send_cb(void *arg, uint32_t peer, psi_msg *m)
@@ -751,7 +755,7 @@ static void *timer_main(void *arg)
 
 /* ---- start ------------------------------------------------------------------- */
 
-static int open_transport(void)
+static int open_one(psi_transport **out)
 {
     psi_net_config nc = {.max_payload = (uint64_t)po.cfg.max_msg,
                          .poll_us = (uint64_t)po.cfg.poll_us,
@@ -761,20 +765,35 @@ static int open_transport(void)
     psi_transport *t;
     int rv = po.cfg.ucx ? psi_ucx_open(&nc, &cbs, &t) : psi_tcp_open(&nc, &cbs, &t);
     if (rv != 0) return rv;
-    if (po.cfg.fault && (rv = psi_fault_open(t, po.cfg.fault, &po.tr)) != 0) {
+    if (po.cfg.fault && (rv = psi_fault_open(t, po.cfg.fault, out)) != 0) {
         t->ops->close(t, 0);
         return rv;
     }
-    if (!po.cfg.fault) po.tr = t;
+    if (!po.cfg.fault) *out = t;
+    return PS_OK;
+}
+
+/*
+ * The data transport listens on PS_HOST (the scheduler: on PS_SCHEDULER).
+ * A node also opens, with the TCP transport, a second one that only
+ * connects out to the scheduler: its heartbeats, joins and barriers leave
+ * through their own I/O thread, never behind a large push being sent or a
+ * slow apply on the data thread.
+ */
+static int open_transport(void)
+{
+    int rv = open_one(&po.tr);
+    if (rv != 0) return rv;
     int port = 0;
     char host[PSI_ADDR_MAX];
     if (po.cfg.role == PS_ROLE_SCHEDULER)
         psi_split_hostport(po.cfg.sched_addr, host, sizeof(host), &port);
     rv = po.tr->ops->listen(po.tr, po.cfg.role == PS_ROLE_SCHEDULER ? host : po.cfg.host, port,
                             po.my_addr, sizeof(po.my_addr));
-    if (rv == 0 && po.cfg.role != PS_ROLE_SCHEDULER)
-        rv = po.tr->ops->connect(po.tr, PSI_SCHEDULER_ID, po.cfg.sched_addr);
-    return rv;
+    if (rv != 0 || po.cfg.role == PS_ROLE_SCHEDULER) return rv;
+    if (!po.cfg.ucx && (rv = open_one(&po.ctl)) != 0) return rv;
+    psi_transport *to = po.ctl ? po.ctl : po.tr;
+    return to->ops->connect(to, PSI_SCHEDULER_ID, po.cfg.sched_addr);
 }
 
 /* Wait on po.cond (lock held) until done() is true, the cluster is lost or
@@ -981,10 +1000,11 @@ static void shutdown_all(void)
     pthread_cond_broadcast(&po.cond);
     pthread_mutex_unlock(&po.lock);
     if (had_timer) pthread_join(po.timer, NULL);
+    if (po.ctl) po.ctl->ops->close(po.ctl, FLUSH_MS);
     if (po.tr) po.tr->ops->close(po.tr, FLUSH_MS);
     for (int i = po.nshutdown - 1; i >= 0; i--) po.on_shutdown[i]();
     pthread_mutex_lock(&po.lock);
-    po.tr = NULL;
+    po.tr = po.ctl = NULL;
     psi_rel_free(po.rel);
     po.rel = NULL;
     psi_sched_free(po.sched);
