@@ -297,6 +297,8 @@ static void conn_fail(conn *c, int err, const char *why)
         return;
     }
     if (err == PS_ERR_AUTH || err == PS_ERR_PROTO) PSI_ERROR("%s: %s", c->name, why);
+    else if (c->state == CS_OPEN && !c->qn) /* idle: the peer went away, nothing lost here */
+        PSI_INFO("connection to %s closed: %s", c->name, why);
     else if (!p->warned && !t->stop) PSI_WARN("connection to %s failed: %s", c->name, why);
     else PSI_DEBUG("connection to %s failed: %s", c->name, why);
     p->warned = 1;

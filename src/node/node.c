@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 
 #include "net/transport.h"
+#include "node/beat.h"
 #include "node/node.h"
 #include "node/reliable.h"
 #include "node/sched.h"
@@ -66,6 +67,8 @@ static struct {
     psi_transport *ctl;     /* a node's own path to the scheduler (tcp): every
                              * message to node 0 leaves through its own I/O
                              * thread, so heartbeats never wait behind data */
+    psi_beat *beat;         /* heartbeats over UDP (beat.h): sent by the timer
+                             * thread, read by the scheduler's beat thread */
     psi_rel *rel;
     psi_sched *sched;
     psi_view view;
@@ -687,6 +690,7 @@ static void do_heartbeat(uint64_t now)
     m->hdr.flags = PSI_F_CONTROL;
     po.last_hb_ms = now;
     do_send(PSI_SCHEDULER_ID, m);
+    if (po.beat) psi_beat_send(po.beat, po.id, po.view.epoch);
 }
 
 /* A node that hears nothing from the scheduler for twice the heartbeat
@@ -739,6 +743,8 @@ static void *timer_main(void *arg)
         do_credit_stall(now);
         psi_rel_resend_due(po.rel, now, do_send_cb, NULL);
         if (!po.leave_ts) do_heartbeat(now);
+        if (po.beat && po.id != PSI_ID_NONE && psi_beat_poll(po.beat, po.id) > 0)
+            po.last_sched_ms = PSI_MAX(po.last_sched_ms, now);
         if (po.sched) psi_sched_tick(po.sched, now);
         do_watchdog(now);
         if (note.pending) {
@@ -754,6 +760,17 @@ static void *timer_main(void *arg)
 }
 
 /* ---- start ------------------------------------------------------------------- */
+
+/* The scheduler's beat thread: a valid UDP beat from node `id`. */
+static int beat_alive(void *arg, uint32_t id, uint32_t epoch)
+{
+    (void)arg, (void)epoch;
+    pthread_mutex_lock(&po.lock);
+    int ok = po.sched != NULL && po.state != ST_CLOSED;
+    if (ok) psi_sched_on_alive(po.sched, id, psi_now_ms());
+    pthread_mutex_unlock(&po.lock);
+    return ok;
+}
 
 static int open_one(psi_transport **out)
 {
@@ -790,7 +807,13 @@ static int open_transport(void)
         psi_split_hostport(po.cfg.sched_addr, host, sizeof(host), &port);
     rv = po.tr->ops->listen(po.tr, po.cfg.role == PS_ROLE_SCHEDULER ? host : po.cfg.host, port,
                             po.my_addr, sizeof(po.my_addr));
-    if (rv != 0 || po.cfg.role == PS_ROLE_SCHEDULER) return rv;
+    if (rv != 0) return rv;
+    if (po.cfg.role == PS_ROLE_SCHEDULER) {
+        psi_beat_listen(po.my_addr, &po.cfg.key, beat_alive, NULL, &po.beat); /* logged */
+        return PS_OK;
+    }
+    if (psi_beat_open(po.cfg.sched_addr, &po.cfg.key, &po.beat) != 0)
+        PSI_WARN("heartbeats over UDP to %s are off: TCP heartbeats only", po.cfg.sched_addr);
     if (!po.cfg.ucx && (rv = open_one(&po.ctl)) != 0) return rv;
     psi_transport *to = po.ctl ? po.ctl : po.tr;
     return to->ops->connect(to, PSI_SCHEDULER_ID, po.cfg.sched_addr);
@@ -1000,6 +1023,8 @@ static void shutdown_all(void)
     pthread_cond_broadcast(&po.cond);
     pthread_mutex_unlock(&po.lock);
     if (had_timer) pthread_join(po.timer, NULL);
+    psi_beat_close(po.beat); /* its thread takes po.lock: not held here */
+    po.beat = NULL;
     if (po.ctl) po.ctl->ops->close(po.ctl, FLUSH_MS);
     if (po.tr) po.tr->ops->close(po.tr, FLUSH_MS);
     for (int i = po.nshutdown - 1; i >= 0; i--) po.on_shutdown[i]();
