@@ -7,7 +7,7 @@ what=${1:-build}
 pkgs=(build-essential cmake pkg-config libucx-dev ucx-utils libzstd-dev libxxhash-dev
       libsodium-dev libmicrohttpd-dev)
 case "$what" in
-  test) pkgs+=(libcmocka-dev clang libclang-rt-14-dev) ;;
+  test) pkgs+=(libcmocka-dev clang libclang-rt-14-dev python3 iproute2 nftables) ;;
   fuzz) pkgs+=(libcmocka-dev clang libclang-rt-14-dev) ;;
   bench) pkgs+=(libcmocka-dev iperf3 hyperfine liblinear-tools gnuplot-nox) ;;
 esac
