@@ -301,6 +301,36 @@ static void add_dead_parts(kv_req *r)
     }
 }
 
+/* A slice whose request or answer cannot fit the receivers' size cap
+ * (PS_MAX_MSG_BYTES) would be dropped there and resent forever: refuse the
+ * whole task now, with PS_ERR_TOOBIG.  A push that goes as a train of
+ * fragments (train.c) only needs its keys to fit.  Fixed-width tables. */
+static int check_size(const kv_req *r)
+{
+    const ps_table *t = r->t;
+    uint64_t cap = psi_node_max_payload(), f = psi_kv_train_frag_bytes();
+    if (t->var) return PS_OK;
+    for (int i = 0; i < r->nslices; i++) {
+        const kv_slice *s = &r->slices[i];
+        uint64_t keys = (uint64_t)s->nkeys * 8, vals = (uint64_t)s->nkeys * t->vbytes;
+        uint64_t aux = psi_kv_aux_len(r), req = keys + aux, ans = vals + aux;
+        if (r->flags & PSI_F_PUSH) {
+            int train = f && psi_kv_train_ok(t) && vals >= 4 * f && vals <= UINT32_MAX &&
+                        vals >= 8 * keys;
+            if (!train) req += vals;
+        }
+        uint64_t need = PSI_MAX(req, (r->flags & PSI_F_PULL) ? ans : 0);
+        if (need > cap) {
+            PSI_ERROR("table %s: %zu keys for node %u need a %llu-byte message, over "
+                      "PS_MAX_MSG_BYTES (%llu): split the request, or raise the cap on every "
+                      "node", t->name, s->nkeys, s->server, (unsigned long long)need,
+                      (unsigned long long)cap);
+            return PS_ERR_TOOBIG;
+        }
+    }
+    return PS_OK;
+}
+
 /* Cut the sorted keys into per-server slices and fill their buffers
  * (lock held; runs on the caller's thread, so `uvals` is still valid). */
 int psi_kv_slice(kv_req *r, const uint8_t *uvals)
@@ -334,6 +364,7 @@ int psi_kv_slice(kv_req *r, const uint8_t *uvals)
     for (int i = 0; rv == 0 && every && i < t->nservers; i++)
         if (!t->dead || !t->dead[t->servers[i]]) slice_for(r, t->servers[i]);
     if (rv == 0 && every && t->k) add_dead_parts(r);
+    if (rv == 0) rv = check_size(r);
     for (int i = 0; rv == 0 && i < r->nslices; i++) rv = fill_buf(r, &r->slices[i], uvals);
     free(ss);
     free(r->vals); /* variable-length values: now in the slices' buffers */

@@ -520,6 +520,11 @@ void psi_node_on_shutdown(void (*fn)(void))
     pthread_mutex_unlock(&po.lock);
 }
 
+uint64_t psi_node_max_payload(void)
+{
+    return po.cfg.max_msg > 0 ? (uint64_t)po.cfg.max_msg : PSI_DEFAULT_MAX_PAYLOAD;
+}
+
 int psi_node_fatal(void)
 {
     pthread_mutex_lock(&po.lock);

@@ -49,6 +49,8 @@ int psi_node_my_state(uint32_t *epoch);
 /* 0 while this node is in the cluster; the ps_err that took it out (declared
  * dead, cut off, the scheduler lost) after.  No answer can come then. */
 int psi_node_fatal(void);
+/* The largest payload a node accepts (PS_MAX_MSG_BYTES). */
+uint64_t psi_node_max_payload(void);
 int psi_node_running(void);
 
 /* Copy of the current view into *out (caller frees with psi_view_free). */

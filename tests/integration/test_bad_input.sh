@@ -52,3 +52,45 @@ wait_exit "$PID_w0" 20 || fail "worker exit $? after garbage: $(cat "$TMP/w0.log
 wait_exit "$PID_sched" 20 || fail "scheduler exit $? after garbage"
 grep -q 'finalized: success' "$TMP/sched.log" || fail "scheduler did not finish"
 pass "garbage at the scheduler port and a bad rank: refused, cluster unaffected"
+
+# Misconfiguration says so at once, on the node that has it: a wrong cluster
+# secret (both sides log the refusal), cluster sizes that differ from the
+# scheduler's, a wildcard PS_HOST, a secret-less node beyond loopback.
+SCHED=$(free_port); NS=0; NW=1
+PS_SECRET=right start_node sched scheduler 0 --barriers 3
+wait_for 10 sh -c "ss -ltn | grep -q ':$SCHED '" || fail "scheduler not listening"
+t0=$(now_ms)
+out=$(PS_SECRET=wrong PS_ROLE=worker PS_SCHEDULER=127.0.0.1:$SCHED PS_NUM_SERVERS=0 \
+      PS_NUM_WORKERS=1 timeout 20 "$TN" 2>&1)
+rc=$?; took=$(( $(now_ms) - t0 ))
+[ $rc = 1 ] && echo "$out" | grep -q 'do not share the cluster secret' ||
+  fail "wrong secret: exit $rc: $out"
+[ $took -lt 5000 ] || fail "wrong secret: took $took ms"
+wait_for 5 grep -q 'refused a connection from 127.0.0.1' "$TMP/sched.log" ||
+  fail "wrong secret: the scheduler did not log the refusal"
+out=$(PS_SECRET=right PS_ROLE=worker PS_SCHEDULER=127.0.0.1:$SCHED PS_NUM_SERVERS=2 \
+      PS_NUM_WORKERS=1 timeout 20 "$TN" 2>&1)
+[ $? = 1 ] && echo "$out" | grep -q "refused this node's configuration" ||
+  fail "mismatched sizes: $out"
+grep -q 'was started for 2 servers and 1 workers, this cluster has 0 and 1' "$TMP/sched.log" ||
+  fail "mismatched sizes: the scheduler did not say which"
+PS_SECRET=right start_node w0 worker 0 --barriers 3
+wait_exit "$PID_w0" 20 || fail "worker exit $?: $(cat "$TMP/w0.log")"
+wait_exit "$PID_sched" 20 || fail "scheduler exit $? after the refusals"
+out=$(PS_HOST=0.0.0.0 PS_ROLE=worker PS_SCHEDULER=127.0.0.1:1 PS_NUM_SERVERS=0 \
+      PS_NUM_WORKERS=1 timeout 20 "$TN" 2>&1)
+[ $? = 1 ] && echo "$out" | grep -q 'is a wildcard' || fail "wildcard PS_HOST: $out"
+out=$(PS_ROLE=scheduler PS_SCHEDULER=0.0.0.0:$SCHED PS_NUM_SERVERS=0 PS_NUM_WORKERS=1 \
+      timeout 20 "$TN" 2>&1)
+[ $? = 1 ] && echo "$out" | grep -q 'is a wildcard' || fail "wildcard PS_SCHEDULER: $out"
+pass "wrong secret, mismatched sizes and wildcard addresses: refused at once, both sides say why"
+
+# A push whose slice cannot fit PS_MAX_MSG_BYTES fails at the sender, at
+# once, with PS_ERR_TOOBIG (instead of being dropped and resent forever).
+t0=$(now_ms)
+out=$(PS_MAX_MSG_BYTES=65536 timeout 60 "$PS_BIN/psrun" -q -s 1 -w 1 --timeout 50 -- \
+      "$PS_BIN/psbench" --op push --keys 1000 --val-len 64 --iters 10 --progress 0 2>&1)
+rc=$?; took=$(( $(now_ms) - t0 ))
+[ $rc = 1 ] && echo "$out" | grep -q 'over PS_MAX_MSG_BYTES' || fail "oversized push: exit $rc: $out"
+[ $took -lt 10000 ] || fail "oversized push: took $took ms"
+pass "a push over PS_MAX_MSG_BYTES fails at the sender in $took ms"
