@@ -14,41 +14,69 @@
 #             bridge until it is declared dead (PS_HEARTBEAT_TIMEOUT_MS), then
 #             healed while the workers go on (1000 more pushes):
 #             partition_lost = keys lost plus keys applied twice.
-#   intruder  a running cluster (ps_testnode); one more node with a WRONG
-#             PS_SECRET starts as a server without a rank (a join):
-#             intruder_admitted is true if it got in (it printed "joined id",
-#             or the scheduler logged it joining).
+#   intruder  a running cluster (ps_testnode, 1 server, 1 worker) and two
+#             attempts from host 6 with a WRONG secret: a node that starts as
+#             a server without a rank (a join), and a raw client
+#             (tests/tools/portfuzz.py --intrude) that connects to server 0's
+#             port, runs the gate handshake with a wrong key and sends a frame
+#             right behind its proof: the server must close the connection
+#             before it reads any frame, and log "refused a connection".
+#             intruder_admitted is true if either got in: the node printed
+#             "joined id" or the scheduler logged it joining; or the raw
+#             client's connection stayed open after its proof, the acceptor's
+#             tag verified under the wrong key, the server logged no refusal,
+#             or it logged an invalid frame from host 6 (it read the frame).
+#   garbage   a dedicated run: 3 servers, 2 workers of ps_failtest (k = 1,
+#             3000 keys, no kill, no loss, heartbeat timeout GARBAGE_HB_MS,
+#             5000: the fuzzer takes a core of two), and from host 6 (its own
+#             namespace) tests/tools/portfuzz.py --netns-ok with the cluster
+#             secret against EVERY listening TCP port of every node (found
+#             with `ss -ltnp` inside each node's namespace) and random
+#             datagrams to every UDP port they listen on (the scheduler's
+#             heartbeat port), for GARBAGE_S (20) s or until the scheduler
+#             exits: random, truncated and oversized streams, length
+#             prefixes, idle storms, replays, slowloris, wrong-key handshakes
+#             and hostile frames after a good one; bad, wrongly tagged and
+#             rejectable heartbeats.  garbage_crashes: nodes of that run that
+#             died of a signal or exited nonzero (or had to be killed);
+#             garbage_exact: every key read exactly the pushes acknowledged
+#             (lost = twice = failed = 0, PASS) on both workers;
+#             fuzzed_ports: TCP + UDP ports fuzzed; listeners_died: ports
+#             that refused for 3 s while their node still ran.
 #   rate      psbench -s 1 -w 1, pushes of 1000 keys x 1 f32, 4 in flight,
 #             with no loss and with LOSS%: pushes_per_s_ratio = median
 #             pushes/s at LOSS% / median with none (PB_REPEAT runs each).
 #   false_deaths (extra): nodes the scheduler declared dead that were neither
 #             killed nor cut, in all these runs (a heartbeat lost to loss or
 #             CPU load); it explains acked_lost > 0 with k = 1.
-#   garbage_crashes: nodes that died of a signal (segfault, abort, ...) in
-#             any of these runs, not counting the server killed on purpose;
-#             a placeholder until garbage input is sent on purpose.
+#   signal_deaths (extra): nodes that died of a signal in the other runs
+#             (not the server killed on purpose).
 # A value that a failed run could not give is null (the reason on stderr).
 # Prints one JSON line.  Usage: bench/multihost.sh [BIN_DIR]
 #   env: LOSS (1), HB_MS (1000), PB_REPEAT (3), PS_KEEP_LOGS (keep the logs),
-#   PARTS (default "failover partition intruder rate": the runs to make;
-#   the others' values are null)
-# Needs root (network namespaces); every node runs under timeout, the whole
-# run takes about 1-2 minutes and at most about 5 (each run has a budget).
+#   GARBAGE_S (20), GARBAGE_HB_MS (5000), GARBAGE_LOSS (0), FUZZ_SEED (random),
+#   PARTS (default "failover partition intruder garbage rate": the runs to
+#   make; the others' values are null)
+# Needs root (network namespaces) and python3; every node runs under
+# timeout, the whole run takes about 2-3 minutes and at most about 7 (each
+# run has a budget).
 set -u -o pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-${PS_BIN:-$ROOT/build/bin}}
-LOSS=${LOSS:-1} PB_REPEAT=${PB_REPEAT:-3} PARTS=${PARTS:-failover partition intruder rate}
+LOSS=${LOSS:-1} PB_REPEAT=${PB_REPEAT:-3} PARTS=${PARTS:-failover partition intruder garbage rate}
 export PS_HEARTBEAT_TIMEOUT_MS=${HB_MS:-1000} PS_RESEND_MS=${RESEND_MS:-200}
 for b in ps_failtest ps_testnode psbench; do
   [ -x "$BIN/$b" ] || { echo "multihost.sh: build first (make build); no $BIN/$b" >&2; exit 2; }
 done
+FUZZ=$ROOT/tests/tools/portfuzz.py
+command -v python3 >/dev/null || { echo "multihost.sh: needs python3 (portfuzz.py)" >&2; exit 2; }
 . "$ROOT/tests/netns/lib.sh"
 nb_skip() { echo "multihost.sh: $*" >&2; exit 2; }
 nb_require
 export PS_PID_DIR=$NB_TMP
 note() { echo "multihost.sh: $*" >&2; }
 
-HOSTS=7 # 0 scheduler, 1-3 servers, 4-5 workers, 6 intruder
+HOSTS=7 # 0 scheduler, 1-3 servers, 4-5 workers, 6 intruder and fuzzer
 NB_SCHED_HOST=0 NB_PORT=9300
 nb_setup $HOSTS || { note "cannot build the test network"; exit 1; }
 all_loss() { local h; for h in $(seq 0 $((HOSTS - 1))); do nb_loss "$h" "$1"; done; }
@@ -78,8 +106,9 @@ left() {
 }
 
 # finish SKIP NAME...: wait (until the run's end, and 5 s more) for every
-# node; list those that died of a signal in $NB_TMP/crashes, except SKIP
-# (the one killed on purpose); then kill the rest.
+# node; list those that died of a signal in $NB_TMP/crashes and those that
+# did not exit 0 (255: still running, killed) in $NB_TMP/abnormal, except
+# SKIP (the one killed on purpose); then kill the rest.
 finish() {
   local skip=$1 n rc; shift
   CASE_END=$((CASE_END + 5))
@@ -89,6 +118,7 @@ finish() {
     if [ "$rc" -gt 128 ] && [ "$rc" != 255 ] && [ "$n" != "$skip" ]; then
       echo "$CASE $n" >>"$NB_TMP/crashes"; note "$CASE: $n died of signal $((rc - 128))"
     fi
+    [ "$rc" != 0 ] && [ "$n" != "$skip" ] && echo "$CASE $n $rc" >>"$NB_TMP/abnormal"
   done
   nb_kill_all
   if [ -n "${PS_KEEP_LOGS:-}" ]; then mkdir -p "$NB_TMP/$CASE"; cp "$NB_TMP"/*.log "$NB_TMP/$CASE/"; fi
@@ -116,8 +146,56 @@ false_deaths() {
 }
 wait_grep() { nb_wait_for "$(left "$1")" grep -q "$2" "$3" || { note "$CASE: no '$2' in $(basename "$3") after $1 s"; return 1; }; }
 
+# listeners [HOST...]: "HOST PROTO ADDR PORT PID" (PROTO t or u) for every
+# socket listening (TCP) or bound and unconnected (UDP) inside each HOST's
+# namespace (default: every host), read from /proc with no `ip netns exec`
+# (one process; `ss -p` per namespace took seconds on a loaded machine): a
+# process's /proc/PID/net/{tcp,udp} are its namespace's tables, and the
+# namespace of /run/netns/NAME is the inode of that file.
+listeners() {
+  local h args=()
+  for h in "${@:-$(seq 0 $((HOSTS - 1)))}"; do args+=("$h=$(nb_ns "$h")"); done
+  python3 - "${args[@]}" <<'PY'
+import os, re, socket, struct, sys
+want = {}
+for a in sys.argv[1:]:
+    h, ns = a.split("=", 1)
+    try:
+        want["net:[%d]" % os.stat("/run/netns/" + ns).st_ino] = h
+    except OSError:
+        pass
+pids, owner = {}, {}
+for d in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        h = want.get(os.readlink("/proc/%s/ns/net" % d))
+        if h is None:
+            continue
+        pids.setdefault(h, d)
+        for fd in os.listdir("/proc/%s/fd" % d):
+            m = re.match(r"socket:\[(\d+)\]$", os.readlink("/proc/%s/fd/%s" % (d, fd)))
+            if m:
+                owner.setdefault(m.group(1), d)
+    except OSError:
+        continue
+for h, pid in sorted(pids.items(), key=lambda x: int(x[0])):
+    for proto, name, state in (("t", "tcp", "0A"), ("u", "udp", "07")):
+        try:
+            lines = open("/proc/%s/net/%s" % (pid, name)).readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] != state or f[9] not in owner or f[2].split(":")[0].strip("0"):
+                continue          # (UDP: bound, not connected: no remote address)
+            addr, port = f[1].split(":")
+            print(h, proto, socket.inet_ntoa(struct.pack("<I", int(addr, 16))), int(port, 16),
+                  owner[f[9]])
+PY
+}
+
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 lost=null twice=null rec=null plost=null admitted=null ratio=null
+gcrash=null gexact=null gports=null gdied=null
 
 # ---- failover under loss ----
 CASE=failover
@@ -156,21 +234,121 @@ finish "" sched s0 s1 s2 w0 w1
 all_loss 0
 fi
 
-# ---- an intruder with the wrong secret ----
+# ---- an intruder with the wrong secret: a join, and a raw send to a server ----
 CASE=intruder
 if want intruder; then
-budget 30
+budget 40
 PS_LOG_LEVEL=info cluster 1 1 ps_testnode --barriers 1 --wait-dead 1 --wait-ms 20000
 if wait_grep 30 '^joined id' "$NB_TMP/w0.log"; then
   SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n') node intruder 6 server "" ps_testnode --barriers 0
   in_log() { grep -q '^joined id' "$NB_TMP/intruder.log" ||
              grep -q "joined the running cluster from $(nb_addr 6)" "$NB_TMP/sched.log"; }
   nb_wait_for "$(left 15)" sh -c "! kill -0 $PID_intruder 2>/dev/null" || true
-  if in_log; then admitted=true; else admitted=false; fi
+  if in_log; then join_in=true; else join_in=false; fi
+  # The send: a wrong-secret handshake to server 0's port(s), a frame behind the proof.
+  send_in=null
+  sports=$(listeners 1 | awk -v a="$(nb_addr 1)" '$2 == "t" && $3 == a { print $4 }')
+  [ -n "$sports" ] || note "intruder: server 0 listens on no port of $(nb_addr 1): $(listeners 1 | tr '\n' ';')"
+  for port in $sports; do
+    r=$(nb_exec 6 python3 "$FUZZ" --netns-ok --intrude "$(nb_addr 1):$port" --seed "$RANDOM")
+    note "intruder: raw client to server 0 at $(nb_addr 1):$port: $r"
+    in=false
+    case $r in *'"admitted": false'*) ;; *) in=true ;; esac
+    case $r in *'"frame_sent": true'*) ;; *) note "intruder: the raw client sent no frame (no gate REPLY?)" ;; esac
+    if ! nb_wait_for "$(left 3)" grep -q "refused a connection from $(nb_addr 6)" "$NB_TMP/s0.log"; then
+      in=true; note "intruder: server 0 logged no refusal of $(nb_addr 6)"
+    fi
+    if grep -q "invalid frame from $(nb_addr 6)" "$NB_TMP/s0.log"; then
+      in=true; note "intruder: server 0 read the frame: $(grep "invalid frame from $(nb_addr 6)" "$NB_TMP/s0.log" | head -n 1)"
+    fi
+    [ "$send_in" = true ] || send_in=$in
+  done
+  if [ "$join_in" = true ] || [ "$send_in" = true ]; then admitted=true
+  elif [ "$send_in" = null ]; then admitted=null; note "intruder: no send attempt was made"
+  else admitted=false; fi
   false_deaths 0
-  note "intruder: admitted=$admitted; its log: $(grep -v INFO "$NB_TMP/intruder.log" | tail -n 2 | tr '\n' ' ')"
+  note "intruder: admitted=$admitted (join $join_in, send $send_in); its log: $(grep -v INFO "$NB_TMP/intruder.log" | tail -n 2 | tr '\n' ' ')"
+  note "intruder: server 0 says: $(grep 'refused a connection' "$NB_TMP/s0.log" | head -n 2 | tr '\n' ' ')"
 fi
-finish "" intruder
+finish "" intruder sched s0 w0
+fi
+
+# ---- garbage on every port of every node, during a failover (a dedicated run) ----
+CASE=garbage
+if want garbage; then
+GARBAGE_S=${GARBAGE_S:-20}
+budget $((GARBAGE_S + 80))
+all_loss "${GARBAGE_LOSS:-0}"
+# Phase B goes on until the workers see server 1 die: the kill comes after
+# GARBAGE_S s of fuzzing, then 300 more pushes; the fuzzer stops when the
+# scheduler exits (or GARBAGE_S + 25 s).
+PS_HEARTBEAT_TIMEOUT_MS=${GARBAGE_HB_MS:-5000} \
+  cluster 3 2 ps_failtest --keys 3000 --before 40 --after 300 --replication 1 --deadline-ms 85000
+# every node listening: a TCP port in each of hosts 0-5, the UDP port in 0
+gready() {
+  listeners 0 1 2 3 4 5 >"$NB_TMP/listeners.txt"
+  [ "$(awk '$2 == "t" { print $1 }' "$NB_TMP/listeners.txt" | sort -u | wc -l)" = 6 ] &&
+    grep -q '^0 u ' "$NB_TMP/listeners.txt"
+}
+t_g0=$(nb_now_ms)
+if nb_wait_for "$(left 20)" gready; then
+  note "garbage: every node listens $(( $(nb_now_ms) - t_g0 )) ms after the start"
+  tports='' uports='' other=''
+  while read -r h proto a port pid; do
+    case $a in
+      "$(nb_addr "$h")"|0.0.0.0)
+        if [ "$proto" = t ]; then tports="$tports${tports:+,}$(nb_addr "$h"):$port@$pid"
+        else uports="$uports${uports:+,}$(nb_addr "$h"):$port@$pid"; fi ;;
+      *) other="$other $proto:$h:$a:$port" ;;
+    esac
+  done <"$NB_TMP/listeners.txt"
+  [ -n "$other" ] && note "garbage: listening where host 6 cannot reach (not fuzzed):$other"
+  gports=$(grep -c "^[0-5] [tu] \($NB_NET\.[0-9]*\|0\.0\.0\.0\) " "$NB_TMP/listeners.txt")
+  seed=${FUZZ_SEED:-$((RANDOM * 32768 + RANDOM))}
+  note "garbage: seed $seed; TCP $tports; UDP ${uports:-none}"
+  nb_spawn fuzz 6 python3 "$FUZZ" --netns-ok --ports "$tports" ${uports:+--udp "$uports"} \
+    --seconds $((GARBAGE_S + 25)) --seed "$seed" --secret "$NB_SECRET" --job-pid "$PID_sched"
+  t_f0=$(nb_now_ms)
+  nb_wait_for "$(left "$GARBAGE_S")" sh -c "! kill -0 $PID_fuzz 2>/dev/null" || true
+  if grep -Eq '^(phaseA|dead)' "$NB_TMP/w0.log" && ! grep -q '^result' "$NB_TMP/w0.log"; then
+    kill -9 "$(cat "$NB_TMP/server.1.pid" 2>/dev/null)" 2>/dev/null || note "garbage: server 1 was gone before the kill"
+    note "garbage: server 1 killed after $(( $(nb_now_ms) - t_f0 )) ms of fuzzing"
+  else
+    note "garbage: the workers were not pushing after $(( $(nb_now_ms) - t_f0 )) ms of fuzzing: no kill"
+  fi
+  nb_wait_exit "$PID_fuzz" "$(left 60)"; frc=$?
+  rep=$(tail -n 1 "$NB_TMP/fuzz.log")
+  case $frc in
+    0|2) note "garbage: portfuzz (exit $frc): $(echo "$rep" | python3 -c 'import json, sys
+d = json.load(sys.stdin); t = d["totals"]; u = d.get("udp_totals", {})
+print("%.0f s, %d TCP connections, %d bytes, %d auth_ok, %d auth_refused, %d auth_unexpected, "
+      "%d proof_not_closed, %d replay_open, %d idle_probe_fail; %d datagrams, %d answered, "
+      "%d refused%s" % (d["elapsed"], t.get("connections", 0), t.get("bytes_sent", 0),
+      t.get("auth_ok", 0), t.get("auth_refused", 0), t.get("auth_unexpected", 0),
+      t.get("proof_not_closed", 0), t.get("replay_open", 0), t.get("idle_probe_fail", 0),
+      u.get("datagrams", 0), u.get("udp_answered", 0), u.get("udp_refused", 0),
+      ", until the scheduler exited" if d["job_ended"] else ""))' 2>&1)" ;;
+    *) note "garbage: portfuzz exited $frc: $(tail -n 3 "$NB_TMP/fuzz.log" | tr '\n' ' ')" ;;
+  esac
+  gdied=$(grep -c '^DEAD .*alive)' "$NB_TMP/fuzz.log")
+  [ "$gdied" = 0 ] || note "garbage: $(grep '^DEAD .*alive)' "$NB_TMP/fuzz.log" | tr '\n' ';')"
+  wait_grep "$(left)" '^result' "$NB_TMP/w0.log"; wait_grep 30 '^result' "$NB_TMP/w1.log"
+  gexact=true
+  for w in w0 w1; do
+    grep -q '^PASS' "$NB_TMP/$w.log" && grep -Eq '^result .* lost=0 twice=0 failed=0 ' "$NB_TMP/$w.log" ||
+      { gexact=false; note "garbage: $w: $(grep -E '^(result|FAIL)' "$NB_TMP/$w.log" | tr '\n' ' ')"; }
+  done
+  note "garbage: $(grep -h '^result' "$NB_TMP"/w[01].log | tr '\n' ';')"
+else
+  note "garbage: the nodes did not all listen within 20 s: no fuzzing"
+fi
+false_deaths # one death is the kill's
+rm -f "$NB_TMP/abnormal"
+finish s1 sched s0 s1 s2 w0 w1
+[ "$gports" != null ] && gcrash=$(cat "$NB_TMP/abnormal" 2>/dev/null | grep -c '^garbage ')
+[ -s "$NB_TMP/abnormal" ] && note "garbage: abnormal exits (name, status): $(tr '\n' ';' <"$NB_TMP/abnormal")"
+sed -i '/^garbage /d' "$NB_TMP/crashes" 2>/dev/null
+all_loss 0
 fi
 
 # ---- push rate with and without loss ----
@@ -198,6 +376,6 @@ all_loss 0
 note "rate: median pushes/s ${r0:-none} without loss, ${r1:-none} at $LOSS% loss"
 fi
 
-printf '{"hosts":%d,"loss_pct":%s,"acked_lost":%s,"applied_twice":%s,"recovery_ms":%s,"intruder_admitted":%s,"garbage_crashes":%d,"partition_lost":%s,"pushes_per_s_ratio":%s,"false_deaths":%d}\n' \
-  "$HOSTS" "$LOSS" "$lost" "$twice" "$rec" "$admitted" "$(cat "$NB_TMP/crashes" 2>/dev/null | wc -l)" \
-  "$plost" "$ratio" "$(cat "$NB_TMP/false" 2>/dev/null | wc -l)"
+printf '{"hosts":%d,"loss_pct":%s,"acked_lost":%s,"applied_twice":%s,"recovery_ms":%s,"intruder_admitted":%s,"garbage_crashes":%s,"garbage_exact":%s,"fuzzed_ports":%s,"listeners_died":%s,"partition_lost":%s,"pushes_per_s_ratio":%s,"false_deaths":%d,"signal_deaths":%d}\n' \
+  "$HOSTS" "$LOSS" "$lost" "$twice" "$rec" "$admitted" "${gcrash:-null}" "$gexact" "$gports" "$gdied" \
+  "$plost" "$ratio" "$(cat "$NB_TMP/false" 2>/dev/null | wc -l)" "$(cat "$NB_TMP/crashes" 2>/dev/null | wc -l)"

@@ -2,7 +2,9 @@
 """portfuzz.py -- hostile TCP clients against the listening ports of a running libps job.
 
     portfuzz.py --ports 127.0.0.1:PORT[@PID],... --seconds S --seed N
-                [--secret STRING] [--job-pid PID] [--idle N] [--hold S]
+                [--udp 127.0.0.1:PORT[@PID],...] [--udp-rate N]
+                [--secret STRING] [--job-pid PID] [--idle N] [--hold S] [--netns-ok]
+    portfuzz.py --intrude HOST:PORT [--netns-ok]     (one wrong-secret client, below)
 
 For every port, one thread loops over these cases until the time is up:
   random      random bytes (0..64 KiB), then close (sometimes with a reset)
@@ -34,16 +36,46 @@ The gate (src/net/gate.h): K = BLAKE2b-256(secret);
 A frame: the 104-byte header of src/wire/msg.h (CRC32C of bytes 0..99 at
 offset 100) followed by its segments.
 
-Output: `DEAD host:port ...` lines for a port that refused connections for
-more than 3 s while the job (--job-pid) was still running, then one JSON line
-of counts, totals and per port.  Exit 0, 2 if a port died, 64 on bad usage.
-Never: connect anywhere but 127.0.0.1; crash on a refused or reset
-connection; run past --seconds by more than a few seconds.
+--udp: one more thread per UDP port (the scheduler's heartbeat port,
+src/node/beat.h: 40-byte "PSHB" datagrams tagged with BLAKE2b-128 under the
+cluster key), at most --udp-rate datagrams a second in all:
+  udp_random    random datagrams of 0..65507 bytes (39, 40, 41 often)
+  udp_magic     "PSHB", any version and kind, random fields and tag
+  udp_wrongkey  a well-formed beat tagged with a wrong key
+  udp_keyed     (with --secret) a correctly tagged datagram that must still be
+                dropped: version != 1, kind != beat, node id 0 or >= 4096, or
+                41 bytes; never a valid beat of a real node (that is a peer)
+  udp_burst     100..500 random or "PSHB" datagrams back to back
+Any datagram that comes back counts as udp_answered (the scheduler must not
+answer a stranger); an ICMP port unreachable as udp_refused (the port is gone).
+
+--intrude HOST:PORT: a single client with a wrong secret: HELLO, our (wrong)
+PROOF, at once a frame after it, then it waits up to 3 s for the acceptor to
+close.  One JSON line: connected, gate (a REPLY came), tag_verified (the
+acceptor's tag verified under the wrong key), closed (the acceptor closed
+within 3 s after the proof), admitted (connected and tag_verified or not
+closed).  Exit 0 (not admitted), 1 (admitted), 64 on bad usage.
+
+Targets: 127.0.0.1 (or localhost) only.  With --netns-ok, also literal
+addresses in 10.213.0.0/16 (tests/netns/lib.sh's test bed), and only when
+this process runs in a network namespace other than the root one (pid 1's:
+/proc/self/ns/net differs from /proc/1/ns/net; where /proc/1/ns/net cannot be
+read, pid 2's, kthreadd, a kernel thread always in the root namespace), where
+that subnet exists only inside the test bed's namespaces.
+
+Output: `DEAD host:port ...` lines for a port that refused connections (a TCP
+RST, a UDP ICMP port unreachable) for more than 3 s while the job
+(--job-pid) was still running, then one JSON line of counts, totals and per
+port (UDP ports under "udp").  Exit 0, 2 if a port died, 64 on bad usage.
+Never: connect anywhere but 127.0.0.1 (or, with --netns-ok inside a test
+bed namespace, 10.213.0.0/16); crash on a refused or reset connection; run
+past --seconds by more than a few seconds.
 """
 import argparse
 import errno
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import random
@@ -168,6 +200,24 @@ class Port:
         self.stuck_since = None
 
 
+class UdpPort:
+    """A UDP target: counters and the same liveness fields as Port (a UDP port
+    that once sent an ICMP port unreachable stays down: nothing re-binds it)."""
+
+    def __init__(self, host, port, pid, seed):
+        self.host, self.port, self.pid = host, port, pid
+        self.name = "udp:%s:%d" % (host, port)
+        self.rng = random.Random(seed * 1000003 + port + 7919)
+        self.c = {k: 0 for k in ("datagrams", "bytes_sent", "udp_refused", "udp_answered",
+                                 "errors", "would_block")}
+        self.cases = {}
+        self.ever_up = False
+        self.down_since = None
+        self.dead = None
+        self.stuck_since = None
+        self.gate = None
+
+
 class Conn:
     """A client connection that records what it sent and never raises on a
     refused or reset peer: failures are counted and turn the socket off."""
@@ -287,8 +337,8 @@ class Conn:
 
 
 class Fuzzer:
-    def __init__(self, a, ports):
-        self.a, self.ports = a, ports
+    def __init__(self, a, ports, udp=()):
+        self.a, self.ports, self.udp = a, ports, list(udp)
         self.key = gate_key(a.secret.encode())
         self.end = time.monotonic() + a.seconds
         self.storm_lock = threading.Lock()
@@ -512,6 +562,107 @@ class Fuzzer:
             p.c["peer_closed"] += 1
         c.done("frames")
 
+    # ---- UDP (the scheduler's heartbeat port) ------------------------------------
+
+    def beat(self, rng, key, version=1, kind=0, ident=None, seq=None, tag_ok=True):
+        """A 40-byte heartbeat datagram (src/node/beat.c) tagged with `key`."""
+        ident = rng.randrange(1 << 32) if ident is None else ident
+        seq = rng.randrange(1 << 64) if seq is None else seq
+        body = b"PSHB" + struct.pack("<BBH", version, kind, 0) + \
+            struct.pack("<IIQ", ident, rng.randrange(1 << 32), seq)
+        t = hashlib.blake2b(body, digest_size=16, key=key).digest()
+        if not tag_ok:
+            t = bytes([t[0] ^ (1 << rng.randrange(8))]) + t[1:]
+        return body + t
+
+    def udp_datagrams(self, p):
+        """(case name, [datagrams]) for one UDP case."""
+        rng = p.rng
+        name = rng.choices(["udp_random", "udp_magic", "udp_wrongkey", "udp_keyed",
+                            "udp_burst"], [5, 4, 3, 3 if self.a.secret else 0, 1])[0]
+        if name == "udp_random":
+            n = rng.choice([0, 1, 39, 40, 40, 41, 64, 512, 1472, rng.randrange(65508)])
+            return name, [rng.randbytes(n)]
+        if name == "udp_magic":
+            d = b"PSHB" + bytes([rng.choice([1, 1, 0, 2, 255]), rng.choice([0, 0, 1, 2, 255])]) + \
+                rng.randbytes(35)
+            return name, [d[:rng.choice([40, 40, 40, 4, 8, 24, 39, 41])]]
+        if name == "udp_wrongkey":
+            wrong = gate_key(rng.randbytes(rng.randrange(1, 33)))
+            return name, [self.beat(rng, wrong, ident=rng.randrange(1, 8))]
+        if name == "udp_keyed":   # the right key, but a datagram the scheduler must drop
+            k = rng.randrange(5)
+            if k == 0:
+                return name, [self.beat(rng, self.key, version=rng.choice([0, 2, 255]))]
+            if k == 1:
+                return name, [self.beat(rng, self.key, kind=rng.choice([1, 2, 255]))]
+            if k == 2:
+                return name, [self.beat(rng, self.key, ident=rng.choice(
+                    [0, 4096, 4097, 65535, (1 << 32) - 1]))]
+            if k == 3:
+                return name, [self.beat(rng, self.key, ident=rng.randrange(1, 8)) +
+                              rng.randbytes(rng.randrange(1, 64))]
+            return name, [self.beat(rng, self.key, ident=rng.randrange(1, 8), tag_ok=False)]
+        n = rng.randrange(100, 501)
+        return name, [rng.randbytes(rng.randrange(0, 128)) if rng.random() < 0.5 else
+                      b"PSHB" + rng.randbytes(36) for _ in range(n)]
+
+    def udp_loop(self, p):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        try:
+            s.connect((p.host, p.port))     # so that ICMP port unreachable comes back to us
+        except OSError as e:
+            p.c["errors"] += 1
+            print("portfuzz: udp %s: %s" % (p.name, e), file=sys.stderr, flush=True)
+            s.close()
+            return
+        rate = max(1.0, float(self.a.udp_rate))
+        t0, sent = time.monotonic(), 0
+
+        def refused():
+            p.c["udp_refused"] += 1
+            p.down_since = p.down_since or time.monotonic()
+
+        def drain():
+            while True:
+                try:
+                    d = s.recv(1 << 16)
+                except BlockingIOError:
+                    return
+                except ConnectionRefusedError:
+                    refused()
+                    return
+                except OSError:
+                    p.c["errors"] += 1
+                    return
+                p.c["udp_answered"] += 1
+                p.c["bytes_recv"] = p.c.get("bytes_recv", 0) + len(d)
+
+        while self.running() and p.dead is None:
+            name, grams = self.udp_datagrams(p)
+            p.cases[name] = p.cases.get(name, 0) + 1
+            for d in grams:
+                try:
+                    s.send(d)
+                    p.c["datagrams"] += 1
+                    p.c["bytes_sent"] += len(d)
+                    if p.down_since is None:
+                        p.ever_up = True
+                except ConnectionRefusedError:
+                    refused()
+                except BlockingIOError:
+                    p.c["would_block"] += 1
+                except OSError:
+                    p.c["errors"] += 1
+                sent += 1
+            drain()
+            ahead = sent / rate - (time.monotonic() - t0)   # stay under --udp-rate
+            if ahead > 0:
+                time.sleep(min(ahead, 1.0))
+        drain()
+        s.close()
+
     CASES = ["random", "truncated", "oversized", "lenprefix", "idle", "replay", "slowloris",
              "wrongkey", "handshake_frames"]
     WEIGHTS = [6, 4, 2, 4, 1, 3, 1, 3, 5]
@@ -549,7 +700,7 @@ class Fuzzer:
                 self.stop.set()
                 break
             now = time.monotonic()
-            for p in self.ports:
+            for p in self.ports + self.udp:
                 if p.dead is None and p.ever_up and p.down_since is not None and \
                         now - p.down_since > DEAD_AFTER:
                     alive = p.pid is not None and os.path.exists("/proc/%d" % p.pid)
@@ -561,6 +712,8 @@ class Fuzzer:
     def run(self):
         threads = [threading.Thread(target=self.port_loop, args=(p,), daemon=True)
                    for p in self.ports]
+        threads += [threading.Thread(target=self.udp_loop, args=(p,), daemon=True)
+                    for p in self.udp]
         t0 = time.monotonic()
         for t in threads:
             t.start()
@@ -616,7 +769,55 @@ def self_test_acceptor(secret):
     return ls.getsockname()[1]
 
 
-def parse_ports(spec):
+TESTBED = ipaddress.ip_network("10.213.0.0/16")
+
+
+def root_netns():
+    """The root network namespace's link: pid 1's; where pid 1's is not readable
+    (an init that even root may not inspect), kthreadd's (pid 2), which as a
+    kernel thread is always in the initial one.  None if neither can be read."""
+    for pid in (1, 2):
+        try:
+            if pid == 2:
+                with open("/proc/2/comm") as f:
+                    if f.read().strip() != "kthreadd":
+                        continue
+            return os.readlink("/proc/%d/ns/net" % pid)
+        except OSError:
+            continue
+    return None
+
+
+def in_other_netns():
+    """True if this process's network namespace is not the root one."""
+    try:
+        mine = os.readlink("/proc/self/ns/net")
+    except OSError:
+        return False
+    root = root_netns()
+    return root is not None and mine != root    # cannot tell: the root one
+
+
+def target_host(host, netns_ok):
+    """The address to use for `host`, or ValueError if it may not be fuzzed."""
+    if host in ("127.0.0.1", "localhost"):
+        return "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None and ip in TESTBED and netns_ok:
+        if not in_other_netns():
+            raise ValueError("%s: --netns-ok allows the test bed's addresses only inside a "
+                             "network namespace other than the root one" % host)
+        return str(ip)
+    if ip is not None and ip in TESTBED:
+        raise ValueError("only 127.0.0.1 may be fuzzed, not %s (10.213.0.0/16 needs "
+                         "--netns-ok, inside a test bed namespace)" % host)
+    raise ValueError("only 127.0.0.1 may be fuzzed, not %s" % host)
+
+
+def parse_ports(spec, netns_ok=False):
     out = []
     for item in filter(None, spec.split(",")):
         pid = None
@@ -624,18 +825,72 @@ def parse_ports(spec):
             item, pid = item.split("@", 1)
             pid = int(pid)
         host, port = item.rsplit(":", 1)
-        if host not in ("127.0.0.1", "localhost"):
-            raise ValueError("only 127.0.0.1 may be fuzzed, not %s" % host)
-        out.append(("127.0.0.1", int(port), pid))
+        out.append((target_host(host, netns_ok), int(port), pid))
     return out
+
+
+def intrude(host, port, seed):
+    """One client with a wrong secret (--intrude): see the docstring."""
+    rng = random.Random(seed)
+    r = {"target": "%s:%d" % (host, port), "connected": False, "gate": False,
+         "tag_verified": False, "proof_sent": False, "frame_sent": False, "closed": False,
+         "admitted": False}
+    wrong = gate_key(b"not the cluster secret " + rng.randbytes(16))
+    s = socket.socket()
+    s.settimeout(CONNECT_TIMEOUT)
+    try:
+        s.connect((host, port))
+        r["connected"] = True
+        nc = rng.randbytes(32)
+        s.sendall(MAGIC_GATE + nc)
+        buf = b""
+        while len(buf) < 72:
+            d = s.recv(72 - len(buf))
+            if not d:
+                break
+            buf += d
+        if len(buf) == 72 and buf[:8] == MAGIC_GATE:
+            r["gate"] = True
+            na = buf[8:40]
+            r["tag_verified"] = hmac.compare_digest(buf[40:72], tag(wrong, b"acceptor", nc, na))
+            # The proof our wrong key gives, and at once a frame behind it: an acceptor
+            # that reads one byte past the proof would see it ("invalid frame" in its log).
+            s.sendall(tag(wrong, b"connector", na, nc))
+            r["proof_sent"] = True
+            seg = [rng.randrange(64) for _ in range(4)]
+            s.sendall(rejectable_header(rng) + rng.randbytes(sum(seg)))
+            r["frame_sent"] = True
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            s.settimeout(max(0.01, end - time.monotonic()))
+            if not s.recv(1 << 16):
+                r["closed"] = True
+                break
+    except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+        r["closed"] = r["connected"]
+    except socket.timeout:
+        pass
+    except OSError as e:
+        r["error"] = str(e)
+    finally:
+        s.close()
+    r["admitted"] = r["connected"] and (r["tag_verified"] or not r["closed"])
+    return r
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--ports", default="", help="127.0.0.1:PORT[@PID],...")
+    ap.add_argument("--ports", default="", help="127.0.0.1:PORT[@PID],... (TCP)")
+    ap.add_argument("--udp", default="", help="127.0.0.1:PORT[@PID],... (UDP datagrams)")
+    ap.add_argument("--udp-rate", type=float, default=1000,
+                    help="datagrams a second per UDP port, at most")
+    ap.add_argument("--netns-ok", action="store_true",
+                    help="also allow 10.213.0.0/16, only inside a non-root network namespace")
+    ap.add_argument("--intrude", default="",
+                    help="HOST:PORT: one wrong-secret handshake and a frame; JSON verdict")
     ap.add_argument("--self-test", action="store_true",
                     help="fuzz a toy gate acceptor of our own (checks the handshake code)")
-    ap.add_argument("--seconds", type=float, required=True)
+    ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--secret", default="", help="the cluster secret (PS_SECRET's string)")
     ap.add_argument("--job-pid", type=int, default=0,
@@ -643,31 +898,51 @@ def main():
     ap.add_argument("--idle", type=int, default=300, help="idle connections per storm")
     ap.add_argument("--hold", type=float, default=3.0, help="seconds a storm is held")
     a = ap.parse_args()
+    if a.intrude:
+        try:
+            (h, port, _), = parse_ports(a.intrude, a.netns_ok)
+        except ValueError as e:
+            print("portfuzz: %s" % e, file=sys.stderr)
+            return 64
+        r = intrude(h, port, a.seed)
+        print(json.dumps(r, sort_keys=True), flush=True)
+        return 1 if r["admitted"] else 0
+    if a.seconds is None:
+        print("portfuzz: --seconds is required", file=sys.stderr)
+        return 64
     if a.self_test:
         a.secret = a.secret or "self-test"
         a.ports = "127.0.0.1:%d" % self_test_acceptor(a.secret)
     try:
-        specs = parse_ports(a.ports)
+        specs = parse_ports(a.ports, a.netns_ok)
+        uspecs = parse_ports(a.udp, a.netns_ok)
     except ValueError as e:
         print("portfuzz: %s" % e, file=sys.stderr)
         return 64
-    if not specs:
+    if not specs and not uspecs:
         print("portfuzz: no ports", file=sys.stderr)
         return 64
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     ports = [Port(h, port, pid, a.seed) for h, port, pid in specs]
-    fz = Fuzzer(a, ports)
+    udp = [UdpPort(h, port, pid, a.seed) for h, port, pid in uspecs]
+    fz = Fuzzer(a, ports, udp)
     elapsed = fz.run()
-    totals = {}
-    for p in ports:
-        for k, v in p.c.items():
-            totals[k] = totals.get(k, 0) + v
+
+    def total(ps):
+        t = {}
+        for p in ps:
+            for k, v in p.c.items():
+                t[k] = t.get(k, 0) + v
+        return t
     report = {"seed": a.seed, "seconds": a.seconds, "elapsed": round(elapsed, 2),
               "job_ended": fz.job_ended, "secret": bool(a.secret),
-              "dead": {p.name: p.dead for p in ports if p.dead},
-              "totals": totals,
+              "dead": {p.name: p.dead for p in ports + udp if p.dead},
+              "totals": total(ports),
               "ports": {p.name: dict(p.c, pid=p.pid, gate=p.gate, cases=p.cases) for p in ports}}
+    if udp:
+        report["udp_totals"] = total(udp)
+        report["udp"] = {p.name: dict(p.c, pid=p.pid, cases=p.cases) for p in udp}
     print(json.dumps(report, sort_keys=True), flush=True)
     return 2 if report["dead"] else 0
 
