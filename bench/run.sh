@@ -9,11 +9,16 @@
 # into the library's buffers (the default) and sent from the caller's array
 # (psbench --zero-copy, ps_task_opts.zero_copy), and the key rate of 1M
 # random-key pushes into the servers' hash table.  The settings:
-#   tcp      UCX_TLS=tcp UCX_NET_DEVICES=lo for both libps and ucx_perftest.
-#   default  UCX_TLS, UCX_NET_DEVICES and PS_SHM unset.  Not the same wire for
-#            both: libps turns on peer error handling, so UCX 1.13 leaves
-#            shared memory out and libps runs over TCP, while ucx_perftest
-#            (no error handling) uses shared memory.
+#   tcp      libps's default transport (src/net/tcp.c: authenticated TCP)
+#            against ucx_perftest with UCX_TLS=tcp UCX_NET_DEVICES=lo.
+#   sealed   the same with PS_ENCRYPT=1 (every byte through XChaCha20-
+#            Poly1305); ucx_perftest's tcp numbers are reused.
+#   ucx-tcp  PS_TRANSPORT=ucx with UCX_TLS=tcp UCX_NET_DEVICES=lo for both
+#            libps and ucx_perftest (tcp's perftest numbers reused).
+#   default  PS_TRANSPORT=ucx, UCX_TLS, UCX_NET_DEVICES and PS_SHM unset.  Not
+#            the same wire for both: libps turns on peer error handling, so
+#            UCX 1.13 leaves shared memory out and libps runs over TCP, while
+#            ucx_perftest (no error handling) uses shared memory.
 #   shm      as default, plus PS_SHM=1 for psbench, which lets libps's UCX
 #            use shared memory too; ucx_perftest is the same as in default,
 #            so its default-setting numbers are reused, not measured again.
@@ -38,7 +43,8 @@
 # Environment: PS_BIN (default build/bin) holds psrun and psbench;
 # BENCH_BUDGET; BENCH_REPEAT; BENCH_QUIET_MAX; BENCH_TRIES; BENCH_OUT
 # (default bench/results/<time>);
-# BENCH_SETTINGS (default "tcp default shm"; shm reuses default's
+# BENCH_SETTINGS (default "tcp sealed ucx-tcp"; sealed and ucx-tcp reuse
+# tcp's ucx_perftest numbers and shm reuses default's
 # ucx_perftest numbers only when default ran first).
 # Never: kill a process by name, or leave a process it started running.
 set -u -o pipefail
@@ -49,7 +55,7 @@ BUDGET=${BENCH_BUDGET:-900}
 REPEAT=${BENCH_REPEAT:-3}
 QUIET_MAX=${BENCH_QUIET_MAX:-10}
 TRIES=${BENCH_TRIES:-$((2 * REPEAT))}
-SETTINGS=${BENCH_SETTINGS:-tcp default shm}
+SETTINGS=${BENCH_SETTINGS:-tcp sealed ucx-tcp}
 OUT=${BENCH_OUT:-$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
 START=$SECONDS
 PIDS=()
@@ -81,23 +87,29 @@ limit() {
 # `env` arguments for a transport setting (PS_SHM only matters to libps).
 setting_env() {
     case $1 in
-    tcp) echo "-u PS_SHM UCX_TLS=tcp UCX_NET_DEVICES=lo" ;;
-    default) echo "-u PS_SHM -u UCX_TLS -u UCX_NET_DEVICES" ;;
-    shm) echo "-u UCX_TLS -u UCX_NET_DEVICES PS_SHM=1" ;;
+    tcp) echo "-u PS_SHM -u PS_ENCRYPT PS_TRANSPORT=tcp UCX_TLS=tcp UCX_NET_DEVICES=lo" ;;
+    sealed) echo "-u PS_SHM PS_ENCRYPT=1 PS_TRANSPORT=tcp UCX_TLS=tcp UCX_NET_DEVICES=lo" ;;
+    ucx-tcp) echo "-u PS_SHM -u PS_ENCRYPT PS_TRANSPORT=ucx UCX_TLS=tcp UCX_NET_DEVICES=lo" ;;
+    default) echo "-u PS_SHM -u PS_ENCRYPT PS_TRANSPORT=ucx -u UCX_TLS -u UCX_NET_DEVICES" ;;
+    shm) echo "-u UCX_TLS -u UCX_NET_DEVICES -u PS_ENCRYPT PS_TRANSPORT=ucx PS_SHM=1" ;;
     esac
 }
 
 setting_label() {
     case $1 in
-    tcp) echo "UCX_TLS=tcp UCX_NET_DEVICES=lo" ;;
-    default) echo "default (UCX_TLS, PS_SHM unset: libps on TCP, perftest on shm)" ;;
-    shm) echo "PS_SHM=1 (UCX_TLS unset: libps and perftest on shm)" ;;
+    tcp) echo "libps tcp (default transport) vs perftest UCX_TLS=tcp" ;;
+    sealed) echo "libps tcp + PS_ENCRYPT=1 vs perftest UCX_TLS=tcp" ;;
+    ucx-tcp) echo "PS_TRANSPORT=ucx UCX_TLS=tcp UCX_NET_DEVICES=lo" ;;
+    default) echo "PS_TRANSPORT=ucx default (UCX_TLS, PS_SHM unset: libps on TCP, perftest on shm)" ;;
+    shm) echo "PS_TRANSPORT=ucx PS_SHM=1 (UCX_TLS unset: libps and perftest on shm)" ;;
     esac
 }
 
 # The setting whose ucx_perftest runs stand for this one: PS_SHM does not
 # change ucx_perftest, so shm reuses default's.
-perftest_setting() { [[ $1 == shm ]] && echo default || echo "$1"; }
+perftest_setting() {
+    case $1 in shm) echo default ;; sealed | ucx-tcp) echo tcp ;; *) echo "$1" ;; esac
+}
 
 # CPU time used by OTHER processes while one of our commands ran, in percent
 # of all cores: cpu_mark before the command, cpu_other after it (once the
@@ -360,7 +372,8 @@ main() {
     command -v jq >/dev/null || die "jq missing: apt-get install jq"
     local s
     for s in $SETTINGS; do
-        [[ $s == tcp || $s == default || $s == shm ]] || die "BENCH_SETTINGS: unknown setting $s (tcp, default, shm)"
+        [[ $s =~ ^(tcp|sealed|ucx-tcp|default|shm)$ ]] ||
+            die "BENCH_SETTINGS: unknown setting $s (tcp, sealed, ucx-tcp, default, shm)"
     done
     mkdir -p "$OUT" || die "cannot create $OUT"
     local load0 label poll

@@ -9,7 +9,7 @@ pkgs=(build-essential cmake pkg-config libucx-dev ucx-utils libzstd-dev libxxhas
 case "$what" in
   test) pkgs+=(libcmocka-dev clang libclang-rt-14-dev python3 iproute2 nftables) ;;
   fuzz) pkgs+=(libcmocka-dev clang libclang-rt-14-dev) ;;
-  bench) pkgs+=(libcmocka-dev iperf3 hyperfine liblinear-tools gnuplot-nox) ;;
+  bench) pkgs+=(libcmocka-dev iperf3 hyperfine liblinear-tools gnuplot-nox jq) ;;
 esac
 missing=()
 # make demo fetches its data from the npm registry: Node.js, from Debian if absent

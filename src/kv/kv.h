@@ -58,6 +58,11 @@ struct ps_table {
     int var;                     /* width 0: variable-length values (var.c) */
     pthread_mutex_t lock;
     /* worker side */
+    struct {                     /* backpressure: bytes of requests in flight */
+        pthread_mutex_t lock;    /* a leaf lock: nothing is taken while held */
+        pthread_cond_t cv;
+        uint64_t bytes;
+    } win;
     psi_tq *tq;
     kv_req *reqs;                /* in flight, for responses and resends */
     uint64_t *push_seq;          /* per server node id: last sequence sent */
@@ -153,6 +158,7 @@ struct kv_req {
     kv_slice *slices;
     int nslices, pending;
     int status;
+    uint64_t wbytes;   /* what it holds of the table's window (released when freed) */
 };
 
 /*
@@ -182,6 +188,9 @@ void psi_kv_fwd_aux_get(const uint8_t *p, kv_push_aux *a);
 /* Registry (table.c). */
 ps_table *psi_kv_find(uint32_t id);
 /* Timeout after which a worker resends an unacknowledged request. */
+/* Bytes of requests a worker may have in flight per table (PS_WINDOW_BYTES;
+ * 0: no bound).  A push or pull that would pass it waits (worker.c). */
+uint64_t psi_kv_window_bytes(void);
 uint64_t psi_kv_resend_ms(void);
 /* Build t->ring from the current view's servers, once (table lock held). */
 int psi_kv_ring(ps_table *t);

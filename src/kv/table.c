@@ -36,6 +36,7 @@ static struct {
     int timer_started, timer_stop;
     pthread_cond_t cond;
     uint64_t resend_ms;
+    uint64_t window;        /* PS_WINDOW_BYTES: per table, 0 = unbounded */
 } reg = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 void ps_table_opts_init(ps_table_opts *o)
@@ -62,6 +63,7 @@ ps_table *psi_kv_find(uint32_t id)
 }
 
 uint64_t psi_kv_resend_ms(void) { return reg.resend_ms; }
+uint64_t psi_kv_window_bytes(void) { return reg.window; }
 
 int psi_kv_tables(ps_table **out, int cap)
 {
@@ -204,11 +206,15 @@ static void *timer_main(void *arg)
 static int do_hook(void)
 {
     static const char *const rs[] = {"PS_RESEND_MS", NULL};
-    long resend;
+    static const char *const wn[] = {"PS_WINDOW_BYTES", NULL};
+    long resend, window;
     int rv;
     if (reg.hooked) return PS_OK;
-    if ((rv = psi_env_long(rs, 1000, 1, 3600000, &resend)) != 0) return rv;
+    if ((rv = psi_env_long(rs, 1000, 1, 3600000, &resend)) != 0 ||
+        (rv = psi_env_long(wn, 64L << 20, 0, 1L << 40, &window)) != 0)
+        return rv;
     reg.resend_ms = (uint64_t)resend;
+    reg.window = (uint64_t)window;
     psi_node_set_handler(PSI_MSG_DATA, on_data, NULL);
     psi_node_on_shutdown(kv_shutdown);
     if ((rv = psi_node_add_view_hook(on_view, NULL)) != 0) return rv;
@@ -268,6 +274,8 @@ static void table_free(ps_table *t)
     psi_store_free(t->sigmod_resid);
     pthread_mutex_destroy(&t->lock);
     pthread_cond_destroy(&t->train_cv);
+    pthread_mutex_destroy(&t->win.lock);
+    pthread_cond_destroy(&t->win.cv);
     free(t);
 }
 
@@ -281,6 +289,8 @@ static int table_new(const char *name, const ps_table_opts *o, ps_table **out)
     t->opts = *o;
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->train_cv, NULL);
+    pthread_mutex_init(&t->win.lock, NULL);
+    pthread_cond_init(&t->win.cv, NULL);
     ps_table_opts uo = *o;
     t->var = o->width == 0;
     if (t->var) uo.width = 1; /* the update works on one element */

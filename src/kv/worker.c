@@ -51,9 +51,12 @@ void psi_kv_buf_unref(void *arg)
     if (b && atomic_fetch_sub(&b->refs, 1) == 1) psi_buf_free(b);
 }
 
+static void window_release(kv_req *r);
+
 static void req_free(kv_req *r)
 {
     if (!r) return;
+    window_release(r);
     for (int i = 0; i < r->nslices; i++) {
         free(r->slices[i].runs);
         psi_kv_buf_unref(r->slices[i].buf);
@@ -541,6 +544,49 @@ static int request_chain(ps_table *t, const char *spec, psi_chain **out)
     return rv;
 }
 
+/*
+ * Backpressure.  A request holds its bytes (keys, values pushed, values to
+ * be pulled) of the table's window from submit until it is freed; a submit
+ * that would pass the window waits for earlier requests to finish, so a
+ * worker that pushes faster than the servers apply holds a bounded amount
+ * of memory and queues a bounded amount at them.  A request larger than
+ * the window alone still goes (when nothing else is in flight).  The
+ * transports' I/O threads never wait (answers come through them), and no
+ * one waits once this node is out of the cluster.
+ */
+static uint64_t request_bytes(const ps_table *t, unsigned flags, size_t n)
+{
+    uint64_t per = 8 + ((flags & PSI_F_PUSH) ? t->vbytes : 0) + ((flags & PSI_F_PULL) ? t->vbytes : 0);
+    return (uint64_t)n * per;
+}
+
+static void window_acquire(kv_req *r, uint64_t bytes)
+{
+    ps_table *t = r->t;
+    uint64_t win = psi_kv_window_bytes();
+    pthread_mutex_lock(&t->win.lock);
+    if (win && !psi_thread_is_io()) {
+        while (t->win.bytes && t->win.bytes + bytes > win && !psi_node_fatal()) {
+            struct timespec dl = psi_deadline_in(100);
+            pthread_cond_timedwait(&t->win.cv, &t->win.lock, &dl);
+        }
+    }
+    t->win.bytes += bytes;
+    r->wbytes = bytes;
+    pthread_mutex_unlock(&t->win.lock);
+}
+
+static void window_release(kv_req *r)
+{
+    if (!r->wbytes) return;
+    ps_table *t = r->t;
+    pthread_mutex_lock(&t->win.lock);
+    t->win.bytes -= r->wbytes;
+    r->wbytes = 0;
+    pthread_cond_broadcast(&t->win.cv);
+    pthread_mutex_unlock(&t->win.lock);
+}
+
 /* var_api: called through ps_push_var / ps_pull_var. */
 static int64_t submit(ps_table *t, unsigned flags, int var_api, const uint64_t *keys, size_t n,
                       const uint32_t *lens, const void *push, void *pull,
@@ -575,6 +621,7 @@ static int64_t submit(ps_table *t, unsigned flags, int var_api, const uint64_t *
         }
         *u = (user_done){o->done, o->arg, t};
     }
+    window_acquire(r, request_bytes(t, flags, n));
     int64_t ts = psi_tq_submit(t->tq, kv_start, r, o ? o->deps : NULL, o ? o->ndeps : 0,
                                u ? on_done : NULL, u);
     if (ts < 0) {

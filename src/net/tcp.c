@@ -977,6 +977,7 @@ static void *io_thread(void *arg)
 {
     tcp_transport *t = arg;
     uint64_t poll_until = 0;
+    psi_thread_mark_io();
     for (;;) {
         uint64_t now_ns = psi_now_ns();
         int timeout = t->stop ? 5 : now_ns < poll_until ? 0 : -1;

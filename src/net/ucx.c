@@ -787,6 +787,7 @@ static void poll_window(ucx_transport *t)
 static void *io_thread(void *arg)
 {
     ucx_transport *t = arg;
+    psi_thread_mark_io();
     for (;;) {
         if (run_once(t)) poll_window(t);
         if (t->stop && (stop_flushed(t) || psi_now_ms() >= t->flush_deadline_ms)) break;

@@ -147,6 +147,10 @@ static const char *const err_text[] = {
     [-PS_ERR_AUTH] = "authentication failed (wrong or missing cluster secret)",
 };
 
+static __thread int io_thread_mark;
+void psi_thread_mark_io(void) { io_thread_mark = 1; }
+int psi_thread_is_io(void) { return io_thread_mark; }
+
 const char *ps_strerror(int err)
 {
     if (err > 0 || (size_t)-err >= PSI_ARRAY_LEN(err_text) || !err_text[-err])

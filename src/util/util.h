@@ -133,6 +133,11 @@ double psi_rng_double(psi_rng *r);
  * unset), or PS_ERR_CONFIG with a logged message naming the variable.
  */
 const char *psi_env_str(const char *const *names);
+/* Marks the calling thread as a transport's I/O thread (set once, by the
+ * thread itself): code that would block until the network answers must not
+ * block there, since the answer comes through that very thread. */
+void psi_thread_mark_io(void);
+int psi_thread_is_io(void);
 int psi_env_long(const char *const *names, long def, long lo, long hi, long *out);
 
 /* Sort keys[0..n) into sorted[], with perm[i] = the index in keys of
