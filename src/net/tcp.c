@@ -103,7 +103,9 @@ typedef struct conn {
     size_t hsout_len, hsout_off;
     txitem *q;                 /* ring of frames to send */
     size_t qhead, qn, qcap, txoff;
-    uint8_t *rbuf;             /* received bytes not yet parsed: [rpos, rlen) */
+    uint8_t *rbuf;             /* received bytes not yet parsed: [rpos, rlen); made
+                                * on the first read after the handshake (an unproven
+                                * or an outbound connection costs no buffer) */
     size_t rpos, rlen;
     psi_msg *rmsg;             /* the frame whose payload is arriving */
     uint8_t *rdst;
@@ -218,17 +220,13 @@ static void arm(conn *c, uint32_t events)
 static conn *conn_new(tcp_transport *t, int fd, tcp_peer *peer)
 {
     conn *c = calloc(1, sizeof(*c));
-    if (!c || !(c->rbuf = malloc(RBUF_SIZE))) {
-        free(c);
-        return NULL;
-    }
+    if (!c) return NULL;
     c->t = t;
     c->fd = fd;
     c->peer = peer;
     c->armed = EPOLLIN;
     struct epoll_event ev = {.events = c->armed, .data.ptr = c};
     if (epoll_ctl(t->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-        free(c->rbuf);
         free(c);
         return NULL;
     }
@@ -671,6 +669,10 @@ static void seal_read(conn *c)
 static void conn_read(conn *c)
 {
     size_t budget = READ_BUDGET;
+    if (!c->rbuf && !(c->rbuf = malloc(RBUF_SIZE))) {
+        conn_fail(c, PS_ERR_NOMEM, "out of memory for its receive buffer");
+        return;
+    }
     if (c->seal) {
         seal_read(c);
         return;
