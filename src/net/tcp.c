@@ -444,7 +444,7 @@ static int seal_start(conn *c)
     const psi_gate_key *key = &c->t->cfg.key;
     uint8_t sk[32];
     if (!key->encrypt) return PS_OK;
-    size_t cap = c->peer ? PSI_SEAL_REC_MAX : 2 * PSI_SEAL_REC_MAX;
+    size_t cap = 2 * PSI_SEAL_REC_MAX; /* seal_read's; sending needs half of it */
     if (!(c->seal = malloc(sizeof(*c->seal))) || !(c->cbuf = malloc(cap)) ||
         !(c->plain = malloc(PSI_SEAL_CHUNK)))
         return PS_ERR_NOMEM;
