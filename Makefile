@@ -9,9 +9,10 @@ FUZZ_SECONDS ?= 60
 CTEST_ARGS ?=
 # test-tsan: every ctest timeout times this (TSan runs 5-15x slower), and
 # the tests it leaves out: test_install builds the README example without
-# -fsanitize=thread, which cannot run against a TSan libps (SEGV at start).
+# -fsanitize=thread, which cannot run against a TSan libps (SEGV at start);
+# netns/* (root only) are not yet timed under TSan.
 TSAN_TIMEOUT_SCALE ?= 4
-TSAN_CTEST_ARGS ?= -E '^integration/test_install$$'
+TSAN_CTEST_ARGS ?= -E '^(integration/test_install|netns/.*)$$'
 
 .PHONY: all deps build test test-asan test-tsan fuzz demo install clean
 
