@@ -790,5 +790,5 @@ int main(int argc, char **argv)
     int status = 0;
     if (ps_my_role() == PS_ROLE_SCHEDULER) status = run_scheduler() ? 1 : 0;
     int frv = ps_finalize();
-    return status || frv ? 1 : 0;
+    return ps_exit_code(status || frv);
 }

@@ -73,5 +73,5 @@ int main(int argc, char **argv)
     int frv = ps_finalize();
     if (rv == 0) rv = frv;
     if (rv != 0) fprintf(stderr, "psdemo: %s\n", ps_strerror(rv));
-    return rv == 0 ? 0 : 1;
+    return ps_exit_code(rv != 0);
 }

@@ -40,6 +40,7 @@ typedef enum ps_err {
     PS_ERR_CONFIG = -11,   /* bad or missing configuration (environment) */
     PS_ERR_NOTFOUND = -12, /* no such node, table or key */
     PS_ERR_AUTH = -13,     /* a peer does not prove the cluster secret (PS_SECRET) */
+    PS_ERR_EVICTED = -14,  /* the scheduler declared this node dead, or it was cut off */
 } ps_err;
 
 /* Human-readable text for an error code; never NULL. */
@@ -74,6 +75,15 @@ int ps_start(void);
  * transport is closed.  Safe to call after ps_start() failed.
  */
 int ps_finalize(void);
+
+/*
+ * The exit status for a program that `failed` (nonzero) or not: 0, or
+ * PS_EXIT_EVICTED when this node was declared dead by the scheduler or cut
+ * off from it (also after ps_finalize), else 1.  psrun names the first.
+ * Typical last line: `return ps_exit_code(rv != 0 || ps_finalize() != 0);`
+ */
+#define PS_EXIT_EVICTED 75
+int ps_exit_code(int failed);
 
 /*
  * Leave a running cluster now, without waiting for the others (a server

@@ -605,6 +605,7 @@ static int64_t submit(ps_table *t, unsigned flags, int var_api, const uint64_t *
         PSI_ERROR("table %s: only workers push and pull", t->name);
         return PS_ERR_STATE;
     }
+    if ((rv = psi_node_fatal()) != 0) return rv; /* out of the cluster: no answer can come */
     /* zero-copy: not when a pushpull's answers land in the array being sent */
     int zc = o && o->zero_copy && !o->filters && (const void *)pull != push;
     kv_req *r = req_prepare(t, flags, keys, n, lens, push, pull, zc, &rv);

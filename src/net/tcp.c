@@ -126,6 +126,9 @@ typedef struct tcp_peer {
     uint32_t id;
     int known;
     int warned;                /* a failure was logged since the last success */
+    int ever;                  /* a connection to it was ever proven (before that,
+                                * failures are the caller's to report: a peer that
+                                * is still starting refuses connections) */
     char addr[64];
     struct sockaddr_in sa;
     conn *c;
@@ -297,7 +300,8 @@ static void conn_fail(conn *c, int err, const char *why)
     if (err == PS_ERR_AUTH || err == PS_ERR_PROTO) PSI_ERROR("%s: %s", c->name, why);
     else if (c->state == CS_OPEN && !c->qn) /* idle: the peer went away, nothing lost here */
         PSI_INFO("connection to %s closed: %s", c->name, why);
-    else if (!p->warned && !t->stop) PSI_WARN("connection to %s failed: %s", c->name, why);
+    else if (!p->warned && !t->stop && p->ever) PSI_WARN("connection to %s failed: %s", c->name, why);
+    else if (!p->warned && !t->stop) PSI_INFO("connection to %s failed: %s", c->name, why);
     else PSI_DEBUG("connection to %s failed: %s", c->name, why);
     p->warned = 1;
     uint32_t id = p->id;
@@ -483,6 +487,7 @@ static int hs_step(conn *c)
         }
         set_open(c);
         c->peer->warned = 0;
+        c->peer->ever = 1;
         return PS_OK;
     }
     if (c->hsin_want == PSI_GATE_HELLO) { /* acceptor: the HELLO came */
@@ -745,7 +750,9 @@ static int peer_connect(tcp_transport *t, tcp_peer *p)
     }
     set_nodelay(fd);
     if (connect(fd, (struct sockaddr *)&p->sa, sizeof(p->sa)) != 0 && errno != EINPROGRESS) {
-        if (!p->warned) PSI_WARN("cannot connect to node %u at %s: %s", p->id, p->addr, strerror(errno));
+        if (!p->warned)
+            psi_log(p->ever ? PSI_LOG_WARN : PSI_LOG_INFO, "cannot connect to node %u at %s: %s",
+                    p->id, p->addr, strerror(errno));
         p->warned = 1;
         close(fd);
         return PS_ERR_PEER;

@@ -74,6 +74,8 @@ static struct {
     psi_view view;
     int join_status;        /* 1 pending, 0 accepted, <0 refused */
     int sched_unreachable;  /* joining: the scheduler's connection failed (logged once) */
+    uint64_t sched_first_fail_ms;
+    int evicted;            /* declared dead or cut off (kept after ps_finalize) */
     uint64_t join_ts, leave_ts;
     int leave_acked;
     int left_early;               /* ps_leave: out of the cluster, ranges handed over */
@@ -417,7 +419,8 @@ static void do_install_view(const psi_view *v)
     if (me && !me->alive && !po.left_early) {
         PSI_ERROR("the scheduler declared this node dead (view %u): leaving the cluster",
                   v->epoch);
-        po.fatal = PS_ERR_PEER;
+        po.fatal = PS_ERR_EVICTED;
+        po.evicted = 1;
     }
     note.pending = 1;
     note.epoch = v->epoch;
@@ -662,6 +665,11 @@ static void do_join_failure(int err)
         po.join_status = PS_ERR_AUTH;
         pthread_cond_broadcast(&po.cond);
     } else if (!po.sched_unreachable) {
+        /* said once the scheduler has refused us for a second: a cluster
+         * started all at once has nodes up before the scheduler listens */
+        uint64_t now = psi_now_ms();
+        if (!po.sched_first_fail_ms) po.sched_first_fail_ms = now;
+        if (now - po.sched_first_fail_ms < 1000) return;
         po.sched_unreachable = 1;
         PSI_WARN("cannot reach the scheduler at %s (%s); retrying for up to %ld ms "
                  "(PS_CONNECT_TIMEOUT_MS)", po.cfg.sched_addr, ps_strerror(err),
@@ -719,7 +727,8 @@ static void do_watchdog(uint64_t now)
         PSI_ERROR("no word from the scheduler at %s for %llu ms: this node is cut off from the "
                   "cluster; leaving", po.cfg.sched_addr,
                   (unsigned long long)(now - po.last_sched_ms));
-        po.fatal = PS_ERR_PEER;
+        po.fatal = PS_ERR_EVICTED;
+        po.evicted = 1;
         pthread_cond_broadcast(&po.cond);
     }
 }
@@ -1103,6 +1112,15 @@ int psi_node_my_state(uint32_t *epoch)
 }
 
 /* ---- queries ------------------------------------------------------------------ */
+
+int ps_exit_code(int failed)
+{
+    if (!failed) return 0;
+    pthread_mutex_lock(&po.lock);
+    int ev = po.evicted;
+    pthread_mutex_unlock(&po.lock);
+    return ev ? PS_EXIT_EVICTED : 1;
+}
 
 ps_role ps_my_role(void) { return po.cfg.role; }
 int ps_my_rank(void) { return po.rank; }

@@ -145,6 +145,7 @@ static const char *const err_text[] = {
     [-PS_ERR_CONFIG] = "bad or missing configuration",
     [-PS_ERR_NOTFOUND] = "not found",
     [-PS_ERR_AUTH] = "authentication failed (wrong or missing cluster secret)",
+    [-PS_ERR_EVICTED] = "this node was declared dead by the scheduler, or cut off from it",
 };
 
 static __thread int io_thread_mark;

@@ -341,5 +341,5 @@ int main(int argc, char **argv)
     int brv = ps_barrier(PS_GROUP_ALL); /* the workers are done */
     if (brv == 0 && ps_my_role() == PS_ROLE_SERVER) pb_report_server(&o, t);
     int frv = ps_finalize();
-    return rv || brv || frv ? 1 : 0;
+    return ps_exit_code(rv || brv || frv);
 }

@@ -57,7 +57,8 @@ static const char usage_text[] =
     "  -h, --help          print this help and exit\n"
     "\n"
     "Exit status: 0 when every node exits 0; otherwise the status of the first\n"
-    "node that failed (128+N if killed by signal N), 124 on --timeout, 130 or\n"
+    "node that failed (128+N if killed by signal N; 75 for a node the scheduler\n"
+    "declared dead), 124 on --timeout, 130 or\n"
     "143 on SIGINT or SIGTERM, 1 when the scheduler or servers outlive the\n"
     "grace period, 2 on a usage error.  psrun never leaves a node running.\n";
 

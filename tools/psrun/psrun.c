@@ -143,6 +143,9 @@ static void describe_exit(const psr_node *nd)
     if (nd->signo != 0)
         complain("%s was killed by signal %d (%s); stopping the cluster", nd->name,
                  nd->signo, strsignal(nd->signo));
+    else if (nd->code == PS_EXIT_EVICTED)
+        complain("%s exited with status %d: the scheduler declared it dead, or it was cut "
+                 "off from the scheduler; stopping the cluster", nd->name, nd->code);
     else
         complain("%s exited with status %d; stopping the cluster", nd->name,
                  nd->code);
