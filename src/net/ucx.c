@@ -674,12 +674,16 @@ static void do_disconnect(ucx_transport *t, uint32_t id)
 static void run_op(ucx_transport *t, ucx_op *op)
 {
     switch (op->kind) {
-    case OP_LISTEN:
+    case OP_LISTEN: {
+        /* ucp_listener_create takes UCX's worker lock, which UCX also holds
+         * when it calls on_ep_error (-> po.lock): never under t->lock */
+        int rv = do_listen(t, op);
         pthread_mutex_lock(&t->lock);
-        *op->result = do_listen(t, op);
+        *op->result = rv;
         pthread_cond_broadcast(&t->done);
         pthread_mutex_unlock(&t->lock);
         break;
+    }
     case OP_CONNECT: do_connect(t, op); break;
     case OP_SEND: do_send(t, op->peer, op->msg); break;
     case OP_DISCONNECT: do_disconnect(t, op->peer); break;

@@ -79,6 +79,7 @@ static struct {
     uint64_t join_ts, leave_ts;
     int leave_acked;
     int left_early;               /* ps_leave: out of the cluster, ranges handed over */
+    int detached;                 /* shutdown_all closes the transports: drop, don't send */
     uint64_t barrier_seq[8], barrier_done[8];
     uint64_t last_hb_ms, hb_interval_ms;
     uint64_t last_sched_ms;       /* last message from the scheduler (nodes) */
@@ -328,6 +329,10 @@ static int do_send(uint32_t peer, psi_msg *m)
     m->hdr.sender = po.id;
     m->hdr.receiver = peer;
     m->hdr.epoch = po.view.epoch;
+    if (po.detached) { /* the transports are being closed and freed */
+        psi_msg_free(m);
+        return PS_ERR_CLOSED;
+    }
     psi_transport *tr = peer == PSI_SCHEDULER_ID && po.ctl ? po.ctl : po.tr;
     return tr->ops->send(tr, peer, m);
 }
@@ -639,6 +644,11 @@ static void on_receive(void *arg, psi_msg *m)
 {
     (void)arg;
     pthread_mutex_lock(&po.lock);
+    if (po.detached) { /* shutting down: the other transport may be gone already */
+        pthread_mutex_unlock(&po.lock);
+        psi_msg_free(m);
+        return;
+    }
     if (m->hdr.sender == PSI_SCHEDULER_ID) po.last_sched_ms = psi_now_ms();
     if (m->hdr.type == PSI_MSG_DATA || m->hdr.type == PSI_MSG_CALL) {
         psi_data_handler cb = po.handlers[m->hdr.type - PSI_MSG_DATA].fn;
@@ -1039,6 +1049,12 @@ static void shutdown_all(void)
     if (had_timer) pthread_join(po.timer, NULL);
     psi_beat_close(po.beat); /* its thread takes po.lock: not held here */
     po.beat = NULL;
+    /* Other threads (the other transport's I/O thread, the kv timer, which
+     * the shutdown hooks stop only below) may still try to send: from here
+     * on their sends are dropped instead of reaching a transport being freed. */
+    pthread_mutex_lock(&po.lock);
+    po.detached = 1;
+    pthread_mutex_unlock(&po.lock);
     if (po.ctl) po.ctl->ops->close(po.ctl, FLUSH_MS);
     if (po.tr) po.tr->ops->close(po.tr, FLUSH_MS);
     for (int i = po.nshutdown - 1; i >= 0; i--) po.on_shutdown[i]();

@@ -12,6 +12,7 @@ done
 awk '/^```c$/{n++; on = n == 1; next} /^```$/{on=0} on' "$src/README.md" > "$TMP/example.c"
 [ -s "$TMP/example.c" ] || fail "no C example in README.md"
 san=""; grep -q '^PS_SANITIZE:BOOL=ON' "$build/CMakeCache.txt" && san="-fsanitize=address,undefined"
+grep -q '^PS_TSAN:BOOL=ON' "$build/CMakeCache.txt" && san="-fsanitize=thread"
 export PKG_CONFIG_PATH=$TMP/inst/lib/pkgconfig
 cc $san -Wall -Wextra -Werror -o "$TMP/example" "$TMP/example.c" $(pkg-config --cflags --libs libps) \
   || fail "README example does not compile against the installed package"

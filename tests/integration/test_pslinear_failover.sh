@@ -19,7 +19,7 @@ head -n 300 "$TMP/all.svm" >"$TMP/train.svm"
 tail -n 100 "$TMP/all.svm" >"$TMP/test.svm"
 ARGS=(--train "$TMP/train.svm" --test "$TMP/test.svm" --iters 600 --eval-every 0
       --replication 1 --json)
-export PS_HEARTBEAT_TIMEOUT_MS=1000 PS_RESEND_MS=200
+export PS_HEARTBEAT_TIMEOUT_MS=${PS_HEARTBEAT_TIMEOUT_MS:-1000} PS_RESEND_MS=200
 
 summary() { grep '^{"algo"' "$1" | tail -n 1; }
 field() { sed -n "s/.*\"$2\": \\([^,}]*\\).*/\\1/p" <<<"$1"; }
