@@ -197,19 +197,6 @@ static void log_refusal(tcp_transport *t, const conn *c, const char *why)
     t->refusals_unlogged = 0;
 }
 
-static int resolve(const char *addr, struct sockaddr_in *sa)
-{
-    char host[256];
-    int port;
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
-    if (psi_split_hostport(addr, host, sizeof(host), &port) != 0) return PS_ERR_INVAL;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return PS_ERR_INVAL;
-    memcpy(sa, res->ai_addr, sizeof(*sa));
-    sa->sin_port = htons((uint16_t)port);
-    freeaddrinfo(res);
-    return PS_OK;
-}
-
 /* ---- connections (I/O thread) --------------------------------------------------- */
 
 static void arm(conn *c, uint32_t events)
@@ -1003,10 +990,10 @@ static int enqueue(tcp_transport *t, tcp_op *op)
 {
     int rv = PS_OK;
     pthread_mutex_lock(&t->lock);
+    static const psi_net_op kinds[] = {[OP_CONNECT] = PSI_NET_CONNECT, [OP_SEND] = PSI_NET_SEND,
+                                       [OP_DISCONNECT] = PSI_NET_DISCONNECT, [OP_CLOSE] = PSI_NET_OTHER};
     if (t->closing && op->kind != OP_CLOSE) rv = PS_ERR_CLOSED;
-    else if (op->kind == OP_SEND && !psi_idmap_has(&t->known, op->peer)) rv = PS_ERR_NOTFOUND;
-    else if (op->kind == OP_CONNECT) rv = psi_idmap_put(&t->known, op->peer, NULL);
-    else if (op->kind == OP_DISCONNECT) psi_idmap_del(&t->known, op->peer);
+    else rv = psi_net_track_known(&t->known, kinds[op->kind], op->peer);
     if (rv != 0) {
         pthread_mutex_unlock(&t->lock);
         psi_msg_free(op->msg);
@@ -1031,7 +1018,7 @@ static int tcp_listen(psi_transport *base, const char *host, int port, char *add
     char hp[300];
     struct sockaddr_in sa;
     snprintf(hp, sizeof(hp), "%s:%d", host, port);
-    if (resolve(hp, &sa) != 0) {
+    if (psi_net_resolve(hp, &sa) != 0) {
         PSI_ERROR("cannot listen on %s: the host does not resolve to an IPv4 address", hp);
         return PS_ERR_CONFIG;
     }
@@ -1076,7 +1063,7 @@ static int tcp_connect(psi_transport *base, uint32_t peer, const char *addr)
 {
     tcp_op *op = op_new(OP_CONNECT, peer, NULL);
     if (!op) return PS_ERR_NOMEM;
-    if (resolve(addr, &op->sa) != 0) {
+    if (psi_net_resolve(addr, &op->sa) != 0) {
         PSI_WARN("node %u: cannot resolve %s", peer, addr);
         free(op);
         return PS_ERR_INVAL;

@@ -26,7 +26,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <netinet/in.h>
+
 #include "net/gate.h"
+#include "util/idmap.h"
 #include "wire/msg.h"
 
 typedef struct psi_transport psi_transport;
@@ -95,6 +98,14 @@ int psi_ucx_open(const psi_net_config *cfg, const psi_transport_cbs *cbs,
  * its start (NULL for an empty payload).  NULL on no memory.
  */
 psi_msg *psi_net_msg_alloc(const psi_hdr *h, uint8_t **block);
+
+/* The caller-side set of peers passed to connect() and not disconnected,
+ * kept in step with each op under the transport's lock: a send to a peer
+ * not in it fails at once with PS_ERR_NOTFOUND.  0 or a ps_err. */
+typedef enum psi_net_op { PSI_NET_SEND, PSI_NET_CONNECT, PSI_NET_DISCONNECT, PSI_NET_OTHER } psi_net_op;
+int psi_net_track_known(psi_idmap *known, psi_net_op op, uint32_t peer);
+/* "host:port" to an IPv4 address (names resolved).  0 or PS_ERR_INVAL. */
+int psi_net_resolve(const char *addr, struct sockaddr_in *sa);
 
 /*
  * Wrap `inner` in the fault decorator configured by `spec`, a comma list of

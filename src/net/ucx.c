@@ -113,8 +113,7 @@ typedef struct ucx_transport {
     pthread_cond_t done;
     ucx_op *ops_head, *ops_tail;
     int closing;             /* set by close(); sends refused after */
-    uint32_t *known;         /* sorted ids passed to connect(), for send() */
-    size_t nknown, capknown;
+    psi_idmap known;         /* ids passed to connect(), for send() (under lock) */
     /* I/O thread only: */
     ucx_peer **peers;        /* sorted by id */
     size_t npeers, cappeers;
@@ -138,48 +137,15 @@ static void wake(ucx_transport *t)
     (void)w;
 }
 
-/* Index of the first known id >= id (caller holds t->lock). */
-static size_t known_pos(const ucx_transport *t, uint32_t id)
-{
-    size_t lo = 0, hi = t->nknown;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (t->known[mid] < id) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo;
-}
-
-/* Keep the caller-side set of known peers in step with the op (lock held). */
-static int do_track_known(ucx_transport *t, const ucx_op *op)
-{
-    size_t i = known_pos(t, op->peer);
-    int present = i < t->nknown && t->known[i] == op->peer;
-    if (op->kind == OP_SEND) return present ? PS_OK : PS_ERR_NOTFOUND;
-    if (op->kind == OP_DISCONNECT && present) {
-        memmove(t->known + i, t->known + i + 1, (t->nknown - i - 1) * sizeof(uint32_t));
-        t->nknown--;
-    } else if (op->kind == OP_CONNECT && !present) {
-        if (t->nknown == t->capknown) {
-            size_t n = t->capknown ? t->capknown * 2 : 16;
-            uint32_t *k = realloc(t->known, n * sizeof(*k));
-            if (!k) return PS_ERR_NOMEM;
-            t->known = k;
-            t->capknown = n;
-        }
-        memmove(t->known + i + 1, t->known + i, (t->nknown - i) * sizeof(uint32_t));
-        t->known[i] = op->peer;
-        t->nknown++;
-    }
-    return PS_OK;
-}
-
 static int enqueue(ucx_transport *t, ucx_op *op)
 {
     int rv = PS_OK;
     pthread_mutex_lock(&t->lock);
+    static const psi_net_op kinds[] = {[OP_LISTEN] = PSI_NET_OTHER, [OP_CONNECT] = PSI_NET_CONNECT,
+                                       [OP_SEND] = PSI_NET_SEND, [OP_DISCONNECT] = PSI_NET_DISCONNECT,
+                                       [OP_CLOSE] = PSI_NET_OTHER};
     if (t->closing && op->kind != OP_CLOSE) rv = PS_ERR_CLOSED;
-    else rv = do_track_known(t, op);
+    else rv = psi_net_track_known(&t->known, kinds[op->kind], op->peer);
     if (rv != 0) {
         pthread_mutex_unlock(&t->lock);
         psi_msg_free(op->msg);
@@ -193,20 +159,6 @@ static int enqueue(ucx_transport *t, ucx_op *op)
     pthread_mutex_unlock(&t->lock);
     /* The I/O thread drains its own ops before it sleeps: no wake-up. */
     if (!pthread_equal(pthread_self(), t->thread)) wake(t);
-    return PS_OK;
-}
-
-static int resolve(const char *addr, struct sockaddr_storage *sa)
-{
-    char host[256];
-    int port;
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
-
-    if (psi_split_hostport(addr, host, sizeof(host), &port) != 0) return PS_ERR_INVAL;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return PS_ERR_INVAL;
-    memcpy(sa, res->ai_addr, res->ai_addrlen);
-    ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
-    freeaddrinfo(res);
     return PS_OK;
 }
 
@@ -839,7 +791,7 @@ static void teardown(ucx_transport *t)
         free(t->peers[i]);
     }
     free(t->peers);
-    free(t->known);
+    psi_idmap_free(&t->known);
 }
 
 /* ---- ops table ------------------------------------------------------------- */
@@ -853,7 +805,7 @@ static int ucx_listen(psi_transport *bt, const char *host, int port, char *addr,
     op->kind = OP_LISTEN;
     op->result = &result;
     snprintf(op->addr, sizeof(op->addr), "%s:%d", host, port);
-    if ((rv = resolve(op->addr, &op->sa)) != 0) {
+    if ((rv = psi_net_resolve(op->addr, (struct sockaddr_in *)&op->sa)) != 0) {
         PSI_ERROR("cannot resolve listen address %s", op->addr);
         free(op);
         return rv;
@@ -874,7 +826,7 @@ static int ucx_connect(psi_transport *bt, uint32_t peer, const char *addr)
     op->kind = OP_CONNECT;
     op->peer = peer;
     snprintf(op->addr, sizeof(op->addr), "%s", addr);
-    if ((rv = resolve(addr, &op->sa)) != 0) {
+    if ((rv = psi_net_resolve(addr, (struct sockaddr_in *)&op->sa)) != 0) {
         PSI_ERROR("bad address for node %u: \"%s\"", peer, addr);
         free(op);
         return rv;
