@@ -39,6 +39,7 @@
 
 #define TICK_MS 5
 #define LEAVE_WAIT_MS 1000
+#define JOIN_HINT_MS 3000   /* no answer to a join this long: say what to check */
 #define FLUSH_MS 500
 
 enum { ST_IDLE, ST_STARTING, ST_RUNNING, ST_CLOSING, ST_CLOSED };
@@ -890,7 +891,16 @@ static int do_join(void)
     int rv = 0;
     if (po.cfg.role != PS_ROLE_SCHEDULER) {
         if ((rv = send_join()) != 0) return rv;
-        rv = wait_for(join_answered, deadline);
+        /* the answer comes over the scheduler's own connection to us: if
+         * none came soon, say what to check, then go on waiting */
+        rv = wait_for(join_answered, PSI_MIN(deadline, psi_now_ms() + JOIN_HINT_MS));
+        if (rv == PS_ERR_TIMEOUT && psi_now_ms() < deadline) {
+            if (!po.sched_unreachable)
+                PSI_WARN("the scheduler at %s has not answered in %d ms: if it runs, check that "
+                         "it can reach this node at %s (PS_HOST) and that the port is open",
+                         po.cfg.sched_addr, JOIN_HINT_MS, po.my_addr);
+            rv = wait_for(join_answered, deadline);
+        }
         if (rv == 0 && po.join_status < 0) rv = po.join_status;
         if (rv == PS_ERR_TIMEOUT)
             PSI_ERROR("no answer from the scheduler at %s after %ld ms", po.cfg.sched_addr,
