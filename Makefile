@@ -7,12 +7,15 @@ FUZZ_BUILD ?= build-fuzz
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 CTEST_ARGS ?=
-# test-tsan: every ctest timeout times this (TSan runs 5-15x slower), and
-# the tests it leaves out: netns/* (root only; run plain and under ASan).
+# test-tsan: every ctest timeout, and the integration tests' own deadlines
+# (lib.sh's SCALE), times this (TSan runs 5-15x slower); and the tests it
+# leaves out, timing-bound on 2 cores at TSan's pace: netns/* (root only; run
+# plain and under ASan), test_failover (kill and join cases racing a 1-5 s
+# failure detector) and test_portfuzz (a fuzzer that takes a core for itself).
 TSAN_TIMEOUT_SCALE ?= 4
 # ... and the failure detector's timeout (tests that honour PS_HEARTBEAT_TIMEOUT_MS)
 TSAN_HEARTBEAT_MS ?= 5000
-TSAN_CTEST_ARGS ?= -E '^netns/.*$$'
+TSAN_CTEST_ARGS ?= -E '^(netns/.*|integration/test_failover|integration/test_portfuzz)$$'
 
 .PHONY: all deps build test test-asan test-tsan fuzz demo install clean
 
@@ -46,7 +49,7 @@ test-tsan:
 	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DPS_TSAN=ON \
 	  -DPS_TIMEOUT_SCALE=$(TSAN_TIMEOUT_SCALE) >/dev/null
 	@cmake --build $(TSAN_BUILD) -j $(JOBS)
-	@cd $(TSAN_BUILD) && PS_HEARTBEAT_TIMEOUT_MS=$(TSAN_HEARTBEAT_MS) \
+	@cd $(TSAN_BUILD) && PS_HEARTBEAT_TIMEOUT_MS=$(TSAN_HEARTBEAT_MS) PS_TIMEOUT_SCALE=$(TSAN_TIMEOUT_SCALE) \
 	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp \
 	  UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no UCX_MEM_EVENTS=no \
 	  ctest --output-on-failure $(TSAN_CTEST_ARGS) $(CTEST_ARGS)

@@ -6,6 +6,8 @@
 set -u
 : "${PS_BIN:?PS_BIN must point at the build/bin folder}"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ps-it.XXXXXX")
+# Slow builds (ThreadSanitizer) multiply the tests' own deadlines by this.
+SCALE=${PS_TIMEOUT_SCALE:-1}
 PIDS=()
 
 cleanup() {

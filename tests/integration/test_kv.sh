@@ -15,7 +15,8 @@
 run() { # NAME EXPECTED_PASSES ARGS...: psrun the kv test, check its PASS lines
   local name=$1 want=$2; shift 2
   local out=$TMP/$name.log
-  timeout 100 "$PS_BIN/psrun" -q -s 2 -w 3 --timeout 90 -- "$PS_BIN/ps_kvtest" "$@" >"$out" 2>&1 ||
+  timeout $((100 * SCALE)) "$PS_BIN/psrun" -q -s 2 -w 3 --timeout $((90 * SCALE)) -- \
+    "$PS_BIN/ps_kvtest" "$@" >"$out" 2>&1 ||
     fail "$name: exit $?: $(grep -E 'FAIL|ERROR' "$out" | head -5)"
   grep -q 'FAIL' "$out" && fail "$name: $(grep FAIL "$out" | head -3)"
   local got; got=$(grep -c 'PASS' "$out")

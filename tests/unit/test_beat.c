@@ -35,8 +35,9 @@ static int on_beat(void *arg, uint32_t id, uint32_t epoch)
     nbeats++;
     last_id = id;
     last_epoch = epoch;
+    int a = answer;
     pthread_mutex_unlock(&mu);
-    return answer;
+    return a;
 }
 
 static int beats(void)
@@ -45,6 +46,30 @@ static int beats(void)
     int n = nbeats;
     pthread_mutex_unlock(&mu);
     return n;
+}
+
+static uint32_t seen_id(void)
+{
+    pthread_mutex_lock(&mu);
+    uint32_t id = last_id;
+    pthread_mutex_unlock(&mu);
+    return id;
+}
+
+static uint32_t seen_epoch(void)
+{
+    pthread_mutex_lock(&mu);
+    uint32_t e = last_epoch;
+    pthread_mutex_unlock(&mu);
+    return e;
+}
+
+static void set_answer(int a)
+{
+    pthread_mutex_lock(&mu);
+    answer = a;
+    nbeats = 0;
+    pthread_mutex_unlock(&mu);
 }
 
 static int wait_beats(int n)
@@ -92,21 +117,22 @@ static void test_beats_reach_and_are_answered(void **state)
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
     psi_gate_key k = key_of("s3cret");
     psi_beat *sched, *node;
-    nbeats = 0;
-    answer = 1;
+    set_answer(1);
     assert_int_equal(psi_beat_listen(addr, &k, on_beat, NULL, &sched), 0);
     assert_int_equal(psi_beat_open(addr, &k, &node), 0);
     for (int i = 0; i < 5; i++) psi_beat_send(node, 7, 3);
     assert_int_equal(wait_beats(5), 5);
-    assert_int_equal(last_id, 7);
-    assert_int_equal(last_epoch, 3);
+    assert_int_equal(seen_id(), 7);
+    assert_int_equal(seen_epoch(), 3);
     assert_int_equal(wait_answers(node, 7, 5, WAIT_MS), 5);
     /* answers for another id do not count for this node */
     psi_beat_send(node, 8, 3);
     assert_int_equal(wait_beats(6), 6);
     assert_int_equal(wait_answers(node, 7, 1, 300), 0);
     /* a refused beat (the callback says no) is not answered */
+    pthread_mutex_lock(&mu);
     answer = 0;
+    pthread_mutex_unlock(&mu);
     psi_beat_send(node, 7, 3);
     assert_int_equal(wait_beats(7), 7);
     assert_int_equal(wait_answers(node, 7, 1, 300), 0);
@@ -122,8 +148,7 @@ static void test_strangers_and_replays_dropped(void **state)
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
     psi_gate_key k = key_of("s3cret"), other = key_of("guess");
     psi_beat *sched, *node, *stranger;
-    nbeats = 0;
-    answer = 1;
+    set_answer(1);
     assert_int_equal(psi_beat_listen(addr, &k, on_beat, NULL, &sched), 0);
     assert_int_equal(psi_beat_open(addr, &other, &stranger), 0);
     for (int i = 0; i < 20; i++) psi_beat_send(stranger, 5, 1);
@@ -140,7 +165,7 @@ static void test_strangers_and_replays_dropped(void **state)
     assert_int_equal(psi_beat_open(addr, &k, &node), 0);
     psi_beat_send(node, 9, 2);
     assert_int_equal(wait_beats(1), 1); /* only the real one */
-    assert_int_equal(last_id, 9);
+    assert_int_equal(seen_id(), 9);
     assert_int_equal(wait_answers(stranger, 5, 1, 300), 0);
     /* a replay: capture a real beat at a socket of ours, then send its
      * exact bytes to the scheduler twice: counted once */
@@ -161,7 +186,7 @@ static void test_strangers_and_replays_dropped(void **state)
     assert_int_equal(clen, 40);
     send(fd, captured, (size_t)clen, 0);
     assert_int_equal(wait_beats(2), 2);
-    assert_int_equal(last_id, 11);
+    assert_int_equal(seen_id(), 11);
     send(fd, captured, (size_t)clen, 0);
     send(fd, captured, (size_t)clen, 0);
     poll(NULL, 0, 300);
