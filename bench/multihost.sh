@@ -144,7 +144,7 @@ false_deaths() {
   seq $((n - want)) | sed "s/^/$CASE /" >>"$NB_TMP/false"
   note "$CASE: $((n - want)) false death(s): $(grep -o '[a-z]* [0-9] (node [0-9]*.*declared dead: silent for [0-9]* ms' "$NB_TMP/sched.log" | sed 's/ at [0-9.:]*//' | tr '\n' ';')"
 }
-wait_grep() { nb_wait_for "$(left "$1")" grep -q "$2" "$3" || { note "$CASE: no '$2' in $(basename "$3") after $1 s"; return 1; }; }
+wait_grep() { nb_wait_for "$(left "$1")" grep -qs "$2" "$3" || { note "$CASE: no '$2' in $(basename "$3") after $1 s"; return 1; }; }
 
 # listeners [HOST...]: "HOST PROTO ADDR PORT PID" (PROTO t or u) for every
 # socket listening (TCP) or bound and unconnected (UDP) inside each HOST's
