@@ -327,8 +327,12 @@ void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t no
 {
     int id = find_addr(s, j->addr);
     if (id > 0) { /* a resent join: same answer, unless that node is gone */
-        const slot *sl = &s->slots[id];
+        slot *sl = &s->slots[id];
         int st = sl->alive && !sl->left ? 0 : PS_ERR_STATE;
+        /* a node that still asks is alive: it cannot beat before our answer,
+         * which may be late (a lost SYN on our connection to it costs TCP
+         * a second), and that is no silence */
+        if (!st) sl->last_seen_ms = now_ms;
         if (st) PSI_ERROR("node %d at %s is dead or left and cannot rejoin", id, j->addr);
         s->io.send_ack(s->io.arg, (uint32_t)id, ts, st);
         return;

@@ -213,7 +213,7 @@ case_linear() {
 replaced() {
   local rc; rc=$(rc_of "$1")
   [ "$rc" != 0 ] && [ "$rc" != 255 ] || fail "the healed $1 exited $rc, want a clear error"
-  grep -Eq 'declared this node dead|lost the connection to the scheduler' "$NB_TMP/$1.log" ||
+  grep -Eq 'declared this node dead|lost the connection to the scheduler|cut off' "$NB_TMP/$1.log" ||
     fail "the healed $1 did not say it was replaced: $(tail -n 2 "$NB_TMP/$1.log" | tr '\n' ' ')"
 }
 
@@ -254,7 +254,7 @@ case_cutsched() {
   # nodes hear nothing from it (its answers to their beats stop) and give up
   # too: nobody may go on as if nothing happened, nobody may hang
   nb_wait_for $(( 4 * PS_HEARTBEAT_TIMEOUT_MS / 1000 + 2 )) \
-    grep -q 'every server was declared dead' "$NB_TMP/sched.log" ||
+    grep -Eq 'every (server|worker) was declared dead' "$NB_TMP/sched.log" ||
     fail "the scheduler did not say it lost the cluster within 4 timeouts"
   local t1; t1=$(nb_now_ms); nb_heal 0
   exits $(nodes)

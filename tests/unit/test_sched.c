@@ -666,6 +666,26 @@ static void test_barrier_wrong_seq_ignored(void **state)
 
 /* ---- liveness ----------------------------------------------------------------- */
 
+/* A node that resends its join (its answer is late: it cannot beat before
+ * it knows its id) is alive: the resend counts as hearing from it, and a
+ * credit for time the scheduler did not run is nobody's silence either. */
+static void test_resent_join_and_stall_are_not_silence(void **state)
+{
+    fake *f = *state;
+    form(f, 0);
+    all_alive(f, TIMEOUT_MS - 10, 4);
+    join(f, PS_ROLE_WORKER, 0, node_addr(4), 9999, TIMEOUT_MS - 10); /* w0 asks again */
+    psi_sched_tick(f->s, TIMEOUT_MS + 5);
+    assert_int_equal(f->nforgets, 0);
+    /* the scheduler itself stalled 3 timeouts: credited, nobody judged */
+    psi_sched_credit(f->s, 3 * TIMEOUT_MS, 4 * TIMEOUT_MS);
+    psi_sched_tick(f->s, 4 * TIMEOUT_MS);
+    assert_int_equal(f->nforgets, 0);
+    /* and silence after that still counts */
+    psi_sched_tick(f->s, 5 * TIMEOUT_MS);
+    assert_int_equal(f->nforgets, NNODES);
+}
+
 static void test_tick_declares_silent_node_dead(void **state)
 {
     fake *f = *state;
@@ -855,6 +875,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_join_explicit_ranks_get_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resent_join_and_stall_are_not_silence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repeated_join_same_id_no_new_view, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_published_when_last_joins, setup, teardown),
         cmocka_unit_test_setup_teardown(test_join_any_rank_gets_lowest_free, setup, teardown),
