@@ -41,6 +41,7 @@
 #include "net/gate.h"
 #include "net/seal.h"
 #include "net/transport.h"
+#include "net_sink.h"
 #include "ps/ps.h"
 #include "util/util.h"
 #include "wire/msg.h"
@@ -52,67 +53,8 @@
 
 enum { ID_A = 1, ID_B = 2, ID_C = 3, ID_DEAD = 9 };
 
-/* ---- a sink: what one transport's callbacks reported ---------------------------- */
+/* ---- a sink: what one transport's callbacks reported (net_sink.h) ------------ */
 
-typedef struct fail_rec {
-    uint32_t peer;
-    int err;
-} fail_rec;
-
-typedef struct sink {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    psi_msg **msgs;
-    size_t n, cap;
-    fail_rec fails[64];
-    size_t nfails;
-} sink;
-
-static void sink_init(sink *s)
-{
-    memset(s, 0, sizeof(*s));
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-}
-
-static void sink_destroy(sink *s)
-{
-    for (size_t i = 0; i < s->n; i++) psi_msg_free(s->msgs[i]);
-    free(s->msgs);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    memset(s, 0, sizeof(*s));
-}
-
-/* Callbacks run on the I/O thread: they record, and never assert. */
-static void rec_receive(void *arg, psi_msg *m)
-{
-    sink *s = arg;
-    pthread_mutex_lock(&s->mu);
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 128;
-        psi_msg **p = realloc(s->msgs, cap * sizeof(*p));
-        if (!p) {
-            pthread_mutex_unlock(&s->mu);
-            psi_msg_free(m);
-            return;
-        }
-        s->msgs = p;
-        s->cap = cap;
-    }
-    s->msgs[s->n++] = m;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-static void rec_failure(void *arg, uint32_t peer, int err)
-{
-    sink *s = arg;
-    pthread_mutex_lock(&s->mu);
-    if (s->nfails < PSI_ARRAY_LEN(s->fails)) s->fails[s->nfails++] = (fail_rec){peer, err};
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
 
 /* Wait until *count >= n or `ms` passed; returns *count. */
 static size_t wait_count(sink *s, const size_t *count, size_t n, uint64_t ms)
@@ -183,7 +125,7 @@ static void node_open(node *n, node_opts o)
                           .key = key_for(o.secret)};
     cfg.key.encrypt = o.encrypt;
     sink_init(&n->s);
-    psi_transport_cbs cbs = {.on_receive = rec_receive, .on_peer_failure = rec_failure,
+    psi_transport_cbs cbs = {.on_receive = sink_on_receive, .on_peer_failure = sink_on_failure,
                              .arg = &n->s};
     assert_int_equal(psi_tcp_open(&cfg, &cbs, &n->t), PS_OK);
     assert_non_null(n->t);
@@ -753,7 +695,7 @@ static void test_handshake_timeout_connector(void **state)
 static void test_listen_wildcard_refused(void **state)
 {
     psi_net_config cfg = {.key = key_for(SECRET)};
-    psi_transport_cbs cbs = {.on_receive = rec_receive, .on_peer_failure = rec_failure,
+    psi_transport_cbs cbs = {.on_receive = sink_on_receive, .on_peer_failure = sink_on_failure,
                              .arg = &A.s};
     sink_init(&A.s);
     assert_int_equal(psi_tcp_open(&cfg, &cbs, &A.t), PS_OK);

@@ -3,8 +3,8 @@
  *
  * Two or three real transports in one process talk over loopback, each
  * listening on 127.0.0.1 port 0.  A sink per transport records what its
- * callbacks report: on_receive appends the message under a mutex and
- * broadcasts a condition variable, on_peer_failure does the same with
+ * callbacks report: sink_on_receive appends the message under a mutex and
+ * broadcasts a condition variable, sink_on_failure does the same with
  * (peer, err).  Tests wait on the condition variable with a deadline and
  * never sleep to wait; a SIGALRM watchdog set in each test's setup bounds
  * anything that could still hang (a close that never returns).
@@ -42,6 +42,7 @@
 #include <ucp/api/ucp.h>
 
 #include "net/transport.h"
+#include "net_sink.h"
 #include "ps/ps.h"
 #include "util/util.h"
 #include "wire/msg.h"
@@ -55,65 +56,7 @@ enum { ID_A = 1, ID_B = 2, ID_C = 3, ID_DEAD = 9 };
 
 /* ---- a sink: what one transport's callbacks reported ---------------------------- */
 
-typedef struct fail_rec {
-    uint32_t peer;
-    int err;
-} fail_rec;
-
-typedef struct sink {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    psi_msg **msgs;
-    size_t n, cap;
-    fail_rec fails[256];
-    size_t nfails;
-} sink;
-
-static void sink_init(sink *s)
-{
-    memset(s, 0, sizeof(*s));
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-}
-
-static void sink_destroy(sink *s)
-{
-    for (size_t i = 0; i < s->n; i++) psi_msg_free(s->msgs[i]);
-    free(s->msgs);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    memset(s, 0, sizeof(*s));
-}
-
-/* Runs on the I/O thread: record only, no cmocka asserts here. */
-static void on_receive(void *arg, psi_msg *m)
-{
-    sink *s = arg;
-    pthread_mutex_lock(&s->mu);
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 256;
-        psi_msg **p = realloc(s->msgs, cap * sizeof(*p));
-        if (!p) {
-            pthread_mutex_unlock(&s->mu);
-            psi_msg_free(m);
-            return;
-        }
-        s->msgs = p;
-        s->cap = cap;
-    }
-    s->msgs[s->n++] = m;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-static void on_peer_failure(void *arg, uint32_t peer, int err)
-{
-    sink *s = arg;
-    pthread_mutex_lock(&s->mu);
-    if (s->nfails < PSI_ARRAY_LEN(s->fails)) s->fails[s->nfails++] = (fail_rec){peer, err};
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
+/* fail_rec, sink, sink_init, sink_destroy and the callbacks: net_sink.h */
 
 static size_t sink_count(sink *s)
 {
@@ -175,7 +118,7 @@ static void node_open(node *n, uint64_t max_payload)
 {
     psi_net_config cfg = {.max_payload = max_payload};
     sink_init(&n->s);
-    psi_transport_cbs cbs = {.on_receive = on_receive, .on_peer_failure = on_peer_failure,
+    psi_transport_cbs cbs = {.on_receive = sink_on_receive, .on_peer_failure = sink_on_failure,
                              .arg = &n->s};
     assert_int_equal(psi_ucx_open(&cfg, &cbs, &n->t), PS_OK);
     assert_non_null(n->t);
