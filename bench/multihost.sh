@@ -146,52 +146,6 @@ false_deaths() {
 }
 wait_grep() { nb_wait_for "$(left "$1")" grep -qs "$2" "$3" || { note "$CASE: no '$2' in $(basename "$3") after $1 s"; return 1; }; }
 
-# listeners [HOST...]: "HOST PROTO ADDR PORT PID" (PROTO t or u) for every
-# socket listening (TCP) or bound and unconnected (UDP) inside each HOST's
-# namespace (default: every host), read from /proc with no `ip netns exec`
-# (one process; `ss -p` per namespace took seconds on a loaded machine): a
-# process's /proc/PID/net/{tcp,udp} are its namespace's tables, and the
-# namespace of /run/netns/NAME is the inode of that file.
-listeners() {
-  local h args=()
-  for h in "${@:-$(seq 0 $((HOSTS - 1)))}"; do args+=("$h=$(nb_ns "$h")"); done
-  python3 - "${args[@]}" <<'PY'
-import os, re, socket, struct, sys
-want = {}
-for a in sys.argv[1:]:
-    h, ns = a.split("=", 1)
-    try:
-        want["net:[%d]" % os.stat("/run/netns/" + ns).st_ino] = h
-    except OSError:
-        pass
-pids, owner = {}, {}
-for d in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        h = want.get(os.readlink("/proc/%s/ns/net" % d))
-        if h is None:
-            continue
-        pids.setdefault(h, d)
-        for fd in os.listdir("/proc/%s/fd" % d):
-            m = re.match(r"socket:\[(\d+)\]$", os.readlink("/proc/%s/fd/%s" % (d, fd)))
-            if m:
-                owner.setdefault(m.group(1), d)
-    except OSError:
-        continue
-for h, pid in sorted(pids.items(), key=lambda x: int(x[0])):
-    for proto, name, state in (("t", "tcp", "0A"), ("u", "udp", "07")):
-        try:
-            lines = open("/proc/%s/net/%s" % (pid, name)).readlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if f[3] != state or f[9] not in owner or f[2].split(":")[0].strip("0"):
-                continue          # (UDP: bound, not connected: no remote address)
-            addr, port = f[1].split(":")
-            print(h, proto, socket.inet_ntoa(struct.pack("<I", int(addr, 16))), int(port, 16),
-                  owner[f[9]])
-PY
-}
 
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 lost=null twice=null rec=null plost=null admitted=null ratio=null
@@ -247,8 +201,8 @@ if wait_grep 30 '^joined id' "$NB_TMP/w0.log"; then
   if in_log; then join_in=true; else join_in=false; fi
   # The send: a wrong-secret handshake to server 0's port(s), a frame behind the proof.
   send_in=null
-  sports=$(listeners 1 | awk -v a="$(nb_addr 1)" '$2 == "t" && $3 == a { print $4 }')
-  [ -n "$sports" ] || note "intruder: server 0 listens on no port of $(nb_addr 1): $(listeners 1 | tr '\n' ';')"
+  sports=$(nb_listeners 1 | awk -v a="$(nb_addr 1)" '$2 == "t" && $3 == a { print $4 }')
+  [ -n "$sports" ] || note "intruder: server 0 listens on no port of $(nb_addr 1): $(nb_listeners 1 | tr '\n' ';')"
   for port in $sports; do
     r=$(nb_exec 6 python3 "$FUZZ" --netns-ok --intrude "$(nb_addr 1):$port" --seed "$RANDOM")
     note "intruder: raw client to server 0 at $(nb_addr 1):$port: $r"
@@ -286,7 +240,7 @@ PS_HEARTBEAT_TIMEOUT_MS=${GARBAGE_HB_MS:-5000} \
   cluster 3 2 ps_failtest --keys 3000 --before 40 --after 300 --replication 1 --deadline-ms 85000
 # every node listening: a TCP port in each of hosts 0-5, the UDP port in 0
 gready() {
-  listeners 0 1 2 3 4 5 >"$NB_TMP/listeners.txt"
+  nb_listeners 0 1 2 3 4 5 >"$NB_TMP/listeners.txt"
   [ "$(awk '$2 == "t" { print $1 }' "$NB_TMP/listeners.txt" | sort -u | wc -l)" = 6 ] &&
     grep -q '^0 u ' "$NB_TMP/listeners.txt"
 }

@@ -45,48 +45,6 @@ fail() {
 }
 pass() { echo "ok - $*"; }
 
-# listeners: "HOST PROTO ADDR PORT PID" (PROTO t: TCP listening, u: UDP bound
-# and unconnected) in hosts 0-5, from /proc (see bench/multihost.sh).
-listeners() {
-  local h args=()
-  for h in 0 1 2 3 4 5; do args+=("$h=$(nb_ns "$h")"); done
-  python3 - "${args[@]}" <<'PY'
-import os, re, socket, struct, sys
-want = {}
-for a in sys.argv[1:]:
-    h, ns = a.split("=", 1)
-    try:
-        want["net:[%d]" % os.stat("/run/netns/" + ns).st_ino] = h
-    except OSError:
-        pass
-pids, owner = {}, {}
-for d in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        h = want.get(os.readlink("/proc/%s/ns/net" % d))
-        if h is None:
-            continue
-        pids.setdefault(h, d)
-        for fd in os.listdir("/proc/%s/fd" % d):
-            m = re.match(r"socket:\[(\d+)\]$", os.readlink("/proc/%s/fd/%s" % (d, fd)))
-            if m:
-                owner.setdefault(m.group(1), d)
-    except OSError:
-        continue
-for h, pid in sorted(pids.items(), key=lambda x: int(x[0])):
-    for proto, name, state in (("t", "tcp", "0A"), ("u", "udp", "07")):
-        try:
-            lines = open("/proc/%s/net/%s" % (pid, name)).readlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if f[3] != state or f[9] not in owner or f[2].split(":")[0].strip("0"):
-                continue
-            addr, port = f[1].split(":")
-            print(h, proto, socket.inet_ntoa(struct.pack("<I", int(addr, 16))), int(port, 16),
-                  owner[f[9]])
-PY
-}
 
 t0=$(nb_now_ms)
 nb_setup $HOSTS || fail "cannot build the test network"
@@ -99,7 +57,7 @@ node w0 3 worker 0; node w1 4 worker 1; node w2 5 worker 2
 NODES="sched s0 s1 w0 w1 w2"
 
 ready() {
-  listeners >"$NB_TMP/listeners.txt"
+  nb_listeners 0 1 2 3 4 5 >"$NB_TMP/listeners.txt"
   [ "$(awk '$2 == "t" { print $1 }' "$NB_TMP/listeners.txt" | sort -u | wc -l)" = 6 ] &&
     grep -q '^0 u ' "$NB_TMP/listeners.txt"
 }
