@@ -16,6 +16,9 @@
  * its task with PS_ERR_PEER, unless the table is replicated: then its keys
  * are moved to the live heads of their chains (move.c).
  *
+ * Lock order: t->lock, then (sending) the node's and the transport's; the
+ * window's t->win.lock is a leaf: nothing else is taken while it is held.
+ *
  * Never: call the task queue or send with the table lock held; write into
  * the caller's buffer after its task finished.
  */
@@ -564,12 +567,14 @@ static void window_acquire(kv_req *r, uint64_t bytes)
 {
     ps_table *t = r->t;
     uint64_t win = psi_kv_window_bytes();
+    int may_wait = win && !psi_thread_is_io();
     pthread_mutex_lock(&t->win.lock);
-    if (win && !psi_thread_is_io()) {
-        while (t->win.bytes && t->win.bytes + bytes > win && !psi_node_fatal()) {
-            struct timespec dl = psi_deadline_in(100);
-            pthread_cond_timedwait(&t->win.cv, &t->win.lock, &dl);
-        }
+    while (may_wait && t->win.bytes && t->win.bytes + bytes > win) {
+        struct timespec dl = psi_deadline_in(100);
+        pthread_cond_timedwait(&t->win.cv, &t->win.lock, &dl);
+        pthread_mutex_unlock(&t->win.lock); /* a leaf lock: ask the node without it */
+        may_wait = !psi_node_fatal();
+        pthread_mutex_lock(&t->win.lock);
     }
     t->win.bytes += bytes;
     r->wbytes = bytes;

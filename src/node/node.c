@@ -15,6 +15,11 @@
  * duplicates and reorders.  Heartbeats are fire-and-forget.
  *
  * Never: call the user's callbacks with po.lock held; block in on_receive.
+ *
+ * Lock order: hook_lock, then po.lock (flush_view_note); po.lock, then a
+ * transport's own lock (do_send queues into it).  The transports call
+ * on_receive and on_peer_failure without their lock held, and the beat
+ * thread (beat.c) takes po.lock alone, so neither closes a cycle.
  */
 #define _GNU_SOURCE /* sched_getaffinity */
 #include <pthread.h>
