@@ -10,12 +10,13 @@ CTEST_ARGS ?=
 # test-tsan: every ctest timeout, and the integration tests' own deadlines
 # (lib.sh's SCALE), times this (TSan runs 5-15x slower); and the tests it
 # leaves out, timing-bound on 2 cores at TSan's pace: netns/* (root only; run
-# plain and under ASan), test_failover (kill and join cases racing a 1-5 s
-# failure detector) and test_portfuzz (a fuzzer that takes a core for itself).
+# plain and under ASan), test_failover and test_pslinear_failover (kill and
+# join cases racing a 1-5 s failure detector) and test_portfuzz (a fuzzer
+# that takes a core for itself).
 TSAN_TIMEOUT_SCALE ?= 4
 # ... and the failure detector's timeout (tests that honour PS_HEARTBEAT_TIMEOUT_MS)
 TSAN_HEARTBEAT_MS ?= 5000
-TSAN_CTEST_ARGS ?= -E '^(netns/.*|integration/test_failover|integration/test_portfuzz)$$'
+TSAN_CTEST_ARGS ?= -E '^(netns/.*|integration/test_(failover|pslinear_failover|portfuzz))$$'
 
 .PHONY: all deps build test test-asan test-tsan fuzz demo install clean
 

@@ -99,6 +99,7 @@ struct ps_table {
     psi_msg **deferred;          /* requests from a newer view than eff_epoch, or
                                   * behind an open train */
     size_t ndeferred;
+    uint64_t deferred_bytes;     /* their payloads: bounded, like their number */
     ps_table_stats stats;
     /* filters (filter.c; drop filters in worker.c) */
     psi_chain *chain;

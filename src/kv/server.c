@@ -123,6 +123,7 @@ void psi_kv_server_free(ps_table *t)
     free(t->deferred); /* behind a join (join.c) or a train (train.c) */
     t->deferred = NULL;
     t->ndeferred = 0;
+    t->deferred_bytes = 0;
     psi_kv_var_free_store(t);
     psi_store_free(t->store);
     psi_dense_free(t->dense);
@@ -462,16 +463,20 @@ static void do_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
  * sender may already route to this node keys it takes over in that view.
  * Always takes m (kept, or dropped for the sender to resend). */
 #define MAX_DEFERRED 65536 /* beyond, requests are dropped: their senders resend them */
+#define MAX_DEFERRED_BYTES (256ull << 20) /* ... and beyond this much payload: a slow
+                                           * server must not hold every resend it is sent */
 int psi_kv_defer(ps_table *t, psi_msg *m)
 {
-    psi_msg **d = t->ndeferred < MAX_DEFERRED
-                      ? realloc(t->deferred, (t->ndeferred + 1) * sizeof(*d)) : NULL;
+    uint64_t len = psi_msg_payload_len(&m->hdr);
+    int fits = t->ndeferred < MAX_DEFERRED && t->deferred_bytes + len <= MAX_DEFERRED_BYTES;
+    psi_msg **d = fits ? realloc(t->deferred, (t->ndeferred + 1) * sizeof(*d)) : NULL;
     if (!d) {
         psi_msg_free(m);
         return 1;
     }
     t->deferred = d;
     d[t->ndeferred++] = m;
+    t->deferred_bytes += len;
     return 1;
 }
 
@@ -537,6 +542,7 @@ void psi_kv_server_run_deferred(ps_table *t)
     size_t n = t->ndeferred;
     t->deferred = NULL;
     t->ndeferred = 0;
+    t->deferred_bytes = 0;
     for (size_t i = 0; i < n; i++) do_request(t, d[i]);
     free(d);
 }

@@ -351,8 +351,13 @@ void psi_kv_train_on_view(ps_table *t, const uint32_t *dead, int ndead)
     /* what dead workers left waiting will never be completed by a resend */
     size_t k = 0;
     for (size_t i = 0; i < t->ndeferred; i++) {
-        if (is_dead(t->deferred[i]->hdr.sender, dead, ndead)) psi_msg_free(t->deferred[i]);
-        else t->deferred[k++] = t->deferred[i];
+        psi_msg *d = t->deferred[i];
+        if (!is_dead(d->hdr.sender, dead, ndead)) {
+            t->deferred[k++] = d;
+            continue;
+        }
+        t->deferred_bytes -= psi_msg_payload_len(&d->hdr);
+        psi_msg_free(d);
     }
     t->ndeferred = k;
     if (t->train && is_dead(t->train->sender, dead, ndead)) train_abort(t, "its sender died");
