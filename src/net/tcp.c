@@ -66,6 +66,9 @@
 #define MAX_IOV 64             /* iovecs per sendmsg */
 #define READ_BUDGET (8u << 20) /* bytes read from one connection per wake-up */
 #define SWEEP_MS 50            /* deadline check period while handshakes run */
+#define TXQ_MAX (256ull << 20) /* bytes queued to one peer: past it, messages are
+                                * dropped (their senders resend), so a reader slower
+                                * than its requests' resends cannot grow this node */
 
 typedef enum op_kind { OP_CONNECT, OP_SEND, OP_DISCONNECT, OP_CLOSE } op_kind;
 
@@ -103,6 +106,7 @@ typedef struct conn {
     size_t hsout_len, hsout_off;
     txitem *q;                 /* ring of frames to send */
     size_t qhead, qn, qcap, txoff;
+    uint64_t qbytes;           /* their header and payload bytes */
     uint8_t *rbuf;             /* received bytes not yet parsed: [rpos, rlen); made
                                 * on the first read after the handshake (an unproven
                                 * or an outbound connection costs no buffer) */
@@ -154,6 +158,7 @@ typedef struct tcp_transport {
     uint64_t flush_deadline_ms;
     uint64_t last_refusal_log_ms, refusals_unlogged;
     uint64_t dropped;          /* frames that failed validation */
+    uint64_t qdropped;         /* messages dropped: their peer's queue was full */
 } tcp_transport;
 
 static int ev_wake, ev_listen; /* epoll tags: their addresses */
@@ -300,6 +305,15 @@ static void conn_fail(conn *c, int err, const char *why)
 
 static int conn_push(conn *c, psi_msg *m)
 {
+    uint64_t len = PSI_HDR_SIZE + psi_msg_payload_len(&m->hdr);
+    if (c->qn && c->qbytes + len > TXQ_MAX) {
+        c->t->qdropped++;
+        if (c->t->qdropped == 1 || c->t->qdropped % 1000 == 0)
+            PSI_WARN("%s reads slower than it is sent to: %llu MiB queued, %llu messages "
+                     "dropped so far (their senders resend them)", c->name,
+                     (unsigned long long)(c->qbytes >> 20), (unsigned long long)c->t->qdropped);
+        return PS_ERR_TOOBIG;
+    }
     if (c->qn == c->qcap) {
         size_t cap = c->qcap ? c->qcap * 2 : 16;
         txitem *q = malloc(cap * sizeof(*q));
@@ -314,6 +328,7 @@ static int conn_push(conn *c, psi_msg *m)
     it->m = m;
     psi_hdr_encode(&m->hdr, it->hdr);
     c->qn++;
+    c->qbytes += len;
     return PS_OK;
 }
 
@@ -351,6 +366,7 @@ static void consume(conn *c, size_t sent)
         size_t len = PSI_HDR_SIZE + psi_msg_payload_len(&it->m->hdr);
         if (c->txoff < len) break;
         c->txoff -= len;
+        c->qbytes -= len;
         psi_msg_free(it->m);
         c->qhead = (c->qhead + 1) % c->qcap;
         c->qn--;
