@@ -50,7 +50,7 @@ test-tsan:
 	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DPS_TSAN=ON \
 	  -DPS_TIMEOUT_SCALE=$(TSAN_TIMEOUT_SCALE) >/dev/null
 	@cmake --build $(TSAN_BUILD) -j $(JOBS)
-	@cd $(TSAN_BUILD) && PS_HEARTBEAT_TIMEOUT_MS=$(TSAN_HEARTBEAT_MS) PS_TIMEOUT_SCALE=$(TSAN_TIMEOUT_SCALE) \
+	@cd $(TSAN_BUILD) && PS_HEARTBEAT_TIMEOUT_MS=$(TSAN_HEARTBEAT_MS) PS_TIMEOUT_SCALE=$(TSAN_TIMEOUT_SCALE) PS_UNDER_TSAN=1 \
 	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp \
 	  UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no UCX_MEM_EVENTS=no \
 	  ctest --output-on-failure $(TSAN_CTEST_ARGS) $(CTEST_ARGS)
