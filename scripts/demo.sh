@@ -10,7 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${LIBPS_DATA_CACHE:-$root/data/cache}
 if ! "$root/scripts/data/fetch.sh" flights; then
     echo "demo: could not fetch the flights data set (no network to the npm registry?)." >&2
-    echo "demo: run scripts/data/fetch.sh flights on a machine that reaches registry.npmjs.org," >&2
+    echo "demo: run scripts/data/fetch.sh flights on a machine that reaches the npm registry," >&2
     echo "demo: or copy its data/cache/flights/ here, then run make demo again." >&2
     exit 1
 fi
