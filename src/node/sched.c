@@ -14,8 +14,19 @@
  * group has arrived; a death or a leave re-checks every open barrier, so a
  * crashed node never blocks the survivors.
  *
+ * Liveness is an accrual detector bounded by the timeout T: every message
+ * from a node is a sample of the gaps between its messages (an exponentially
+ * weighted mean and variance, the phi accrual idea of Hayashibara et al.).
+ * A node silent past T is first *suspected*; the verdict waits while its
+ * silence is still within Z standard deviations of its usual gaps (a node
+ * whose recent history has stalls of nearly T is given more room), and
+ * falls at the latest at 2 T, so a real death is detected within 2 T and a
+ * node with steady heartbeats within T, as before.  Too few samples (a node
+ * that just joined): the verdict falls at T.
+ *
  * Never: block, lock, or touch the transport directly (all via psi_sched_io).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +44,18 @@ typedef struct slot {
     char addr[PSI_ADDR_MAX];
     uint64_t last_seen_ms;
     uint64_t told_ms;  /* when a dead node that still talks was last told */
+    double gap_mean, gap_var; /* its gaps between messages (ms), weighted */
+    int gaps;          /* samples in them (capped) */
+    uint64_t suspected_ms; /* silent past the timeout since then; 0: not */
 } slot;
+
+/* Accrual detector (see above): weight of a new gap, the samples needed
+ * before the history is trusted, and the verdict's distance in standard
+ * deviations (5.6: a gap that long has probability ~1e-8 under a normal
+ * law, phi = 8 in the accrual detector's terms). */
+#define GAP_WEIGHT (1.0 / 16)
+#define GAP_MIN_SAMPLES 8
+#define GAP_Z 5.6
 
 typedef struct barrier {
     uint64_t done;     /* number of the last completed barrier */
@@ -391,11 +413,37 @@ static void tell_dead(psi_sched *s, int id, uint64_t now_ms)
     psi_view_free(&v);
 }
 
+/* One more gap between messages of a node: its weighted mean and variance. */
+static void sample_gap(slot *sl, uint64_t now_ms)
+{
+    /* 0 ms: the same beat over UDP and TCP, not a gap */
+    if (now_ms <= sl->last_seen_ms) return;
+    double g = (double)(now_ms - sl->last_seen_ms);
+    if (sl->gaps == 0) {
+        sl->gap_mean = g;
+        sl->gap_var = 0;
+    } else {
+        double d = g - sl->gap_mean;
+        sl->gap_mean += GAP_WEIGHT * d;
+        sl->gap_var += GAP_WEIGHT * (d * d - sl->gap_var);
+    }
+    if (sl->gaps < GAP_MIN_SAMPLES) sl->gaps++;
+}
+
 void psi_sched_on_alive(psi_sched *s, uint32_t from, uint64_t now_ms)
 {
     if (from == 0 || from >= (uint32_t)s->nslots || !s->slots[from].present) return;
-    s->slots[from].last_seen_ms = now_ms;
-    if (!s->slots[from].alive && !s->slots[from].left) tell_dead(s, (int)from, now_ms);
+    slot *sl = &s->slots[from];
+    if (sl->alive && !sl->left) {
+        if (sl->suspected_ms)
+            PSI_WARN("%s %d (node %u) answered after %llu ms of silence: suspected, not declared "
+                     "dead", role_name(sl->role), sl->rank, from,
+                     (unsigned long long)(now_ms - sl->last_seen_ms));
+        sl->suspected_ms = 0;
+        sample_gap(sl, now_ms);
+    }
+    sl->last_seen_ms = PSI_MAX(sl->last_seen_ms, now_ms);
+    if (!sl->alive && !sl->left) tell_dead(s, (int)from, now_ms);
 }
 
 void psi_sched_on_leave(psi_sched *s, uint32_t from, int handover)
@@ -419,13 +467,35 @@ void psi_sched_credit(psi_sched *s, uint64_t gap_ms, uint64_t now_ms)
         s->slots[id].last_seen_ms = PSI_MIN(s->slots[id].last_seen_ms + gap_ms, now_ms);
 }
 
+/* A node silent for `silence` > the timeout: may the verdict still wait?
+ * While its history is short, no; past twice the timeout, no; else while
+ * the silence is within GAP_Z standard deviations of its mean gap. */
+static int may_wait(const psi_sched *s, const slot *sl, uint64_t silence)
+{
+    if (sl->gaps < GAP_MIN_SAMPLES || silence > 2 * s->timeout_ms) return 0;
+    double over = (double)silence - sl->gap_mean;
+    return over < 0 || over * over < GAP_Z * GAP_Z * sl->gap_var;
+}
+
 void psi_sched_tick(psi_sched *s, uint64_t now_ms)
 {
     int changed = 0;
     for (int id = 1; id < s->nslots; id++) {
         slot *sl = &s->slots[id];
         if (!sl->present || !sl->alive || sl->left) continue;
-        if (now_ms - sl->last_seen_ms <= s->timeout_ms) continue;
+        uint64_t silence = now_ms > sl->last_seen_ms ? now_ms - sl->last_seen_ms : 0;
+        if (silence <= s->timeout_ms) continue;
+        if (may_wait(s, sl, silence)) {
+            if (!sl->suspected_ms) {
+                sl->suspected_ms = now_ms;
+                PSI_WARN("%s %d (node %d at %s) suspected: silent for %llu ms, its gaps %.0f ms "
+                         "+- %.0f; declared dead at once if the gap grows past that, at the "
+                         "latest after %llu ms", role_name(sl->role), sl->rank, id, sl->addr,
+                         (unsigned long long)silence, sl->gap_mean, sqrt(sl->gap_var),
+                         (unsigned long long)(2 * s->timeout_ms));
+            }
+            continue;
+        }
         PSI_WARN("%s %d (node %d at %s) declared dead: silent for %llu ms", role_name(sl->role),
                  sl->rank, id, sl->addr, (unsigned long long)(now_ms - sl->last_seen_ms));
         sl->alive = 0;

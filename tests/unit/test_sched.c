@@ -742,6 +742,45 @@ static void test_tick_declares_silent_node_dead(void **state)
     assert_int_equal(psi_sched_active(f->s), 2);
 }
 
+/* The accrual detector: a node with steady gaps is declared dead once silent
+ * past the timeout; one whose recent gaps include stalls of nearly the
+ * timeout is suspected first, survives if it speaks, and is declared dead
+ * at the latest at twice the timeout. */
+static void test_suspicion_before_verdict(void **state)
+{
+    fake *f = *state;
+    form(f, 0);
+    uint64_t t = 0;
+    /* every node beats every 200 ms for 4 s; node 2 also stalls 900 ms twice */
+    for (int i = 1; i <= 20; i++) {
+        t = (uint64_t)i * 200;
+        for (uint32_t id = 1; id <= NNODES; id++)
+            if (id != 2 || (i != 8 && i != 9 && i != 14 && i != 15 && i != 16 && i != 17))
+                psi_sched_on_alive(f->s, id, t);
+    }
+    assert_int_equal(f->nforgets, 0);
+    /* all silent from t: the steady ones die just past the timeout, node 2
+     * is only suspected */
+    psi_sched_tick(f->s, t + TIMEOUT_MS + 1);
+    assert_int_equal(f->nforgets, NNODES - 1);
+    for (int i = 0; i < f->nforgets; i++) assert_int_not_equal(f->forgets[i], 2);
+    reset(f);
+    /* it speaks: no verdict, and the suspicion is cleared */
+    psi_sched_on_alive(f->s, 2, t + TIMEOUT_MS + 300);
+    t += TIMEOUT_MS + 300;
+    psi_sched_tick(f->s, t + TIMEOUT_MS);
+    assert_int_equal(f->nforgets, 0);
+    /* silent for good: declared dead by twice the timeout at the latest */
+    uint64_t dead_at = 0;
+    for (uint64_t now = t + TIMEOUT_MS; now <= t + 2 * TIMEOUT_MS + 10 && !dead_at; now += 10) {
+        psi_sched_tick(f->s, now);
+        if (f->nforgets) dead_at = now;
+    }
+    assert_true(dead_at > t + TIMEOUT_MS);
+    assert_true(dead_at <= t + 2 * TIMEOUT_MS + 10);
+    assert_int_equal(f->forgets[0], 2);
+}
+
 static void test_tick_releases_barrier_waiting_for_dead(void **state)
 {
     fake *f = *state;
@@ -889,6 +928,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_barrier_duplicate_or_old_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_barrier_wrong_seq_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tick_declares_silent_node_dead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_suspicion_before_verdict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tick_releases_barrier_waiting_for_dead, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_leave, setup, teardown),
