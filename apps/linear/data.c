@@ -119,13 +119,15 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+/* A float: 0, -1 (not a number) or -2 (nan or infinite). */
 static int parse_float(const char *s, float *out)
 {
     char *end;
 
     errno = 0;
     *out = strtof(s, &end);
-    return *s == '\0' || *end != '\0' || !isfinite(*out) ? -1 : 0;
+    if (*s == '\0' || *end != '\0') return -1;
+    return isfinite(*out) ? 0 : -2;
 }
 
 /* -1, 0, 1 or +1 in any spelling strtod accepts; -1 becomes 0. */
@@ -136,6 +138,18 @@ static int parse_label(const char *s, float *out)
     if (s == NULL || parse_float(s, &v) != 0 || (v != -1 && v != 0 && v != 1)) return -1;
     *out = v > 0 ? 1.0f : 0.0f;
     return 0;
+}
+
+/* Describe a label parse_label refused. */
+static int bad_label(lin_reader *r, const char *s)
+{
+    float v;
+    int k = s ? parse_float(s, &v) : -1;
+
+    if (s == NULL || *s == '\0') return bad(r, "bad label '': missing (want 0 or 1, -1 or +1)");
+    if (k == -2) return bad(r, "bad label '%.32s': not finite (want 0 or 1, -1 or +1)", s);
+    if (k == 0) return bad(r, "bad label '%.32s': unknown label (want 0 or 1, -1 or +1)", s);
+    return bad(r, "bad label '%.32s'", s);
 }
 
 static int push_feat(lin_reader *r, uint64_t key, float val)
@@ -181,18 +195,24 @@ static int parse_libsvm(lin_reader *r, char *s, float *label)
     char *save = NULL, *tok = strtok_r(s, " \t", &save);
     int rv;
 
-    if (parse_label(tok, label) != 0) return bad(r, "bad label '%.32s'", tok);
+    if (parse_label(tok, label) != 0) return bad_label(r, tok);
     while ((tok = strtok_r(NULL, " \t", &save)) != NULL && tok[0] != '#') {
         char *colon = strchr(tok, ':');
         uint64_t idx;
         float v;
 
-        if (colon == NULL) return bad(r, "bad feature '%.32s' (want idx:val)", tok);
+        if (colon == NULL) return bad(r, "bad feature '%.32s': no ':' (want idx:val)", tok);
         *colon = '\0';
-        if (parse_u64(tok, &idx) != 0 || parse_float(colon + 1, &v) != 0) {
-            *colon = ':';
-            return bad(r, "bad feature '%.32s' (want idx:val)", tok);
-        }
+        if (parse_u64(tok, &idx) != 0)
+            return bad(r, "bad feature '%.32s:%.16s': index '%.32s' is not a decimal integer "
+                       "(want idx:val)", tok, colon + 1, tok);
+        int k = parse_float(colon + 1, &v);
+        if (k == -2)
+            return bad(r, "bad feature '%.32s:%.16s': value is not finite (nan or inf)", tok,
+                       colon + 1);
+        if (k != 0)
+            return bad(r, "bad feature '%.32s:%.16s': value '%.16s' is not a number "
+                       "(want idx:val)", tok, colon + 1, colon + 1);
         if ((rv = push_feat(r, ps_hash_key(idx), v)) != 0) return rv;
     }
     return 0;
@@ -246,7 +266,7 @@ static int parse_flights(lin_reader *r, char *s, float *label)
     int n = split_tabs(s, f, 1 + F_COUNT), len[F_COUNT], rv;
 
     if (n != 1 + F_COUNT) return bad(r, "expected %d tab-separated fields, got %d", 1 + F_COUNT, n);
-    if (parse_label(f[0], label) != 0) return bad(r, "bad label '%.32s'", f[0]);
+    if (parse_label(f[0], label) != 0) return bad_label(r, f[0]);
     for (int i = 0; i < F_COUNT; i++)
         if ((len[i] = flight_part(i, f[1 + i], part[i], r)) < 0) return 1;
     for (size_t k = 0; k < sizeof(flight_feat) / sizeof(flight_feat[0]); k++) {
@@ -279,7 +299,7 @@ static int parse_text(lin_reader *r, char *s, float *label)
 
     if (tab == NULL) return bad(r, "missing tab after the label");
     *tab = '\0';
-    if (parse_label(s, label) != 0) return bad(r, "bad label '%.32s'", s);
+    if (parse_label(s, label) != 0) return bad_label(r, s);
     for (w = strtok_r(tab + 1, " \t", &save); w; w = strtok_r(NULL, " \t", &save))
         if ((rv = push_joined(r, (const char *const[]){"w=", w}, 2)) != 0) return rv;
     if ((rv = push_feat(r, lin_bias_key(), 1.0f)) != 0) return rv;
@@ -315,7 +335,7 @@ static int parse_criteo(lin_reader *r, char *s, float *label)
     long long b;
 
     if (n != CRITEO_FIELDS) return bad(r, "expected %d tab-separated fields, got %d", CRITEO_FIELDS, n);
-    if (parse_label(f[0], label) != 0) return bad(r, "bad label '%.32s'", f[0]);
+    if (parse_label(f[0], label) != 0) return bad_label(r, f[0]);
     for (int i = 1; i <= CRITEO_NI; i++) {
         if (f[i][0] == '\0') continue;
         if (criteo_bucket(f[i], &b) != 0) return bad(r, "bad I%d '%.32s' (want an integer)", i, f[i]);
@@ -428,7 +448,9 @@ static int take_line(lin_reader *r, size_t len, lin_data *out, char *err, size_t
     if (len > 0 && s[len - 1] == '\r') s[--len] = '\0';
     r->fn = 0;
     if (strlen(s) != len)
-        rv = bad(r, "NUL byte in line");
+        rv = (unsigned char)s[0] == 0x1f && (unsigned char)s[1] == 0x8b
+                 ? bad(r, "gzip-compressed data (decompress it first: gzip -dc)")
+                 : bad(r, "NUL byte in line");
     else if (s[strspn(s, " \t")] == '\0')
         return 0;                                    /* blank */
     else

@@ -56,6 +56,11 @@ typedef struct lin_rep {
     uint64_t keys_sent, keys_filtered, bytes_sent, grad_keys, has_hist;
 } lin_rep;
 
+/* The reply of "info": a worker's train examples, positives, test examples. */
+typedef struct lin_info {
+    double n, pos, tn;
+} lin_info;
+
 /* The request of "iter" / "epoch" calls. */
 typedef struct lin_req {
     int64_t t;

@@ -162,7 +162,7 @@ static void parse_flags(int argc, char **argv)
         case O_TEST: cfg.test = optarg; break;
         case O_FMT:
             if (lin_format_parse(optarg, &cfg.fmt) != 0)
-                bad_flag("unknown --format '%s' (flights, text or libsvm)", optarg);
+                bad_flag("unknown --format '%s' (libsvm, flights, text or criteo)", optarg);
             break;
         case O_ALGO:
             if (!strcmp(optarg, "bpg")) cfg.algo = ALGO_BPG;
@@ -342,14 +342,17 @@ static int ftrl_epoch(void *arg, uint32_t caller, const void *req, size_t len, v
     return rv ? rv : lin_reply(lw, loss, q.eval, reply, reply_len);
 }
 
+/* "info": this worker's shard sizes, lin_info. */
 static int info_call(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
                      size_t *reply_len)
 {
     (void)caller, (void)req, (void)len;
     lin_worker *lw = arg;
-    double *r = malloc(sizeof(double));
+    lin_info *r = calloc(1, sizeof *r);
     if (!r) return PS_ERR_NOMEM;
-    *r = (double)lw->tr.n;
+    r->n = (double)lw->tr.n;
+    for (size_t i = 0; i < lw->tr.n; i++) r->pos += lw->tr.labels[i] > 0.5;
+    r->tn = (double)lw->te.n;
     *reply = r;
     *reply_len = sizeof *r;
     return 0;
@@ -545,6 +548,14 @@ static double objective(const summary *s, double l1n, double sq)
     return s->loss / (s->n > 0 ? s->n : 1) + cfg.l1 * l1n + 0.5 * cfg.l2 * sq;
 }
 
+/* A JSON number, or null for nan / inf (JSON has neither). */
+static const char *jnum(char *buf, size_t cap, const char *fmt, double v)
+{
+    if (!isfinite(v)) return "null";
+    snprintf(buf, cap, fmt, v);
+    return buf;
+}
+
 static void progress(const char *what, long t, const summary *s, double obj, double nnz)
 {
     double off = (double)s->grad_keys;
@@ -554,8 +565,55 @@ static void progress(const char *what, long t, const summary *s, double obj, dou
            off > 0 ? 100.0 * (double)s->keys_filtered / off : 0.0, s->elapsed,
            s->elapsed > 0 ? 100.0 * s->wait / (ps_num_workers() * s->elapsed) : 0.0);
     if (cfg.json) /* full precision, for tests that compare trajectories */
-        printf("{\"%s\": %ld, \"objective\": %.17g, \"nnz\": %.0f}\n", what, t, obj, nnz);
+    {
+        char b[40];
+        printf("{\"%s\": %ld, \"objective\": %s, \"nnz\": %.0f}\n", what, t,
+               jnum(b, sizeof b, "%.17g", obj), nnz);
+    }
     fflush(stdout);
+}
+
+/* Refuse training sets a model cannot be fit on, and an empty test set:
+ * 0 or PS_ERR_INVAL (said on stderr). */
+static int check_sets(const lin_info *t)
+{
+    const char *why = NULL;
+    if (t->n == 0) why = "no examples: the training set is empty";
+    else if (t->pos == 0) why = "every training example has label 0 (one class): nothing to learn";
+    else if (t->pos == t->n) why = "every training example has label 1 (one class): nothing to learn";
+    if (why) {
+        fprintf(stderr, "pslinear: %s: %s\n", cfg.train, why);
+        return PS_ERR_INVAL;
+    }
+    if (cfg.test && t->tn == 0) {
+        fprintf(stderr, "pslinear: %s: no examples: the test set is empty\n", cfg.test);
+        return PS_ERR_INVAL;
+    }
+    return 0;
+}
+
+/* The last lines: "final: ..." and with --json one JSON object (null for
+ * what has no value: the test metrics without --test, a non-finite number). */
+static void final_summary(const summary *s, const summary *last, double train_s, double nnz,
+                          double obj, int iters)
+{
+    double off = (double)s->grad_keys, ll = last->tn ? last->tloss / last->tn : NAN;
+    double fpct = off > 0 ? 100.0 * (double)s->keys_filtered / off : 0.0;
+    double idle = train_s > 0 ? 100.0 * s->wait / (ps_num_workers() * train_s) : 0.0;
+    printf("final:");
+    if (last->has_test) printf(" test logloss %.5f auc %.5f ", ll, last->auc);
+    printf(" objective %.6f  train %.1fs  nnz %.0f  keys filtered %.1f%%  idle %.1f%%  "
+           "sent %.1f MB\n", obj, train_s, nnz, fpct, idle, (double)s->bytes / 1e6);
+    if (!cfg.json) return;
+    char a[40], l[40], o[40];
+    printf("{\"algo\": \"%s\", \"test_auc\": %s, \"test_logloss\": %s, "
+           "\"train_seconds\": %.3f, \"nnz\": %.0f, \"keys_filtered_pct\": %.2f, "
+           "\"idle_pct\": %.2f, \"bytes_sent\": %" PRIu64 ", \"keys_sent\": %" PRIu64
+           ", \"objective\": %s, \"examples\": %.0f, \"iterations\": %d}\n",
+           cfg.algo == ALGO_BPG ? "bpg" : cfg.algo == ALGO_FTRL ? "ftrl" : "sgd",
+           last->has_test ? jnum(a, sizeof a, "%.6f", last->auc) : "null",
+           last->has_test ? jnum(l, sizeof l, "%.6f", ll) : "null", train_s, nnz, fpct, idle,
+           s->bytes, s->keys_sent, jnum(o, sizeof o, "%.8f", obj), s->n, iters);
 }
 
 static int run_scheduler(void)
@@ -566,13 +624,18 @@ static int run_scheduler(void)
     int64_t ts = ps_call_group(PS_GROUP_WORKERS, "info", NULL, 0, NULL);
     int rv = ts < 0 ? (int)ts : ps_call_wait(ts, &rep, &n);
     if (rv != 0) return rv;
+    lin_info tot = {0};
     for (int i = 0; i < n; i++)
-        if (rep[i].len == sizeof(double)) {
-            N += *(const double *)rep[i].data;
-            if (rep[i].node < MAX_IDS) shard_n[rep[i].node] = *(const double *)rep[i].data;
+        if (rep[i].len == sizeof(lin_info)) {
+            lin_info in;
+            memcpy(&in, rep[i].data, sizeof in);
+            tot.n += in.n, tot.pos += in.pos, tot.tn += in.tn;
+            if (rep[i].node < MAX_IDS) shard_n[rep[i].node] = in.n;
         }
+    N = tot.n;
     n_live = N;
     ps_call_release(ts);
+    if ((rv = check_sets(&tot)) != 0) return rv;
     if (!(hist = calloc(2 * LIN_NB, sizeof(double)))) return PS_ERR_NOMEM;
     if (cfg.l1 < 0) { /* bpg default: l1 = 1/N, like liblinear -s 6 -c 1 */
         cfg.l1 = N > 0 ? 1.0 / N : 0;
@@ -618,21 +681,7 @@ static int run_scheduler(void)
         fprintf(stderr, "pslinear: training failed: %s\n", ps_strerror(rv));
         return rv;
     }
-    double off = (double)s.grad_keys;
-    printf("final: test logloss %.5f auc %.5f  train %.1fs  nnz %.0f  keys filtered %.1f%%  "
-           "idle %.1f%%  sent %.1f MB\n", last.tn ? last.tloss / last.tn : NAN, last.auc,
-           train_s, nnz, off > 0 ? 100.0 * (double)s.keys_filtered / off : 0.0,
-           100.0 * s.wait / (ps_num_workers() * train_s), (double)s.bytes / 1e6);
-    if (cfg.json)
-        printf("{\"algo\": \"%s\", \"test_auc\": %.6f, \"test_logloss\": %.6f, "
-               "\"train_seconds\": %.3f, \"nnz\": %.0f, \"keys_filtered_pct\": %.2f, "
-               "\"idle_pct\": %.2f, \"bytes_sent\": %" PRIu64 ", \"keys_sent\": %" PRIu64
-               ", \"objective\": %.8f, \"examples\": %.0f, \"iterations\": %d}\n",
-               cfg.algo == ALGO_BPG ? "bpg" : cfg.algo == ALGO_FTRL ? "ftrl" : "sgd", last.auc,
-               last.tn ? last.tloss / last.tn : NAN, train_s, nnz,
-               off > 0 ? 100.0 * (double)s.keys_filtered / off : 0.0,
-               100.0 * s.wait / (ps_num_workers() * train_s), s.bytes, s.keys_sent,
-               objective(&s, l1n, sq), s.n, T);
+    final_summary(&s, &last, train_s, nnz, objective(&s, l1n, sq), T);
     fflush(stdout);
     free(hist);
     return 0;
@@ -668,6 +717,12 @@ static int run_predict(void)
     qsort(m, n, sizeof(kw), kw_cmp);
     lin_data d;
     load_or_die(cfg.test, 0, 1, &d);
+    if (d.n == 0) {
+        fprintf(stderr, "pslinear: %s: no examples: the test set is empty\n", cfg.test);
+        free(m);
+        lin_data_free(&d);
+        return 1;
+    }
     double *h = calloc(2 * LIN_NB, sizeof(double)), loss = 0;
     if (!h) return 1;
     for (size_t i = 0; i < d.n; i++) {
@@ -681,9 +736,10 @@ static int run_predict(void)
         h[y * LIN_NB + bucket(lin_sigmoid(z))]++;
     }
     double auc = lin_auc(h), ll = d.n ? loss / (double)d.n : NAN;
+    char lb[40];
     if (cfg.json)
-        printf("{\"test_auc\": %.6f, \"test_logloss\": %.6f, \"examples\": %zu, \"nnz\": %zu}\n",
-               auc, ll, d.n, n);
+        printf("{\"test_auc\": %.6f, \"test_logloss\": %s, \"examples\": %zu, \"nnz\": %zu}\n",
+               auc, jnum(lb, sizeof lb, "%.6f", ll), d.n, n);
     else printf("predict: %zu examples, test logloss %.5f auc %.5f (model nnz %zu)\n", d.n, ll,
                 auc, n);
     free(h), free(m);
