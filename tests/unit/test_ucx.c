@@ -52,59 +52,7 @@
 #define UCX_AM_ID 7       /* the active-message id ucx.c registers */
 #define MIB (1024u * 1024u)
 
-enum { ID_A = 1, ID_B = 2, ID_C = 3, ID_DEAD = 9 };
-
-/* ---- a sink: what one transport's callbacks reported ---------------------------- */
-
-/* fail_rec, sink, sink_init, sink_destroy and the callbacks: net_sink.h */
-
-static size_t sink_count(sink *s)
-{
-    pthread_mutex_lock(&s->mu);
-    size_t n = s->n;
-    pthread_mutex_unlock(&s->mu);
-    return n;
-}
-
-static size_t sink_nfails(sink *s)
-{
-    pthread_mutex_lock(&s->mu);
-    size_t n = s->nfails;
-    pthread_mutex_unlock(&s->mu);
-    return n;
-}
-
-/* Wait until at least `n` messages arrived or `ms` passed; returns the count. */
-static size_t wait_msgs(sink *s, size_t n, uint64_t ms)
-{
-    struct timespec dl = psi_deadline_in(ms);
-    pthread_mutex_lock(&s->mu);
-    while (s->n < n && pthread_cond_timedwait(&s->cv, &s->mu, &dl) == 0) {
-    }
-    size_t got = s->n;
-    pthread_mutex_unlock(&s->mu);
-    return got;
-}
-
-static size_t wait_fails(sink *s, size_t n, uint64_t ms)
-{
-    struct timespec dl = psi_deadline_in(ms);
-    pthread_mutex_lock(&s->mu);
-    while (s->nfails < n && pthread_cond_timedwait(&s->cv, &s->mu, &dl) == 0) {
-    }
-    size_t got = s->nfails;
-    pthread_mutex_unlock(&s->mu);
-    return got;
-}
-
-/* The i-th message received (stable once counted; only appended to). */
-static psi_msg *sink_msg(sink *s, size_t i)
-{
-    pthread_mutex_lock(&s->mu);
-    psi_msg *m = i < s->n ? s->msgs[i] : NULL;
-    pthread_mutex_unlock(&s->mu);
-    return m;
-}
+/* The sink, its waits, and make_msg/check_msg: net_sink.h */
 
 /* ---- nodes: a transport, its sink and its address --------------------------------- */
 
@@ -167,78 +115,6 @@ static int teardown_nodes(void **state)
 
 /* ---- messages ------------------------------------------------------------------ */
 
-static uint8_t pattern_byte(uint64_t ts, int seg, size_t i)
-{
-    return (uint8_t)(i * 31u + (i >> 9) + (size_t)seg * 101u + ts * 7u);
-}
-
-static void fill_pattern(uint8_t *p, size_t len, uint64_t ts, int seg)
-{
-    for (size_t i = 0; i < len; i++) p[i] = pattern_byte(ts, seg, i);
-}
-
-/* A DATA message from A to B with `len[seg]` bytes per segment of a pattern
- * derived from (ts, seg), and key_count matching the keys segment. */
-static psi_msg *make_msg(uint64_t ts, const size_t len[PSI_NSEG])
-{
-    psi_msg *m = psi_msg_new(PSI_MSG_DATA);
-    assert_non_null(m);
-    m->hdr.flags = PSI_F_REQUEST | PSI_F_PUSH;
-    m->hdr.table = 5;
-    m->hdr.sender = ID_A;
-    m->hdr.receiver = ID_B;
-    m->hdr.epoch = 3;
-    m->hdr.timestamp = ts;
-    m->hdr.key_lo = 10;
-    m->hdr.key_hi = 10 + ts;
-    m->hdr.arg = (uint32_t)(ts ^ 0xA5A5u);
-    m->hdr.filters[0] = 1;
-    m->hdr.filters[7] = 8;
-    for (int s = 0; s < PSI_NSEG; s++) {
-        if (!len[s]) continue;
-        uint8_t *buf = malloc(len[s]);
-        assert_non_null(buf);
-        fill_pattern(buf, len[s], ts, s);
-        m->seg[s] = buf;
-        m->hdr.seg_len[s] = len[s];
-    }
-    assert_int_equal(len[PSI_SEG_KEYS] % 8, 0);
-    m->hdr.key_count = len[PSI_SEG_KEYS] / 8;
-    return m;
-}
-
-/* Check every header field and every payload byte of a received make_msg. */
-static void check_msg(const psi_msg *m, uint64_t ts, const size_t len[PSI_NSEG])
-{
-    assert_non_null(m);
-    assert_int_equal(m->hdr.version, PSI_WIRE_VERSION);
-    assert_int_equal(m->hdr.type, PSI_MSG_DATA);
-    assert_int_equal(m->hdr.flags, PSI_F_REQUEST | PSI_F_PUSH);
-    assert_int_equal(m->hdr.table, 5);
-    assert_int_equal(m->hdr.sender, ID_A);
-    assert_int_equal(m->hdr.receiver, ID_B);
-    assert_int_equal(m->hdr.epoch, 3);
-    assert_int_equal(m->hdr.timestamp, ts);
-    assert_int_equal(m->hdr.key_lo, 10);
-    assert_int_equal(m->hdr.key_hi, 10 + ts);
-    assert_int_equal(m->hdr.arg, (uint32_t)(ts ^ 0xA5A5u));
-    assert_int_equal(m->hdr.filters[0], 1);
-    assert_int_equal(m->hdr.filters[7], 8);
-    assert_int_equal(m->hdr.key_count, len[PSI_SEG_KEYS] / 8);
-    for (int s = 0; s < PSI_NSEG; s++) {
-        assert_int_equal(m->hdr.seg_len[s], len[s]);
-        if (!len[s]) continue;
-        assert_non_null(m->seg[s]);
-        uint8_t *want = malloc(len[s]);
-        assert_non_null(want);
-        fill_pattern(want, len[s], ts, s);
-        int same = memcmp(m->seg[s], want, len[s]) == 0;
-        free(want);
-        if (!same) fail_msg("message ts=%llu segment %d (%zu bytes) corrupted",
-                            (unsigned long long)ts, s, len[s]);
-    }
-}
-
 static void send_ok(node *from, uint32_t peer, psi_msg *m)
 {
     assert_int_equal(from->t->ops->send(from->t, peer, m), PS_OK);
@@ -290,8 +166,8 @@ static void test_hundred_small_in_order(void **state)
     assert_int_equal(wait_msgs(&A.s, 1, WAIT_MS), 1);
     assert_int_equal(sink_msg(&A.s, 0)->hdr.type, PSI_MSG_ACK);
     assert_int_equal(sink_msg(&A.s, 0)->hdr.timestamp, 77);
-    assert_int_equal(sink_nfails(&A.s) + sink_nfails(&B.s), 0);
-    assert_int_equal(sink_count(&B.s), 100);
+    assert_int_equal(fail_count(&A.s) + fail_count(&B.s), 0);
+    assert_int_equal(msg_count(&B.s), 100);
 }
 
 /*
@@ -310,7 +186,7 @@ static void test_sends_while_connecting_keep_order(void **state)
     uint64_t n = 0, extra = 0;
     while (extra < 100 && n < 20000) {
         send_ok(&A, ID_B, make_msg(1 + n++, len));
-        if (extra || (n % 16 == 0 && sink_count(&B.s) > 0)) extra++;
+        if (extra || (n % 16 == 0 && msg_count(&B.s) > 0)) extra++;
     }
     assert_int_equal(wait_msgs(&B.s, n, WAIT_MS), n);
     for (size_t i = 0; i < n; i++) {
@@ -380,7 +256,7 @@ static void test_sizes_arrive_intact(void **state)
         seen[ts - 1] = 1;
         check_msg(m, ts, size_cases[ts - 1]);
     }
-    assert_int_equal(sink_count(&B.s), n);
+    assert_int_equal(msg_count(&B.s), n);
 }
 
 /* Segments the sender does not own (borrowed) go out the same way. */
@@ -423,7 +299,7 @@ static void test_payload_over_max_dropped(void **state)
     send_ok(&A, ID_B, make_msg(5, ok));
     assert_int_equal(wait_msgs(&B.s, 3, WAIT_MS), 3);
     check_msg(sink_msg(&B.s, 2), 5, ok);
-    assert_int_equal(sink_nfails(&A.s) + sink_nfails(&B.s), 0);
+    assert_int_equal(fail_count(&A.s) + fail_count(&B.s), 0);
 }
 
 /* ---- garbage from a raw UCP client ------------------------------------------------- */
@@ -571,7 +447,7 @@ static void test_garbage_dropped_listener_survives(void **state)
     }
     /* Order of the two may differ (rendezvous completes later); both there. */
     assert_int_equal(sink_msg(&B.s, 0)->hdr.timestamp + sink_msg(&B.s, 1)->hdr.timestamp, 201);
-    assert_int_equal(sink_count(&B.s), 2);
+    assert_int_equal(msg_count(&B.s), 2);
     raw_close(&r);
 
     /* The listener still accepts a real transport afterwards. */
@@ -581,7 +457,7 @@ static void test_garbage_dropped_listener_survives(void **state)
     send_ok(&A, ID_B, make_msg(7, len));
     assert_int_equal(wait_msgs(&B.s, 3, WAIT_MS), 3);
     check_msg(sink_msg(&B.s, 2), 7, len);
-    assert_int_equal(sink_nfails(&B.s), 0);
+    assert_int_equal(fail_count(&B.s), 0);
 }
 
 /* A raw client that vanishes mid-rendezvous (RTS sent, the data pull cut
@@ -680,8 +556,8 @@ static void test_peer_failure_reported_and_retried(void **state)
     send_ok(&A, ID_B, make_msg(5, len));
     assert_int_equal(wait_msgs(&B.s, 2, WAIT_MS), 2);
     check_msg(sink_msg(&B.s, 1), 5, len);
-    assert_int_equal(sink_nfails(&A.s), 2);
-    assert_int_equal(sink_nfails(&B.s), 0);
+    assert_int_equal(fail_count(&A.s), 2);
+    assert_int_equal(fail_count(&B.s), 0);
 }
 
 /* A peer that was reachable and then closed is reported on the next send. */
@@ -708,7 +584,7 @@ static void test_send_to_unknown_peer_notfound(void **state)
     send_ok(&A, ID_B, make_msg(2, len));
     assert_int_equal(wait_msgs(&B.s, 1, WAIT_MS), 1);
     check_msg(sink_msg(&B.s, 0), 2, len);
-    assert_int_equal(sink_nfails(&A.s), 0);
+    assert_int_equal(fail_count(&A.s), 0);
     /* A peer id beyond any table the transport has grown so far. */
     int rv2 = A.t->ops->send(A.t, 1000000, make_msg(3, len));
     assert_int_equal(rv, PS_ERR_NOTFOUND);
@@ -735,7 +611,7 @@ static void test_disconnect_then_send(void **state)
     assert_int_equal(wait_msgs(&B.s, 2, WAIT_MS), 2);
     check_msg(sink_msg(&B.s, 0), 1, len);
     check_msg(sink_msg(&B.s, 1), 3, len);
-    assert_int_equal(sink_nfails(&A.s), 0);
+    assert_int_equal(fail_count(&A.s), 0);
 }
 
 /* connect: same address is a no-op, a new address moves the peer. */
@@ -755,8 +631,8 @@ static void test_connect_readdress(void **state)
     send_ok(&A, ID_B, make_msg(3, len));
     assert_int_equal(wait_msgs(&C.s, 1, WAIT_MS), 1);
     check_msg(sink_msg(&C.s, 0), 3, len);
-    assert_int_equal(sink_count(&B.s), 2);
-    assert_int_equal(sink_nfails(&A.s), 0);
+    assert_int_equal(msg_count(&B.s), 2);
+    assert_int_equal(fail_count(&A.s), 0);
 }
 
 /* ---- close --------------------------------------------------------------------- */
@@ -778,7 +654,7 @@ static void test_close_with_queued_sends(void **state)
     node_close(&A, 0);
     assert_true(psi_now_ms() - t0 < 5000);
     /* B may have got some; whatever it got is intact. */
-    size_t got = sink_count(&B.s);
+    size_t got = msg_count(&B.s);
     for (size_t i = 0; i < got; i++) {
         psi_msg *m = sink_msg(&B.s, i);
         uint64_t ts = m->hdr.timestamp;
