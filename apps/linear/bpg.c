@@ -22,6 +22,24 @@
  * separably, so a whole block moves at once without overshooting.
  * On --resume (ckpt.c) the "resume" call rebuilds a worker's margins and last
  * pulled weights from the weights the servers restored.
+ *
+ * Bounded delay on the worker: a handler returns right after its push and
+ * leaves its pull outstanding; handler t first applies (waiting if needed)
+ * the pulls of iterations <= t - tau - 1, in order, so its gradient sees
+ * every update but those of the last tau iterations, and meanwhile the
+ * worker computes instead of waiting for the slowest worker's push.  For
+ * tau < B the result is deterministic (a pull of block b is answered before
+ * any worker can push block b again); tau = 0 waits for its own pull,
+ * as do evaluation iterations (so replies with test metrics, and the last
+ * one, see every update), and iterations before a checkpoint (req sync).
+ * The loss a tau > 0 reply carries is that of the margins it has, i.e. up
+ * to tau iterations old.  The step: the curvature h majorizes a block's own
+ * quadratic model, not the error of margins that miss up to tau other
+ * updates, so with tau > 0 every h is scaled by 1 + delay_step * tau
+ * (--delay-step, default 1), the step 1/(1 + tau) of the delayed proximal
+ * gradient analyses (the paper's section 5.1 shrinks the step with tau the
+ * same way); tau 0 is today's algorithm, bit for bit.  --straggle simulates
+ * slow workers (see straggle()).
  */
 #include <math.h>
 #include <pthread.h>
@@ -214,6 +232,102 @@ static double train_loss(const lin_worker *lw)
     return s;
 }
 
+/* A pull of iteration t not yet applied to the margins; buf (owned) gets
+ * the weights of block `block` when the task ts finishes. */
+typedef struct bpg_pend {
+    int64_t t, ts;
+    int block;
+    float *buf;
+} bpg_pend;
+
+/* Apply the outstanding pulls of iterations <= upto, oldest first: wait for
+ * each, then m += X_b (w_new - w_old).  0 or the pull's ps_err. */
+static int apply_pulls(lin_worker *lw, int64_t upto)
+{
+    int k = 0, rv = 0;
+    for (; k < lw->npend && lw->pend[k].t <= upto; k++) {
+        bpg_pend *p = &lw->pend[k];
+        double tw = lin_now();
+        if ((rv = ps_wait(lw->w, p->ts)) != 0) break;
+        lw->wait_s += lin_now() - tw;
+        for (size_t q = 0; q < lw->bn[p->block]; q++) {
+            uint32_t c = lw->bcols[p->block][q];
+            lw->g[c] = (double)p->buf[2 * q] - lw->wl[c];
+            lw->wl[c] = p->buf[2 * q];
+        }
+        update_margins(lw, p->block);
+        free(p->buf);
+    }
+    lw->npend -= k;
+    memmove(lw->pend, lw->pend + k, (size_t)lw->npend * sizeof(bpg_pend));
+    return rv;
+}
+
+/* Push block b's (g, h) from lw->g / lw->h, then pull its weights after the
+ * push into a new pending entry for iteration t. */
+static int push_pull(lin_worker *lw, int64_t t, int b, double ntotal)
+{
+    size_t nb = lw->bn[b];
+    double inv_n = 1.0 / ntotal, inv_lr = 1.0 / lw->cfg->lr;
+    if (lw->cfg->tau > 0) inv_lr = (1.0 + lw->cfg->delay_step * lw->cfg->tau) / lw->cfg->lr;
+    for (size_t q = 0; q < nb; q++) {
+        uint32_t c = lw->bcols[b][q];
+        lw->buf[2 * q] = (float)(lw->g[c] * inv_n);
+        lw->buf[2 * q + 1] = (float)(lw->h[c] * inv_n * inv_lr);
+        lw->g[c] = lw->h[c] = 0;
+    }
+    lw->cur_block = b;
+    lw->grad_keys += nb;
+    if (lw->npend == lw->cap_pend) {
+        int cap = lw->cap_pend ? 2 * lw->cap_pend : 4;
+        bpg_pend *np = realloc(lw->pend, (size_t)cap * sizeof(bpg_pend));
+        if (!np) return PS_ERR_NOMEM;
+        lw->pend = np, lw->cap_pend = cap;
+    }
+    bpg_pend *p = &lw->pend[lw->npend];
+    if (!(p->buf = malloc((2 * nb + 2) * sizeof(float)))) return PS_ERR_NOMEM;
+    int64_t ts = ps_push(lw->w, lw->bkeys[b], nb, lw->buf, NULL); /* KKT filter runs here */
+    ps_task_opts after = {.deps = &ts, .ndeps = 1};
+    int64_t tp = ts < 0 ? ts : ps_pull(lw->w, lw->bkeys[b], nb, p->buf, &after);
+    if (tp < 0) {
+        free(p->buf);
+        return (int)tp;
+    }
+    *p = (bpg_pend){.t = t, .ts = tp, .block = b, .buf = p->buf};
+    lw->npend++;
+    return 0;
+}
+
+/* splitmix64: the straggler simulation's random numbers, a pure function
+ * of (seed, worker rank, iteration), so a run's delays are reproducible. */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* --straggle: a simulated slow computation before iteration t's gradient.
+ * heavy: every worker sleeps a Pareto(shape 1.5) time of mean straggle_ms
+ * (median 0.53x the mean; one iteration in 100 takes 7x it or longer); slow:
+ * worker rank 0 sleeps straggle_ms every iteration.  The sleep counts as
+ * busy time, not idle. */
+static void straggle(const lin_worker *lw, int64_t t)
+{
+    const lin_cfg *c = lw->cfg;
+    double ms = 0;
+    if (c->straggle == STRAGGLE_SLOW && ps_my_rank() == 0) ms = c->straggle_ms;
+    if (c->straggle == STRAGGLE_HEAVY) {
+        uint64_t x = mix64(c->straggle_seed ^ mix64((uint64_t)ps_my_rank() << 32 ^ (uint64_t)t));
+        double u = ((double)(x >> 11) + 0.5) / 9007199254740992.0; /* (0, 1) */
+        ms = c->straggle_ms / 3.0 * pow(u, -1.0 / 1.5);            /* xm = mean/3 */
+    }
+    if (ms <= 0) return;
+    struct timespec ts = {(time_t)(ms / 1000), (long)(fmod(ms, 1000.0) * 1e6)};
+    while (nanosleep(&ts, &ts) != 0) {}
+}
+
 /* The "iter" call: one BPG iteration of this worker on block req->block. */
 int bpg_iter(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
              size_t *reply_len)
@@ -224,33 +338,13 @@ int bpg_iter(void *arg, uint32_t caller, const void *req, size_t len, void **rep
     lin_req r;
     memcpy(&r, req, sizeof r);
     double t0 = lin_now();
-    int b = r.block, rv;
+    int rv, tau = lw->cfg->tau;
     lw->ntotal = r.ntotal;
-    block_gradient(lw, b);
-    size_t nb = lw->bn[b];
-    double inv_n = 1.0 / r.ntotal, inv_lr = 1.0 / lw->cfg->lr;
-    for (size_t q = 0; q < nb; q++) {
-        uint32_t c = lw->bcols[b][q];
-        lw->buf[2 * q] = (float)(lw->g[c] * inv_n);
-        lw->buf[2 * q + 1] = (float)(lw->h[c] * inv_n * inv_lr);
-        lw->g[c] = lw->h[c] = 0;
-    }
-    lw->cur_block = b;
-    lw->grad_keys += nb;
-    int64_t ts = ps_push(lw->w, lw->bkeys[b], nb, lw->buf, NULL); /* KKT filter runs here */
-    if (ts < 0) return (int)ts;
-    ps_task_opts after = {.deps = &ts, .ndeps = 1};
-    double tw = lin_now();
-    int64_t tp = ps_pull(lw->w, lw->bkeys[b], nb, lw->buf, &after);
-    if (tp < 0) return (int)tp;
-    if ((rv = ps_wait(lw->w, tp)) != 0) return rv;
-    lw->wait_s += lin_now() - tw;
-    for (size_t q = 0; q < nb; q++) {
-        uint32_t c = lw->bcols[b][q];
-        lw->g[c] = (double)lw->buf[2 * q] - lw->wl[c];
-        lw->wl[c] = lw->buf[2 * q];
-    }
-    update_margins(lw, b);
+    if ((rv = apply_pulls(lw, r.t - tau - 1)) != 0) return rv;
+    straggle(lw, r.t);
+    block_gradient(lw, r.block);
+    if ((rv = push_pull(lw, r.t, r.block, r.ntotal)) != 0) return rv;
+    if ((tau == 0 || r.eval || r.sync) && (rv = apply_pulls(lw, r.t)) != 0) return rv;
     double loss = train_loss(lw);
     lw->busy_s += lin_now() - t0;
     return lin_reply(lw, loss, r.eval, reply, reply_len);

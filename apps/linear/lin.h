@@ -25,7 +25,13 @@ typedef struct lin_cfg {
     int replication;     /* --replication: backups of every key range (table option) */
     int bits;
     double l1, l2, lr, beta, kkt_slack;
+    double delay_step;   /* --delay-step: bpg tau > 0 divides the step by 1 + delay_step tau */
+    int straggle;        /* --straggle: STRAGGLE_NONE / _HEAVY / _SLOW (bpg only) */
+    double straggle_ms;  /* heavy: mean delay; slow: worker rank 0's delay per iteration */
+    uint64_t straggle_seed;
 } lin_cfg;
+
+enum { STRAGGLE_NONE = 0, STRAGGLE_HEAVY = 1, STRAGGLE_SLOW = 2 };
 
 /* A worker's shard (train + test) and solver state. */
 typedef struct lin_worker {
@@ -46,8 +52,10 @@ typedef struct lin_worker {
     size_t *bn;
     double *m, *g, *h;   /* margins [n]; per-column gradient / curvature [nu] */
     float *wl;           /* last pulled weight per column */
-    float *buf;          /* push / pull buffer */
+    float *buf;          /* push buffer */
     int cur_block;       /* block being pushed (for the KKT filter) */
+    struct bpg_pend *pend; /* pulls not yet applied to the margins, oldest first */
+    int npend, cap_pend;
 } lin_worker;
 
 /* The reply of "iter" / "epoch" calls; hist[2][LIN_NB] follows if has_hist. */
@@ -66,6 +74,7 @@ typedef struct lin_req {
     int64_t t;
     int32_t block, eval;
     double ntotal;
+    int32_t sync, pad;   /* sync: apply every outstanding pull before replying */
 } lin_req;
 
 double lin_now(void);

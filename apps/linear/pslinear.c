@@ -74,7 +74,14 @@ static void usage(FILE *f)
         "  --beta X          ftrl beta (default 1)\n"
         "  --iters N         bpg iterations (default 40); --epochs N: ftrl/sgd (default 2)\n"
         "  --blocks B        bpg feature blocks, key %% B (default 4, at most 65535)\n"
-        "  --tau N           bounded delay (bpg: calls; ftrl/sgd: table tasks; default 0 / 4)\n"
+        "  --tau N           bounded delay (bpg: a worker computes block t+1 while the\n"
+        "                    updates of the last N blocks are outstanding, default 0;\n"
+        "                    ftrl/sgd: table tasks, default 4)\n"
+        "  --delay-step X    bpg with tau > 0: the step is divided by 1 + X tau (default 1)\n"
+        "  --straggle S      bpg: simulated stragglers, for benchmarks: heavy:MS (every worker\n"
+        "                    sleeps a seeded Pareto(1.5) time of mean MS ms per iteration)\n"
+        "                    or slow:MS (worker rank 0 sleeps MS ms per iteration)\n"
+        "  --straggle-seed N the seed of heavy (default 1)\n"
         "  --minibatch N     ftrl/sgd examples per push (default 1000)\n"
         "  --filters SPEC    ps_table_set_filters spec on the workers, e.g. keycache,zstd\n"
         "  --kkt | --no-kkt  the KKT filter (bpg; default on), --kkt-slack X (default 1)\n"
@@ -132,12 +139,27 @@ static void check_ckpt_flags(void)
     if (ck && cfg.algo != ALGO_BPG) bad_flag("%s needs --algo bpg", ck);
 }
 
+/* --straggle heavy:MS | slow:MS | none (bpg.c's straggle()). */
+static void parse_straggle(const char *a)
+{
+    const char *colon = strchr(a, ':');
+    size_t k = colon ? (size_t)(colon - a) : strlen(a);
+    if (!strcmp(a, "none")) {
+        cfg.straggle = STRAGGLE_NONE;
+        return;
+    }
+    if (colon && k == 5 && !strncmp(a, "heavy", 5)) cfg.straggle = STRAGGLE_HEAVY;
+    else if (colon && k == 4 && !strncmp(a, "slow", 4)) cfg.straggle = STRAGGLE_SLOW;
+    else bad_flag("bad --straggle '%s' (want heavy:MS, slow:MS or none)", a);
+    cfg.straggle_ms = num("straggle", colon + 1, 0, 1e6);
+}
+
 static void parse_flags(int argc, char **argv)
 {
     enum { O_L1 = 256, O_L2, O_LR, O_BETA, O_ITERS, O_EPOCHS, O_BLOCKS, O_TAU, O_MB,
            O_FILTERS, O_KKT, O_NOKKT, O_SLACK, O_EVAL, O_SAVE, O_PREDICT, O_JSON, O_SKIP,
            O_MODEL, O_EXPORT, O_BITS, O_ALGO, O_FMT, O_TRAIN, O_TEST, O_CKDIR, O_CKEVERY,
-           O_RESUME, O_REPL };
+           O_RESUME, O_REPL, O_STRAGGLE, O_SSEED, O_DSTEP };
     static const struct option opts[] = {
         {"train", 1, 0, O_TRAIN}, {"test", 1, 0, O_TEST}, {"format", 1, 0, O_FMT},
         {"algo", 1, 0, O_ALGO}, {"l1", 1, 0, O_L1}, {"l2", 1, 0, O_L2}, {"lr", 1, 0, O_LR},
@@ -150,10 +172,13 @@ static void parse_flags(int argc, char **argv)
         {"export-libsvm", 1, 0, O_EXPORT}, {"bits", 1, 0, O_BITS}, {"help", 0, 0, 'h'},
         {"checkpoint-dir", 1, 0, O_CKDIR}, {"checkpoint-every", 1, 0, O_CKEVERY},
         {"resume", 1, 0, O_RESUME}, {"replication", 1, 0, O_REPL},
+        {"straggle", 1, 0, O_STRAGGLE}, {"straggle-seed", 1, 0, O_SSEED},
+        {"delay-step", 1, 0, O_DSTEP},
         {0, 0, 0, 0}};
     cfg = (lin_cfg){.fmt = LIN_FMT_LIBSVM, .algo = ALGO_BPG, .iters = 40, .epochs = 2,
                     .blocks = 4, .tau = -1, .minibatch = 1000, .kkt = 1, .eval_every = 10,
-                    .bits = 24, .l1 = -1, .l2 = 0, .lr = -1, .beta = 1, .kkt_slack = 1};
+                    .bits = 24, .l1 = -1, .l2 = 0, .lr = -1, .beta = 1, .kkt_slack = 1,
+                    .delay_step = 1, .straggle_seed = 1};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -195,6 +220,9 @@ static void parse_flags(int argc, char **argv)
         case O_CKEVERY: cfg.ckpt_every = (int)num("checkpoint-every", optarg, 0, 1e7); break;
         case O_RESUME: cfg.resume = optarg; break;
         case O_REPL: cfg.replication = (int)num("replication", optarg, 0, 7); break;
+        case O_STRAGGLE: parse_straggle(optarg); break;
+        case O_SSEED: cfg.straggle_seed = (uint64_t)num("straggle-seed", optarg, 0, 1e15); break;
+        case O_DSTEP: cfg.delay_step = num("delay-step", optarg, 0, 1e6); break;
         case 'h': usage(stdout); exit(0);
         default:
             bad_flag("unknown or incomplete option '%s'", argv[optind - 1]);
@@ -205,6 +233,7 @@ static void parse_flags(int argc, char **argv)
     if (cfg.export_path && !cfg.train) bad_flag("%s needs --train", "--export-libsvm");
     if (!cfg.predict && !cfg.export_path && !cfg.train) bad_flag("%s is required", "--train");
     check_ckpt_flags();
+    if (cfg.straggle && cfg.algo != ALGO_BPG) bad_flag("%s needs --algo bpg", "--straggle");
     if (cfg.lr < 0) cfg.lr = cfg.algo == ALGO_BPG ? 1.0 : 0.1;
     if (cfg.tau < 0) cfg.tau = cfg.algo == ALGO_BPG ? 0 : 4;
     if (cfg.algo != ALGO_BPG) cfg.kkt = 0;
@@ -658,7 +687,8 @@ static int run_scheduler(void)
         int64_t dep = t - cfg.tau - 1 >= start ? calls[t - cfg.tau - 1] : -1;
         ps_task_opts o = {.deps = &dep, .ndeps = dep >= 0};
         lin_req q = {.t = t, .block = cfg.blocks > 0 ? t % cfg.blocks : 0, .ntotal = n_live,
-                     .eval = t == T - 1 || (cfg.eval_every && (t + 1) % cfg.eval_every == 0)};
+                     .eval = t == T - 1 || (cfg.eval_every && (t + 1) % cfg.eval_every == 0),
+                     .sync = lin_ckpt_due(&cfg, t)};
         calls[t] = ps_call_group(PS_GROUP_WORKERS, cfg.algo == ALGO_BPG ? "iter" : "epoch",
                                  &q, sizeof q, &o);
         if (calls[t] < 0) rv = (int)calls[t];

@@ -17,6 +17,11 @@
  *   what was sent and set w_j = soft(h w_j - g_j, l1) / (h + l2) where h > 0;
  *   every worker adds X_b (w_new - w_old) to its margins.
  *   objective = sum_i softplus(-/+ margin_i) / N + l1 |w|_1 + l2/2 |w|^2.
+ * Bounded delay (--tau): the margin update of iteration t is applied at the
+ * start of iteration t + tau + 1 (at once for tau 0 and for the last
+ * iteration), so a gradient misses the updates of the last tau iterations,
+ * its curvature is scaled by 1 + delay_step * tau (--delay-step, default 1),
+ * and the KKT filter sees the weights the worker last applied.
  * Worker r's shard is the lines that start in the byte range
  * [size r / W, size (r + 1) / W) (apps/linear/data.h).
  *
@@ -31,9 +36,9 @@
  * arrival order (float addition commutes), with more it may differ in the
  * last bit.
  *
- * Usage: linear_ref --train PATH [--workers W] [--blocks B] [--iters T]
+ * Usage: linear_ref --train PATH [--workers W] [--blocks B] [--iters T] [--tau N] [--delay-step X]
  *        [--l1 X] [--l2 X] [--lr X] [--kkt | --no-kkt] [--kkt-slack X] [--f64]
- * (defaults: 1 worker; the rest as pslinear's: 4 blocks, 40 iterations,
+ * (defaults: 1 worker; the rest as pslinear's: 4 blocks, 40 iterations, tau 0,
  * l1 = 1/N, l2 0, lr 1, KKT on, slack 1).  Prints "iter T objective X nnz K"
  * per iteration; exits 2 on bad arguments or input it does not read.
  */
@@ -46,8 +51,8 @@
 #include <xxhash.h>
 
 typedef struct ref {
-    int W, B, T, kkt, f64;
-    double l1, l2, lr, slack;
+    int W, B, T, tau, kkt, f64;
+    double l1, l2, lr, slack, dstep;
     /* data: n examples, entries off[i]..off[i+1]-1 with column col[] and value val[] */
     size_t n, nnz, ncols;
     double *y;
@@ -58,6 +63,9 @@ typedef struct ref {
     /* state */
     double *m;         /* [n] margins */
     double *w;         /* [ncols] the servers' weights */
+    double *wa;        /* [ncols] the weights the workers' margins include */
+    double **snap;     /* [T] the servers' weights after iteration t, until applied */
+    int applied;       /* iterations < applied are in the margins */
 } ref;
 
 static void die(const char *what)
@@ -155,10 +163,30 @@ static void load(ref *R, const char *path)
 
 /* ---- one iteration ---------------------------------------------------------- */
 
-static void iteration(ref *R, int b, double *G, double *H, double *sg, double *sh, char *sent,
-                      char *has, double *wold)
+/* The workers apply the updates of iterations applied..upto to their margins:
+ * margins += X_b (w after t - w applied before), in order. */
+static void apply(ref *R, int upto)
 {
+    for (; R->applied <= upto; R->applied++) {
+        int t = R->applied, b = t % R->B;
+        double *wn = R->snap[t];
+        for (size_t i = 0; i < R->n; i++)
+            for (size_t j = R->off[i]; j < R->off[i + 1]; j++)
+                if (R->blk[R->col[j]] == b) R->m[i] += (wn[R->col[j]] - R->wa[R->col[j]]) * R->val[j];
+        for (size_t c = 0; c < R->ncols; c++)
+            if (R->blk[c] == b) R->wa[c] = wn[c];
+        free(wn);
+        R->snap[t] = NULL;
+    }
+}
+
+static void iteration(ref *R, int t, double *G, double *H, double *sg, double *sh, char *sent,
+                      char *has)
+{
+    int b = t % R->B;
+    apply(R, t - R->tau - 1);
     double N = (double)R->n, inv_n = 1.0 / N, inv_lr = 1.0 / R->lr;
+    if (R->tau > 0) inv_lr = (1.0 + R->dstep * R->tau) / R->lr; /* the delayed step */
     memset(sg, 0, R->ncols * sizeof(double));
     memset(sh, 0, R->ncols * sizeof(double));
     memset(sent, 0, R->ncols);
@@ -184,24 +212,22 @@ static void iteration(ref *R, int b, double *G, double *H, double *sg, double *s
         for (size_t c = 0; c < R->ncols; c++) {
             if (!has[c] || R->blk[c] != b) continue;
             double g = rnd(R, G[c] * inv_n), h = rnd(R, H[c] * inv_n * inv_lr);
-            if (R->kkt && R->w[c] == 0 && !(fabs(g) > R->slack * R->l1 * share)) continue;
+            if (R->kkt && R->wa[c] == 0 && !(fabs(g) > R->slack * R->l1 * share)) continue;
             sg[c] = rnd(R, sg[c] + g);
             sh[c] = rnd(R, sh[c] + h);
             sent[c] = 1;
         }
     }
     for (size_t c = 0; c < R->ncols; c++) { /* the servers: the proximal step */
-        wold[c] = R->w[c];
         if (!sent[c] || sh[c] <= 0) continue;
         double h = sh[c], z = h * R->w[c] - sg[c];
         double nw = z > R->l1 ? (z - R->l1) / (h + R->l2)
                   : z < -R->l1 ? (z + R->l1) / (h + R->l2) : 0.0;
         R->w[c] = rnd(R, nw);
     }
-    for (size_t i = 0; i < R->n; i++) /* the workers: margins += X_b (w_new - w_old) */
-        for (size_t j = R->off[i]; j < R->off[i + 1]; j++)
-            if (R->blk[R->col[j]] == b)
-                R->m[i] += (R->w[R->col[j]] - wold[R->col[j]]) * R->val[j];
+    R->snap[t] = xcalloc(R->ncols, sizeof(double)); /* what the workers pull */
+    memcpy(R->snap[t], R->w, R->ncols * sizeof(double));
+    if (R->tau == 0 || t == R->T - 1) apply(R, t);
 }
 
 static double objective(const ref *R, size_t *nnz)
@@ -233,7 +259,7 @@ static double arg_num(int argc, char **argv, int *i)
 
 int main(int argc, char **argv)
 {
-    ref R = {.W = 1, .B = 4, .T = 40, .kkt = 1, .l1 = -1, .l2 = 0, .lr = 1, .slack = 1};
+    ref R = {.W = 1, .B = 4, .T = 40, .kkt = 1, .l1 = -1, .l2 = 0, .lr = 1, .slack = 1, .dstep = 1};
     const char *train = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -241,32 +267,36 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--workers")) R.W = (int)arg_num(argc, argv, &i);
         else if (!strcmp(a, "--blocks")) R.B = (int)arg_num(argc, argv, &i);
         else if (!strcmp(a, "--iters")) R.T = (int)arg_num(argc, argv, &i);
+        else if (!strcmp(a, "--tau")) R.tau = (int)arg_num(argc, argv, &i);
         else if (!strcmp(a, "--l1")) R.l1 = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--l2")) R.l2 = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--lr")) R.lr = arg_num(argc, argv, &i);
+        else if (!strcmp(a, "--delay-step")) R.dstep = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--kkt-slack")) R.slack = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--kkt")) R.kkt = 1;
         else if (!strcmp(a, "--no-kkt")) R.kkt = 0;
         else if (!strcmp(a, "--f64")) R.f64 = 1;
-        else die("usage: linear_ref --train PATH [--workers W] [--blocks B] [--iters T] "
+        else die("usage: linear_ref --train PATH [--workers W] [--blocks B] [--iters T] [--tau N] [--delay-step X] "
                  "[--l1 X] [--l2 X] [--lr X] [--kkt|--no-kkt] [--kkt-slack X] [--f64]");
     }
-    if (!train || R.W < 1 || R.B < 1 || R.T < 1 || R.lr <= 0) die("bad or missing arguments");
+    if (!train || R.W < 1 || R.B < 1 || R.T < 1 || R.tau < 0 || R.lr <= 0)
+        die("bad or missing arguments");
     load(&R, train);
     if (R.l1 < 0) R.l1 = R.n ? 1.0 / (double)R.n : 0;
     R.m = xcalloc(R.n, sizeof(double));
     R.w = xcalloc(R.ncols, sizeof(double));
+    R.wa = xcalloc(R.ncols, sizeof(double));
+    R.snap = xcalloc((size_t)R.T, sizeof(double *));
     double *G = xcalloc(R.ncols, sizeof(double)), *H = xcalloc(R.ncols, sizeof(double));
     double *sg = xcalloc(R.ncols, sizeof(double)), *sh = xcalloc(R.ncols, sizeof(double));
-    double *wold = xcalloc(R.ncols, sizeof(double));
     char *sent = xcalloc(R.ncols, 1), *has = xcalloc(R.ncols, 1);
     for (int t = 0; t < R.T; t++) {
         size_t nnz;
-        iteration(&R, t % R.B, G, H, sg, sh, sent, has, wold);
+        iteration(&R, t, G, H, sg, sh, sent, has);
         double obj = objective(&R, &nnz);
         printf("iter %d objective %.17g nnz %zu\n", t, obj, nnz);
     }
-    free(G), free(H), free(sg), free(sh), free(wold), free(sent), free(has);
+    free(G), free(H), free(sg), free(sh), free(sent), free(has), free(R.snap), free(R.wa);
     free(R.y), free(R.off), free(R.col), free(R.val), free(R.blk), free(R.shard), free(R.m),
         free(R.w);
     return 0;

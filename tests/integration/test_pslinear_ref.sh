@@ -6,12 +6,14 @@
 # objective after every iteration; it must equal linear_ref's to 1e-6
 # (relative) at every iteration, with the same nnz: tau 0 with the KKT
 # filter on (with an l1 that makes it drop keys) and off (with l2 > 0 and
-# lr != 1).  pslinear's tau only lets the scheduler dispatch ahead (a worker
-# still finishes each iteration before the next), so with tau 2 the final
-# objective must equal the same reference; the objectives printed before the
-# end are not compared there, as the servers' norms are read while later
-# iterations run.  linear_ref rounds to float32 where pslinear does; its
-# --f64 run is printed for information.
+# lr != 1).  With tau > 0 (bounded delay: a worker computes iteration t's
+# gradient with margins that miss the updates of iterations t-tau..t-1, and
+# the step shrinks by 1 + delay_step tau) the final objective must equal the
+# reference run with the same --tau (deterministic for tau < blocks); the
+# objectives printed before the end are not compared there, as the servers'
+# norms are read while later iterations run.  tau 1 and 3 must also end away
+# from tau 0's objective (the delay is real).  linear_ref rounds to float32
+# where pslinear does; its --f64 run is printed for information.
 set -u
 : "${PS_BIN:?PS_BIN must point at the build/bin folder}"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ps-linref.XXXXXX")
@@ -37,9 +39,9 @@ check() {
         --train "$TMP/train.svm" --json --eval-every 0 --tau "$tau" "$@" >"$TMP/out" 2>&1 ||
         fail "$name: pslinear exited $?"
     objs "$TMP/out" >"$TMP/ps.txt"
-    timeout 30 "$PS_BIN/linear_ref" --train "$TMP/train.svm" --workers 2 "$@" \
+    timeout 30 "$PS_BIN/linear_ref" --train "$TMP/train.svm" --workers 2 --tau "$tau" "$@" \
         >"$TMP/ref.out" 2>&1 || fail "$name: linear_ref exited $?"
-    timeout 30 "$PS_BIN/linear_ref" --train "$TMP/train.svm" --workers 2 --f64 "$@" \
+    timeout 30 "$PS_BIN/linear_ref" --train "$TMP/train.svm" --workers 2 --tau "$tau" --f64 "$@" \
         >"$TMP/f64.out" 2>&1 || fail "$name: linear_ref --f64 exited $?"
     awk '{ print $2, $4, $6 }' "$TMP/ref.out" >"$TMP/ref.txt"
     awk '{ print $2, $4, $6 }' "$TMP/f64.out" >"$TMP/f64.txt"
@@ -62,6 +64,18 @@ check() {
 
 check "tau 0, kkt on, l1 0.004" 0 --iters 24 --blocks 4 --l1 0.004 --kkt
 grep -q 'filtered [1-9]' "$TMP/out" || fail "the KKT filter dropped nothing; pick a larger --l1"
+tau0=$(objs "$TMP/out" | tail -n 1 | cut -d' ' -f2)
+# differs NAME: the last run's final objective is not tau 0's.
+differs() {
+    local o; o=$(objs "$TMP/out" | tail -n 1 | cut -d' ' -f2)
+    [ "$o" != "$tau0" ] || fail "$1 ended on tau 0's objective $tau0: the delay changed nothing"
+    pass "$1 ends at $o, tau 0 at $tau0"
+}
 check "tau 0, kkt off, l1 1/N, l2 0.01, lr 0.7, 3 blocks" 0 --iters 24 --blocks 3 \
     --l2 0.01 --lr 0.7 --no-kkt
 check "tau 2, kkt on, l1 0.004" 2 --iters 24 --blocks 4 --l1 0.004 --kkt
+differs "tau 2"
+check "tau 1, kkt off, l2 0.01, delay-step 0.5" 1 --iters 24 --blocks 4 --l2 0.01 --no-kkt \
+    --delay-step 0.5
+check "tau 3, kkt on, l1 0.004, 4 blocks" 3 --iters 24 --blocks 4 --l1 0.004 --kkt
+differs "tau 3"
