@@ -84,8 +84,10 @@ static double num(const char *name, const char *s, double lo, double hi)
 /* eps and delta are open intervals: say so with the value given. */
 static double open01(const char *name, const char *s)
 {
-    double v = num(name, s, 0, 1);
-    if (v <= 0 || v >= 1) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v > 0 && v < 1)) {
         char m[160];
         snprintf(m, sizeof m, "bad value for --%s: '%%s' (want 0 < %s < 1)", name, name);
         bad_flag(m, s);
