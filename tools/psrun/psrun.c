@@ -1,9 +1,16 @@
 /*
- * psrun.c -- launch a whole libps cluster on this machine and supervise it.
+ * psrun.c -- launch a libps cluster and supervise it.
  *
  * `psrun -s S -w W [options] -- COMMAND [ARGS...]` starts 1 scheduler, S
  * servers and W workers (see options.c for every flag), forwards their
  * output with a "[role rank] " prefix and exits with the cluster's status.
+ * The nodes are local children, or local `ssh HOST` children (--hostfile,
+ * remote.c), or, in the per-task modes (--slurm, --mpi, --k8s, task.c),
+ * the one node this copy of psrun is responsible for.  The loop below is
+ * the same in every mode; a run without workers (a per-task scheduler or
+ * server) ends when its node does.  Stopping a remote node closes its
+ * stdin, on which its guard on the far host stops it (remote.c); ssh then
+ * exits by itself, or gets SIGKILL after SSH_KILL_AFTER_MS.
  *
  * Design: one thread, one poll(2) loop over every node pipe plus a signalfd
  * that carries SIGCHLD, SIGINT, SIGTERM and SIGHUP (blocked before the first
@@ -43,7 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
+#include <sodium.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,6 +59,8 @@
 #include "util/util.h"
 
 #define KILL_AFTER_MS 2000   /* SIGTERM -> SIGKILL */
+#define SSH_KILL_AFTER_MS 5000 /* stdin closed -> SIGKILL to ssh (the guard's
+                                  TERM -> KILL takes 2 s on the far host) */
 #define GIVE_UP_AFTER_MS 3000 /* SIGKILL -> stop waiting for unkillable nodes */
 #define DRAIN_MS 1000        /* read leftover output at most this long */
 
@@ -60,7 +69,12 @@ enum phase { RUNNING, GRACE, STOPPING, DRAINING, DONE };
 typedef struct psr_run {
     psr_opts o;
     psr_node *nodes;
-    int n;             /* 1 + servers + workers */
+    int n;             /* nodes in this run: 1 + servers + workers, or 1 */
+    int nworkers;      /* worker nodes in this run */
+    psr_task task;     /* per-task modes: this psrun's node */
+    psr_host *hosts;   /* ssh mode: the hostfile */
+    int nhosts;
+    char *secret_line; /* ssh mode: what each remote node reads first */
     int started;       /* nodes[0..started) were forked */
     int alive;         /* started and not yet reaped */
     int workers_alive;
@@ -121,14 +135,16 @@ static void signal_all(psr_run *r, int sig)
     for (int i = 0; i < r->started; i++) psr_signal_node(&r->nodes[i], sig);
 }
 
-/* Decide the exit status and start killing the cluster (TERM, later KILL). */
+/* Decide the exit status and start killing the cluster (TERM, later KILL;
+ * remote nodes: their stdin closes, later KILL to ssh). */
 static void stop(psr_run *r, int code)
 {
     if (r->phase >= STOPPING) return;
     r->phase = STOPPING;
     r->code = code;
-    if (r->alive > 0) signal_all(r, SIGTERM);
-    r->kill_at = psi_now_ms() + KILL_AFTER_MS;
+    for (int i = 0; i < r->started; i++) psr_close_stdin(&r->nodes[i]);
+    if (r->alive > 0 && r->o.mode != PSR_SSH) signal_all(r, SIGTERM);
+    r->kill_at = psi_now_ms() + (r->o.mode == PSR_SSH ? SSH_KILL_AFTER_MS : KILL_AFTER_MS);
     r->give_up_at = r->kill_at + GIVE_UP_AFTER_MS;
 }
 
@@ -140,7 +156,11 @@ static void kill_now(psr_run *r)
 
 static void describe_exit(const psr_node *nd)
 {
-    if (nd->signo != 0)
+    if (nd->host != NULL && nd->signo == 0 && nd->code == 255)
+        complain("%s on %s: ssh exited with status 255: it could not reach or log in to "
+                 "%s, or lost the connection (see its lines above); stopping the cluster",
+                 nd->name, nd->host, nd->host);
+    else if (nd->signo != 0)
         complain("%s was killed by signal %d (%s); stopping the cluster", nd->name,
                  nd->signo, strsignal(nd->signo));
     else if (nd->code == PS_EXIT_EVICTED)
@@ -275,6 +295,10 @@ static void advance_running(psr_run *r, uint64_t now)
         stop(r, PSR_EXIT_TIMEOUT);
         return;
     }
+    if (r->phase == RUNNING && r->nworkers == 0) { /* a per-task scheduler or server */
+        if (r->alive == 0) stop(r, 0);
+        return;
+    }
     if (r->phase == RUNNING && r->workers_alive == 0) {
         r->phase = GRACE;
         r->grace_at = ms_from_now(r->o.grace_s);
@@ -386,7 +410,7 @@ static void name_node(psr_node *nd, enum psr_role role, int rank)
     static const char *const names[] = {"scheduler", "server", "worker"};
     nd->role = role;
     nd->rank = rank;
-    nd->out.fd = nd->err.fd = -1;
+    nd->out.fd = nd->err.fd = nd->in_fd = -1;
     if (role == PSR_SCHEDULER)
         snprintf(nd->name, sizeof(nd->name), "scheduler");
     else
@@ -394,10 +418,27 @@ static void name_node(psr_node *nd, enum psr_role role, int rank)
     snprintf(nd->prefix, sizeof(nd->prefix), "[%s] ", nd->name);
 }
 
+/* Name the nodes of this run: the whole cluster, or this task's node. */
+static void name_nodes(psr_run *r)
+{
+    if (r->o.mode == PSR_SLURM || r->o.mode == PSR_MPI || r->o.mode == PSR_K8S) {
+        name_node(&r->nodes[0], (enum psr_role)r->task.role, r->task.rank);
+        r->nworkers = r->task.role == PSR_WORKER;
+        return;
+    }
+    name_node(&r->nodes[0], PSR_SCHEDULER, 0);
+    for (int i = 0; i < r->o.servers; i++)
+        name_node(&r->nodes[1 + i], PSR_SERVER, i);
+    for (int i = 0; i < r->o.workers; i++)
+        name_node(&r->nodes[1 + r->o.servers + i], PSR_WORKER, i);
+    r->nworkers = r->o.workers;
+}
+
 /* Allocate nodes and poll arrays; 0 or -1. */
 static int alloc_run(psr_run *r)
 {
-    r->n = 1 + r->o.servers + r->o.workers;
+    int per_task = r->o.mode == PSR_SLURM || r->o.mode == PSR_MPI || r->o.mode == PSR_K8S;
+    r->n = per_task ? 1 : 1 + r->o.servers + r->o.workers;
     r->nodes = calloc((size_t)r->n, sizeof(*r->nodes));
     r->pfd = calloc((size_t)(2 * r->n + 1), sizeof(*r->pfd));
     r->pstream = calloc((size_t)(2 * r->n + 1), sizeof(*r->pstream));
@@ -406,15 +447,11 @@ static int alloc_run(psr_run *r)
         complain("out of memory");
         return -1;
     }
-    int rv = psr_raise_fd_limit(2 * r->n + 32);
+    int rv = psr_raise_fd_limit(3 * r->n + 32);
     if (rv != 0) /* not fatal: a spawn that runs out of fds says so */
         complain("cannot raise the open-file limit for %d nodes: %s", r->n,
                  strerror(-rv));
-    name_node(&r->nodes[0], PSR_SCHEDULER, 0);
-    for (int i = 0; i < r->o.servers; i++)
-        name_node(&r->nodes[1 + i], PSR_SERVER, i);
-    for (int i = 0; i < r->o.workers; i++)
-        name_node(&r->nodes[1 + r->o.servers + i], PSR_WORKER, i);
+    name_nodes(r);
     return 0;
 }
 
@@ -442,33 +479,6 @@ static int setup_signals(psr_run *r)
     return 0;
 }
 
-/* Did the user give the cluster secret, in the environment or with --env? */
-static int has_secret(const psr_opts *o)
-{
-    if (getenv("PS_SECRET") || getenv("PS_SECRET_FILE")) return 1;
-    for (int i = 0; i < o->nenv; i++)
-        if (strncmp(o->env[i], "PS_SECRET=", 10) == 0 ||
-            strncmp(o->env[i], "PS_SECRET_FILE=", 15) == 0)
-            return 1;
-    return 0;
-}
-
-/* A fresh cluster secret per run unless one was given: 32 random bytes as
- * hex in PS_SECRET, which every node inherits (and no other user can read
- * from /proc).  A stray process that finds a port cannot join. */
-static int setup_secret(const psr_run *r)
-{
-    uint8_t raw[32];
-    char hex[2 * sizeof(raw) + 1];
-    if (has_secret(&r->o)) return 0;
-    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
-        complain("cannot make a cluster secret: %s", strerror(errno));
-        return -1;
-    }
-    for (size_t i = 0; i < sizeof(raw); i++) snprintf(hex + 2 * i, 3, "%02x", raw[i]);
-    return setenv("PS_SECRET", hex, 1);
-}
-
 static int setup_address(psr_run *r)
 {
     int port = r->o.port, rv;
@@ -476,17 +486,79 @@ static int setup_address(psr_run *r)
         complain("cannot find a free port: %s", strerror(-rv));
         return -1;
     }
-    snprintf(r->sched, sizeof(r->sched), "%.255s:%d", r->o.host, port);
+    snprintf(r->sched, sizeof(r->sched), "%.255s:%d", r->o.host ? r->o.host : "127.0.0.1",
+             port);
     return 0;
+}
+
+/* Per-task modes: this task's node, its scheduler, PS_HOST and secret.
+ * 0, or -1 after printing why (nothing has started). */
+static int setup_task(psr_run *r)
+{
+    if (psr_task_place(&r->o, &r->task) != 0) return -1;
+    snprintf(r->sched, sizeof(r->sched), "%s", r->task.sched);
+    if (r->task.host[0] && setenv("PS_HOST", r->task.host, 1) != 0) return -1;
+    return psr_setup_secret(&r->o, r->task.job[0] ? r->task.job : NULL);
+}
+
+/* The ssh command of the node on the scheduler's host's address;
+ * 0 or -1 (printed). */
+static int setup_remote_nodes(psr_run *r)
+{
+    const char *sched_host = r->o.host;
+    for (int i = 0; i < r->nhosts && !sched_host; i++)
+        if (r->hosts[i].name == r->nodes[0].host) sched_host = r->hosts[i].addr;
+    int port = r->o.port;
+    if (port == 0 && psr_pick_port(&port) != 0) port = 9000;
+    snprintf(r->sched, sizeof(r->sched), "%.255s:%d", sched_host, port);
+    for (int i = 0; i < r->n; i++)
+        if ((r->nodes[i].argv = psr_remote_argv(&r->nodes[i], &r->o, r->sched)) == NULL) {
+            complain("out of memory");
+            return -1;
+        }
+    return 0;
+}
+
+/* ssh mode: read the hostfile, place every node, check the key, build each
+ * node's ssh command, get the secret line.  0 or -1 (printed). */
+static int setup_ssh(psr_run *r)
+{
+    if (r->o.ssh_key && access(r->o.ssh_key, R_OK) != 0) {
+        complain("--ssh-key %s: %s", r->o.ssh_key, strerror(errno));
+        return -1;
+    }
+    if ((r->hosts = psr_hostfile_read(r->o.hostfile, &r->nhosts)) == NULL ||
+        psr_hostfile_place(r->hosts, r->nhosts, r->nodes, r->n) != 0 ||
+        setup_remote_nodes(r) != 0 || psr_setup_secret(&r->o, NULL) != 0 ||
+        (r->secret_line = psr_secret_line(&r->o)) == NULL)
+        return -1;
+    return 0;
+}
+
+/* Everything before the first fork, by mode.  0, -1 (exit 1), or -2 (bad
+ * input: exit 2). */
+static int setup_mode(psr_run *r)
+{
+    switch (r->o.mode) {
+    case PSR_SSH: return setup_ssh(r) ? -2 : 0;
+    case PSR_SLURM:
+    case PSR_MPI:
+    case PSR_K8S: return 0; /* setup_task ran before alloc_run */
+    default: return setup_address(r) || psr_setup_secret(&r->o, NULL) ? -1 : 0;
+    }
 }
 
 /* Fork every node, scheduler first; a failure stops the ones started. */
 static void start_nodes(psr_run *r)
 {
-    say(r, "scheduler at %s; starting 1 scheduler, %d server(s), %d worker(s): %s",
-        r->sched, r->o.servers, r->o.workers, r->o.cmd[0]);
+    if (r->n == 1 && r->o.mode != PSR_LOCAL)
+        say(r, "%s of 1 scheduler, %d server(s), %d worker(s); scheduler at %s: %s",
+            r->nodes[0].name, r->o.servers, r->o.workers, r->sched, r->o.cmd[0]);
+    else
+        say(r, "scheduler at %s; starting 1 scheduler, %d server(s), %d worker(s): %s",
+            r->sched, r->o.servers, r->o.workers, r->o.cmd[0]);
     for (int i = 0; i < r->n; i++) {
-        int rv = psr_spawn(&r->nodes[i], &r->o, r->sched, &r->origmask);
+        int rv = psr_spawn(&r->nodes[i], &r->o, r->sched, &r->origmask, r->secret_line);
         if (rv != 0) {
             complain("cannot start %s: %s", r->nodes[i].name, strerror(-rv));
             stop(r, 1);
@@ -503,7 +575,12 @@ static void free_run(psr_run *r)
     for (int i = 0; i < r->started; i++) {
         psr_stream_close(&r->nodes[i].out, prefix_of(r, &r->nodes[i]));
         psr_stream_close(&r->nodes[i].err, prefix_of(r, &r->nodes[i]));
+        psr_close_stdin(&r->nodes[i]);
     }
+    for (int i = 0; r->nodes && i < r->n; i++) psr_argv_free(r->nodes[i].argv);
+    psr_hostfile_free(r->hosts, r->nhosts);
+    if (r->secret_line) sodium_memzero(r->secret_line, strlen(r->secret_line));
+    free(r->secret_line);
     if (r->sigfd >= 0) close(r->sigfd);
     free(r->nodes);
     free(r->pfd);
@@ -523,10 +600,14 @@ int main(int argc, char **argv)
         return rv > 0 ? 0 : PSR_EXIT_USAGE;
     }
     ensure_std_fds();
-    if (alloc_run(&r) != 0 || setup_signals(&r) != 0 || setup_address(&r) != 0 ||
-        setup_secret(&r) != 0) {
+    int per_task = r.o.mode == PSR_SLURM || r.o.mode == PSR_MPI || r.o.mode == PSR_K8S;
+    if (per_task && setup_task(&r) != 0) { /* before the nodes are named */
         free_run(&r);
-        return 1;
+        return PSR_EXIT_USAGE;
+    }
+    if (alloc_run(&r) != 0 || setup_signals(&r) != 0 || (rv = setup_mode(&r)) != 0) {
+        free_run(&r);
+        return rv == -2 ? PSR_EXIT_USAGE : 1;
     }
     if (r.o.timeout_s > 0) r.timeout_at = ms_from_now(r.o.timeout_s);
     start_nodes(&r);

@@ -1,18 +1,26 @@
 /*
- * psrun.h -- shared types of psrun, the local cluster launcher.
+ * psrun.h -- shared types of psrun, the libps cluster launcher.
  *
- * psrun starts one scheduler, S servers and W workers of a libps cluster on
- * this machine, all running the same command with PS_ROLE, PS_RANK,
- * PS_SCHEDULER, PS_NUM_SERVERS and PS_NUM_WORKERS set, forwards their output
- * line by line with a "[role rank] " prefix, and turns the nodes' exit
- * statuses into its own.
+ * psrun starts one scheduler, S servers and W workers of a libps cluster,
+ * all running the same command with PS_ROLE, PS_RANK, PS_SCHEDULER,
+ * PS_NUM_SERVERS and PS_NUM_WORKERS set, forwards their output line by line
+ * with a "[role rank] " prefix, and turns the nodes' exit statuses into its
+ * own.  Modes: local (every node a child of psrun on this machine), ssh
+ * (--hostfile: every node a child `ssh HOST ...` of psrun), and the
+ * per-task modes --slurm, --mpi and --k8s, in which the launcher (srun,
+ * mpirun, Kubernetes) starts one psrun per node and each psrun works out its
+ * own role and rank and supervises that one node.
  *
- * Design: four files, one per concern.  options.c parses the command line
- * into a psr_opts; spawn.c forks and execs one node (pipes, process group,
- * parent-death signal, environment) and signals node groups; output.c turns
- * the bytes of one captured pipe into whole prefixed lines; psrun.c owns the
- * single-threaded event loop (poll over every pipe plus a signalfd) and the
- * phase machine that decides the exit status.  Nothing here uses threads, and
+ * Design: one file per concern.  options.c parses the command line into a
+ * psr_opts; task.c turns a per-task launcher's environment into one node's
+ * place; secret.c finds, makes or derives the cluster secret; hostfile.c
+ * parses a hostfile and places nodes on hosts; remote.c builds the ssh
+ * command that starts and guards a node on another host; spawn.c forks and
+ * execs one node (pipes, process group, parent-death signal, environment)
+ * and signals node groups; output.c turns the bytes of one captured pipe
+ * into whole prefixed lines; psrun.c owns the single-threaded event loop
+ * (poll over every pipe plus a signalfd) and the phase machine that decides
+ * the exit status, the same in every mode.  Nothing here uses threads, and
  * nothing here may leave a node running after psrun returns from main.
  */
 #ifndef PSRUN_H
@@ -26,14 +34,24 @@
 #define PSR_EXIT_USAGE 2
 #define PSR_EXIT_TIMEOUT 124
 
+enum psr_mode { PSR_LOCAL, PSR_SSH, PSR_SLURM, PSR_MPI, PSR_K8S };
+
 /* The parsed command line.  cmd and the strings in env point into argv. */
 typedef struct psr_opts {
+    enum psr_mode mode;
     int servers;      /* 0..PSR_MAX_NODES */
-    int workers;      /* 1..PSR_MAX_NODES */
+    int workers;      /* 1..PSR_MAX_NODES; 0: from the task count (per-task) */
     double timeout_s; /* <= 0: no timeout */
     double grace_s;   /* wait for scheduler and servers after the workers */
-    int port;         /* 0: pick a free one */
-    const char *host; /* scheduler host */
+    int port;         /* 0: pick a free one (local, ssh) or the mode's default */
+    const char *host; /* scheduler host; NULL: the mode's default */
+    const char *role; /* --role (--k8s); NULL: none given */
+    int rank;         /* --rank (--k8s); -1: none given */
+    const char *hostfile; /* --hostfile (ssh mode) */
+    const char *ssh_key;  /* --ssh-key FILE */
+    char **ssh_opts;      /* nssh_opts "-o" values (array is malloc'd) */
+    int nssh_opts;
+    const char *key_file; /* --key-file: per-user key for derived secrets */
     int prefix;       /* print "[role rank] " before every line */
     int quiet;        /* no status lines from psrun itself */
     int help;
@@ -66,6 +84,9 @@ typedef struct psr_stream {
 typedef struct psr_node {
     enum psr_role role;
     int rank;
+    const char *host; /* ssh mode: where it runs (points into the hostfile) */
+    char **argv;      /* what to exec: NULL for the command itself (malloc'd) */
+    int in_fd;        /* write end of its stdin (ssh: carries the secret), -1 */
     pid_t pid;  /* also its process group id; 0 if it was never started */
     int alive;  /* started and not yet reaped */
     int code;   /* exit status, 128+signo if killed; valid once reaped */
@@ -75,6 +96,65 @@ typedef struct psr_node {
     psr_stream out;
     psr_stream err;
 } psr_node;
+
+/* --- task.c: the per-task modes (--slurm, --mpi, --k8s) --- */
+
+/* One node's place in the cluster, as a per-task launcher gives it. */
+typedef struct psr_task {
+    enum psr_role role;
+    int rank;
+    int servers, workers;
+    char sched[300];  /* "host:port" the node joins */
+    char host[256];   /* PS_HOST to set, "" to leave it alone */
+    char job[128];    /* the launcher's job id ("" if none): salts the secret */
+} psr_task;
+
+/* Work out this task's node from the launcher's environment and *o (which
+ * may get its worker count filled in).  0, or -1 after printing why. */
+int psr_task_place(psr_opts *o, psr_task *t);
+
+/* --- secret.c --- */
+
+/* Did the user give the cluster secret, in the environment or with --env? */
+int psr_has_secret(const psr_opts *o);
+
+/* Set PS_SECRET in psrun's environment: a fresh random one (job == NULL) or
+ * one derived from the per-user key file and the launcher's job id, so that
+ * every task of one job computes the same.  Does nothing if the user gave a
+ * secret.  0, or -1 after printing why. */
+int psr_setup_secret(const psr_opts *o, const char *job);
+
+/* The secret every node must get, as one line for a remote node's stdin
+ * (from PS_SECRET, or the contents of PS_SECRET_FILE).  Returns a malloc'd
+ * "SECRET\n", or NULL after printing why. */
+char *psr_secret_line(const psr_opts *o);
+
+/* --- hostfile.c --- */
+
+typedef struct psr_host {
+    char *name;     /* as given: [user@]host */
+    char *addr;     /* the host part: what PS_SCHEDULER names */
+    int slots;      /* 0: no cap */
+    unsigned roles; /* bit per enum psr_role that may run here */
+    int used;
+} psr_host;
+
+/* Parse FILE into a malloc'd array of *n hosts; NULL after printing why. */
+psr_host *psr_hostfile_read(const char *path, int *n);
+void psr_hostfile_free(psr_host *h, int n);
+
+/* Place nodes[0..n) (roles set, in launch order) on hosts, round-robin over
+ * the hosts that take each role and have a free slot.  0, or -1 after
+ * printing which node found no place. */
+int psr_hostfile_place(psr_host *h, int nh, psr_node *nodes, int n);
+
+/* --- remote.c --- */
+
+/* The argv (malloc'd, NULL-terminated, free with psr_argv_free) of
+ * `ssh ... HOST -- sh -c GUARD ...` that runs o->cmd on nd->host with its
+ * PS_* environment and sched as the scheduler.  NULL when out of memory. */
+char **psr_remote_argv(const psr_node *nd, const psr_opts *o, const char *sched);
+void psr_argv_free(char **argv);
 
 /* --- spawn.c --- */
 
@@ -87,13 +167,18 @@ int psr_raise_fd_limit(int needed);
 int psr_pick_port(int *port);
 
 /*
- * Fork node n running o->cmd with its PS_* environment; sched is
- * "host:port".  origmask is the signal mask the node must run with.  On
- * success n->pid, n->alive and both streams are set and 0 is returned; on
- * failure nothing is left open and -errno is returned.
+ * Fork node n running n->argv (or o->cmd) with its PS_* environment; sched
+ * is "host:port".  origmask is the signal mask the node must run with.  With
+ * stdin_line, the node's stdin is a pipe that starts with it and stays open
+ * (n->in_fd) until psr_close_stdin; else /dev/null.  On success n->pid,
+ * n->alive and both streams are set and 0 is returned; on failure nothing is
+ * left open and -errno is returned.
  */
 int psr_spawn(psr_node *n, const psr_opts *o, const char *sched,
-              const sigset_t *origmask);
+              const sigset_t *origmask, const char *stdin_line);
+
+/* Close n's stdin pipe, if any (a remote node's guard then stops it). */
+void psr_close_stdin(psr_node *n);
 
 /* Send sig to n's whole process group, if n was ever started. */
 void psr_signal_node(const psr_node *n, int sig);

@@ -2,7 +2,8 @@
  * spawn.c -- start one psrun node and signal node process groups.
  *
  * Design: each node is forked with two close-on-exec pipes (its stdout and
- * stderr), stdin from /dev/null, and becomes the leader of its own process
+ * stderr), stdin from /dev/null (or, for a remote node, a third pipe that
+ * starts with the secret and stays open for the node's life), and becomes the leader of its own process
  * group (set by both parent and child, so neither order of scheduling races),
  * so that psr_signal_node reaches every process the node started, shells'
  * children included.  The child asks for SIGKILL when psrun dies
@@ -125,20 +126,23 @@ static int child_env(const psr_node *n, const psr_opts *o, const char *sched)
 
 static int devnull = -1; /* opened once in psrun, O_CLOEXEC: the nodes' stdin */
 
-/* stdin from /dev/null, stdout and stderr into the pipes; 0 or -1. */
-static int child_fds(int outw, int errw)
+/* stdin from inr (or /dev/null), stdout and stderr into the pipes; 0 or -1. */
+static int child_fds(int inr, int outw, int errw)
 {
-    if (dup2(devnull, 0) < 0 || dup2(outw, 1) < 0 || dup2(errw, 2) < 0) return -1;
+    if (dup2(inr >= 0 ? inr : devnull, 0) < 0 || dup2(outw, 1) < 0 || dup2(errw, 2) < 0)
+        return -1;
     return 0;
 }
 
-/* In the forked child: set up and exec; never returns. */
+/* In the forked child: set up and exec; never returns.  fds: out read, out
+ * write, err read, err write, stdin read, stdin write (-1 if none). */
 static void child_main(const psr_node *n, const psr_opts *o, const char *sched,
-                       const int fds[4], pid_t parent, const sigset_t *origmask)
+                       const int fds[6], pid_t parent, const sigset_t *origmask)
 {
+    char **argv = n->argv ? n->argv : o->cmd;
     setpgid(0, 0);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
-    if (child_fds(fds[1], fds[3]) != 0) {
+    if (child_fds(fds[4], fds[1], fds[3]) != 0) {
         dprintf(fds[3], "psrun: cannot set up fds: %s\n", strerror(errno));
         _exit(127);
     }
@@ -149,9 +153,9 @@ static void child_main(const psr_node *n, const psr_opts *o, const char *sched,
         dprintf(2, "psrun: cannot set the environment: %s\n", strerror(errno));
         _exit(127);
     }
-    execvp(o->cmd[0], o->cmd);
+    execvp(argv[0], argv);
     int e = errno;
-    dprintf(2, "psrun: cannot run '%s': %s\n", o->cmd[0], strerror(e));
+    dprintf(2, "psrun: cannot run '%s': %s\n", argv[0], strerror(e));
     _exit(e == ENOENT ? 127 : 126);
 }
 
@@ -161,45 +165,66 @@ static void close_fds(int *fds, int n)
         if (fds[i] >= 0) close(fds[i]);
 }
 
-/* Two O_CLOEXEC pipes into fds[0..3] (out read, out write, err read, err
- * write), read ends non-blocking.  0 or -errno with nothing left open. */
-static int make_pipes(int fds[4])
+/* O_CLOEXEC pipes into fds[0..5] (out read, out write, err read, err
+ * write, and with `in` stdin read, stdin write), the ends psrun reads
+ * non-blocking.  0 or -errno with nothing left open. */
+static int make_pipes(int fds[6], int in)
 {
-    fds[0] = fds[1] = fds[2] = fds[3] = -1;
+    for (int i = 0; i < 6; i++) fds[i] = -1;
     if (pipe2(&fds[0], O_CLOEXEC) != 0 || pipe2(&fds[2], O_CLOEXEC) != 0 ||
+        (in && pipe2(&fds[4], O_CLOEXEC) != 0) ||
         fcntl(fds[0], F_SETFL, O_NONBLOCK) != 0 ||
         fcntl(fds[2], F_SETFL, O_NONBLOCK) != 0) {
         int e = errno;
-        close_fds(fds, 4);
+        close_fds(fds, 6);
         return -e;
     }
     return 0;
 }
 
-int psr_spawn(psr_node *n, const psr_opts *o, const char *sched,
-              const sigset_t *origmask)
+/* Put line into the fresh stdin pipe w (it fits: far below the pipe's
+ * buffer) and keep w open as the node's lifeline.  0 or -errno. */
+static int feed_stdin(psr_node *n, int w, const char *line)
 {
-    int fds[4];
+    size_t len = strlen(line);
+    n->in_fd = w;
+    if (write(w, line, len) != (ssize_t)len) return errno ? -errno : -EPIPE;
+    return 0;
+}
+
+int psr_spawn(psr_node *n, const psr_opts *o, const char *sched,
+              const sigset_t *origmask, const char *stdin_line)
+{
+    int fds[6];
+    n->in_fd = -1;
     if (devnull < 0 && (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
         return -errno;
-    int rv = make_pipes(fds);
+    int rv = make_pipes(fds, stdin_line != NULL);
     if (rv != 0) return rv;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         rv = -errno;
-        close_fds(fds, 4);
+        close_fds(fds, 6);
         return rv;
     }
     if (pid == 0) child_main(n, o, sched, fds, parent, origmask);
     setpgid(pid, pid); /* may fail once the child has exec'd: it set it itself */
     close(fds[1]);
     close(fds[3]);
+    if (fds[4] >= 0) close(fds[4]);
+    if (stdin_line) feed_stdin(n, fds[5], stdin_line); /* a failure shows as ssh's */
     n->pid = pid;
     n->alive = 1;
     psr_stream_init(&n->out, fds[0], 1);
     psr_stream_init(&n->err, fds[2], 2);
     return 0;
+}
+
+void psr_close_stdin(psr_node *n)
+{
+    if (n->in_fd >= 0) close(n->in_fd);
+    n->in_fd = -1;
 }
 
 void psr_signal_node(const psr_node *n, int sig)
