@@ -212,5 +212,6 @@ void ps_call_release(int64_t ts);
 
 #include "ps/kv.h"
 #include "ps/checkpoint.h"
+#include "ps/report.h"
 
 #endif /* PS_PS_H */

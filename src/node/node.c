@@ -20,6 +20,15 @@
  * transport's own lock (do_send queues into it).  The transports call
  * on_receive and on_peer_failure without their lock held, and the beat
  * thread (beat.c) takes po.lock alone, so neither closes a cycle.
+ *
+ * Reports and the status page (report.h, status.h): every node's reporter
+ * thread sends a REPORT about once a second, holding no lock but po.lock
+ * inside psi_node_send; the scheduler stores them under po.lock, then the
+ * store's leaf lock (report_store.h).  The page's HTTP thread takes a
+ * snapshot: po.lock alone (psi_node_view), released, then the store's lock
+ * alone, and renders with none.  Both threads are stopped (joined) with
+ * po.lock NOT held, first thing in shutdown_all, so that neither waits on a
+ * lock their stopper holds.
  */
 #define _GNU_SOURCE /* sched_getaffinity */
 #include <pthread.h>
@@ -38,7 +47,10 @@
 #include "node/beat.h"
 #include "node/node.h"
 #include "node/reliable.h"
+#include "node/report.h"
+#include "node/report_store.h"
 #include "node/sched.h"
+#include "node/status.h"
 #include "util/log.h"
 #include "util/util.h"
 
@@ -58,6 +70,8 @@ typedef struct po_config {
     const char *fault;
     int ucx;                /* PS_TRANSPORT=ucx */
     psi_gate_key key;       /* from PS_SECRET / PS_SECRET_FILE */
+    int status_on;          /* scheduler with PS_STATUS: serve the status page */
+    psi_status_opts status;
 } po_config;
 
 static struct {
@@ -104,6 +118,7 @@ static struct {
     int nhooks;
     void (*on_shutdown[4])(void);
     int nshutdown;
+    psi_status_server *status; /* the scheduler's status page (PS_STATUS) */
 } po = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 const char *ps_role_name(ps_role role)
@@ -276,6 +291,22 @@ static long default_poll_us(const po_config *c)
     return !local || c->nservers + c->nworkers <= ncpu ? 30 : 0;
 }
 
+/* The scheduler's status page: PS_STATUS=host:port (off when unset). */
+static int parse_status(po_config *c)
+{
+    static const char *const st[] = {"PS_STATUS", NULL};
+    static const char *const au[] = {"PS_STATUS_AUTH", NULL};
+    const char *spec = psi_env_str(st);
+    long force;
+    int rv;
+    if (c->role != PS_ROLE_SCHEDULER || !spec) return PS_OK;
+    if ((rv = psi_env_long(au, 0, 0, 1, &force)) != 0 ||
+        (rv = psi_status_config(spec, &c->key, (int)c->insecure, (int)force, &c->status)) != 0)
+        return rv;
+    c->status_on = 1;
+    return PS_OK;
+}
+
 static int parse_config(po_config *c)
 {
     static const char *const ns[] = {"PS_NUM_SERVERS", "DMLC_NUM_SERVER", NULL};
@@ -322,7 +353,9 @@ static int parse_config(po_config *c)
         return PS_ERR_CONFIG;
     }
     c->fault = psi_env_str(ft);
-    if ((rv = parse_host(c)) != 0 || (rv = check_exposure(c)) != 0) return rv;
+    if ((rv = parse_host(c)) != 0 || (rv = check_exposure(c)) != 0 ||
+        (rv = parse_status(c)) != 0)
+        return rv;
     if (c->poll_us < 0) c->poll_us = default_poll_us(c);
     return PS_OK;
 }
@@ -595,6 +628,26 @@ static void handle_join(const psi_msg *m)
     psi_sched_on_join(po.sched, &j, m->hdr.timestamp, psi_now_ms());
 }
 
+/* A node's report (unreliable: one lost is replaced by the next).  Kept
+ * only while the status page is on. */
+static void handle_report(const psi_msg *m)
+{
+    static psi_report r; /* 30 KiB, used under po.lock only */
+    static uint64_t warned_ms;
+    const psi_hdr *h = &m->hdr;
+    if (!po.sched || !po.cfg.status_on || h->sender == PSI_ID_NONE ||
+        h->arg != PSI_REPORT_FORMAT)
+        return;
+    if (psi_report_decode(m->seg[PSI_SEG_AUX], h->seg_len[PSI_SEG_AUX], &r) != 0) {
+        uint64_t now = psi_now_ms();
+        if (now - warned_ms >= 10000) /* said at most every 10 s */
+            PSI_WARN("dropped a malformed report from node %u", h->sender);
+        warned_ms = now;
+        return;
+    }
+    psi_rstore_ingest(h->sender, h->key_lo, &r, psi_now_ms());
+}
+
 static void handle_barrier_done(const psi_msg *m)
 {
     int g = (int)m->hdr.arg;
@@ -608,6 +661,7 @@ static void do_control(const psi_msg *m)
 {
     const psi_hdr *h = &m->hdr;
     if (po.sched) psi_sched_on_alive(po.sched, h->sender, psi_now_ms());
+    if (po.sched && po.cfg.status_on) psi_rstore_seen(h->sender, psi_now_ms());
     if (h->type == PSI_MSG_ACK) {
         handle_ack(m);
         return;
@@ -629,7 +683,9 @@ static void do_control(const psi_msg *m)
     case PSI_MSG_BARRIER_DONE: handle_barrier_done(m); break;
     case PSI_MSG_LEAVE:
         if (po.sched) psi_sched_on_leave(po.sched, h->sender, (int)h->arg == 1);
+        if (po.sched && po.cfg.status_on) psi_rstore_left(h->sender);
         break;
+    case PSI_MSG_REPORT: handle_report(m); break;
     case PSI_MSG_SERVE:
         if (po.sched) psi_sched_on_serve(po.sched, h->sender, (int)h->arg, (uint32_t)h->key_lo);
         break;
@@ -661,6 +717,7 @@ static void on_receive(void *arg, psi_msg *m)
         void *darg = po.handlers[m->hdr.type - PSI_MSG_DATA].arg;
         if (po.sched) psi_sched_on_alive(po.sched, m->hdr.sender, psi_now_ms());
         pthread_mutex_unlock(&po.lock);
+        if (m->hdr.type == PSI_MSG_DATA) psi_report_count_data(&m->hdr);
         if (cb) cb(darg, m);
         else psi_msg_free(m);
         return;
@@ -798,6 +855,7 @@ static int beat_alive(void *arg, uint32_t id, uint32_t epoch)
     pthread_mutex_lock(&po.lock);
     int ok = po.sched != NULL && po.state != ST_CLOSED;
     if (ok) psi_sched_on_alive(po.sched, id, psi_now_ms());
+    if (ok && po.cfg.status_on) psi_rstore_seen(id, psi_now_ms());
     pthread_mutex_unlock(&po.lock);
     return ok;
 }
@@ -933,6 +991,66 @@ static void set_log_prefix(void)
     psi_log_set_prefix(p);
 }
 
+/* ---- reports and the status page ---------------------------------------------- */
+
+/* The reporter thread's sink (no lock held): a node sends its report to the
+ * scheduler like a heartbeat (po.ctl, unreliable); the scheduler stores its
+ * own. */
+static void report_sink(const psi_report *r, uint64_t seq)
+{
+    static uint8_t buf[PSI_REPORT_MAX_BYTES]; /* the one reporter thread's */
+    size_t len;
+    if (po.cfg.role == PS_ROLE_SCHEDULER) {
+        psi_rstore_ingest(PSI_SCHEDULER_ID, seq, r, psi_now_ms()); /* its own lock */
+        return;
+    }
+    psi_msg *m = psi_msg_new(PSI_MSG_REPORT);
+    if (!m || psi_report_encode(r, buf, sizeof(buf), &len) != 0 ||
+        psi_msg_set_seg(m, PSI_SEG_AUX, buf, len) != 0) {
+        psi_msg_free(m);
+        return;
+    }
+    m->hdr.flags = PSI_F_CONTROL;
+    m->hdr.arg = PSI_REPORT_FORMAT;
+    m->hdr.key_lo = m->hdr.key_hi = seq;
+    psi_node_send(PSI_SCHEDULER_ID, m); /* takes m; lost if the node is closing */
+}
+
+/* The status page's snapshot (its HTTP thread; no lock held on entry). */
+static int status_snapshot(void *arg, psi_status_snap *out)
+{
+    psi_view v;
+    (void)arg;
+    if (psi_node_view(&v) != 0) return PS_ERR_NOMEM; /* po.lock, released */
+    int rv = psi_rstore_snapshot(&v, psi_now_ms(), out);
+    psi_view_free(&v);
+    return rv;
+}
+
+/* Scheduler with PS_STATUS: open the page (before the cluster forms, so it
+ * shows the formation).  0 or PS_ERR_CONFIG (logged). */
+static int start_status(void)
+{
+    int port;
+    if (!po.cfg.status_on) return PS_OK;
+    psi_rstore_init(psi_now_ms(), (uint64_t)po.cfg.hb_timeout_ms, (int)po.cfg.nservers,
+                    (int)po.cfg.nworkers);
+    int rv = psi_status_start(&po.cfg.status, status_snapshot, NULL, &po.status, &port);
+    if (rv != 0) return rv;
+    PSI_INFO("status page at http://%s:%d/ (also /status.json, /metrics)%s", po.cfg.status.host,
+             port, po.cfg.status.need_auth ? ", password: the cluster secret" : "");
+    return PS_OK;
+}
+
+/* Nodes always report (the scheduler keeps reports only while its page is
+ * on); the scheduler reports to itself when the page is on. */
+static void start_reporter(void)
+{
+    if (po.cfg.role == PS_ROLE_SCHEDULER && !po.cfg.status_on) return;
+    if (psi_reporter_start(report_sink) != 0)
+        PSI_WARN("no reporter thread: this node's figures will not reach the status page");
+}
+
 static void shutdown_all(void);
 
 int ps_start(void)
@@ -945,7 +1063,7 @@ int ps_start(void)
     }
     po.state = ST_STARTING;
     pthread_mutex_unlock(&po.lock);
-    if ((rv = parse_config(&po.cfg)) != 0) goto fail;
+    if ((rv = parse_config(&po.cfg)) != 0 || (rv = start_status()) != 0) goto fail;
     po.rank = po.cfg.role == PS_ROLE_SCHEDULER ? 0 : (int)po.cfg.rank;
     po.id = po.cfg.role == PS_ROLE_SCHEDULER ? PSI_SCHEDULER_ID : PSI_ID_NONE;
     po.hb_interval_ms = (uint64_t)PSI_MAX(po.cfg.hb_timeout_ms / 5, 10);
@@ -976,6 +1094,7 @@ int ps_start(void)
     set_log_prefix();
     PSI_INFO("node %u up at %s, view %u", po.id, po.my_addr, po.view.epoch);
     flush_view_note();
+    start_reporter();
     return PS_OK;
 fail:
     PSI_ERROR("ps_start failed: %s", ps_strerror(rv));
@@ -1055,6 +1174,9 @@ static void do_wait_leaves(void)
 
 static void shutdown_all(void)
 {
+    psi_reporter_stop(); /* both take po.lock: joined without it */
+    psi_status_stop(po.status);
+    po.status = NULL;
     pthread_mutex_lock(&po.lock);
     int had_timer = po.timer_started;
     po.timer_started = 0;
@@ -1080,6 +1202,7 @@ static void shutdown_all(void)
     psi_sched_free(po.sched);
     po.sched = NULL;
     psi_view_free(&po.view);
+    if (po.cfg.status_on) psi_rstore_free();
     po.state = ST_CLOSED;
     pthread_cond_broadcast(&po.cond);
     pthread_mutex_unlock(&po.lock);

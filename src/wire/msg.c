@@ -75,6 +75,7 @@ static const char *const type_names[PSI_MSG_TYPE_MAX] = {
     [PSI_MSG_ACK] = "ACK",             [PSI_MSG_LEAVE] = "LEAVE",
     [PSI_MSG_DATA] = "DATA",
     [PSI_MSG_CALL] = "CALL",           [PSI_MSG_SERVE] = "SERVE",
+    [PSI_MSG_REPORT] = "REPORT",
 };
 
 const char *psi_msg_type_name(int type)

@@ -63,7 +63,11 @@ typedef enum psi_msg_type {
     PSI_MSG_CALL = 9,        /* remote function call and its reply (src/task) */
     PSI_MSG_SERVE = 10,      /* joining server -> scheduler: arg = 1 stream my share to
                               * me, 2 I hold it (src/replica/join.c) */
-    PSI_MSG_TYPE_MAX = 11    /* one past the largest valid type */
+    PSI_MSG_REPORT = 11,     /* node -> scheduler, unreliable, about once a second:
+                              * arg = report format, key_lo = report number, aux =
+                              * the node's table counters and named values
+                              * (src/node/report.h) */
+    PSI_MSG_TYPE_MAX = 12    /* one past the largest valid type */
 } psi_msg_type;
 
 /* Flags. */

@@ -4,7 +4,7 @@
  * "PASS <name>" or "FAIL <name>: why" lines that the shell tests grep; the
  * exit status is nonzero on any failure.
  *
- *   ps_kvtest sum [--keys N] [--rounds R]   every worker adds 1 to N keys
+ *   ps_kvtest sum [--keys N] [--rounds R] [--pace-ms MS]   every worker adds 1 to N keys
  *       (given unsorted, a different order per round) R times; afterwards
  *       each key must be exactly W*R on a pull, under any PS_FAULT.
  *   ps_kvtest consistency --tau T          bounded delay: records, for every
@@ -55,6 +55,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kv/kv.h"
 #include "ps/ps.h"
@@ -104,6 +105,7 @@ static void run_sum(int argc, char **argv)
     ps_barrier(PS_GROUP_ALL);
     size_t n = (size_t)arg_long(argc, argv, "--keys", 1000);
     long rounds = arg_long(argc, argv, "--rounds", 20);
+    long pace_ms = arg_long(argc, argv, "--pace-ms", 0); /* a pause per round */
     if (ps_my_role() == PS_ROLE_WORKER) {
         uint64_t *keys = malloc(n * sizeof(*keys));
         double *one = malloc(n * 2 * sizeof(double)), *got = malloc(n * 2 * sizeof(double));
@@ -114,6 +116,9 @@ static void run_sum(int argc, char **argv)
         for (long r = 0; r < rounds; r++) {
             shuffle(keys, n, &rng);
             ps_push(t, keys, n, one, NULL);
+            ps_report("iteration", (double)(r + 1)); /* the status page plots these */
+            ps_report("progress", (double)(r + 1) / (double)rounds);
+            if (pace_ms > 0) usleep((useconds_t)pace_ms * 1000);
         }
         int st = ps_wait_all(t);
         CHECK(st == 0, "sum push", "wait_all: %s", ps_strerror(st));
