@@ -133,42 +133,7 @@ wait_declared() {
 
 # RSS sampler: every 5 s, "ms pid role rank rss_kb" for each libps node
 # among this script's descendants.
-python3 - $$ 5 "$D/rss.txt" <<'PY' &
-import os, sys, time
-root, iv, out = int(sys.argv[1]), float(sys.argv[2]), open(sys.argv[3], "w", buffering=1)
-def env(pid):
-    try:
-        e = dict(kv.split("=", 1) for kv in open("/proc/%d/environ" % pid).read().split("\0") if "=" in kv)
-    except OSError:
-        return None
-    return e.get("PS_ROLE"), e.get("PS_RANK") or "-"
-while os.path.exists("/proc/%d" % root):
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            st = open("/proc/%s/stat" % d).read()
-            kids.setdefault(int(st[st.rindex(")") + 2:].split()[1]), []).append(int(d))
-        except (OSError, ValueError):
-            pass
-    todo, desc = [root], []
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            desc.append(c); todo.append(c)
-    t = int(time.time() * 1000)
-    for pid in desc:
-        r = env(pid)
-        if not r or not r[0]:
-            continue
-        try:
-            rss = [l.split()[1] for l in open("/proc/%d/status" % pid) if l.startswith("VmRSS:")]
-        except OSError:
-            continue
-        if rss:
-            out.write("%d %d %s %s %s\n" % (t, pid, r[0], r[1], rss[0]))
-    time.sleep(iv)
-PY
+python3 "$ROOT/bench/tools/rss_sampler.py" $$ 5 "$D/rss.txt" &
 PIDS+=($!); SAMPLER=$!
 
 # ---- the cluster ----
