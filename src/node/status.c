@@ -93,10 +93,13 @@ static void sb_html(sbuf *b, const char *s)
         case '>': sb_puts(b, "&gt;"); break;
         case '"': sb_puts(b, "&quot;"); break;
         case '\'': sb_puts(b, "&#39;"); break;
-        default: sb_printf(b, "%c", *s);
+        default: sb_printf(b, "%c", (unsigned char)*s < 0x20 ? '?' : *s);
         }
     }
 }
+
+/* Control bytes never reach these (report.c's decoder refuses them); should
+ * one, it is written as '?'. */
 
 /* `s` as a JSON string, quotes included. */
 static void sb_json(sbuf *b, const char *s)
@@ -105,8 +108,7 @@ static void sb_json(sbuf *b, const char *s)
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\') sb_printf(b, "\\%c", c);
-        else if (c < 0x20) sb_printf(b, "\\u%04x", c);
-        else sb_printf(b, "%c", c);
+        else sb_printf(b, "%c", c < 0x20 ? '?' : c);
     }
     sb_puts(b, "\"");
 }
@@ -117,8 +119,7 @@ static void sb_label(sbuf *b, const char *s)
     sb_puts(b, "\"");
     for (; *s; s++) {
         if (*s == '"' || *s == '\\') sb_printf(b, "\\%c", *s);
-        else if (*s == '\n') sb_puts(b, "\\n");
-        else sb_printf(b, "%c", *s);
+        else sb_printf(b, "%c", (unsigned char)*s < 0x20 ? '?' : *s);
     }
     sb_puts(b, "\"");
 }
@@ -295,7 +296,9 @@ static void prom_node(sbuf *b, const char *name, uint32_t node, int r, int rank,
         sb_printf(b, ",%s=", key);
         sb_label(b, val);
     }
-    sb_printf(b, "} %.17g\n", fin(v));
+    v = fin(v);
+    if (v == floor(v) && fabs(v) < 9e15) sb_printf(b, "} %.0f\n", v); /* counters exact */
+    else sb_printf(b, "} %.9g\n", v);
 }
 
 static void prom_nodes(sbuf *b, const psi_status_snap *s)
@@ -402,7 +405,7 @@ static const char page_css[] =
     "main{padding:8px 24px 24px}h2{font-size:15px;margin:18px 0 8px;color:#3a4356}"
     "table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0002;min-width:60%}"
     "th,td{padding:5px 12px;text-align:right;border-bottom:1px solid #e6e8ee}"
-    "th{background:#eef0f4;font-weight:600}td:first-child,th:first-child,td.l{text-align:left}"
+    "th{background:#eef0f4;font-weight:600}td:first-child,th:first-child,.l{text-align:left}"
     ".badge{padding:1px 8px;border-radius:9px;font-size:12px;color:#fff}"
     ".alive{background:#2e8b57}.suspected{background:#d98e04}.dead{background:#c0392b}"
     ".left{background:#7f8c8d}.joining{background:#2f6fbd}"
@@ -431,9 +434,9 @@ static void sb_age(sbuf *b, double s)
 
 static void html_nodes(sbuf *b, const psi_status_snap *s)
 {
-    sb_puts(b, "<h2>Nodes</h2><table id=\"nodes\"><tr><th>id</th><th>role</th><th>rank</th>"
-               "<th>state</th><th>address</th><th>heartbeat</th><th>report</th>"
-               "<th>ring segments</th><th>key share</th></tr>");
+    sb_puts(b, "<h2>Nodes</h2><table id=\"nodes\"><tr><th>id</th><th class=\"l\">role</th>"
+               "<th>rank</th><th class=\"l\">state</th><th class=\"l\">address</th>"
+               "<th>heartbeat</th><th>report</th><th>ring segments</th><th>key share</th></tr>");
     for (size_t i = 0; i < s->nnodes; i++) {
         const psi_status_node *n = &s->nodes[i];
         const char *st = psi_status_state_name(n->state);
@@ -506,6 +509,14 @@ static void series_extent(const psi_status_snap *s, const char *name, extent *e)
     }
     if (!(e->t1 > e->t0)) e->t0 = isfinite(e->t1) ? e->t1 - 1 : 0, e->t1 = e->t0 + 1;
     if (!(e->v1 > e->v0)) e->v0 = isfinite(e->v1) ? e->v1 - 1 : 0, e->v1 = e->v0 + 2;
+    /* round the value axis out to 4 steps of 1, 2, 2.5 or 5 times a power of 10 */
+    double raw = (e->v1 - e->v0) / 4, p = pow(10, floor(log10(raw))), step = 10 * p;
+    static const double nice[] = {1, 2, 2.5, 5};
+    for (int i = 3; i >= 0; i--)
+        if (nice[i] * p >= raw) step = nice[i] * p;
+    double lo = floor(e->v0 / step) * step;
+    while (lo + 4 * step < e->v1) step = step * 2; /* rare: floor pushed it below */
+    e->v0 = lo, e->v1 = lo + 4 * step;
 }
 
 static void svg_axes(sbuf *b, const extent *e)
@@ -538,7 +549,7 @@ static void html_chart(sbuf *b, const psi_status_snap *s, const char *name)
     extent e;
     int line = 0;
     series_extent(s, name, &e);
-    sb_printf(b, "<figure id=\"series-%s\"><figcaption>%s</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" "
+    sb_printf(b, "<figure id=\"series-%s\"><figcaption>%s</figcaption><svg "
               "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">", name, name, CW, CH + 18, CW,
               CH + 18);
     svg_axes(b, &e);
