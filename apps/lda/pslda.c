@@ -298,6 +298,12 @@ int main(int argc, char **argv)
         fflush(NULL);
         _exit(1);
     }
+    /* every node has the tables open before the first push (the workers'
+     * first counts), and every first count is in before the first sweep */
+    if ((rv = ps_barrier(PS_GROUP_ALL)) != 0) {
+        fprintf(stderr, "pslda: barrier: %s\n", ps_strerror(rv));
+        return 1;
+    }
     if (ps_my_role() == PS_ROLE_WORKER && (rv = lda_worker_setup(&W)) != 0) {
         fprintf(stderr, "pslda: worker setup: %s\n", ps_strerror(rv));
         fflush(NULL);
