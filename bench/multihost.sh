@@ -239,23 +239,10 @@ all_loss "${GARBAGE_LOSS:-0}"
 PS_HEARTBEAT_TIMEOUT_MS=${GARBAGE_HB_MS:-5000} \
   cluster 3 2 ps_failtest --keys 3000 --before 40 --after 300 --replication 1 --deadline-ms 85000
 # every node listening: a TCP port in each of hosts 0-5, the UDP port in 0
-gready() {
-  nb_listeners 0 1 2 3 4 5 >"$NB_TMP/listeners.txt"
-  [ "$(awk '$2 == "t" { print $1 }' "$NB_TMP/listeners.txt" | sort -u | wc -l)" = 6 ] &&
-    grep -q '^0 u ' "$NB_TMP/listeners.txt"
-}
 t_g0=$(nb_now_ms)
-if nb_wait_for "$(left 20)" gready; then
+if nb_wait_for "$(left 20)" nb_all_listen 0 1 2 3 4 5; then
   note "garbage: every node listens $(( $(nb_now_ms) - t_g0 )) ms after the start"
-  tports='' uports='' other=''
-  while read -r h proto a port pid; do
-    case $a in
-      "$(nb_addr "$h")"|0.0.0.0)
-        if [ "$proto" = t ]; then tports="$tports${tports:+,}$(nb_addr "$h"):$port@$pid"
-        else uports="$uports${uports:+,}$(nb_addr "$h"):$port@$pid"; fi ;;
-      *) other="$other $proto:$h:$a:$port" ;;
-    esac
-  done <"$NB_TMP/listeners.txt"
+  nb_fuzz_targets; tports=$NB_TPORTS uports=$NB_UPORTS other=$NB_OTHER
   [ -n "$other" ] && note "garbage: listening where host 6 cannot reach (not fuzzed):$other"
   gports=$(grep -c "^[0-5] [tu] \($NB_NET\.[0-9]*\|0\.0\.0\.0\) " "$NB_TMP/listeners.txt")
   seed=${FUZZ_SEED:-$((RANDOM * 32768 + RANDOM))}

@@ -253,3 +253,28 @@ for h, pid in sorted(pids.items(), key=lambda x: int(x[0])):
                   owner[f[9]])
 PY
 }
+
+# nb_all_listen HOST...: every HOST has a TCP listener, and host 0 (the
+# scheduler's) its UDP port; the table in $NB_TMP/listeners.txt.
+nb_all_listen() {
+  nb_listeners "$@" >"$NB_TMP/listeners.txt"
+  [ "$(awk '$2 == "t" { print $1 }' "$NB_TMP/listeners.txt" | sort -u | wc -l)" = $# ] &&
+    grep -q '^0 u ' "$NB_TMP/listeners.txt"
+}
+
+# nb_fuzz_targets: from $NB_TMP/listeners.txt, the ports a fuzzer in another
+# host can reach (bound to the host's address or the wildcard), as
+# portfuzz.py's --ports (NB_TPORTS) and --udp (NB_UPORTS) lists
+# ("ADDR:PORT@PID,..."), and the others in NB_OTHER ("proto:host:addr:port ...").
+nb_fuzz_targets() {
+  NB_TPORTS='' NB_UPORTS='' NB_OTHER=''
+  local h proto a port pid
+  while read -r h proto a port pid; do
+    case $a in
+      "$(nb_addr "$h")"|0.0.0.0)
+        if [ "$proto" = t ]; then NB_TPORTS="$NB_TPORTS${NB_TPORTS:+,}$(nb_addr "$h"):$port@$pid"
+        else NB_UPORTS="$NB_UPORTS${NB_UPORTS:+,}$(nb_addr "$h"):$port@$pid"; fi ;;
+      *) NB_OTHER="$NB_OTHER $proto:$h:$a:$port" ;;
+    esac
+  done <"$NB_TMP/listeners.txt"
+}

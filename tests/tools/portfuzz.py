@@ -888,6 +888,27 @@ def intrude(host, port, seed):
     return r
 
 
+def verdict(report, want_udp):
+    """What a test fails on in a report: every listener a gate (a correct
+    handshake completed on each, so the hostile frames went past the
+    handshake), no wrong secret, bad proof or replay let in, no idle storm
+    that kept a new connection out; with want_udp, the scheduler's UDP port
+    fuzzed and none of our datagrams answered.  A list of findings."""
+    t, u, bad = report["totals"], report.get("udp_totals", {}), []
+    nogate = sorted(k for k, v in report["ports"].items() if v["auth_ok"] == 0)
+    if nogate:
+        bad.append("no correct handshake completed on %s" % " ".join(nogate))
+    for k in ("auth_unexpected", "auth_mismatch", "proof_not_closed", "replay_open",
+              "idle_probe_fail"):
+        if t.get(k):
+            bad.append("%s %d" % (k, t[k]))
+    if want_udp and not report.get("udp"):
+        bad.append("no UDP port fuzzed")
+    if want_udp and u.get("udp_answered"):
+        bad.append("the scheduler answered %d of our datagrams" % u["udp_answered"])
+    return bad
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ports", default="", help="127.0.0.1:PORT[@PID],... (TCP)")
@@ -907,7 +928,18 @@ def main():
                     help="stop when this pid exits; ports only die while it runs")
     ap.add_argument("--idle", type=int, default=300, help="idle connections per storm")
     ap.add_argument("--hold", type=float, default=3.0, help="seconds a storm is held")
+    ap.add_argument("--verdict", action="store_true",
+                    help="read a report (JSON) on stdin, print what is wrong with it "
+                         "(nothing when all is well); exit 0, or 64 on a bad report")
+    ap.add_argument("--want-udp", action="store_true", help="with --verdict: UDP was fuzzed too")
     a = ap.parse_args()
+    if a.verdict:
+        try:
+            print("; ".join(verdict(json.load(sys.stdin), a.want_udp)))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            print("portfuzz: not a report: %r" % e, file=sys.stderr)
+            return 64
+        return 0
     if a.intrude:
         try:
             (h, port, _), = parse_ports(a.intrude, a.netns_ok)
