@@ -37,19 +37,25 @@
 
 extern char **environ;
 
+/* An asynchronous list's stdin is /dev/null in sh without job control, so
+ * the watcher reads the real one through fd 3. */
 static const char guard[] =
     "IFS= read -r PS_SECRET || { echo 'psrun: no cluster secret on stdin' >&2; exit 255; }\n"
     "export PS_SECRET\n"
     "cd \"$1\" 2>/dev/null\n"
     "shift\n"
-    "setsid \"$@\" </dev/null &\n"
+    "exec 3<&0\n"
+    "setsid \"$@\" </dev/null 3<&- &\n"
     "node=$!\n"
-    "(while IFS= read -r _; do :; done\n"
-    " kill -TERM -$node 2>/dev/null && sleep 2 && kill -KILL -$node 2>/dev/null) &\n"
+    "(while IFS= read -r _ <&3; do :; done\n"
+    " kill -TERM -$node 2>/dev/null || kill -TERM $node 2>/dev/null\n"
+    " sleep 2; kill -KILL -$node 2>/dev/null || kill -KILL $node 2>/dev/null) &\n"
+    "exec 3<&-\n"
     "watch=$!\n"
     "wait $node\n"
     "rc=$?\n"
-    "kill $watch 2>/dev/null\n"
+    "exec 2>/dev/null\n" /* no "Terminated" for the watcher */
+    "kill $watch\n"
     "kill -KILL -$node 2>/dev/null\n"
     "exit $rc\n";
 
