@@ -17,9 +17,12 @@
  * a process group of its own with stdin from /dev/null.  A watcher then
  * reads the rest of stdin, which psrun holds open for the node's life: when
  * it closes -- psrun stopped the cluster, psrun died (its ssh children get
- * SIGKILL with it), or the connection dropped (ServerAliveInterval notices
- * within 15 s) -- the watcher sends SIGTERM to the node's group and SIGKILL
- * 2 s later.  When the node exits by itself, the guard kills what is left of
+ * SIGKILL with it), or sshd saw the connection end -- the watcher sends
+ * SIGTERM to the node's group and SIGKILL 2 s later.  (A connection that
+ * drops silently: psrun's ssh gives up within 15 s, ServerAliveInterval,
+ * and psrun stops the cluster; the far sshd notices only with its own
+ * ClientAliveInterval, and libps makes a node cut off from its scheduler
+ * exit by itself.)  When the node exits by itself, the guard kills what is left of
  * its group and exits with the node's status.  So no node outlives psrun's
  * connection to its host.
  *
