@@ -147,13 +147,16 @@ static void remote_cmd(sbuf *b, const psr_node *nd, const psr_opts *o, const cha
     for (char **c = o->cmd; *c; c++) put_word(b, *c);
 }
 
-/* ssh's own arguments, up to and including the host. */
+/* ssh's own arguments, up to and including the host.  ssh keeps the first
+ * value it is given for an option, so the user's --ssh-opt come before
+ * psrun's defaults for timeouts and keepalives, and after BatchMode. */
 static int ssh_args(char **argv, int k, const psr_node *nd, const psr_opts *o)
 {
-    static const char *const fixed[] = {"ssh", "-T", "-o", "BatchMode=yes", "-o",
-                                        "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
-                                        "-o", "ServerAliveCountMax=3", NULL};
-    for (int i = 0; fixed[i]; i++) argv[k++] = (char *)fixed[i];
+    static const char *const first[] = {"ssh", "-T", "-o", "BatchMode=yes", NULL};
+    static const char *const defaults[] = {"-o", "ConnectTimeout=10", "-o",
+                                           "ServerAliveInterval=5", "-o",
+                                           "ServerAliveCountMax=3", NULL};
+    for (int i = 0; first[i]; i++) argv[k++] = (char *)first[i];
     if (o->ssh_key) {
         argv[k++] = "-i";
         argv[k++] = (char *)o->ssh_key;
@@ -164,6 +167,7 @@ static int ssh_args(char **argv, int k, const psr_node *nd, const psr_opts *o)
         argv[k++] = "-o";
         argv[k++] = o->ssh_opts[i];
     }
+    for (int i = 0; defaults[i]; i++) argv[k++] = (char *)defaults[i];
     argv[k++] = (char *)nd->host;
     return k;
 }
