@@ -350,6 +350,15 @@ int bpg_iter(void *arg, uint32_t caller, const void *req, size_t len, void **rep
     return lin_reply(lw, loss, r.eval, reply, reply_len);
 }
 
+int bpg_sync(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+             size_t *reply_len)
+{
+    (void)caller, (void)req, (void)len;
+    lin_worker *lw = arg;
+    int rv = apply_pulls(lw, INT64_MAX);
+    return rv ? rv : lin_reply(lw, train_loss(lw), 1, reply, reply_len);
+}
+
 /* The "resume" call, once before the first resumed iteration: the weights the
  * servers restored become the last pulled ones, and the margins x_i.w. */
 int bpg_resume(void *arg, uint32_t caller, const void *req, size_t len, void **reply,

@@ -25,6 +25,7 @@ typedef struct lin_cfg {
     int replication;     /* --replication: backups of every key range (table option) */
     int bits;
     double l1, l2, lr, beta, kkt_slack;
+    double tol;          /* --tol: bpg stops on a relative objective decrease (0: off) */
     double delay_step;   /* --delay-step: bpg tau > 0 divides the step by 1 + delay_step tau */
     int straggle;        /* --straggle: STRAGGLE_NONE / _HEAVY / _SLOW (bpg only) */
     double straggle_ms;  /* heavy: mean delay; slow: worker rank 0's delay per iteration */
@@ -100,6 +101,10 @@ int lin_gather_model(const char *fn, lin_kw **out, size_t *n);
 int bpg_table_opts(const lin_cfg *c, ps_table_opts *o);
 int bpg_worker_setup(lin_worker *lw);
 int bpg_iter(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
+             size_t *reply_len);
+/* The "sync" call (after a stop on --tol): apply every outstanding pull, then
+ * reply as "iter" does with the test histogram. */
+int bpg_sync(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
              size_t *reply_len);
 int bpg_wstat(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
               size_t *reply_len);

@@ -26,6 +26,10 @@
 
 #include "lin.h"
 
+/* BPG defaults: an iteration cap and the tolerance (bench/linear.md) */
+#define LIN_ITERS 2000
+#define LIN_TOL 1e-4
+
 static lin_cfg cfg;
 static lin_worker W;
 
@@ -72,7 +76,11 @@ static void usage(FILE *f)
         "                    liblinear -c 1), ftrl/sgd: per example (default l1 = 1)\n"
         "  --lr X            bpg: step scale eta (default 1); ftrl: alpha (0.1); sgd: lr (0.1)\n"
         "  --beta X          ftrl beta (default 1)\n"
-        "  --iters N         bpg iterations (default 40); --epochs N: ftrl/sgd (default 2)\n"
+        "  --iters N         bpg: at most N iterations (default %d); --epochs N: ftrl/sgd\n"
+        "                    (default 2)\n"
+        "  --tol X           bpg: stop once the objective fell by at most X (relative) over\n"
+        "                    the last B iterations, one sweep of the blocks (default %g;\n"
+        "                    0: run all --iters)\n"
         "  --blocks B        bpg feature blocks, key %% B (default 4, at most 65535)\n"
         "  --tau N           bounded delay (bpg: a worker computes block t+1 while the\n"
         "                    updates of the last N blocks are outstanding, default 0;\n"
@@ -82,7 +90,9 @@ static void usage(FILE *f)
         "                    sleeps a seeded Pareto(1.5) time of mean MS ms per iteration)\n"
         "                    or slow:MS (worker rank 0 sleeps MS ms per iteration)\n"
         "  --straggle-seed N the seed of heavy (default 1)\n"
-        "  --minibatch N     ftrl/sgd examples per push (default 1000)\n"
+        "  --minibatch N     ftrl/sgd examples per push (default: 1/100 of the worker's\n"
+        "                    shard, at least 1 and at most 1000, so that a small shard\n"
+        "                    still gets ~100 updates per epoch)\n"
         "  --filters SPEC    ps_table_set_filters spec on the workers, e.g. keycache,zstd\n"
         "  --kkt | --no-kkt  the KKT filter (bpg; default on), --kkt-slack X (default 1)\n"
         "  --eval-every N    test metrics every N iterations / epochs (default 10; 0: end only)\n"
@@ -100,7 +110,7 @@ static void usage(FILE *f)
         "                    any number of servers and workers (--iters: the total)\n"
         "  --replication K   every key range is also held by K more servers, so training\n"
         "                    survives K server deaths with no update lost (default 0)\n"
-        "  --help            this text\n");
+        "  --help            this text\n", LIN_ITERS, LIN_TOL);
 }
 
 static void bad_flag(const char *fmt, const char *a)
@@ -159,7 +169,7 @@ static void parse_flags(int argc, char **argv)
     enum { O_L1 = 256, O_L2, O_LR, O_BETA, O_ITERS, O_EPOCHS, O_BLOCKS, O_TAU, O_MB,
            O_FILTERS, O_KKT, O_NOKKT, O_SLACK, O_EVAL, O_SAVE, O_PREDICT, O_JSON, O_SKIP,
            O_MODEL, O_EXPORT, O_BITS, O_ALGO, O_FMT, O_TRAIN, O_TEST, O_CKDIR, O_CKEVERY,
-           O_RESUME, O_REPL, O_STRAGGLE, O_SSEED, O_DSTEP };
+           O_RESUME, O_REPL, O_STRAGGLE, O_SSEED, O_DSTEP, O_TOL };
     static const struct option opts[] = {
         {"train", 1, 0, O_TRAIN}, {"test", 1, 0, O_TEST}, {"format", 1, 0, O_FMT},
         {"algo", 1, 0, O_ALGO}, {"l1", 1, 0, O_L1}, {"l2", 1, 0, O_L2}, {"lr", 1, 0, O_LR},
@@ -173,12 +183,12 @@ static void parse_flags(int argc, char **argv)
         {"checkpoint-dir", 1, 0, O_CKDIR}, {"checkpoint-every", 1, 0, O_CKEVERY},
         {"resume", 1, 0, O_RESUME}, {"replication", 1, 0, O_REPL},
         {"straggle", 1, 0, O_STRAGGLE}, {"straggle-seed", 1, 0, O_SSEED},
-        {"delay-step", 1, 0, O_DSTEP},
+        {"delay-step", 1, 0, O_DSTEP}, {"tol", 1, 0, O_TOL},
         {0, 0, 0, 0}};
-    cfg = (lin_cfg){.fmt = LIN_FMT_LIBSVM, .algo = ALGO_BPG, .iters = 40, .epochs = 2,
-                    .blocks = 4, .tau = -1, .minibatch = 1000, .kkt = 1, .eval_every = 10,
+    cfg = (lin_cfg){.fmt = LIN_FMT_LIBSVM, .algo = ALGO_BPG, .iters = LIN_ITERS, .epochs = 2,
+                    .blocks = 4, .tau = -1, .minibatch = 0, .kkt = 1, .eval_every = 10,
                     .bits = 24, .l1 = -1, .l2 = 0, .lr = -1, .beta = 1, .kkt_slack = 1,
-                    .delay_step = 1, .straggle_seed = 1};
+                    .delay_step = 1, .straggle_seed = 1, .tol = LIN_TOL};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -223,6 +233,7 @@ static void parse_flags(int argc, char **argv)
         case O_STRAGGLE: parse_straggle(optarg); break;
         case O_SSEED: cfg.straggle_seed = (uint64_t)num("straggle-seed", optarg, 0, 1e15); break;
         case O_DSTEP: cfg.delay_step = num("delay-step", optarg, 0, 1e6); break;
+        case O_TOL: cfg.tol = num("tol", optarg, 0, 1); break;
         case 'h': usage(stdout); exit(0);
         default:
             bad_flag("unknown or incomplete option '%s'", argv[optind - 1]);
@@ -325,6 +336,7 @@ static int ftrl_epoch(void *arg, uint32_t caller, const void *req, size_t len, v
     memcpy(&q, req, sizeof q);
     const lin_data *d = &lw->tr;
     size_t mb = (size_t)lw->cfg->minibatch, cap = 0;
+    if (mb == 0) mb = d->n / 100 < 1 ? 1 : d->n / 100 > 1000 ? 1000 : d->n / 100;
     for (size_t s = 0; s < d->n; s += mb) {
         size_t e = s + mb < d->n ? s + mb : d->n;
         if (d->offsets[e] - d->offsets[s] > cap) cap = d->offsets[e] - d->offsets[s];
@@ -570,11 +582,15 @@ static int collect_model(double *nnz)
     return rv;
 }
 
-/* The objective of the summary: mean loss + l1 |w|_1 + l2/2 |w|^2 (ftrl/sgd: the
- * servers keep no weight statistics, so the norms are 0 and this is the mean loss). */
+/* The objective of the summary: mean loss + l1 |w|_1 + l2/2 |w|^2.  bpg: l1
+ * and l2 regularize the mean loss; ftrl/sgd: they are per example (FTRL
+ * applies them to the summed gradients), so in mean units they are l1 / N and
+ * l2 / N, and the loss is the epoch's progressive loss (each example scored
+ * before its minibatch's update). */
 static double objective(const summary *s, double l1n, double sq)
 {
-    return s->loss / (s->n > 0 ? s->n : 1) + cfg.l1 * l1n + 0.5 * cfg.l2 * sq;
+    double n = s->n > 0 ? s->n : 1, k = cfg.algo == ALGO_BPG ? 1.0 : 1.0 / n;
+    return s->loss / n + k * (cfg.l1 * l1n + 0.5 * cfg.l2 * sq);
 }
 
 /* A JSON number, or null for nan / inf (JSON has neither). */
@@ -645,6 +661,26 @@ static void final_summary(const summary *s, const summary *last, double train_s,
            s->bytes, s->keys_sent, jnum(o, sizeof o, "%.8f", obj), s->n, iters);
 }
 
+/* --tol: BPG stops once the objective fell by at most tol (relative) over
+ * one sweep of the B blocks.  tau 0: objs[done - B] to objs[done] (the
+ * objective falls monotonically, so a rise is rounding at the optimum).
+ * tau > 0: the objective of a progress line mixes margins up to tau
+ * iterations old with the servers' current norms and wobbles, so the means
+ * of the last two windows of L = B + tau iterations are compared, and only a
+ * fall (>= 0) of at most tol * L / B stops. */
+static int converged(const double *objs, int start, int done)
+{
+    int B = cfg.blocks, L = B + cfg.tau;
+    if (cfg.algo != ALGO_BPG || cfg.tol <= 0) return 0;
+    if (cfg.tau == 0)
+        return done - B >= start && objs[done - B] - objs[done] <= cfg.tol * fabs(objs[done]);
+    if (done - 2 * L + 1 < start) return 0;
+    double old = 0, now = 0;
+    for (int i = 0; i < L; i++) old += objs[done - 2 * L + 1 + i], now += objs[done - L + 1 + i];
+    double fall = (old - now) / L;
+    return fall >= 0 && fall <= cfg.tol * fabs(now / L) * L / B;
+}
+
 static int run_scheduler(void)
 {
     const ps_reply *rep;
@@ -682,8 +718,10 @@ static int run_scheduler(void)
     int T = cfg.algo == ALGO_BPG ? cfg.iters : cfg.epochs, start, done;
     if ((rv = lin_ckpt_resume(&cfg, &start)) != 0) return rv;
     int64_t *calls = calloc((size_t)T, sizeof(int64_t));
-    if (!calls) return PS_ERR_NOMEM;
-    for (int t = done = start; t < T && rv == 0; t++) {
+    double *objs = calloc((size_t)T, sizeof(double));
+    int stop = 0, t;
+    if (!calls || !objs) rv = PS_ERR_NOMEM;
+    for (t = done = start; t < T && rv == 0 && !stop; t++) {
         int64_t dep = t - cfg.tau - 1 >= start ? calls[t - cfg.tau - 1] : -1;
         ps_task_opts o = {.deps = &dep, .ndeps = dep >= 0};
         lin_req q = {.t = t, .block = cfg.blocks > 0 ? t % cfg.blocks : 0, .ntotal = n_live,
@@ -697,14 +735,35 @@ static int run_scheduler(void)
         for (; rv == 0 && done <= t && (done <= t - cfg.tau || t == T - 1 || ck); done++) {
             if ((rv = gather(calls[done], &s)) != 0) break;
             s.elapsed = lin_now() - t0;
-            if (cfg.algo == ALGO_BPG) bpg_server_stats(&nnz, &l1n, &sq);
-            progress(cfg.algo == ALGO_BPG ? "iter" : "epoch", done, &s, objective(&s, l1n, sq),
-                     nnz);
+            bpg_server_stats(&nnz, &l1n, &sq);
+            progress(cfg.algo == ALGO_BPG ? "iter" : "epoch", done, &s,
+                     objs[done] = objective(&s, l1n, sq), nnz);
             if (s.has_test) last = s;
+            if (!stop && converged(objs, start, done)) stop = done + 1;
         }
         if (rv == 0 && ck) rv = lin_ckpt_write(&cfg, t);
     }
+    /* stopped on the tolerance: collect the iterations in flight, then one
+     * "sync" call applies every update and measures the final model */
+    for (; rv == 0 && stop && done < t; done++) {
+        if ((rv = gather(calls[done], &s)) != 0) break;
+        s.elapsed = lin_now() - t0;
+        bpg_server_stats(&nnz, &l1n, &sq);
+        progress("iter", done, &s, objective(&s, l1n, sq), nnz);
+    }
+    if (rv == 0 && stop && t < T) {
+        printf("pslinear: converged at iteration %d: the objective fell by less than --tol %g "
+               "(relative) over the last %d iterations\n", stop - 1, cfg.tol, cfg.blocks);
+        lin_req q = {.t = t, .eval = 1, .ntotal = n_live, .sync = 1};
+        int64_t sc = ps_call_group(PS_GROUP_WORKERS, "sync", &q, sizeof q, NULL);
+        if ((rv = sc < 0 ? (int)sc : gather(sc, &s)) == 0) {
+            bpg_server_stats(&nnz, &l1n, &sq);
+            if (s.has_test) last = s;
+        }
+    }
+    T = t;
     free(calls);
+    free(objs);
     double train_s = lin_now() - t0;
     if (rv == 0) rv = collect_model(&nnz);
     if (rv != 0) {
@@ -803,6 +862,7 @@ int main(int argc, char **argv)
     W.cfg = &cfg;
     ps_register("info", info_call, &W);
     ps_register("iter", bpg_iter, &W);
+    ps_register("sync", bpg_sync, &W);
     ps_register("epoch", ftrl_epoch, &W);
     ps_register("model", model_call, &W);
     ps_register("wstat", bpg_wstat, &W.w);

@@ -17,7 +17,7 @@
 awk -v seed=11 -f "$(dirname "$0")/pslinear_fixture.awk" </dev/null >"$TMP/all.svm" || fail "fixture"
 head -n 300 "$TMP/all.svm" >"$TMP/train.svm"
 tail -n 100 "$TMP/all.svm" >"$TMP/test.svm"
-ARGS=(--train "$TMP/train.svm" --test "$TMP/test.svm" --iters 600 --eval-every 0
+ARGS=(--train "$TMP/train.svm" --test "$TMP/test.svm" --iters 600 --tol 0 --eval-every 0
       --replication 1 --json)
 export PS_HEARTBEAT_TIMEOUT_MS=${PS_HEARTBEAT_TIMEOUT_MS:-1000} PS_RESEND_MS=200
 

@@ -36,7 +36,7 @@ objs() {
 check() {
     local name=$1 tau=$2; shift 2
     timeout 60 "$PS_BIN/psrun" -s 2 -w 2 --timeout 50 --no-prefix -q -- "$PS_BIN/pslinear" \
-        --train "$TMP/train.svm" --json --eval-every 0 --tau "$tau" "$@" >"$TMP/out" 2>&1 ||
+        --train "$TMP/train.svm" --json --eval-every 0 --tol 0 --tau "$tau" "$@" >"$TMP/out" 2>&1 ||
         fail "$name: pslinear exited $?"
     objs "$TMP/out" >"$TMP/ps.txt"
     timeout 30 "$PS_BIN/linear_ref" --train "$TMP/train.svm" --workers 2 --tau "$tau" "$@" \
