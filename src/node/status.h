@@ -3,9 +3,9 @@
  * health and progress, its renderings (HTML page, JSON, Prometheus text),
  * and the HTTP server that serves them (libmicrohttpd) on PS_STATUS.
  *
- * Design: rendering takes a snapshot (psi_status_snap), plain data that the
- * caller owns, so it is unit-tested without a network (tests/unit/
- * test_status.c).  The server asks its snapshot function for a fresh one per
+ * Design: rendering (status.c) takes a snapshot (psi_status_snap), plain
+ * data that the caller owns, so it is unit-tested without a network
+ * (tests/unit/test_status.c); the server is status_http.c.  The server asks its snapshot function for a fresh one per
  * request; node.c's copies the view under po.lock and the reports under the
  * store's lock (report_store.h), and the rendering runs with no lock held.
  *
