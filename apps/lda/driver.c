@@ -21,6 +21,7 @@ typedef struct sweep_sum {
     lda_rep r;           /* summed over workers */
     double loglik;       /* per token; NAN when not evaluated */
     double perplexity;   /* held-out; NAN when not evaluated */
+    int nrep;            /* workers that answered */
 } sweep_sum;
 
 /* Sum of the servers' "counts" replies: wll, neg, col[K], tot[K]. */
@@ -91,6 +92,7 @@ static int gather(int64_t ts, sweep_sum *s)
         s->r.doc_ll += r.doc_ll, s->r.tokens += r.tokens, s->r.wait_s += r.wait_s;
         s->r.seconds += r.seconds, s->r.hll += r.hll, s->r.htokens += r.htokens;
         s->r.hdocs += r.hdocs, s->r.hskipped += r.hskipped;
+        s->nrep++;
     }
     ps_call_release(ts);
     if (rv != 0) fprintf(stderr, "pslda: a sweep failed: %s\n", ps_strerror(rv));
@@ -221,7 +223,7 @@ static int run_sweeps(const lda_info *in, counts *c, sweep_sum *last, double *tr
     int T = cfg->sweeps, lag = cfg->tau < 0 ? T : cfg->tau, done = 0, rv = 0;
     int64_t *calls = calloc((size_t)T, sizeof *calls);
     if (!calls) return PS_ERR_NOMEM;
-    double t0 = lda_now(), tprev = t0;
+    double t0 = lda_now();
     for (int t = 0; t < T && rv == 0; t++) {
         int64_t dep = cfg->tau >= 0 && t - cfg->tau - 1 >= 0 ? calls[t - cfg->tau - 1] : -1;
         ps_task_opts o = {.deps = &dep, .ndeps = dep >= 0};
@@ -238,8 +240,9 @@ static int run_sweeps(const lda_info *in, counts *c, sweep_sum *last, double *tr
             if (eval && (rv = server_counts(c)) == 0 && in->tokens > 0)
                 s.loglik = (s.r.doc_ll + word_loglik(c, in->vocab)) / in->tokens;
             if (eval && s.r.htokens > 0) s.perplexity = exp(-s.r.hll / s.r.htokens);
-            progress(done, &s, now > tprev ? s.r.tokens / (now - tprev) : 0, now - t0);
-            tprev = now;
+            /* the workers' rate in this sweep: sweeps gathered late come in bunches */
+            double mean_s = s.nrep ? s.r.seconds / s.nrep : 0;
+            progress(done, &s, mean_s > 0 ? s.r.tokens / mean_s : 0, now - t0);
             *last = s;
         }
     }

@@ -22,7 +22,7 @@
 #define LDA_TOTALS_KEY 0x746f74616c73ULL /* the one key of table lda_t */
 
 typedef struct lda_cfg {
-    const char *train, *test, *stopwords, *save;
+    const char *train, *test, *stopwords, *save, *filters;
     int K, sweeps, json, check, blocks, tau, min_len, top, eval_every, fold_iters;
     long vocab_min, vocab_max;
     double alpha, beta;

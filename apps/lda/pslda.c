@@ -67,6 +67,8 @@ static void usage(FILE *f)
         "  --save PREFIX         write PREFIX.topics.txt (top words per topic) and\n"
         "                        PREFIX.phi.tsv (word, then p(word | topic) per topic)\n"
         "  --top N               words per topic in PREFIX.topics.txt (default 20)\n"
+        "  --filters SPEC        ps_table_set_filters spec of both tables on every node\n"
+        "                        (default zstd: rows of counts are mostly zeros; none: off)\n"
         "  --check               verify at the end that the servers' counts sum to the\n"
         "                        workers' topics and to the number of tokens (exit 3 if not)\n"
         "  --json                also print each progress line and a summary as JSON\n"
@@ -97,7 +99,7 @@ static double num(const char *name, const char *s, double lo, double hi)
 static void parse_flags(int argc, char **argv)
 {
     enum { O_ALPHA = 256, O_BETA, O_SWEEPS, O_SEED, O_TRAIN, O_TEST, O_VMIN, O_VMAX, O_STOP,
-           O_SAVE, O_JSON, O_CHECK, O_BLOCKS, O_TAU, O_MINLEN, O_TOP, O_EVAL, O_FOLD };
+           O_SAVE, O_JSON, O_CHECK, O_BLOCKS, O_TAU, O_MINLEN, O_TOP, O_EVAL, O_FOLD, O_FILTERS };
     static const struct option opts[] = {
         {"topics", 1, 0, 'k'}, {"alpha", 1, 0, O_ALPHA}, {"beta", 1, 0, O_BETA},
         {"sweeps", 1, 0, O_SWEEPS}, {"seed", 1, 0, O_SEED}, {"train", 1, 0, O_TRAIN},
@@ -105,11 +107,12 @@ static void parse_flags(int argc, char **argv)
         {"vocab-max", 1, 0, O_VMAX}, {"stopwords", 1, 0, O_STOP}, {"save", 1, 0, O_SAVE},
         {"json", 0, 0, O_JSON}, {"check", 0, 0, O_CHECK}, {"blocks", 1, 0, O_BLOCKS},
         {"tau", 1, 0, O_TAU}, {"min-len", 1, 0, O_MINLEN}, {"top", 1, 0, O_TOP},
-        {"eval-every", 1, 0, O_EVAL}, {"fold-iters", 1, 0, O_FOLD}, {"help", 0, 0, 'h'},
+        {"eval-every", 1, 0, O_EVAL}, {"fold-iters", 1, 0, O_FOLD},
+        {"filters", 1, 0, O_FILTERS}, {"help", 0, 0, 'h'},
         {0, 0, 0, 0}};
     cfg = (lda_cfg){.K = 20, .alpha = 0.1, .beta = 0.01, .sweeps = 100, .seed = 1,
                     .vocab_min = 5, .blocks = 1, .tau = -1, .min_len = 3, .top = 20,
-                    .eval_every = 10, .fold_iters = 30};
+                    .eval_every = 10, .fold_iters = 30, .filters = "zstd"};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hk:", opts, NULL)) != -1) {
@@ -136,6 +139,7 @@ static void parse_flags(int argc, char **argv)
         case O_MINLEN: cfg.min_len = (int)num("min-len", optarg, 1, 40); break;
         case O_TOP: cfg.top = (int)num("top", optarg, 1, 1e6); break;
         case O_EVAL: cfg.eval_every = (int)num("eval-every", optarg, 0, 1e6); break;
+        case O_FILTERS: cfg.filters = strcmp(optarg, "none") ? optarg : ""; break;
         case O_FOLD: cfg.fold_iters = (int)num("fold-iters", optarg, 1, 1e5); break;
         case 'h': usage(stdout); exit(0);
         default: bad_flag("unknown or incomplete option '%s'", argv[optind - 1]);
@@ -266,6 +270,10 @@ static int open_tables(void)
     int rv = ps_table_open("lda_wt", &o, &wt);
     if (rv == 0) rv = ps_table_open("lda_t", &o, &tt);
     if (rv != 0) fprintf(stderr, "pslda: cannot open the count tables: %s\n", ps_strerror(rv));
+    if (rv == 0 && ps_my_role() != PS_ROLE_SCHEDULER && *cfg.filters &&
+        ((rv = ps_table_set_filters(wt, cfg.filters)) != 0 ||
+         (rv = ps_table_set_filters(tt, cfg.filters)) != 0))
+        fprintf(stderr, "pslda: bad --filters '%s': %s\n", cfg.filters, ps_strerror(rv));
     W.wt = wt, W.tt = tt;
     return rv;
 }
