@@ -17,7 +17,10 @@
 #     scheduler declared it dead (earliest worker, as bench/failover.sh);
 #     acked_lost: acknowledged inserts missing from the sketch at the end
 #     (the lowest row's mass below the acknowledged count), summed over
-#     REPEAT runs, with applied_twice the other way.
+#     REPEAT runs, with applied_twice the other way.  A run in which a
+#     server is declared dead before the kill (an overloaded machine starves
+#     a process past the heartbeat timeout) is counted in false_deaths and
+#     run again.
 # Prints progress on stderr and ONE JSON line on stdout.  Bounded: every
 # cluster has a deadline (psrun --timeout, or the waits below).
 # Usage: bench/sketch.sh [BIN_DIR]   (default build/bin; data: scripts/data/fetch.sh flights subtlex)
@@ -98,6 +101,16 @@ wait_grep() { # wait_grep SECONDS PATTERN FILE
     sleep 0.02
   done
 }
+# false_death PATTERN [EXCEPT]: the scheduler declared a node dead (other
+# than EXCEPT): an overloaded machine starved it past the heartbeat timeout.
+# Stops the run's nodes and returns 0 if so (the run is counted and redone).
+false_death() {
+  grep "$1" "$tmp/f-sched.log" 2>/dev/null | grep -qv -F "${2:-@none@}" || return 1
+  say "a node was declared dead that was not killed (the machine is overloaded?):"
+  grep -h 'declared dead\|did not run' "$tmp"/f-*.log | tail -n 3 >&2
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  return 0
+}
 failover() {
   rm -f "$tmp"/f-*.log; pids=()
   local sched; sched=$(free_port)
@@ -114,29 +127,33 @@ failover() {
   local end=$(( $(now_ms) + 120000 ))
   until awk -v k="$kill_at" '/inserts \(/ { p = $0; sub(/.*\(/, "", p); sub(/%.*/, "", p); if (p + 0 >= k) f = 1 } END { exit !f }' "$tmp/f-w0.log" 2>/dev/null; do
     [ "$(now_ms)" -lt $end ] || { say "worker 0 never reached $kill_at %"; tail -n 5 "$tmp"/f-*.log >&2; exit 1; }
-    for n in sched s0 s1 s2 w0 w1; do
-      kill -0 "$(eval echo \$pid_$n)" 2>/dev/null ||
-        { say "$n exited before the kill:"; tail -n 20 "$tmp/f-$n.log" >&2; exit 1; }
-    done
+    false_death 'declared dead' && return 1
     sleep 0.01
   done
   grep -q '(100%)' "$tmp/f-w0.log" && { say "the stream ended before the kill"; exit 1; }
-  t_kill=$(now_ms); kill -9 "$pid_s1"
+  t_kill=$(now_ms); kill -9 "$pid_s1"; wait "$pid_s1" 2>/dev/null || true
   for n in sched s0 s2 w0 w1; do
     local p; p=$(eval echo \$pid_$n) end=$(( $(now_ms) + 150000 ))
     while kill -0 "$p" 2>/dev/null; do
       [ "$(now_ms)" -lt $end ] || { say "$n still running 150 s after the kill"; exit 1; }
       sleep 0.05
     done
-    wait "$p" || { say "$n exited $? after the kill:"; tail -n 20 "$tmp/f-$n.log" >&2; exit 1; }
+    wait "$p" && continue
+    local rc=$?
+    false_death 'declared dead' 'server 1 (' && return 1
+    say "$n exited $rc after the kill:"; tail -n 20 "$tmp/f-$n.log" >&2; exit 1
   done
   t_rec=$(awk '/^recovered/ {print $2}' "$tmp"/f-w*.log | sort -n | head -1)
   [ -n "$t_rec" ] || { say "no worker saw the death and a push after it"; exit 1; }
   sed -n 's/^\({"stream".*\)$/\1/p' "$tmp/f-w0.log" >"$tmp/failover.json"
 }
-lost=0 twice=0 recs=()
+lost=0 twice=0 recs=() false_deaths=0
 for i in $(seq "$rep"); do
-  failover # not in $(...): its pids and times stay in this shell
+  # not in $(...): its pids and times stay in this shell
+  until failover; do
+    false_deaths=$(( false_deaths + 1 ))
+    [ $false_deaths -le $(( 2 * rep )) ] || { say "too many false deaths: raise HB_MS"; exit 1; }
+  done
   js=$(cat "$tmp/failover.json")
   recs+=($(( t_rec - t_kill )))
   lost=$(( lost + $(jget acked_lost <<<"$js") ))
@@ -148,8 +165,8 @@ rec=$(printf '%s\n' "${recs[@]}" | median)
 
 c22=${rate[counts.2x2]} c11=${rate[counts.1x1]} r22=${rate[routes.2x2]} r11=${rate[routes.1x1]}
 cj=$tmp/counts.2x2.json rj=$tmp/routes.2x2.json
-printf '{"inserts_per_s": %.0f, "inserts_per_s_per_core": %.0f, "underestimates": %d, "within_eps_pct": %s, "acked_lost": %d, "applied_twice": %d, "recovery_ms": %s, "recovery_ms_runs": [%s], "heartbeat_ms": %d, "stream": "subtlex", "N": %s, "distinct_keys": %s, "eps": 0.001, "delta": 0.01, "width": %s, "depth": %s, "batch": %d, "cells_per_insert": %s, "max_error": %s, "routes_inserts_per_s": %.0f, "routes_inserts_per_s_per_core": %.0f, "routes_N": %s, "routes_distinct_keys": %s, "routes_cells_per_insert": %s, "routes_max_error": %s, "servers": 2, "workers": 2, "failover_servers": 3, "repeat": %d, "cores": %d}\n' \
-  "$c22" "$c11" "$under" "$within" "$lost" "$twice" "$rec" "$(IFS=,; echo "${recs[*]}")" "$hb" \
+printf '{"inserts_per_s": %.0f, "inserts_per_s_per_core": %.0f, "underestimates": %d, "within_eps_pct": %s, "acked_lost": %d, "applied_twice": %d, "recovery_ms": %s, "recovery_ms_runs": [%s], "heartbeat_ms": %d, "false_deaths": %d, "stream": "subtlex", "N": %s, "distinct_keys": %s, "eps": 0.001, "delta": 0.01, "width": %s, "depth": %s, "batch": %d, "cells_per_insert": %s, "max_error": %s, "routes_inserts_per_s": %.0f, "routes_inserts_per_s_per_core": %.0f, "routes_N": %s, "routes_distinct_keys": %s, "routes_cells_per_insert": %s, "routes_max_error": %s, "servers": 2, "workers": 2, "failover_servers": 3, "repeat": %d, "cores": %d}\n' \
+  "$c22" "$c11" "$under" "$within" "$lost" "$twice" "$rec" "$(IFS=,; echo "${recs[*]}")" "$hb" "$false_deaths" \
   "$(jget N <"$cj")" "$(jget distinct_keys <"$cj")" "$(jget width <"$cj")" "$(jget depth <"$cj")" \
   "$batch" "$(jget cells_per_insert <"$cj")" "$(jget max_error <"$cj")" \
   "$r22" "$r11" "$(jget N <"$rj")" "$(jget distinct_keys <"$rj")" \

@@ -97,14 +97,13 @@ static int flush(sk_job *j, cm_batch *b, pipe_t *p)
     return 0;
 }
 
-static void progress(const sk_job *j, uint64_t done, uint64_t total, double t0)
+static void progress(uint64_t done, uint64_t total, double t0)
 {
     double el = sk_now() - t0;
     printf("worker %d: %.2fM of %.2fM inserts (%.0f%%), %.3fM/s, %.1f s\n", ps_my_rank(),
            done / 1e6, total / 1e6, total ? 100.0 * done / total : 100.0,
            el > 0 ? done / el / 1e6 : 0.0, el);
     fflush(stdout);
-    (void)j;
 }
 
 /* Wait until every push's callback ran (ps_wait may return just before). */
@@ -136,7 +135,7 @@ int sk_insert(sk_job *j)
             done += b.items;
             rv = flush(j, &b, &p);
             if (c->progress_s > 0 && sk_now() >= next) {
-                progress(j, done, total, t0);
+                progress(done, total, t0);
                 next += c->progress_s;
             }
         }
@@ -146,7 +145,7 @@ int sk_insert(sk_job *j)
     int drv = drain(j, p.pushes);
     if (rv == 0) rv = drv;
     double el = sk_now() - t0;
-    if (c->progress_s > 0) progress(j, done, total, t0);
+    if (c->progress_s > 0) progress(done, total, t0);
     j->st[ST_ITEMS] = (int64_t)total;
     j->st[ST_ACKED] = atomic_load(&acked);
     j->st[ST_FAILED] = atomic_load(&failed);
