@@ -52,6 +52,9 @@ struct lin_reader {
     float *fv;
     size_t fn, f_cap;
     char what[LIN_WHAT];  /* why the current line is bad */
+    int bias;             /* libsvm: add the bias key (lin_read_opts) */
+    lin_name_fn names;    /* called with each feature's string (lin_read_opts) */
+    void *names_arg;
 };
 
 /* A parser fills r->fk/fv/fn and *label from the NUL-terminated line s,
@@ -183,10 +186,18 @@ static int push_joined(lin_reader *r, const char *const *parts, int n)
         memcpy(r->buf + len, parts[i], l);
         len += l;
     }
-    return push_feat(r, ps_hash_bytes(r->buf, len), 1.0f);
+    uint64_t key = ps_hash_bytes(r->buf, len);
+    if (r->names) r->names(r->names_arg, key, r->buf, len);
+    return push_feat(r, key, 1.0f);
 }
 
 uint64_t lin_bias_key(void) { return ps_hash_bytes("bias", 4); }
+
+static int push_bias(lin_reader *r)
+{
+    if (r->names) r->names(r->names_arg, lin_bias_key(), "bias", 4);
+    return push_feat(r, lin_bias_key(), 1.0f);
+}
 
 /* ---- the four formats ----------------------------------------------------- */
 
@@ -213,9 +224,10 @@ static int parse_libsvm(lin_reader *r, char *s, float *label)
         if (k != 0)
             return bad(r, "bad feature '%.32s:%.16s': value '%.16s' is not a number "
                        "(want idx:val)", tok, colon + 1, colon + 1);
+        if (r->names) r->names(r->names_arg, ps_hash_key(idx), tok, strlen(tok));
         if ((rv = push_feat(r, ps_hash_key(idx), v)) != 0) return rv;
     }
-    return 0;
+    return r->bias ? push_bias(r) : 0;
 }
 
 /* Fields of the flights TSV after the label, and the features built from
@@ -276,9 +288,11 @@ static int parse_flights(lin_reader *r, char *s, float *label)
             memcpy(key + kl, part[*p], (size_t)len[*p]);
             kl += (size_t)len[*p];
         }
-        if ((rv = push_feat(r, ps_hash_bytes(key, kl), 1.0f)) != 0) return rv;
+        uint64_t h = ps_hash_bytes(key, kl);
+        if (r->names) r->names(r->names_arg, h, key, kl);
+        if ((rv = push_feat(r, h, 1.0f)) != 0) return rv;
     }
-    return push_feat(r, lin_bias_key(), 1.0f);
+    return push_bias(r);
 }
 
 /* Sort the current line's keys and drop repeats (binary bag of words). */
@@ -302,7 +316,7 @@ static int parse_text(lin_reader *r, char *s, float *label)
     if (parse_label(s, label) != 0) return bad_label(r, s);
     for (w = strtok_r(tab + 1, " \t", &save); w; w = strtok_r(NULL, " \t", &save))
         if ((rv = push_joined(r, (const char *const[]){"w=", w}, 2)) != 0) return rv;
-    if ((rv = push_feat(r, lin_bias_key(), 1.0f)) != 0) return rv;
+    if ((rv = push_bias(r)) != 0) return rv;
     unique_feats(r);
     return 0;
 }
@@ -354,7 +368,7 @@ static int parse_criteo(lin_reader *r, char *s, float *label)
         snprintf(cross, sizeof(cross), "&C%d=", criteo_cross[k][1]);
         if ((rv = push_joined(r, (const char *const[]){name, a, cross, c}, 4)) != 0) return rv;
     }
-    return push_feat(r, lin_bias_key(), 1.0f);
+    return push_bias(r);
 }
 
 static const struct {
@@ -522,6 +536,13 @@ static int set_range(lin_reader *r, int shard, int nshards, char *err, size_t er
 int lin_reader_open(const char *path, lin_format fmt, int shard, int nshards, int skip_bad,
                     lin_reader **out, char *err, size_t errcap)
 {
+    lin_read_opts o = {.skip_bad = skip_bad};
+    return lin_reader_open_opts(path, fmt, shard, nshards, &o, out, err, errcap);
+}
+
+int lin_reader_open_opts(const char *path, lin_format fmt, int shard, int nshards,
+                         const lin_read_opts *o, lin_reader **out, char *err, size_t errcap)
+{
     lin_reader *r;
     int rv;
 
@@ -536,7 +557,10 @@ int lin_reader_open(const char *path, lin_format fmt, int shard, int nshards, in
         return PS_ERR_NOMEM;
     }
     r->fmt = fmt;
-    r->skip_bad = skip_bad;
+    r->skip_bad = o->skip_bad;
+    r->bias = o->bias;
+    r->names = o->names;
+    r->names_arg = o->names_arg;
     r->base_line = -1;
     if ((r->f = fopen(path, "rb")) == NULL) {
         set_err(err, errcap, "%s: %s", path, strerror(errno));
@@ -567,12 +591,19 @@ void lin_reader_close(lin_reader *r)
 int lin_data_load(const char *path, lin_format fmt, int shard, int nshards, int skip_bad,
                   lin_data *out, char *err, size_t errcap)
 {
+    lin_read_opts o = {.skip_bad = skip_bad};
+    return lin_data_load_opts(path, fmt, shard, nshards, &o, out, err, errcap);
+}
+
+int lin_data_load_opts(const char *path, lin_format fmt, int shard, int nshards,
+                       const lin_read_opts *o, lin_data *out, char *err, size_t errcap)
+{
     lin_reader *r;
     int rv;
 
     lin_data_init(out);
     set_err(err, errcap, "%s", "");
-    if ((rv = lin_reader_open(path, fmt, shard, nshards, skip_bad, &r, err, errcap)) != 0) return rv;
+    if ((rv = lin_reader_open_opts(path, fmt, shard, nshards, o, &r, err, errcap)) != 0) return rv;
     rv = lin_reader_next(r, SIZE_MAX, out, err, errcap);
     lin_reader_close(r);
     return rv;

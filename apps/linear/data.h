@@ -7,7 +7,8 @@
  *   LIN_FMT_LIBSVM   `label idx:val idx:val ... [# comment]`, label -1, 0, 1
  *                    or +1 (any spelling strtof reads as one of them; -1
  *                    becomes 0), idx a decimal u64, val a finite float.
- *                    key = ps_hash_key(idx); no bias key is added.
+ *                    key = ps_hash_key(idx); the bias key is added only with
+ *                    lin_read_opts.bias (pslinear --bias).
  *   LIN_FMT_FLIGHTS  `label TAB origin TAB dest TAB hour TAB weekday TAB month`
  *                    as written by scripts/data/convert_flights.mjs (hour
  *                    0-23, weekday 0-6 with 0 = Sunday, month 1-12; origin
@@ -84,6 +85,19 @@ typedef struct lin_data {
 /* A shard being read (opaque). */
 typedef struct lin_reader lin_reader;
 
+/* Called for every feature of every line read, with the string whose hash
+ * is its key (not NUL-terminated; valid during the call): "origin=LAS",
+ * "w=free", "C3=68fd1e64", "bias", and for libsvm the decimal index "17". */
+typedef void (*lin_name_fn)(void *arg, uint64_t key, const char *name, size_t len);
+
+/* Options of a reader. */
+typedef struct lin_read_opts {
+    int skip_bad;        /* skip (and count) bad lines instead of failing */
+    int bias;            /* libsvm: add the bias key to every example */
+    lin_name_fn names;   /* NULL: none */
+    void *names_arg;
+} lin_read_opts;
+
 /* "libsvm" (or "svmlight"), "flights", "text", "criteo" -> *out;
  * PS_ERR_INVAL if unknown. */
 int lin_format_parse(const char *name, lin_format *out);
@@ -96,6 +110,9 @@ uint64_t lin_bias_key(void);
  * skip_bad, on success, err holds the first skipped line's message or "". */
 int lin_data_load(const char *path, lin_format fmt, int shard, int nshards, int skip_bad,
                   lin_data *out, char *err, size_t errcap);
+/* The same with options (lin_data_load: only skip_bad). */
+int lin_data_load_opts(const char *path, lin_format fmt, int shard, int nshards,
+                       const lin_read_opts *o, lin_data *out, char *err, size_t errcap);
 
 /* Streaming: open the shard, then append at most `max` examples per call to
  * *out (lin_data_init it first; lin_data_clear between chunks to reuse it).
@@ -105,6 +122,8 @@ int lin_reader_open(const char *path, lin_format fmt, int shard, int nshards, in
                     lin_reader **out, char *err, size_t errcap);
 int lin_reader_next(lin_reader *r, size_t max, lin_data *out, char *err, size_t errcap);
 void lin_reader_close(lin_reader *r);
+int lin_reader_open_opts(const char *path, lin_format fmt, int shard, int nshards,
+                         const lin_read_opts *o, lin_reader **out, char *err, size_t errcap);
 
 /* ---- the container (keys.c) ---- */
 

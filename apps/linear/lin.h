@@ -2,7 +2,8 @@
  * lin.h -- shared state of pslinear: options, a worker's data, the reply a
  * worker sends the scheduler after each iteration, and the solver entry points
  * (bpg.c: Block Proximal Gradient; ckpt.c: checkpoints and --resume;
- * pslinear.c: flags, data, FTRL/SGD, evaluation, model files).
+ * model.c: model files and --predict; pslinear.c: flags, data, FTRL/SGD,
+ * evaluation, the scheduler).
  */
 #ifndef PSLINEAR_LIN_H
 #define PSLINEAR_LIN_H
@@ -19,6 +20,8 @@ enum { ALGO_BPG = 0, ALGO_FTRL = 1, ALGO_SGD = 2 };
 typedef struct lin_cfg {
     const char *train, *test, *save, *filters, *model, *export_path;
     const char *ckpt_dir, *resume; /* --checkpoint-dir, --resume (NULL: none) */
+    const char *predict_out; /* --predict-out: one probability per test example */
+    int bias;            /* --bias: libsvm examples get the bias key too */
     lin_format fmt;
     int algo, iters, epochs, blocks, tau, minibatch, kkt, eval_every, predict, json, skip_bad;
     int ckpt_every;      /* --checkpoint-every: iterations between checkpoints (0: off) */
@@ -96,6 +99,12 @@ int lin_model_reply(const lin_worker *lw, const float *w, size_t stride, void **
 /* Scheduler: call `fn` on every worker and merge their model records into a
  * malloc'ed array sorted by key, one entry per key (*out, *n; the caller frees). */
 int lin_gather_model(const char *fn, lin_kw **out, size_t *n);
+
+/* model.c: write the model file of --save (m sorted by key, n weights), with
+ * feature names from a pass over c->train; 0 or a ps_err (said on stderr).
+ * lin_predict: the --predict mode; the process exit status. */
+int lin_model_save(const lin_cfg *c, const lin_kw *m, size_t n);
+int lin_predict(const lin_cfg *c);
 
 /* bpg.c */
 int bpg_table_opts(const lin_cfg *c, ps_table_opts *o);

@@ -1,17 +1,17 @@
 /*
  * pslinear.c -- sparse logistic regression on libps (issue 5): flags, data,
  * the scheduler's driver and progress lines, evaluation (test AUC and
- * logloss from per-worker score histograms), asynchronous FTRL / SGD, model
- * files, and the local modes --predict and --export-libsvm.  The BPG solver
- * is bpg.c.
+ * logloss from per-worker score histograms), asynchronous FTRL / SGD, and
+ * the local mode --export-libsvm.  The BPG solver is bpg.c; model files and
+ * --predict are model.c.
  *
  * Run under psrun (every role runs this binary):
  *   psrun -s 2 -w 2 -- pslinear --algo bpg --train T --test E --format flights
  * The scheduler drives the solver with remote calls and prints progress; each
  * worker reads shard `rank` of W of the train and test files.  --save PATH:
  * at the end the scheduler gathers from every worker the non-zero weights
- * of the keys of its shard (the union is the whole model) and writes
- * "key<TAB>weight" lines sorted by key.  --checkpoint-dir / --checkpoint-every
+ * of the keys of its shard (the union is the whole model) and writes it
+ * (model.c).  --checkpoint-dir / --checkpoint-every
  * / --resume (bpg only) are ckpt.c.
  */
 #include <errno.h>
@@ -68,6 +68,7 @@ static void usage(FILE *f)
     fprintf(f,
         "Usage: psrun -s S -w W -- pslinear --train PATH [--test PATH] [options]\n"
         "       pslinear --predict --model PATH --test PATH [--format F] [--json]\n"
+        "                [--predict-out FILE]\n"
         "       pslinear --export-libsvm OUT --train PATH [--format F] [--bits 24]\n\n"
         "L1/L2-regularized logistic regression on a libps cluster.\n"
         "  --format F        flights | text | libsvm | criteo (default libsvm)\n"
@@ -96,8 +97,13 @@ static void usage(FILE *f)
         "  --filters SPEC    ps_table_set_filters spec on the workers, e.g. keycache,zstd\n"
         "  --kkt | --no-kkt  the KKT filter (bpg; default on), --kkt-slack X (default 1)\n"
         "  --eval-every N    test metrics every N iterations / epochs (default 10; 0: end only)\n"
-        "  --save PATH       write the model as key<TAB>weight lines\n"
-        "  --model PATH      the model for --predict\n"
+        "  --save PATH       write the model: key<TAB>weight<TAB>feature lines, the\n"
+        "                    feature as read (origin=LAS, w=free, the libsvm index, bias)\n"
+        "  --model PATH      the model for --predict (a --save file)\n"
+        "  --predict-out F   --predict: also write P(label 1) of every test example to F,\n"
+        "                    one per line, in the order of the test file\n"
+        "  --bias            libsvm: add a bias feature to every example (the other\n"
+        "                    formats always have one); give it to --predict too\n"
         "  --json            also print each progress line as JSON (full-precision\n"
         "                    objective) and a final JSON summary line\n"
         "  --skip-bad-lines  skip (and count) malformed lines instead of failing\n"
@@ -169,7 +175,7 @@ static void parse_flags(int argc, char **argv)
     enum { O_L1 = 256, O_L2, O_LR, O_BETA, O_ITERS, O_EPOCHS, O_BLOCKS, O_TAU, O_MB,
            O_FILTERS, O_KKT, O_NOKKT, O_SLACK, O_EVAL, O_SAVE, O_PREDICT, O_JSON, O_SKIP,
            O_MODEL, O_EXPORT, O_BITS, O_ALGO, O_FMT, O_TRAIN, O_TEST, O_CKDIR, O_CKEVERY,
-           O_RESUME, O_REPL, O_STRAGGLE, O_SSEED, O_DSTEP, O_TOL };
+           O_RESUME, O_REPL, O_STRAGGLE, O_SSEED, O_DSTEP, O_TOL, O_POUT, O_BIAS };
     static const struct option opts[] = {
         {"train", 1, 0, O_TRAIN}, {"test", 1, 0, O_TEST}, {"format", 1, 0, O_FMT},
         {"algo", 1, 0, O_ALGO}, {"l1", 1, 0, O_L1}, {"l2", 1, 0, O_L2}, {"lr", 1, 0, O_LR},
@@ -183,7 +189,8 @@ static void parse_flags(int argc, char **argv)
         {"checkpoint-dir", 1, 0, O_CKDIR}, {"checkpoint-every", 1, 0, O_CKEVERY},
         {"resume", 1, 0, O_RESUME}, {"replication", 1, 0, O_REPL},
         {"straggle", 1, 0, O_STRAGGLE}, {"straggle-seed", 1, 0, O_SSEED},
-        {"delay-step", 1, 0, O_DSTEP}, {"tol", 1, 0, O_TOL},
+        {"delay-step", 1, 0, O_DSTEP}, {"tol", 1, 0, O_TOL}, {"predict-out", 1, 0, O_POUT},
+        {"bias", 0, 0, O_BIAS},
         {0, 0, 0, 0}};
     cfg = (lin_cfg){.fmt = LIN_FMT_LIBSVM, .algo = ALGO_BPG, .iters = LIN_ITERS, .epochs = 2,
                     .blocks = 4, .tau = -1, .minibatch = 0, .kkt = 1, .eval_every = 10,
@@ -234,6 +241,8 @@ static void parse_flags(int argc, char **argv)
         case O_SSEED: cfg.straggle_seed = (uint64_t)num("straggle-seed", optarg, 0, 1e15); break;
         case O_DSTEP: cfg.delay_step = num("delay-step", optarg, 0, 1e6); break;
         case O_TOL: cfg.tol = num("tol", optarg, 0, 1); break;
+        case O_POUT: cfg.predict_out = optarg; break;
+        case O_BIAS: cfg.bias = 1; break;
         case 'h': usage(stdout); exit(0);
         default:
             bad_flag("unknown or incomplete option '%s'", argv[optind - 1]);
@@ -241,6 +250,7 @@ static void parse_flags(int argc, char **argv)
     }
     if (optind < argc) bad_flag("unexpected argument '%s'", argv[optind]);
     if (cfg.predict && (!cfg.model || !cfg.test)) bad_flag("%s needs --model and --test", "--predict");
+    if (cfg.predict_out && !cfg.predict) bad_flag("%s needs --predict", "--predict-out");
     if (cfg.export_path && !cfg.train) bad_flag("%s needs --train", "--export-libsvm");
     if (!cfg.predict && !cfg.export_path && !cfg.train) bad_flag("%s is required", "--train");
     check_ckpt_flags();
@@ -256,7 +266,8 @@ static void parse_flags(int argc, char **argv)
 static void load_or_die(const char *path, int shard, int nshards, lin_data *d)
 {
     char err[512];
-    if (lin_data_load(path, cfg.fmt, shard, nshards, cfg.skip_bad, d, err, sizeof err) != 0) {
+    lin_read_opts o = {.skip_bad = cfg.skip_bad, .bias = cfg.bias};
+    if (lin_data_load_opts(path, cfg.fmt, shard, nshards, &o, d, err, sizeof err) != 0) {
         fprintf(stderr, "pslinear: %s\n", err);
         fflush(NULL);
         _exit(1);
@@ -568,16 +579,7 @@ static int collect_model(double *nnz)
     int rv = lin_gather_model("model", &all, &u);
     if (rv != 0) return rv;
     *nnz = (double)u;
-    if (cfg.save) {
-        FILE *f = fopen(cfg.save, "w");
-        if (!f) {
-            fprintf(stderr, "pslinear: %s: %s\n", cfg.save, strerror(errno));
-            free(all);
-            return PS_ERR_SYS;
-        }
-        for (size_t i = 0; i < u; i++) fprintf(f, "%" PRIu64 "\t%.9g\n", all[i].k, all[i].w);
-        if (fclose(f) != 0) rv = PS_ERR_SYS;
-    }
+    if (cfg.save) rv = lin_model_save(&cfg, all, u);
     free(all);
     return rv;
 }
@@ -778,64 +780,6 @@ static int run_scheduler(void)
 
 /* ---- local modes --------------------------------------------------------------------------- */
 
-static int run_predict(void)
-{
-    FILE *f = fopen(cfg.model, "r");
-    if (!f) {
-        fprintf(stderr, "pslinear: %s: %s\n", cfg.model, strerror(errno));
-        return 1;
-    }
-    size_t n = 0, cap = 1024;
-    kw *m = malloc(cap * sizeof(kw));
-    char line[256];
-    unsigned long ln = 0;
-    while (m && fgets(line, sizeof line, f)) {
-        ln++;
-        uint64_t k;
-        float w;
-        if (sscanf(line, "%" SCNu64 "\t%f", &k, &w) != 2) {
-            fprintf(stderr, "pslinear: %s:%lu: bad model line\n", cfg.model, ln);
-            fclose(f);
-            return 1;
-        }
-        if (n == cap) m = realloc(m, (cap *= 2) * sizeof(kw));
-        if (m) m[n++] = (kw){k, w};
-    }
-    fclose(f);
-    if (!m) return 1;
-    qsort(m, n, sizeof(kw), kw_cmp);
-    lin_data d;
-    load_or_die(cfg.test, 0, 1, &d);
-    if (d.n == 0) {
-        fprintf(stderr, "pslinear: %s: no examples: the test set is empty\n", cfg.test);
-        free(m);
-        lin_data_free(&d);
-        return 1;
-    }
-    double *h = calloc(2 * LIN_NB, sizeof(double)), loss = 0;
-    if (!h) return 1;
-    for (size_t i = 0; i < d.n; i++) {
-        double z = 0;
-        for (uint64_t j = d.offsets[i]; j < d.offsets[i + 1]; j++) {
-            kw key = {d.keys[j], 0}, *hit = bsearch(&key, m, n, sizeof(kw), kw_cmp);
-            if (hit) z += hit->w * (d.vals ? d.vals[j] : 1.0);
-        }
-        int y = d.labels[i] > 0.5;
-        loss += lin_softplus(y ? -z : z);
-        h[y * LIN_NB + bucket(lin_sigmoid(z))]++;
-    }
-    double auc = lin_auc(h), ll = d.n ? loss / (double)d.n : NAN;
-    char lb[40];
-    if (cfg.json)
-        printf("{\"test_auc\": %.6f, \"test_logloss\": %s, \"examples\": %zu, \"nnz\": %zu}\n",
-               auc, jnum(lb, sizeof lb, "%.6f", ll), d.n, n);
-    else printf("predict: %zu examples, test logloss %.5f auc %.5f (model nnz %zu)\n", d.n, ll,
-                auc, n);
-    free(h), free(m);
-    lin_data_free(&d);
-    return 0;
-}
-
 static int run_export(void)
 {
     lin_data d;
@@ -857,7 +801,7 @@ static int run_export(void)
 int main(int argc, char **argv)
 {
     parse_flags(argc, argv);
-    if (cfg.predict) return run_predict();
+    if (cfg.predict) return lin_predict(&cfg);
     if (cfg.export_path) return run_export();
     W.cfg = &cfg;
     ps_register("info", info_call, &W);
