@@ -1054,8 +1054,9 @@ static int start_status(void)
                     (int)po.cfg.nworkers);
     int rv = psi_status_start(&po.cfg.status, status_snapshot, NULL, &po.status, &port);
     if (rv != 0) return rv;
-    PSI_INFO("status page at http://%s:%d/ (also /status.json, /metrics)%s", po.cfg.status.host,
-             port, po.cfg.status.need_auth ? ", password: the cluster secret" : "");
+    /* said whatever PS_LOG_LEVEL: the user asked for it (and port 0 picks one) */
+    fprintf(stderr, "status page at http://%s:%d/ (also /status.json, /metrics)%s\n",
+            po.cfg.status.host, port, po.cfg.status.need_auth ? "; password: the cluster secret" : "");
     return PS_OK;
 }
 

@@ -9,8 +9,9 @@
 # PS_STATUS_AUTH=1 (what a page beyond loopback does) a request without the
 # secret gets 401 and one with it 200; a page beyond loopback without a
 # secret, a port in use and a malformed PS_STATUS each stop the scheduler
-# with an error naming PS_STATUS.  Chromium missing: those checks are
-# skipped with a note.
+# with an error naming PS_STATUS; and a short job with the page on runs to
+# its end and exits 0.  Chromium missing: its checks are skipped with a
+# note.
 . "$(dirname "$0")/lib.sh"
 # the system's python starts in 0.1 s where a pyenv shim may take seconds
 PY=$(command -v /usr/bin/python3 || command -v python3)
@@ -98,5 +99,14 @@ refused open "PS_STATUS=10.255.255.1:$P2: the status page would be open beyond l
 sched badspec PS_STATUS=localhost
 refused badspec 'PS_STATUS="localhost": expected host:port'
 pass "a port in use, a page beyond loopback without a secret and a malformed PS_STATUS stop the scheduler"
+
+# A job with the page on (port 0: any free one) runs to its end: the
+# reporters and the page stop cleanly, its checks pass, it exits 0.
+PS_STATUS=127.0.0.1:0 "$PS_BIN/psrun" -s 2 -w 2 --timeout $((40 * SCALE)) -- \
+  "$PS_BIN/ps_kvtest" sum --keys 500 --rounds 40 --pace-ms 40 >"$TMP/short.log" 2>&1 ||
+  fail "a short job with the page on: exit $? ($(grep -E 'FAIL|ERROR' "$TMP/short.log" | head -3))"
+[ "$(grep -c PASS "$TMP/short.log")" = 4 ] || fail "a short job with the page on: not 4 PASS lines"
+grep -q "status page at http://127.0.0.1:[1-9][0-9]*/" "$TMP/short.log" || fail "no URL logged for port 0"
+pass "a job with the page on runs to its end and exits 0"
 
 [ $(( $(date +%s) - START )) -lt "$DEADLINE" ] || fail "took over $DEADLINE s"
