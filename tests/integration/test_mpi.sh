@@ -9,7 +9,10 @@
 # whose worker fails ends nonzero with no node left; psrun --mpi outside
 # mpirun says so.  Prints "SKIP: ..." and exits 0 when mpirun is absent.
 # Every mpirun is bounded by timeout(1); leftovers are found by a marker.
+# The whole test, cleanup included, within 115 s (times the build's scale).
+[ -n "${MPI_TEST_BOUNDED:-}" ] || MPI_TEST_BOUNDED=1 exec timeout -k 5 $((115 * ${PS_TIMEOUT_SCALE:-1})) bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
+trap 'exit 143' TERM # so that the EXIT trap stops everything on timeout
 command -v mpirun >/dev/null || { echo "SKIP: mpirun is not installed (Debian: openmpi-bin)"; exit 0; }
 
 PSRUN=$PS_BIN/psrun

@@ -14,7 +14,10 @@
 # pid on every exit (trap), and the whole test is bounded (< 120 s).
 # Root only (slurmd runs jobs as their user): prints "SKIP: ..." and exits 0
 # otherwise, or when slurm-wlm or munge is not installed.  Installs nothing.
+# The whole test, cleanup included, within 115 s (times the build's scale).
+[ -n "${SLURM_TEST_BOUNDED:-}" ] || SLURM_TEST_BOUNDED=1 exec timeout -k 5 $((115 * ${PS_TIMEOUT_SCALE:-1})) bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
+trap 'exit 143' TERM # so that the EXIT trap stops everything on timeout
 [ "$(id -u)" = 0 ] || { echo "SKIP: needs root (slurmd)"; exit 0; }
 for b in srun slurmctld slurmd munged; do
   command -v "$b" >/dev/null || { echo "SKIP: $b is not installed (Debian: slurm-wlm munge)"; exit 0; }
@@ -99,7 +102,7 @@ start_slurm() {
 # job N ARGS...: srun N tasks of psrun --slurm ARGS; output in $TMP/out, status in RC.
 job() {
   local n=$1; shift
-  timeout -k 5 $((40 * SCALE)) srun --overcommit -n "$n" -t 2 "$PSRUN" --slurm -q "$@" \
+  timeout -k 5 $((40 * SCALE)) srun --overcommit --kill-on-bad-exit=1 -n "$n" -t 2 "$PSRUN" --slurm -q "$@" \
     >"$TMP/out" 2>&1
   RC=$?
 }
@@ -134,8 +137,10 @@ grep -q 'the job has 4 task(s), but 1 scheduler + 2 server(s) + 3 worker(s) need
 wait_for 5 no_leftovers || fail "4 tasks for 6 nodes: nodes left running"
 pass "an allocation smaller than 1 + S + W: exit $RC, clear error, nothing started"
 
+t0=$(now_ms)
 job 4 -s 1 -- sh -c '[ "$PS_ROLE" = worker ] && [ "$PS_RANK" = 1 ] && exit 3; exec "$0" 30' "$SLEEP"
 [ "$RC" != 0 ] || fail "failing worker: exit 0"
+[ $(( $(now_ms) - t0 )) -lt $((15000 * SCALE)) ] || fail "failing worker: the step outlived it by $(( $(now_ms) - t0 )) ms"
 grep -q 'worker 1 exited with status 3' "$TMP/out" || fail "failing worker not named"
 wait_for 10 no_leftovers || fail "failing worker: nodes left running"
-pass "a failing worker: srun exits $RC, no node left"
+pass "a failing worker (srun --kill-on-bad-exit): srun exits $RC in $(( $(now_ms) - t0 )) ms, no node left"
