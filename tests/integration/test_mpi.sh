@@ -9,7 +9,9 @@
 # whose worker fails ends nonzero with no node left; psrun --mpi outside
 # mpirun says so.  Prints "SKIP: ..." and exits 0 when mpirun is absent.
 # Every mpirun is bounded by timeout(1); leftovers are found by a marker.
-# The whole test, cleanup included, within 115 s (times the build's scale).
+# The whole test, cleanup included, within 115 s (times the build's scale):
+# timeout signals our process group, so the commands inside are bounded with
+# --foreground (they stay in the group and get the signal too).
 [ -n "${MPI_TEST_BOUNDED:-}" ] || MPI_TEST_BOUNDED=1 exec timeout -k 5 $((115 * ${PS_TIMEOUT_SCALE:-1})) bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 trap 'exit 143' TERM # so that the EXIT trap stops everything on timeout
@@ -26,7 +28,7 @@ LIMIT=$((60 * SCALE))
 # mpi N ARGS...: psrun --mpi on N ranks, output in $TMP/out, status in RC.
 mpi() {
   local n=$1; shift
-  timeout -k 5 "$LIMIT" "${MPIRUN[@]}" -n "$n" "$PSRUN" --mpi -q --port "$(free_port)" "$@" \
+  timeout --foreground -k 5 "$LIMIT" "${MPIRUN[@]}" -n "$n" "$PSRUN" --mpi -q --port "$(free_port)" "$@" \
     >"$TMP/out" 2>&1
   RC=$?
 }

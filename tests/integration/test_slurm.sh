@@ -14,7 +14,9 @@
 # pid on every exit (trap), and the whole test is bounded (< 120 s).
 # Root only (slurmd runs jobs as their user): prints "SKIP: ..." and exits 0
 # otherwise, or when slurm-wlm or munge is not installed.  Installs nothing.
-# The whole test, cleanup included, within 115 s (times the build's scale).
+# The whole test, cleanup included, within 115 s (times the build's scale):
+# timeout signals our process group, so the commands inside are bounded with
+# --foreground (they stay in the group and get the signal too).
 [ -n "${SLURM_TEST_BOUNDED:-}" ] || SLURM_TEST_BOUNDED=1 exec timeout -k 5 $((115 * ${PS_TIMEOUT_SCALE:-1})) bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 trap 'exit 143' TERM # so that the EXIT trap stops everything on timeout
@@ -102,7 +104,7 @@ start_slurm() {
 # job N ARGS...: srun N tasks of psrun --slurm ARGS; output in $TMP/out, status in RC.
 job() {
   local n=$1; shift
-  timeout -k 5 $((40 * SCALE)) srun --overcommit --kill-on-bad-exit=1 -n "$n" -t 2 "$PSRUN" --slurm -q "$@" \
+  timeout --foreground -k 5 $((40 * SCALE)) srun --overcommit --kill-on-bad-exit=1 -n "$n" -t 2 "$PSRUN" --slurm -q "$@" \
     >"$TMP/out" 2>&1
   RC=$?
 }

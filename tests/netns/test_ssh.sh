@@ -23,7 +23,8 @@
 # without sshd.  Every process is killed on exit by lib.sh's trap; the
 # whole test is bounded (< 120 s).
 # shellcheck disable=SC1091
-# The whole test, cleanup included, within 115 s (lib.sh's trap handles TERM).
+# The whole test, cleanup included, within 115 s (lib.sh's trap handles TERM;
+# timeout signals our process group, so inner timeouts use --foreground).
 [ -n "${SSH_TEST_BOUNDED:-}" ] || SSH_TEST_BOUNDED=1 exec timeout -k 5 115 bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 : "${PS_BIN:?PS_BIN must point at the build/bin folder}"
@@ -75,7 +76,7 @@ sshd_up() { nb_exec 0 timeout 2 bash -c "exec 3<>/dev/tcp/$(nb_addr "$1")/22" 2>
 # psrun_ssh ARGS...: psrun in host 0 with the test's key and ssh options,
 # bounded; output in $NB_TMP/out, status in RC.
 psrun_ssh() {
-  nb_exec 0 timeout -k 5 60 "$PSRUN" -q --ssh-key "${KEY:-$NB_TMP/id}" "${SSH_OPTS[@]}" "$@" \
+  nb_exec 0 timeout --foreground -k 5 60 "$PSRUN" -q --ssh-key "${KEY:-$NB_TMP/id}" "${SSH_OPTS[@]}" "$@" \
     >"$NB_TMP/out" 2>&1
   RC=$?
 }
@@ -117,26 +118,22 @@ case_job() {
   pass "roles, slots and comments place 6 nodes on hosts 1, 2, 2, 3, 2, 3 with their PS_* and the secret; ps_kvtest sum: 6 PASS, exit 0"
 }
 
-# teardown HOW WANT: start a job of sleeping nodes, check that the secret is
-# on no command line of any host, stop psrun HOW (a signal, or "timeout"),
+# teardown SIG WANT: start a job of sleeping nodes, check that the secret is
+# on no command line of any host, send psrun SIG,
 # expect exit WANT (or any with "-"), then no node anywhere.
 teardown() {
   CASE="teardown $1"
-  local extra=()
-  [ "$1" = timeout ] && extra=(--timeout 8)
   local secret=s3cr3t-$RANDOM-$RANDOM
   PS_SECRET=$secret ip netns exec "$(nb_ns 0)" "$PSRUN" -q --ssh-key "$NB_TMP/id" "${SSH_OPTS[@]}" \
-    --hostfile "$NB_TMP/hosts3" -s 1 -w 1 "${extra[@]}" -- "$SLEEP" 60 >"$NB_TMP/out" 2>&1 &
+    --hostfile "$NB_TMP/hosts3" -s 1 -w 1 -- "$SLEEP" 60 >"$NB_TMP/out" 2>&1 &
   local pid=$! t0
-  if [ "$1" != timeout ]; then
-    nb_wait_for 30 count_marked 3 || { kill -KILL "$pid"; fail "the 3 nodes did not start"; }
-  fi
+  nb_wait_for 30 count_marked 3 || { kill -KILL "$pid"; fail "the 3 nodes did not start"; }
   printf '%s\n' "$secret" >"$NB_TMP/pattern" # not on grep's own command line
   if grep -l -a -F -f "$NB_TMP/pattern" /proc/[0-9]*/cmdline 2>/dev/null | grep -q .; then
     kill -KILL "$pid"; fail "the secret is on a command line: $(grep -l -a -F -f "$NB_TMP/pattern" /proc/[0-9]*/cmdline)"
   fi
   t0=$(nb_now_ms)
-  [ "$1" = timeout ] || kill "-$1" "$pid"
+  kill "-$1" "$pid"
   nb_wait_for 25 sh -c "! kill -0 $pid 2>/dev/null" || { kill -KILL "$pid"; fail "psrun still running"; }
   wait "$pid"; RC=$?
   [ "$2" = - ] || [ "$RC" = "$2" ] || fail "exit $RC, want $2"
