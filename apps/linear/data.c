@@ -28,6 +28,7 @@
 
 #include "ps/ps.h"
 
+#include "csv.h"
 #include "data.h"
 
 #define LIN_MAX_CODE 32   /* longest origin or destination in the flights TSV */
@@ -55,6 +56,11 @@ struct lin_reader {
     int bias;             /* libsvm: add the bias key (lin_read_opts) */
     lin_name_fn names;    /* called with each feature's string (lin_read_opts) */
     void *names_arg;
+    int gz;               /* r->f is a `gzip -dc` pipe: line-modulo shards */
+    int hdr;              /* lines before the data (1: a csv header) */
+    int shard, nshards;
+    lin_csv csv;          /* LIN_FMT_CSV: the header */
+    char **cf;            /* LIN_FMT_CSV: the fields of the current line */
 };
 
 /* A parser fills r->fk/fv/fn and *label from the NUL-terminated line s,
@@ -371,6 +377,35 @@ static int parse_criteo(lin_reader *r, char *s, float *label)
     return push_bias(r);
 }
 
+/* CSV: the header's columns; the label column as for the other formats, every
+ * other non-empty cell a feature: a number v -> key "name" with value v (0
+ * gives none), any other text t -> binary "name=t"; plus the bias key. */
+static int parse_csv(lin_reader *r, char *s, float *label)
+{
+    const lin_csv *h = &r->csv;
+    int n = lin_csv_split(s, r->cf, h->n), rv;
+    if (n < 0) return bad(r, "bad quoting (a quote that does not close, or text after it)");
+    if (n != h->n) return bad(r, "expected %d comma-separated fields, got %d", h->n, n);
+    if (parse_label(r->cf[h->label], label) != 0) return bad_label(r, r->cf[h->label]);
+    for (int i = 0; i < n; i++) {
+        const char *c = r->cf[i];
+        float v;
+        int k = i == h->label || !*c ? 1 : parse_float(c, &v);
+        if (k == 1) continue;
+        if (k == -2) return bad(r, "column %.32s: value '%.16s' is not finite", h->names[i], c);
+        if (k == 0 && v == 0) continue;
+        if (k == 0) {
+            uint64_t key = ps_hash_bytes(h->names[i], strlen(h->names[i]));
+            if (r->names) r->names(r->names_arg, key, h->names[i], strlen(h->names[i]));
+            rv = push_feat(r, key, v);
+        } else {
+            rv = push_joined(r, (const char *const[]){h->names[i], "=", c}, 3);
+        }
+        if (rv != 0) return rv;
+    }
+    return push_bias(r);
+}
+
 static const struct {
     const char *name;
     lin_parse_fn parse;
@@ -379,6 +414,7 @@ static const struct {
     [LIN_FMT_FLIGHTS] = {"flights", parse_flights},
     [LIN_FMT_TEXT] = {"text", parse_text},
     [LIN_FMT_CRITEO] = {"criteo", parse_criteo},
+    [LIN_FMT_CSV] = {"csv", parse_csv},
 };
 #define NFORMATS ((int)(sizeof(formats) / sizeof(formats[0])))
 
@@ -432,20 +468,35 @@ static int bad_line(lin_reader *r, lin_data *out, char *err, size_t errcap)
     return r->skip_bad ? 0 : PS_ERR_INVAL;
 }
 
-/* The next line of the shard into r->line: 1, 0 at the end, or PS_ERR_SYS. */
+/* The end of a gzip pipe: 0, or PS_ERR_SYS if gzip failed (said in err). */
+static int end_gz(lin_reader *r, char *err, size_t errcap)
+{
+    int st = pclose(r->f);
+    r->f = NULL;
+    if (st == 0) return 0;
+    set_err(err, errcap, "%s: gzip -dc failed (status %d): not gzip data, or corrupt or cut short",
+            r->path, st);
+    return PS_ERR_SYS;
+}
+
+/* The next line of the shard into r->line: 1, 0 at the end, or PS_ERR_SYS.
+ * A gzip stream cannot be split by bytes: shard s of n reads every line and
+ * keeps those whose number (from 0) is s modulo n. */
 static int read_line(lin_reader *r, size_t *len, char *err, size_t errcap)
 {
     ssize_t n;
 
-    if (r->pos >= r->end) return 0;
-    errno = 0;
-    if ((n = getline(&r->line, &r->line_cap, r->f)) < 0) {
-        if (!ferror(r->f) && errno != ENOMEM) return 0;
-        set_err(err, errcap, "%s: read: %s", r->path, strerror(errno ? errno : EIO));
-        return errno == ENOMEM ? PS_ERR_NOMEM : PS_ERR_SYS;
-    }
-    r->pos += (uint64_t)n;
-    r->nread++;
+    do {
+        if (r->pos >= r->end || !r->f) return 0;
+        errno = 0;
+        if ((n = getline(&r->line, &r->line_cap, r->f)) < 0) {
+            if (!ferror(r->f) && errno != ENOMEM) return r->gz ? end_gz(r, err, errcap) : 0;
+            set_err(err, errcap, "%s: read: %s", r->path, strerror(errno ? errno : EIO));
+            return errno == ENOMEM ? PS_ERR_NOMEM : PS_ERR_SYS;
+        }
+        r->pos += (uint64_t)n;
+        r->nread++;
+    } while (r->gz && (r->nread - 1 - (uint64_t)r->hdr) % (uint64_t)r->nshards != (uint64_t)r->shard);
     *len = (size_t)n;
     return 1;
 }
@@ -533,6 +584,74 @@ static int set_range(lin_reader *r, int shard, int nshards, char *err, size_t er
     return seek_shard(r, size * (uint64_t)shard / (uint64_t)nshards, err, errcap);
 }
 
+/* Whether f starts with gzip's magic bytes (f is rewound). */
+static int is_gzip(FILE *f)
+{
+    int a = fgetc(f), b = fgetc(f);
+    rewind(f);
+    return a == 0x1f && b == 0x8b;
+}
+
+/* Replace r->f by a pipe from `gzip -dc` (the stopgap until pslinear links
+ * zlib: see bench/linear.md); lines are numbered from the file's start. */
+static int open_gz(lin_reader *r, char *err, size_t errcap)
+{
+    size_t n = strlen(r->path), k = 0;
+    char *cmd = malloc(4 * n + 32);
+    if (!cmd) return PS_ERR_NOMEM;
+    k += (size_t)sprintf(cmd, "gzip -dc -- '");
+    for (const char *p = r->path; *p; p++) {
+        if (*p == '\'') k += (size_t)sprintf(cmd + k, "'\\''");
+        else cmd[k++] = *p;
+    }
+    strcpy(cmd + k, "'");
+    fclose(r->f);
+    r->f = popen(cmd, "r");
+    free(cmd);
+    if (!r->f) {
+        set_err(err, errcap, "%s: cannot run gzip -dc: %s", r->path, strerror(errno));
+        return PS_ERR_SYS;
+    }
+    r->gz = 1;
+    r->end = UINT64_MAX;
+    r->base_line = 0;
+    return 0;
+}
+
+/* LIN_FMT_CSV: read the header (line 1) into r->csv.  Shard 0 and gzip
+ * streams read it as their first line (so it is not taken as data); other
+ * shards read it from a second handle. */
+static int read_header(lin_reader *r, const char *label_col, char *err, size_t errcap)
+{
+    char *line = NULL, what[LIN_WHAT];
+    size_t cap = 0, len = 0;
+    ssize_t n = -1;
+    int rv = 0;
+    if (r->gz) {
+        n = getline(&line, &cap, r->f);
+        r->nread = 1;
+        r->hdr = 1;
+    } else if (r->begin == 0) {
+        if ((rv = read_line(r, &len, err, errcap)) < 0) return rv;
+        if (rv == 1) line = strdup(r->line), n = (ssize_t)len;
+        if (rv == 1 && !line) return PS_ERR_NOMEM;
+    } else {
+        FILE *f = fopen(r->path, "rb");
+        if (f) n = getline(&line, &cap, f), fclose(f);
+    }
+    if (n <= 0) {
+        free(line);
+        set_err(err, errcap, "%s:1: no header line (csv wants the column names first)", r->path);
+        return PS_ERR_INVAL;
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+    rv = lin_csv_header(line, label_col, &r->csv, what, sizeof what);
+    free(line);
+    if (rv == -1) set_err(err, errcap, "%s:1: %s", r->path, what);
+    if (rv == 0 && !(r->cf = calloc((size_t)r->csv.n, sizeof(char *)))) rv = PS_ERR_NOMEM;
+    return rv == -1 ? PS_ERR_INVAL : rv;
+}
+
 int lin_reader_open(const char *path, lin_format fmt, int shard, int nshards, int skip_bad,
                     lin_reader **out, char *err, size_t errcap)
 {
@@ -562,12 +681,16 @@ int lin_reader_open_opts(const char *path, lin_format fmt, int shard, int nshard
     r->names = o->names;
     r->names_arg = o->names_arg;
     r->base_line = -1;
+    r->shard = shard, r->nshards = nshards;
     if ((r->f = fopen(path, "rb")) == NULL) {
         set_err(err, errcap, "%s: %s", path, strerror(errno));
         rv = PS_ERR_SYS;
+    } else if (is_gzip(r->f)) {
+        rv = open_gz(r, err, errcap);
     } else {
         rv = set_range(r, shard, nshards, err, errcap);
     }
+    if (rv == 0 && fmt == LIN_FMT_CSV) rv = read_header(r, o->label_col, err, errcap);
     if (rv != 0) {
         lin_reader_close(r);
         return rv;
@@ -579,7 +702,9 @@ int lin_reader_open_opts(const char *path, lin_format fmt, int shard, int nshard
 void lin_reader_close(lin_reader *r)
 {
     if (r == NULL) return;
-    if (r->f) fclose(r->f);
+    if (r->f) r->gz ? pclose(r->f) : fclose(r->f);
+    lin_csv_free(&r->csv);
+    free(r->cf);
     free(r->path);
     free(r->line);
     free(r->buf);

@@ -36,7 +36,21 @@
  *                    "C1=a&C2=b" (only when both are present; the list is
  *                    criteo_cross in data.c); and the bias key.  Keys are in
  *                    that order, not sorted.
+ *   LIN_FMT_CSV      comma-separated values with a header line naming the
+ *                    columns (RFC 4180 quotes: "a,b" and "" inside quotes);
+ *                    the label column (lin_read_opts.label_col, default the
+ *                    column "label", else the first) as above; every other
+ *                    non-empty cell is a feature: a number v (strtof, finite)
+ *                    -> key ps_hash_bytes(column name) with value v (0: no
+ *                    feature), any other text t -> binary "name=t"; plus the
+ *                    bias key.  Every line has the header's number of fields.
  * The bias key is ps_hash_bytes("bias"); no "field=value" string equals it.
+ *
+ * Gzip: a file that starts with gzip's magic bytes is read through a
+ * `gzip -dc` pipe (a stopgap until zlib is linked), in any format; a gzip
+ * stream cannot be split by bytes, so shard s of n keeps the lines whose
+ * number (from 0, after a csv header) is s modulo n, and each reader
+ * decompresses the whole file.
  *
  * Sharding: shard s of n owns the lines that START in the byte range
  * [size*s/n, size*(s+1)/n), so the n shards of a file cover every line
@@ -59,6 +73,7 @@ typedef enum lin_format {
     LIN_FMT_FLIGHTS = 1,
     LIN_FMT_TEXT = 2,
     LIN_FMT_CRITEO = 3,
+    LIN_FMT_CSV = 4,
 } lin_format;
 
 /* One example, pointing into a lin_data (valid until that data changes). */
@@ -94,11 +109,13 @@ typedef void (*lin_name_fn)(void *arg, uint64_t key, const char *name, size_t le
 typedef struct lin_read_opts {
     int skip_bad;        /* skip (and count) bad lines instead of failing */
     int bias;            /* libsvm: add the bias key to every example */
+    const char *label_col; /* csv: the label column's name or 1-based number (NULL:
+                          * the column named "label", else the first) */
     lin_name_fn names;   /* NULL: none */
     void *names_arg;
 } lin_read_opts;
 
-/* "libsvm" (or "svmlight"), "flights", "text", "criteo" -> *out;
+/* "libsvm" (or "svmlight"), "flights", "text", "criteo", "csv" -> *out;
  * PS_ERR_INVAL if unknown. */
 int lin_format_parse(const char *name, lin_format *out);
 const char *lin_format_name(lin_format fmt);

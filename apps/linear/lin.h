@@ -21,6 +21,7 @@ typedef struct lin_cfg {
     const char *train, *test, *save, *filters, *model, *export_path;
     const char *ckpt_dir, *resume; /* --checkpoint-dir, --resume (NULL: none) */
     const char *predict_out; /* --predict-out: one probability per test example */
+    const char *label_col;   /* --label-col (csv) */
     int bias;            /* --bias: libsvm examples get the bias key too */
     lin_format fmt;
     int algo, iters, epochs, blocks, tau, minibatch, kkt, eval_every, predict, json, skip_bad;

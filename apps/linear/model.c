@@ -58,7 +58,8 @@ static void on_name(void *arg, uint64_t key, const char *s, size_t len)
 static int find_names(const lin_cfg *c, names *nm)
 {
     char err[512];
-    lin_read_opts o = {.skip_bad = 1, .bias = c->bias, .names = on_name, .names_arg = nm};
+    lin_read_opts o = {.skip_bad = 1, .bias = c->bias, .label_col = c->label_col,
+                       .names = on_name, .names_arg = nm};
     lin_reader *r;
     lin_data d;
     lin_data_init(&d);
@@ -173,7 +174,7 @@ int lin_predict(const lin_cfg *c)
     char err[512];
     if (model_load(c->model, &m, &n) != 0) return 1;
     lin_data d;
-    lin_read_opts o = {.skip_bad = c->skip_bad, .bias = c->bias};
+    lin_read_opts o = {.skip_bad = c->skip_bad, .bias = c->bias, .label_col = c->label_col};
     int rv = lin_data_load_opts(c->test, c->fmt, 0, 1, &o, &d, err, sizeof err);
     if (rv != 0) fprintf(stderr, "pslinear: %s\n", err);
     else if (d.n == 0) fprintf(stderr, "pslinear: %s: no examples: the test set is empty\n", c->test);

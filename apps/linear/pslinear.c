@@ -71,7 +71,17 @@ static void usage(FILE *f)
         "                [--predict-out FILE]\n"
         "       pslinear --export-libsvm OUT --train PATH [--format F] [--bits 24]\n\n"
         "L1/L2-regularized logistic regression on a libps cluster.\n"
-        "  --format F        flights | text | libsvm | criteo (default libsvm)\n"
+        "  --format F        libsvm | flights | text | criteo | csv (default libsvm):\n"
+        "                    libsvm  `label idx:val ...`, label 0/1 or -1/+1, idx an integer\n"
+        "                    flights `label TAB origin TAB dest TAB hour TAB weekday TAB month`\n"
+        "                    text    `label TAB words...` (bag of words)\n"
+        "                    criteo  `label TAB I1..I13 TAB C1..C26` (Criteo TSV)\n"
+        "                    csv     a header line, then comma-separated rows: numbers are\n"
+        "                            numeric features, other text categorical (col=value)\n"
+        "                    Every format but libsvm adds a bias feature (libsvm: --bias).\n"
+        "                    A gzip file (any format) is read through gzip -dc.\n"
+        "  --label-col C     csv: the label column, a header name or a 1-based number\n"
+        "                    (default: the column named label, else the first)\n"
         "  --algo A          bpg (block proximal gradient, default) | ftrl | sgd\n"
         "  --l1 X, --l2 X    regularization; bpg: of the mean loss (default l1 = 1/N,\n"
         "                    liblinear -c 1), ftrl/sgd: per example (default l1 = 1)\n"
@@ -175,7 +185,7 @@ static void parse_flags(int argc, char **argv)
     enum { O_L1 = 256, O_L2, O_LR, O_BETA, O_ITERS, O_EPOCHS, O_BLOCKS, O_TAU, O_MB,
            O_FILTERS, O_KKT, O_NOKKT, O_SLACK, O_EVAL, O_SAVE, O_PREDICT, O_JSON, O_SKIP,
            O_MODEL, O_EXPORT, O_BITS, O_ALGO, O_FMT, O_TRAIN, O_TEST, O_CKDIR, O_CKEVERY,
-           O_RESUME, O_REPL, O_STRAGGLE, O_SSEED, O_DSTEP, O_TOL, O_POUT, O_BIAS };
+           O_RESUME, O_REPL, O_STRAGGLE, O_SSEED, O_DSTEP, O_TOL, O_POUT, O_BIAS, O_LABEL };
     static const struct option opts[] = {
         {"train", 1, 0, O_TRAIN}, {"test", 1, 0, O_TEST}, {"format", 1, 0, O_FMT},
         {"algo", 1, 0, O_ALGO}, {"l1", 1, 0, O_L1}, {"l2", 1, 0, O_L2}, {"lr", 1, 0, O_LR},
@@ -190,7 +200,7 @@ static void parse_flags(int argc, char **argv)
         {"resume", 1, 0, O_RESUME}, {"replication", 1, 0, O_REPL},
         {"straggle", 1, 0, O_STRAGGLE}, {"straggle-seed", 1, 0, O_SSEED},
         {"delay-step", 1, 0, O_DSTEP}, {"tol", 1, 0, O_TOL}, {"predict-out", 1, 0, O_POUT},
-        {"bias", 0, 0, O_BIAS},
+        {"bias", 0, 0, O_BIAS}, {"label-col", 1, 0, O_LABEL},
         {0, 0, 0, 0}};
     cfg = (lin_cfg){.fmt = LIN_FMT_LIBSVM, .algo = ALGO_BPG, .iters = LIN_ITERS, .epochs = 2,
                     .blocks = 4, .tau = -1, .minibatch = 0, .kkt = 1, .eval_every = 10,
@@ -204,7 +214,7 @@ static void parse_flags(int argc, char **argv)
         case O_TEST: cfg.test = optarg; break;
         case O_FMT:
             if (lin_format_parse(optarg, &cfg.fmt) != 0)
-                bad_flag("unknown --format '%s' (libsvm, flights, text or criteo)", optarg);
+                bad_flag("unknown --format '%s' (libsvm, flights, text, criteo or csv)", optarg);
             break;
         case O_ALGO:
             if (!strcmp(optarg, "bpg")) cfg.algo = ALGO_BPG;
@@ -243,6 +253,7 @@ static void parse_flags(int argc, char **argv)
         case O_TOL: cfg.tol = num("tol", optarg, 0, 1); break;
         case O_POUT: cfg.predict_out = optarg; break;
         case O_BIAS: cfg.bias = 1; break;
+        case O_LABEL: cfg.label_col = optarg; break;
         case 'h': usage(stdout); exit(0);
         default:
             bad_flag("unknown or incomplete option '%s'", argv[optind - 1]);
@@ -266,7 +277,7 @@ static void parse_flags(int argc, char **argv)
 static void load_or_die(const char *path, int shard, int nshards, lin_data *d)
 {
     char err[512];
-    lin_read_opts o = {.skip_bad = cfg.skip_bad, .bias = cfg.bias};
+    lin_read_opts o = {.skip_bad = cfg.skip_bad, .bias = cfg.bias, .label_col = cfg.label_col};
     if (lin_data_load_opts(path, cfg.fmt, shard, nshards, &o, d, err, sizeof err) != 0) {
         fprintf(stderr, "pslinear: %s\n", err);
         fflush(NULL);

@@ -3,7 +3,7 @@
 # with a clear message (file:line and what is wrong) and a nonzero exit, and
 # its --json output is valid JSON (no nan / inf) (issue 16, slice 1): an
 # empty or one-class training set, non-finite values and labels, unknown
-# labels, gzip data, an unknown --format (the message lists every format),
+# labels, gzip data cut short, an unknown --format (the message lists every format),
 # an empty test file (training and --predict), --json without --test.
 # Small fixtures written here; each cluster bounded by psrun --timeout.
 source "$(dirname "$0")/lib.sh"
@@ -45,10 +45,10 @@ refuse "label inf" any "lab.tsv:2: bad label 'inf': not finite" \
 printf '1 2:x\n' >"$TMP/val.svm"
 refuse "value x" any "val.svm:1: bad feature '2:x': value 'x' is not a number" \
     run --train "$TMP/val.svm" --iters 2
-gzip -c "$TMP/small.svm" >"$TMP/small.svm.gz"
-refuse "gzip data" 1 "small.svm.gz:1: gzip-compressed data" \
-    "$PS_BIN/pslinear" --export-libsvm "$TMP/x" --train "$TMP/small.svm.gz"
-refuse "unknown --format" 2 "unknown --format 'csvx' \(libsvm, flights, text or criteo\)" \
+gzip -c "$TMP/small.svm" | head -c 200 >"$TMP/cut.svm.gz"
+refuse "gzip cut short" 1 "cut.svm.gz: gzip -dc failed" \
+    "$PS_BIN/pslinear" --export-libsvm "$TMP/x" --train "$TMP/cut.svm.gz"
+refuse "unknown --format" 2 "unknown --format 'csvx' \(libsvm, flights, text, criteo or csv\)" \
     "$PS_BIN/pslinear" --train "$TMP/ok.svm" --format csvx
 : >"$TMP/empty_test.svm"
 refuse "empty test file" any "empty_test.svm: no examples: the test set is empty" \
