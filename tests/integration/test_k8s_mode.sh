@@ -34,8 +34,8 @@ pod s0 JOB_COMPLETION_INDEX=0 -- --role server -- "${JOB[@]}"
 pod w0 HOSTNAME=libps-workers-0 -- --role worker -- "${JOB[@]}"
 pod w1 HOSTNAME=libps-workers-1 -- --role worker -- "${JOB[@]}"
 for n in sched s0 w0 w1; do
-  eval "pid=\$PID_$n"
-  wait_exit "$pid" $((70 * SCALE)); rc=$?
+  pid_var=PID_$n
+  wait_exit "${!pid_var}" $((70 * SCALE)); rc=$?
   [ "$rc" = 0 ] || fail "$n exited $rc"
 done
 for w in 0 1; do

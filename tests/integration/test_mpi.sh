@@ -22,7 +22,7 @@ MARK="mpi_test_$$_$RANDOM"
 SLEEP=$TMP/sleep_$MARK
 ln -s "$(command -v sleep)" "$SLEEP"
 trap 'pkill -KILL -f -- "$SLEEP" 2>/dev/null; cleanup' EXIT
-MPIRUN=(mpirun --oversubscribe --allow-run-as-root --mca btl self,tcp)
+MPIRUN=(mpirun --oversubscribe --allow-run-as-root --mca btl "self,tcp")
 LIMIT=$((60 * SCALE))
 
 # mpi N ARGS...: psrun --mpi on N ranks, output in $TMP/out, status in RC.

@@ -106,7 +106,8 @@ case_job() {
     'echo "at $PS_ROLE $PS_RANK $(hostname -I | cut -d" " -f1) $PS_NUM_SERVERS $PS_NUM_WORKERS $PS_SCHEDULER ${PS_SECRET:+secret}"
      exec "$0" sum --keys 2000 --rounds 30' "$PS_BIN/ps_kvtest"
   [ "$RC" = 0 ] || fail "exit $RC: $(grep -E 'FAIL|ERROR|psrun' "$NB_TMP/out" | head -5)"
-  local got want s=$(nb_addr 1):PORT
+  local got want s
+  s=$(nb_addr 1):PORT
   got=$(sed -n 's/^\[[a-z0-9 ]*\] \(at .*\)/\1/p' "$NB_TMP/out" | sort | sed -E 's/:[0-9]+ secret/:PORT secret/' | tr '\n' ';')
   want="at scheduler 0 $(nb_addr 1) 2 3 $s secret;"
   want+="at server 0 $(nb_addr 2) 2 3 $s secret;at server 1 $(nb_addr 2) 2 3 $s secret;"
