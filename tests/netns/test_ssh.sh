@@ -23,9 +23,10 @@
 # without sshd.  Every process is killed on exit by lib.sh's trap; the
 # whole test is bounded (< 120 s).
 # shellcheck disable=SC1091
-# The whole test, cleanup included, within 115 s (lib.sh's trap handles TERM;
+# The whole test, cleanup included, within 115 s times the build's scale
+# (lib.sh's trap handles TERM;
 # timeout signals our process group, so inner timeouts use --foreground).
-[ -n "${SSH_TEST_BOUNDED:-}" ] || SSH_TEST_BOUNDED=1 exec timeout -k 5 115 bash "$0" "$@"
+[ -n "${SSH_TEST_BOUNDED:-}" ] || SSH_TEST_BOUNDED=1 exec timeout -k 5 $((115 * ${PS_TIMEOUT_SCALE:-1})) bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 : "${PS_BIN:?PS_BIN must point at the build/bin folder}"
 nb_require
