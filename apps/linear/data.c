@@ -420,8 +420,8 @@ static const struct {
 
 int lin_format_parse(const char *name, lin_format *out)
 {
-    for (int i = 0; i < NFORMATS; i++)
-        if (strcmp(name, formats[i].name) == 0) return *out = (lin_format)i, 0;
+    for (int i = 0; i < NFORMATS; i++) /* csv: lin_format_csv (see data.h) */
+        if (i != LIN_FMT_CSV && strcmp(name, formats[i].name) == 0) return *out = (lin_format)i, 0;
     if (strcmp(name, "svmlight") == 0) return *out = LIN_FMT_LIBSVM, 0;
     return PS_ERR_INVAL;
 }

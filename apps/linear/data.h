@@ -115,10 +115,13 @@ typedef struct lin_read_opts {
     void *names_arg;
 } lin_read_opts;
 
-/* "libsvm" (or "svmlight"), "flights", "text", "criteo", "csv" -> *out;
+/* "libsvm" (or "svmlight"), "flights", "text", "criteo" -> *out;
  * PS_ERR_INVAL if unknown. */
 int lin_format_parse(const char *name, lin_format *out);
 const char *lin_format_name(lin_format fmt);
+/* "csv" is LIN_FMT_CSV, which pslinear's --format maps itself: lin_format_parse
+ * leaves it out while tests/unit/test_linear_data.c asserts that "csv" is
+ * unknown (to fold in once that test changes). */
 uint64_t lin_bias_key(void);
 
 /* Read shard `shard` of `nshards` of `path` (nshards == 1 also reads pipes)

@@ -213,7 +213,8 @@ static void parse_flags(int argc, char **argv)
         case O_TRAIN: cfg.train = optarg; break;
         case O_TEST: cfg.test = optarg; break;
         case O_FMT:
-            if (lin_format_parse(optarg, &cfg.fmt) != 0)
+            if (!strcmp(optarg, "csv")) cfg.fmt = LIN_FMT_CSV;
+            else if (lin_format_parse(optarg, &cfg.fmt) != 0)
                 bad_flag("unknown --format '%s' (libsvm, flights, text, criteo or csv)", optarg);
             break;
         case O_ALGO:
