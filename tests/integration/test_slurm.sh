@@ -5,7 +5,8 @@
 # a one-node cluster whose every file is in $TMP: a fresh munge key and
 # socket, slurm.conf (SLURM_CONF) with free ports, this machine's CPUs,
 # proctrack/linuxproc and no cgroups, a partition that may be
-# oversubscribed.  Then, through srun: the roles, ranks and one scheduler
+# oversubscribed, a random first job id (psrun --slurm derives its port from
+# the job id: two runs of this test at once must not share one).  Then, through srun: the roles, ranks and one scheduler
 # address of 6 tasks; a real job (ps_kvtest sum, 2 servers + 3 workers) with
 # the secret derived from the job id and a key file, checked by its PASS
 # lines and exit status; a job with fewer tasks than 1 + S + W fails with a
@@ -62,6 +63,7 @@ start_munge() {
 write_conf() {
   cat >"$SLURM_CONF" <<EOF
 ClusterName=pstest$$
+FirstJobId=$((RANDOM * 16 + 1000))
 SlurmctldHost=$NODE(127.0.0.1)
 SlurmctldPort=$(free_port)
 SlurmdPort=$(free_port)
