@@ -5,16 +5,17 @@
 # a one-node cluster whose every file is in $TMP: a fresh munge key and
 # socket, slurm.conf (SLURM_CONF) with free ports, this machine's CPUs,
 # proctrack/linuxproc and no cgroups, a partition that may be
-# oversubscribed, a random first job id (psrun --slurm derives its port from
-# the job id: two runs of this test at once must not share one).  Then,
-# through srun: the roles, ranks and one scheduler address of 6 tasks; a
-# real job (ps_kvtest sum, 2 servers + 3 workers) with the secret derived
-# from the job id and a key file, checked by its PASS lines and exit status; a job with fewer tasks than 1 + S + W fails with a
-# clear error before any node starts; a failing worker ends the step
-# nonzero with no node left.  The daemons are started by pid and stopped by
-# pid on every exit (trap), and the whole test is bounded (< 120 s).
-# Root only (slurmd runs jobs as their user): prints "SKIP: ..." and exits 0
-# otherwise, or when slurm-wlm or munge is not installed.  Installs nothing.
+# oversubscribed, a random first job id (psrun --slurm derives its port
+# from the job id: two runs of this test at once must not share one).
+# Then, through srun: the roles, ranks and one scheduler address of 6
+# tasks; a real job (ps_kvtest sum, 2 servers + 3 workers) with the secret
+# derived from the job id and a key file, checked by its PASS lines and
+# exit status; a job with fewer tasks than 1 + S + W fails with a clear
+# error before any node starts; a failing worker ends the step nonzero
+# with no node left.  The daemons are started by pid and stopped by pid on
+# every exit (trap).  Root only (slurmd runs jobs as their user): prints
+# "SKIP: ..." and exits 0 otherwise, or when slurm-wlm or munge is not
+# installed.  Installs nothing.
 # The whole test, cleanup included, within 115 s (times the build's scale):
 # timeout signals our process group, so the commands inside are bounded with
 # --foreground (they stay in the group and get the signal too).
