@@ -79,14 +79,14 @@ static int parse_attr(psr_host *h, char *word, const char *path, int line)
     return 0;
 }
 
-/* Parse one line (comment stripped) into *h; 1 if it held a host, 0 if
- * blank, -1 (printed) if malformed. */
+/* Parse one line (comment stripped) into *h, which is zeroed first; 1 if it
+ * held a host, 0 if blank, -1 (printed) if malformed. */
 static int parse_line(char *s, psr_host *h, const char *path, int line)
 {
     char *save, *word = strtok_r(s, " \t\r\n", &save);
+    memset(h, 0, sizeof(*h)); /* freed by the caller even when malformed */
     if (word == NULL) return 0;
     if (!valid_host(word)) return bad(path, line, "not a host name", word);
-    memset(h, 0, sizeof(*h));
     h->roles = ALL_ROLES;
     h->name = strdup(word);
     const char *at = strrchr(word, '@');
