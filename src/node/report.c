@@ -66,7 +66,8 @@ int ps_report(const char *name, double value)
     if (i == reg.nvalues && reg.nvalues == PS_REPORT_MAX_SERIES) {
         rv = PS_ERR_TOOBIG;
     } else {
-        if (i == reg.nvalues) snprintf(reg.values[reg.nvalues++].name, PS_REPORT_NAME_MAX, "%s", name);
+        if (i == reg.nvalues)
+            snprintf(reg.values[reg.nvalues++].name, PS_REPORT_NAME_MAX, "%s", name);
         reg.values[i].value = value;
     }
     pthread_mutex_unlock(&reg.lock);
@@ -164,10 +165,12 @@ int psi_report_encode(const psi_report *r, uint8_t *buf, size_t cap, size_t *len
     if (r->ntables < 0 || r->ntables > PSI_REPORT_MAX_TABLES || r->nvalues < 0 ||
         r->nvalues > PS_REPORT_MAX_SERIES)
         return PS_ERR_INVAL;
-    for (int i = 0; i < r->nvalues; i++)
-        if (!psi_report_name_ok(r->values[i].name, strnlen(r->values[i].name, PS_REPORT_NAME_MAX)) ||
-            !isfinite(r->values[i].value))
+    for (int i = 0; i < r->nvalues; i++) {
+        const psi_report_value *v = &r->values[i];
+        if (!psi_report_name_ok(v->name, strnlen(v->name, PS_REPORT_NAME_MAX)) ||
+            !isfinite(v->value))
             return PS_ERR_INVAL;
+    }
     if (cap < PSI_REPORT_MAX_BYTES) return PS_ERR_TOOBIG; /* simpler than exact sizing */
     uint8_t *p = buf;
     psi_put_u16(p, (uint16_t)r->ntables);

@@ -220,7 +220,8 @@ static void fill_node(psi_status_node *o, const psi_node *v, uint64_t now_ms)
     o->rank = v->rank;
     o->state = node_state(v, n, now_ms);
     snprintf(o->addr, sizeof(o->addr), "%s", v->addr);
-    o->hb_age_s = v->id == PSI_SCHEDULER_ID ? 0 : age_s(now_ms, n ? n->seen_ms : 0, n && n->seen_ms);
+    o->hb_age_s = v->id == PSI_SCHEDULER_ID ? 0
+                                            : age_s(now_ms, n ? n->seen_ms : 0, n && n->seen_ms);
     o->report_age_s = age_s(now_ms, n ? n->report_ms : 0, n && n->reported);
 }
 

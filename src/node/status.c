@@ -415,7 +415,8 @@ static void html_nodes(sbuf *b, const psi_status_snap *s)
 {
     sb_puts(b, "<h2>Nodes</h2><table id=\"nodes\"><tr><th>id</th><th class=\"l\">role</th>"
                "<th>rank</th><th class=\"l\">state</th><th class=\"l\">address</th>"
-               "<th>heartbeat</th><th>last report</th><th>ring segments</th><th>key share</th></tr>");
+               "<th>heartbeat</th><th>last report</th><th>ring segments</th>"
+               "<th>key share</th></tr>");
     for (size_t i = 0; i < s->nnodes; i++) {
         const psi_status_node *n = &s->nodes[i];
         const char *st = psi_status_state_name(n->state);

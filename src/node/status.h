@@ -5,9 +5,10 @@
  *
  * Design: rendering (status.c) takes a snapshot (psi_status_snap), plain
  * data that the caller owns, so it is unit-tested without a network
- * (tests/unit/test_status.c); the server is status_http.c.  The server asks its snapshot function for a fresh one per
- * request; node.c's copies the view under po.lock and the reports under the
- * store's lock (report_store.h), and the rendering runs with no lock held.
+ * (tests/unit/test_status.c).  The server (status_http.c) asks its
+ * snapshot function for a fresh one per request; node.c's copies the view
+ * under po.lock and the reports under the store's lock (report_store.h),
+ * and the rendering runs with no lock held.
  *
  * Guard: a page bound to loopback is open; bound beyond loopback it asks for
  * the cluster secret (HTTP Basic auth, any user name, password = the

@@ -79,7 +79,8 @@ static void test_codec_roundtrip(void **state)
     assert_string_equal(d->values[1].name, "loss:train");
     assert_true(d->values[1].value == -0.125);
     /* every truncation and one trailing byte are refused */
-    for (size_t cut = 0; cut < len; cut++) assert_int_equal(psi_report_decode(buf, cut, d), PS_ERR_PROTO);
+    for (size_t cut = 0; cut < len; cut++)
+        assert_int_equal(psi_report_decode(buf, cut, d), PS_ERR_PROTO);
     buf[len] = 0;
     assert_int_equal(psi_report_decode(buf, len + 1, d), PS_ERR_PROTO);
     assert_int_equal(d->ntables, 0);
@@ -245,7 +246,11 @@ static void test_store_snapshot(void **state)
 /* ---- renderings -------------------------------------------------------------------------- */
 
 /* A small JSON validator: returns the position after one value, or NULL. */
-static const char *json_ws(const char *p) { while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++; return p; }
+static const char *json_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+    return p;
+}
 static const char *json_value(const char *p);
 static const char *json_string(const char *p)
 {
@@ -255,7 +260,8 @@ static const char *json_string(const char *p)
         if (*p == '\\') {
             p++;
             if (*p == 'u') {
-                for (int i = 1; i <= 4; i++) if (!strchr("0123456789abcdefABCDEF", p[i]) || !p[i]) return NULL;
+                for (int i = 1; i <= 4; i++)
+                    if (!p[i] || !strchr("0123456789abcdefABCDEF", p[i])) return NULL;
                 p += 4;
             } else if (!*p || !strchr("\"\\/bfnrt", *p)) {
                 return NULL;
@@ -341,7 +347,8 @@ static void test_render_json(void **state)
     assert_non_null(strstr(j, "\"epoch\":3"));
     assert_non_null(strstr(j, "\"name\":\"we\\\"ird?<b>\""));
     assert_non_null(strstr(j, "{\"id\":4,\"role\":\"worker\",\"rank\":1,\"state\":\"dead\""));
-    assert_non_null(strstr(j, "\"name\":\"iteration\",\"node\":3,\"role\":\"worker\",\"rank\":0,\"last\":16,"));
+    assert_non_null(strstr(j, "\"name\":\"iteration\",\"node\":3,\"role\":\"worker\","
+                              "\"rank\":0,\"last\":16,"));
     /* the table summed over its three nodes, saved bytes = raw - wire */
     assert_non_null(strstr(j, "\"name\":\"weights\",\"keys\":3000,"));
     assert_non_null(strstr(j, "\"filter_saved_bytes\":2359296,"));
@@ -477,7 +484,8 @@ static void test_guard(void **state)
     assert_true(o.need_auth);
     assert_int_equal(psi_status_config("10.1.2.3:8080", &none, 1, 0, &o), 0); /* PS_INSECURE */
     assert_false(o.need_auth);
-    assert_int_equal(psi_status_config("127.0.0.1:8080", &secret, 0, 1, &o), 0); /* PS_STATUS_AUTH */
+    /* PS_STATUS_AUTH=1 */
+    assert_int_equal(psi_status_config("127.0.0.1:8080", &secret, 0, 1, &o), 0);
     assert_true(o.need_auth);
     assert_int_equal(psi_status_config("127.0.0.1:8080", &none, 0, 1, &o), PS_ERR_CONFIG);
     const char *bad[] = {"8080", ":8080", "127.0.0.1:", "127.0.0.1:x", "127.0.0.1:65536",
@@ -504,8 +512,9 @@ static int http_get(int port, const char *path, const char *auth, char *resp, si
     assert_true(fd >= 0);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     char req[256];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s%s%s\r\n",
-                     path, auth ? "Authorization: Basic " : "", auth ? auth : "", auth ? "\r\n" : "");
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s%s%s\r\n", path,
+                     auth ? "Authorization: Basic " : "", auth ? auth : "", auth ? "\r\n" : "");
     assert_int_equal(write(fd, req, (size_t)n), n);
     size_t got = 0;
     ssize_t k;
@@ -532,8 +541,9 @@ static void test_server_auth_and_port_in_use(void **state)
     assert_true(port > 0);
     assert_int_equal(http_get(port, "/metrics", NULL, resp, sizeof(resp)), 401);
     assert_non_null(strstr(resp, "WWW-Authenticate: Basic"));
-    assert_int_equal(http_get(port, "/metrics", "eDp3cm9uZw==", resp, sizeof(resp)), 401); /* x:wrong */
-    assert_int_equal(http_get(port, "/metrics", "eDpzM2NyZXQ=", resp, sizeof(resp)), 200); /* x:s3cret */
+    /* base64 of x:wrong, then of x:s3cret */
+    assert_int_equal(http_get(port, "/metrics", "eDp3cm9uZw==", resp, sizeof(resp)), 401);
+    assert_int_equal(http_get(port, "/metrics", "eDpzM2NyZXQ=", resp, sizeof(resp)), 200);
     assert_non_null(strstr(resp, "libps_view_epoch 9\n"));
     assert_int_equal(http_get(port, "/status.json", "eDpzM2NyZXQ=", resp, sizeof(resp)), 200);
     assert_int_equal(http_get(port, "/nope", "eDpzM2NyZXQ=", resp, sizeof(resp)), 404);
