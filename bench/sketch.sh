@@ -21,7 +21,8 @@
 #     server is declared dead before the kill (an overloaded machine starves
 #     a process past the heartbeat timeout) is counted in false_deaths and
 #     run again.
-# Prints progress on stderr and ONE JSON line on stdout.  Bounded: every
+# Prints progress on stderr and ONE JSON line on stdout, with the 1-minute
+# load average at the start and the end (the cores may be shared).  Bounded: every
 # cluster has a deadline (psrun --timeout, or the waits below).
 # Usage: bench/sketch.sh [BIN_DIR]   (default build/bin; data: scripts/data/fetch.sh flights subtlex)
 #   env: REPEAT (3), ROUTE_PASSES (10), HB_MS (250), KILL_AT (30), BATCH (10000)
@@ -44,6 +45,7 @@ say() { echo "sketch.sh: $*" >&2; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 jget() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read())[sys.argv[1]])' "$1"; }
 SK=(--eps 0.001 --delta 0.01 --batch "$batch" --json --progress 0)
+load0=$(cut -d' ' -f1 /proc/loadavg) # the machine's load: other jobs share its cores
 
 # tput S W ARGS...: one psrun job; prints its JSON summary
 tput() {
@@ -165,9 +167,10 @@ rec=$(printf '%s\n' "${recs[@]}" | median)
 
 c22=${rate[counts.2x2]} c11=${rate[counts.1x1]} r22=${rate[routes.2x2]} r11=${rate[routes.1x1]}
 cj=$tmp/counts.2x2.json rj=$tmp/routes.2x2.json
-printf '{"inserts_per_s": %.0f, "inserts_per_s_per_core": %.0f, "underestimates": %d, "within_eps_pct": %s, "acked_lost": %d, "applied_twice": %d, "recovery_ms": %s, "recovery_ms_runs": [%s], "heartbeat_ms": %d, "false_deaths": %d, "stream": "subtlex", "N": %s, "distinct_keys": %s, "eps": 0.001, "delta": 0.01, "width": %s, "depth": %s, "batch": %d, "cells_per_insert": %s, "max_error": %s, "routes_inserts_per_s": %.0f, "routes_inserts_per_s_per_core": %.0f, "routes_N": %s, "routes_distinct_keys": %s, "routes_cells_per_insert": %s, "routes_max_error": %s, "servers": 2, "workers": 2, "failover_servers": 3, "repeat": %d, "cores": %d}\n' \
+printf '{"inserts_per_s": %.0f, "inserts_per_s_per_core": %.0f, "underestimates": %d, "within_eps_pct": %s, "acked_lost": %d, "applied_twice": %d, "recovery_ms": %s, "recovery_ms_runs": [%s], "heartbeat_ms": %d, "false_deaths": %d, "stream": "subtlex", "N": %s, "distinct_keys": %s, "eps": 0.001, "delta": 0.01, "width": %s, "depth": %s, "batch": %d, "cells_per_insert": %s, "max_error": %s, "routes_inserts_per_s": %.0f, "routes_inserts_per_s_per_core": %.0f, "routes_N": %s, "routes_distinct_keys": %s, "routes_cells_per_insert": %s, "routes_max_error": %s, "servers": 2, "workers": 2, "failover_servers": 3, "repeat": %d, "cores": %d, "loadavg_start": %s, "loadavg_end": %s}\n' \
   "$c22" "$c11" "$under" "$within" "$lost" "$twice" "$rec" "$(IFS=,; echo "${recs[*]}")" "$hb" "$false_deaths" \
   "$(jget N <"$cj")" "$(jget distinct_keys <"$cj")" "$(jget width <"$cj")" "$(jget depth <"$cj")" \
   "$batch" "$(jget cells_per_insert <"$cj")" "$(jget max_error <"$cj")" \
   "$r22" "$r11" "$(jget N <"$rj")" "$(jget distinct_keys <"$rj")" \
-  "$(jget cells_per_insert <"$rj")" "$(jget max_error <"$rj")" "$rep" "$(nproc)"
+  "$(jget cells_per_insert <"$rj")" "$(jget max_error <"$rj")" "$rep" "$(nproc)" \
+  "$load0" "$(cut -d' ' -f1 /proc/loadavg)"
