@@ -527,11 +527,12 @@ static void svg_line(sbuf *b, const psi_status_series *r, const extent *e, const
 static void html_chart(sbuf *b, const psi_status_snap *s, const char *name)
 {
     extent e;
-    int line = 0;
+    int line = 0, lines = 0;
     series_extent(s, name, &e);
+    for (size_t i = 0; i < s->nseries; i++) lines += strcmp(s->series[i].name, name) == 0;
+    int h = CH + 18 + 14 * ((lines - 1) / 4); /* a legend row per 4 lines */
     sb_printf(b, "<figure id=\"series-%s\"><figcaption>%s</figcaption><svg "
-              "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">", name, name, CW, CH + 18, CW,
-              CH + 18);
+              "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">", name, name, CW, h, CW, h);
     svg_axes(b, &e);
     for (size_t i = 0; i < s->nseries; i++) {
         const psi_status_series *r = &s->series[i];
@@ -539,8 +540,8 @@ static void html_chart(sbuf *b, const psi_status_snap *s, const char *name)
         const char *c = colors[line % (int)PSI_ARRAY_LEN(colors)];
         svg_line(b, r, &e, c);
         sb_printf(b, "<text x=\"%d\" y=\"%d\" fill=\"%s\" style=\"fill:%s\">%s %d: %.6g</text>",
-                  ML + 130 * line, CH + 14, c, c, role(r->role), r->rank,
-                  r->n ? r->v[r->n - 1] : 0.0);
+                  ML + 125 * (line % 4), CH + 14 + 14 * (line / 4), c, c, role(r->role),
+                  r->rank, r->n ? r->v[r->n - 1] : 0.0);
         line++;
     }
     sb_puts(b, "</svg></figure>");
