@@ -8,7 +8,8 @@
 # secret as a file (PS_SECRET_FILE, as a mounted Secret).  Checks: a real
 # job (ps_kvtest sum, 1 server + 2 workers) passes with every psrun exiting
 # 0 and prefixing its node's lines with the rank it derived; bad input (no
-# secret, no --role, no rank, a rank past the count) exits 2 with a clear
+# secret, no --role, no rank, a rank past the count, a scheduler name that
+# does not resolve within PS_CONNECT_TIMEOUT_MS) exits 2 with a clear
 # message and starts nothing.  Every psrun is bounded by timeout(1).
 . "$(dirname "$0")/lib.sh"
 PSRUN=$PS_BIN/psrun
@@ -61,4 +62,6 @@ bad -- --role worker --rank 0 "set PS_SECRET or PS_SECRET_FILE"
 bad PS_SECRET=x -- --role worker "no rank: give --rank"
 bad PS_SECRET=x JOB_COMPLETION_INDEX=2 -- --role worker "rank 2, but there are 2 workers"
 bad PS_SECRET=x -- --role boss "--role must be scheduler, server or worker"
-pass "no --role, no secret, no rank, a rank too large, a bad role: exit 2, said plainly"
+bad PS_SECRET=x PS_CONNECT_TIMEOUT_MS=600 -- --role worker --rank 0 --scheduler no-such-name.invalid \
+  "the scheduler's name no-such-name.invalid did not resolve within 600 ms"
+pass "no --role, no secret, no rank, a rank too large, a bad role, a scheduler name that never resolves: exit 2, said plainly"

@@ -21,9 +21,10 @@
  *          Open MPI gives, salts the secret only: two jobs on one host need
  *          their own --port); secret: derived from the job id
  *          (PMIX_NAMESPACE / OMPI_MCA_ess_base_jobid), or given.
- *   k8s    host: --scheduler (a headless Service's name); the scheduler
- *          listens on its pod's address (POD_IP); port 9000; secret: given
- *          (a Kubernetes Secret), never derived.
+ *   k8s    host: --scheduler (a headless Service's name, which a server or
+ *          worker waits for to resolve); the scheduler listens on its
+ *          pod's address (POD_IP); port 9000; secret: given (a Kubernetes
+ *          Secret), never derived.
  * --host/--scheduler and --port override every default; PS_SCHEDULER in
  * the environment counts as both.  The checks run in every task before any
  * node starts, so bad input starts nothing.
@@ -33,6 +34,8 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +44,8 @@
 #include "psrun.h"
 
 #define DEFAULT_PORT 9000
+#define K8S_DNS_WAIT_MS 300000 /* default wait for the scheduler's name */
+#define K8S_DNS_POLL_MS 500
 
 /* Read integer variable `name` (>= lo) into *out; 1 if set, 0 if not, -1
  * (printed) if set but bad. */
@@ -261,6 +266,51 @@ static int k8s_rank(const psr_opts *o, psr_task *t)
     return 0;
 }
 
+/* Whether host resolves to an IPv4 address now. */
+static int resolves(const char *host)
+{
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0) return 0;
+    freeaddrinfo(res);
+    return 1;
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/*
+ * A headless Service's name resolves only once the scheduler's pod has an
+ * address, and libps treats a name that does not resolve as a bad
+ * configuration, not as a scheduler still starting.  So a server or worker
+ * pod polls the name (every 0.5 s, up to PS_CONNECT_TIMEOUT_MS, default
+ * 300 s) before it starts its node.  0, or -1 (printed) at the deadline.
+ */
+static int k8s_wait_scheduler(const psr_task *t)
+{
+    char host[256];
+    long wait_ms = K8S_DNS_WAIT_MS, said = 0;
+    env_int("PS_CONNECT_TIMEOUT_MS", 1, &wait_ms);
+    snprintf(host, sizeof(host), "%.*s", (int)(strrchr(t->sched, ':') - t->sched), t->sched);
+    for (long end = now_ms() + wait_ms; !resolves(host); said = 1) {
+        if (now_ms() >= end) {
+            fprintf(stderr, "psrun: --k8s: the scheduler's name %s did not resolve within "
+                            "%ld ms (is its Service there, and its pod scheduled?)\n",
+                    host, wait_ms);
+            return -1;
+        }
+        if (!said)
+            fprintf(stderr, "psrun: --k8s: waiting for %s to resolve (up to %ld ms)\n", host,
+                    wait_ms);
+        struct timespec d = {0, K8S_DNS_POLL_MS * 1000000L};
+        nanosleep(&d, NULL);
+    }
+    return 0;
+}
+
 static int k8s_place(psr_opts *o, psr_task *t)
 {
     const char *pod_ip = getenv("POD_IP");
@@ -281,7 +331,7 @@ static int k8s_place(psr_opts *o, psr_task *t)
     if (pod_ip && pod_ip[0]) snprintf(t->host, sizeof(t->host), "%s", pod_ip);
     if (t->role == PSR_SCHEDULER && t->host[0]) /* it listens on its own address */
         snprintf(t->sched, sizeof(t->sched), "%s%s", t->host, strrchr(t->sched, ':'));
-    return 0;
+    return t->role == PSR_SCHEDULER ? 0 : k8s_wait_scheduler(t);
 }
 
 int psr_task_place(psr_opts *o, psr_task *t)
