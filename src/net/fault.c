@@ -501,8 +501,14 @@ static void fault_close(psi_transport *t, uint64_t flush_ms)
     free(f);
 }
 
+static uint64_t fault_read_mark(psi_transport *t, uint64_t now_ms)
+{
+    return psi_transport_read_mark(((fault_t *)t)->inner, now_ms);
+}
+
 static const psi_transport_ops fault_ops = {
     .name = "fault",
+    .read_mark = fault_read_mark,
     .listen = fault_listen,
     .connect = fault_connect,
     .send = fault_send,

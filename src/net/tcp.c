@@ -45,6 +45,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +160,10 @@ typedef struct tcp_transport {
     uint64_t last_refusal_log_ms, refusals_unlogged;
     uint64_t dropped;          /* frames that failed validation */
     uint64_t qdropped;         /* messages dropped: their peer's queue was full */
+    int drained;               /* I/O thread: the last pass took every ready event */
+    /* read_mark (transport.h): set by the I/O thread, read by any */
+    _Atomic uint64_t mark_ms;  /* a pass began with everything before it handled */
+    _Atomic int waiting;       /* ... and is blocked in epoll_wait: caught up now */
 } tcp_transport;
 
 static int ev_wake, ev_listen; /* epoll tags: their addresses */
@@ -958,7 +963,13 @@ static int run_once(tcp_transport *t, int timeout_ms)
 {
     struct epoll_event ev[64];
     if (t->nhandshake && (timeout_ms < 0 || timeout_ms > SWEEP_MS)) timeout_ms = SWEEP_MS;
+    if (t->drained) { /* the last pass left nothing ready: caught up as of now */
+        atomic_store(&t->mark_ms, psi_now_ms());
+        atomic_store(&t->waiting, 1);
+    }
     int n = epoll_wait(t->epoll_fd, ev, 64, timeout_ms);
+    atomic_store(&t->waiting, 0);
+    t->drained = n < (int)PSI_ARRAY_LEN(ev);
     int busy = n > 0;
     for (int i = 0; i < n; i++) {
         void *tag = ev[i].data.ptr;
@@ -1135,7 +1146,15 @@ static void tcp_close(psi_transport *base, uint64_t flush_ms)
     teardown(t);
 }
 
+static uint64_t tcp_read_mark(psi_transport *base, uint64_t now_ms)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    if (atomic_load(&t->waiting)) return now_ms;
+    return PSI_MIN(now_ms, atomic_load(&t->mark_ms));
+}
+
 static const psi_transport_ops tcp_ops = {
+    .read_mark = tcp_read_mark,
     .name = "tcp",
     .listen = tcp_listen,
     .connect = tcp_connect,
@@ -1170,6 +1189,8 @@ int psi_tcp_open(const psi_net_config *cfg, const psi_transport_cbs *cbs, psi_tr
     raise_fd_limit();
     t->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    t->drained = 1;
+    atomic_store(&t->mark_ms, psi_now_ms());
     t->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ev_wake};
     if (t->wake_fd < 0 || t->epoll_fd < 0 ||

@@ -69,12 +69,25 @@ typedef struct psi_transport_ops {
     /* Flush queued sends for at most flush_ms, stop the I/O thread, free
      * everything including `t`.  No callback runs after it returns. */
     void (*close)(psi_transport *t, uint64_t flush_ms);
+    /* Optional (NULL: `now_ms`): the latest moment up to which everything
+     * that reached this transport has been handed to on_receive, given the
+     * time now; it lags when the I/O thread is behind (busy, or not run by
+     * the OS).  A failure detector judges silence only up to it, so that
+     * it never blames a peer for messages still unread here.  Any thread. */
+    uint64_t (*read_mark)(psi_transport *t, uint64_t now_ms);
 } psi_transport_ops;
+
 
 struct psi_transport {
     const psi_transport_ops *ops;
     psi_transport_cbs cbs;
 };
+
+/* t's read_mark, or now_ms when it has none. */
+static inline uint64_t psi_transport_read_mark(psi_transport *t, uint64_t now_ms)
+{
+    return t && t->ops->read_mark ? t->ops->read_mark(t, now_ms) : now_ms;
+}
 
 /* Settings shared by every transport. */
 typedef struct psi_net_config {

@@ -848,7 +848,9 @@ static void *timer_main(void *arg)
         if (!po.leave_ts) do_heartbeat(now);
         if (po.beat && po.id != PSI_ID_NONE && psi_beat_poll(po.beat, po.id) > 0)
             po.last_sched_ms = PSI_MAX(po.last_sched_ms, now);
-        if (po.sched) psi_sched_tick(po.sched, now);
+        /* silence is judged up to what the I/O thread has read (a
+         * scheduler behind on its input must not blame the senders) */
+        if (po.sched) psi_sched_tick(po.sched, psi_transport_read_mark(po.tr, now));
         do_watchdog(now);
         if (note.pending) {
             pthread_mutex_unlock(&po.lock);

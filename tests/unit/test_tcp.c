@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -814,10 +815,92 @@ static void test_sealed_bad_record_closes(void **state)
     legit_delivery(&A, ID_B, &B, 9, 0);
 }
 
+/* ---- read mark ------------------------------------------------------------------------ */
+
+/* An on_receive that holds the I/O thread until released, then records. */
+typedef struct holder {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int entered, released;
+    sink *s;
+} holder;
+
+static void holding_receive(void *arg, psi_msg *m)
+{
+    holder *h = arg;
+    pthread_mutex_lock(&h->mu);
+    h->entered = 1;
+    pthread_cond_broadcast(&h->cv);
+    while (!h->released) pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    sink_on_receive(h->s, m);
+}
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int caught_up(psi_transport *t)
+{
+    uint64_t now = psi_now_ms();
+    return psi_transport_read_mark(t, now) == now;
+}
+
+/* The read mark (what a failure detector judges silence up to) is now while
+ * the I/O thread waits for input, stays behind while it is held up in a
+ * callback, and catches up once it is free again. */
+static void test_read_mark_lags_a_busy_io_thread(void **state)
+{
+    (void)state;
+    holder h = {.s = &B.s};
+    pthread_mutex_init(&h.mu, NULL);
+    pthread_cond_init(&h.cv, NULL);
+    psi_net_config cfg = {.key = key_for(NULL)};
+    sink_init(&B.s);
+    psi_transport_cbs cbs = {.on_receive = holding_receive, .on_peer_failure = sink_on_failure,
+                             .arg = &h};
+    assert_int_equal(psi_tcp_open(&cfg, &cbs, &B.t), PS_OK);
+    assert_int_equal(B.t->ops->listen(B.t, "127.0.0.1", 0, B.addr, sizeof(B.addr)), PS_OK);
+    node_open(&A, (node_opts){0});
+    uint64_t dl = psi_now_ms() + WAIT_MS;
+    while (!caught_up(B.t) && psi_now_ms() < dl) nap_ms(1);
+    assert_true(caught_up(B.t)); /* idle: caught up */
+
+    assert_int_equal(A.t->ops->connect(A.t, ID_B, B.addr), PS_OK);
+    send_ok(&A, ID_B, small_msg(1, 16));
+    pthread_mutex_lock(&h.mu);
+    struct timespec until = psi_deadline_in(WAIT_MS);
+    while (!h.entered && pthread_cond_timedwait(&h.cv, &h.mu, &until) == 0) {
+    }
+    int entered = h.entered;
+    pthread_mutex_unlock(&h.mu);
+    assert_true(entered);
+    uint64_t held = psi_now_ms();
+    while (psi_now_ms() < held + 60) nap_ms(5); /* time passes while it is held */
+    uint64_t now = psi_now_ms();
+    assert_true(psi_transport_read_mark(B.t, now) <= held);
+
+    pthread_mutex_lock(&h.mu);
+    h.released = 1;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    assert_int_equal(wait_msgs(&B.s, 1, WAIT_MS), 1);
+    dl = psi_now_ms() + WAIT_MS;
+    while (!caught_up(B.t) && psi_now_ms() < dl) nap_ms(1);
+    assert_true(caught_up(B.t));
+    check_msg(sink_msg(&B.s, 0), 1, (size_t[PSI_NSEG]){0, 0, 0, 16});
+    node_close(&B, 0);
+    pthread_mutex_destroy(&h.mu);
+    pthread_cond_destroy(&h.cv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_segments_arrive_intact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_mark_lags_a_busy_io_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thousand_small_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_key_auth_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_public_key_vs_secret, setup, teardown),
