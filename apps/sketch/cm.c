@@ -90,39 +90,31 @@ int cm_batch_init(cm_batch *b, const cm_geom *g, size_t nkeys, size_t cap)
     b->kcount = calloc(nkeys + 1, sizeof *b->kcount);
     b->touched = malloc((nkeys + 1) * sizeof *b->touched);
     b->skey = calloc(b->slots, sizeof *b->skey);
-    b->sval = malloc(b->slots * sizeof *b->sval);
+    b->spos = malloc(b->slots * sizeof *b->spos);
     b->cells = malloc(maxcells * sizeof *b->cells);
     b->vals = malloc(maxcells * sizeof *b->vals);
-    if (b->kcount && b->touched && b->skey && b->sval && b->cells && b->vals) return 0;
+    if (b->kcount && b->touched && b->skey && b->spos && b->cells && b->vals) return 0;
     cm_batch_free(b);
     return PS_ERR_NOMEM;
 }
 
 void cm_batch_free(cm_batch *b)
 {
-    free(b->kcount), free(b->touched), free(b->skey), free(b->sval);
+    free(b->kcount), free(b->touched), free(b->skey), free(b->spos);
     free(b->cells), free(b->vals);
     memset(b, 0, sizeof *b);
 }
 
-/* Add v to cell `key` in the open-addressing table. */
+/* Add v to cell `key`: the slot finds its position in cells / vals. */
 static void cell_add(cm_batch *b, uint64_t key, int64_t v)
 {
     size_t m = b->slots - 1, i = (size_t)(key ^ (key >> 29)) & m;
     while (b->skey[i] && b->skey[i] != key) i = (i + 1) & m;
     if (!b->skey[i]) {
-        b->skey[i] = key, b->sval[i] = 0;
-        b->cells[b->ncells++] = key;
+        b->skey[i] = key, b->spos[i] = (uint32_t)b->ncells;
+        b->cells[b->ncells] = key, b->vals[b->ncells++] = 0;
     }
-    b->sval[i] += v;
-}
-
-/* The value of cell `key` (present). */
-static int64_t cell_get(const cm_batch *b, uint64_t key)
-{
-    size_t m = b->slots - 1, i = (size_t)(key ^ (key >> 29)) & m;
-    while (b->skey[i] != key) i = (i + 1) & m;
-    return b->sval[i];
+    b->vals[b->spos[i]] += v;
 }
 
 void cm_batch_cells(cm_batch *b, const uint64_t *hash)
@@ -134,7 +126,6 @@ void cm_batch_cells(cm_batch *b, const uint64_t *hash)
             cell_add(b, cm_cell_key(g, r, cm_col(g, r, hash[k])), (int64_t)b->kcount[k]);
         }
     }
-    for (size_t i = 0; i < b->ncells; i++) b->vals[i] = cell_get(b, b->cells[i]);
 }
 
 void cm_batch_reset(cm_batch *b)

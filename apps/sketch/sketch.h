@@ -59,7 +59,7 @@ typedef struct cm_batch {
     size_t ntouched;
     size_t ncells, slots;         /* cells filled; open-addressing slots */
     uint64_t *skey;               /* slot -> cell key (0: empty) */
-    int64_t *sval;
+    uint32_t *spos;               /* slot -> the cell's index in cells / vals */
     uint64_t *cells;              /* the push: ncells keys and values */
     int64_t *vals;
 } cm_batch;
