@@ -258,6 +258,7 @@ static int apply_pulls(lin_worker *lw, int64_t upto)
         update_margins(lw, p->block);
         free(p->buf);
     }
+    if (k == 0) return rv;
     lw->npend -= k;
     memmove(lw->pend, lw->pend + k, (size_t)lw->npend * sizeof(bpg_pend));
     return rv;
