@@ -845,7 +845,8 @@ static void *timer_main(void *arg)
         uint64_t now = psi_now_ms();
         do_credit_stall(now);
         psi_rel_resend_due(po.rel, now, do_send_cb, NULL);
-        if (!po.leave_ts) do_heartbeat(now);
+        /* a leave in flight is not silence: beat until it is acked */
+        if (!po.leave_acked) do_heartbeat(now);
         if (po.beat && po.id != PSI_ID_NONE && psi_beat_poll(po.beat, po.id) > 0)
             po.last_sched_ms = PSI_MAX(po.last_sched_ms, now);
         /* silence is judged up to what the I/O thread has read (a

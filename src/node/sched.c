@@ -345,6 +345,18 @@ void psi_sched_on_serve(psi_sched *s, uint32_t from, int phase, uint32_t epoch)
     }
 }
 
+/* The last expected node joined: publish view 1.  Forming is not silence:
+ * a node admitted early may not have heard its answer yet (it cannot beat
+ * before it knows its id, and the answer crosses a connection the
+ * scheduler had to open and prove, among S + W others), so every clock
+ * starts now, and no one was judged before (psi_sched_tick). */
+static void form(psi_sched *s, uint64_t now_ms)
+{
+    for (int id = 1; id < s->nslots; id++)
+        s->slots[id].last_seen_ms = PSI_MAX(s->slots[id].last_seen_ms, now_ms);
+    publish(s);
+}
+
 void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t now_ms)
 {
     int id = find_addr(s, j->addr);
@@ -390,7 +402,7 @@ void psi_sched_on_join(psi_sched *s, const psi_join *j, uint64_t ts, uint64_t no
              id, s->joined, s->nslots - 1);
     s->io.connect(s->io.arg, (uint32_t)id, j->addr);
     s->io.send_ack(s->io.arg, (uint32_t)id, ts, 0);
-    if (s->joined == s->nslots - 1) publish(s);
+    if (s->joined == s->nslots - 1) form(s, now_ms);
 }
 
 /* ---- liveness ------------------------------------------------------------- */
@@ -480,6 +492,7 @@ static int may_wait(const psi_sched *s, const slot *sl, uint64_t silence)
 void psi_sched_tick(psi_sched *s, uint64_t now_ms)
 {
     int changed = 0;
+    if (s->epoch == 0) return; /* forming: no one is judged (see form) */
     for (int id = 1; id < s->nslots; id++) {
         slot *sl = &s->slots[id];
         if (!sl->present || !sl->alive || sl->left) continue;

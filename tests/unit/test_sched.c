@@ -686,6 +686,27 @@ static void test_resent_join_and_stall_are_not_silence(void **state)
     assert_int_equal(f->nforgets, NNODES);
 }
 
+/* Forming is not silence: a node admitted early and not heard from since
+ * (it cannot beat before it knows its id) is not judged while the others
+ * join, and its clock starts with view 1. */
+static void test_forming_is_not_silence(void **state)
+{
+    fake *f = *state;
+    join(f, PS_ROLE_SERVER, 0, node_addr(1), 100, 0); /* admitted at 0, then silent */
+    psi_sched_tick(f->s, 2 * TIMEOUT_MS);
+    assert_int_equal(f->nforgets, 0);
+    join(f, PS_ROLE_SERVER, 1, node_addr(2), 101, 3 * TIMEOUT_MS);
+    for (int r = 0; r < W; r++)
+        join(f, PS_ROLE_WORKER, r, node_addr(1 + S + (uint32_t)r), 200 + r, 3 * TIMEOUT_MS);
+    assert_true(psi_sched_ready(f->s));
+    psi_sched_tick(f->s, 4 * TIMEOUT_MS); /* T after view 1: not yet */
+    assert_int_equal(f->nforgets, 0);
+    all_alive(f, 4 * TIMEOUT_MS, 1);      /* everyone but server 0 speaks */
+    psi_sched_tick(f->s, 4 * TIMEOUT_MS + 1);
+    assert_int_equal(f->nforgets, 1);
+    assert_int_equal(f->forgets[0], 1);
+}
+
 static void test_tick_declares_silent_node_dead(void **state)
 {
     fake *f = *state;
@@ -928,6 +949,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_barrier_duplicate_or_old_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_barrier_wrong_seq_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tick_declares_silent_node_dead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forming_is_not_silence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_suspicion_before_verdict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tick_releases_barrier_waiting_for_dead, setup,
                                         teardown),
