@@ -48,7 +48,7 @@ run --algo ftrl --train "$TMP/train.svm" --test "$TMP/test.svm" --epochs 3 --min
 a=$(auc_of "$TMP/out"); gt "$a" 0.9 || fail "ftrl test auc $a <= 0.9"
 pass "ftrl: test auc $a"
 
-for bad in "--algo nope" "--l1 -3" "--iters x" "--bogus" "--format csv"; do
+for bad in "--algo nope" "--l1 -3" "--iters x" "--bogus" "--format tsv"; do
     # shellcheck disable=SC2086
     "$PS_BIN/pslinear" --train "$TMP/train.svm" $bad >"$TMP/out" 2>&1; rc=$?
     [ $rc -eq 2 ] || fail "pslinear $bad exited $rc, want 2"
