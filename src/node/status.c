@@ -13,7 +13,7 @@
  * Never: lock anything (the server calls these with no lock held, on a
  * snapshot it owns); trust a name to be markup-free.
  */
-#include <math.h>
+#include <math.h> /* isfinite, INFINITY: macros, no libm */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +105,17 @@ static void sb_label(sbuf *b, const char *s)
 
 /* A finite number (JSON and Prometheus have no NaN here). */
 static double fin(double x) { return isfinite(x) ? x : 0; }
+
+/* floor() without libm (the installed static library names no -lm), for
+ * |x| < 9e15; other values come back as they are. */
+static double dfloor(double x)
+{
+    if (!(x > -9e15 && x < 9e15)) return x;
+    double i = (double)(long long)x; /* toward zero */
+    return i > x ? i - 1 : i;
+}
+static double dmin(double a, double b) { return a < b ? a : b; }
+static double dmax(double a, double b) { return a > b ? a : b; }
 
 static char *sb_done(sbuf *b, size_t *len)
 {
@@ -276,7 +287,7 @@ static void prom_node(sbuf *b, const char *name, uint32_t node, int r, int rank,
         sb_label(b, val);
     }
     v = fin(v);
-    if (v == floor(v) && fabs(v) < 9e15) sb_printf(b, "} %.0f\n", v); /* counters exact */
+    if (v > -9e15 && v < 9e15 && v == dfloor(v)) sb_printf(b, "} %.0f\n", v); /* exact */
     else sb_printf(b, "} %.9g\n", v);
 }
 
@@ -483,18 +494,21 @@ static void series_extent(const psi_status_snap *s, const char *name, extent *e)
         const psi_status_series *r = &s->series[i];
         if (strcmp(r->name, name) != 0) continue;
         for (size_t k = 0; k < r->n; k++) {
-            e->t0 = fmin(e->t0, r->t[k]), e->t1 = fmax(e->t1, r->t[k]);
-            e->v0 = fmin(e->v0, r->v[k]), e->v1 = fmax(e->v1, r->v[k]);
+            e->t0 = dmin(e->t0, r->t[k]), e->t1 = dmax(e->t1, r->t[k]);
+            e->v0 = dmin(e->v0, r->v[k]), e->v1 = dmax(e->v1, r->v[k]);
         }
     }
     if (!(e->t1 > e->t0)) e->t0 = isfinite(e->t1) ? e->t1 - 1 : 0, e->t1 = e->t0 + 1;
     if (!(e->v1 > e->v0)) e->v0 = isfinite(e->v1) ? e->v1 - 1 : 0, e->v1 = e->v0 + 2;
     /* round the value axis out to 4 steps of 1, 2, 2.5 or 5 times a power of 10 */
-    double raw = (e->v1 - e->v0) / 4, p = pow(10, floor(log10(raw))), step = 10 * p;
+    double raw = (e->v1 - e->v0) / 4, p = 1; /* p: the power of 10 at or below raw */
+    while (p * 10 <= raw) p *= 10;
+    while (p > raw) p /= 10;
+    double step = 10 * p;
     static const double nice[] = {1, 2, 2.5, 5};
     for (int i = 3; i >= 0; i--)
         if (nice[i] * p >= raw) step = nice[i] * p;
-    double lo = floor(e->v0 / step) * step;
+    double lo = dfloor(e->v0 / step) * step;
     while (lo + 4 * step < e->v1) step = step * 2; /* rare: floor pushed it below */
     e->v0 = lo, e->v1 = lo + 4 * step;
 }
