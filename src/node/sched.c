@@ -21,8 +21,12 @@
  * silence is still within Z standard deviations of its usual gaps (a node
  * whose recent history has stalls of nearly T is given more room), and
  * falls at the latest at 2 T, so a real death is detected within 2 T and a
- * node with steady heartbeats within T, as before.  Too few samples (a node
- * that just joined): the verdict falls at T.
+ * node with steady heartbeats within T, as before.  The nodes of a cluster
+ * share machines and their stalls (an oversubscribed host stops them all at
+ * once), so the gaps of every node are also pooled, weighted so that the
+ * pool spans about as much time as one node's history, and the larger of
+ * the node's and the pool's spread counts.  Too few samples (a node that
+ * just joined, in a cluster with no history): the verdict falls at T.
  *
  * Never: block, lock, or touch the transport directly (all via psi_sched_io).
  */
@@ -35,6 +39,11 @@
 #include "util/log.h"
 #include "util/util.h"
 
+typedef struct gap_stats {
+    double mean, var;  /* gaps between messages (ms), exponentially weighted */
+    int n;             /* samples (capped at GAP_MIN_SAMPLES) */
+} gap_stats;
+
 typedef struct slot {
     int present, alive, left; /* alive: PSI_NODE_* */
     int wants;         /* a server on standby asked for its share (ps_join) */
@@ -44,8 +53,7 @@ typedef struct slot {
     char addr[PSI_ADDR_MAX];
     uint64_t last_seen_ms;
     uint64_t told_ms;  /* when a dead node that still talks was last told */
-    double gap_mean, gap_var; /* its gaps between messages (ms), weighted */
-    int gaps;          /* samples in them (capped) */
+    gap_stats gaps;    /* its gaps between messages */
     uint64_t suspected_ms; /* silent past the timeout since then; 0: not */
 } slot;
 
@@ -64,6 +72,7 @@ typedef struct barrier {
 
 struct psi_sched {
     int nservers, nworkers, nslots, joined;
+    gap_stats pool;    /* every node's gaps (see the top of this file) */
     int next_rank;     /* the rank of the next server that joins late */
     int next_wrank;    /* ... and of a late worker when no shard is free */
     uint32_t epoch;
@@ -425,21 +434,29 @@ static void tell_dead(psi_sched *s, int id, uint64_t now_ms)
     psi_view_free(&v);
 }
 
-/* One more gap between messages of a node: its weighted mean and variance. */
-static void sample_gap(slot *sl, uint64_t now_ms)
+/* One more gap `g` (ms) into `st`, with weight w. */
+static void add_gap(gap_stats *st, double g, double w)
+{
+    if (st->n == 0) {
+        st->mean = g;
+        st->var = 0;
+    } else {
+        double d = g - st->mean;
+        st->mean += w * d;
+        st->var += w * (d * d - st->var);
+    }
+    if (st->n < GAP_MIN_SAMPLES) st->n++;
+}
+
+/* One more gap between messages of a node: its statistics and the pool's
+ * (weighted down by the number of nodes feeding it). */
+static void sample_gap(psi_sched *s, slot *sl, uint64_t now_ms)
 {
     /* 0 ms: the same beat over UDP and TCP, not a gap */
     if (now_ms <= sl->last_seen_ms) return;
     double g = (double)(now_ms - sl->last_seen_ms);
-    if (sl->gaps == 0) {
-        sl->gap_mean = g;
-        sl->gap_var = 0;
-    } else {
-        double d = g - sl->gap_mean;
-        sl->gap_mean += GAP_WEIGHT * d;
-        sl->gap_var += GAP_WEIGHT * (d * d - sl->gap_var);
-    }
-    if (sl->gaps < GAP_MIN_SAMPLES) sl->gaps++;
+    add_gap(&sl->gaps, g, GAP_WEIGHT);
+    add_gap(&s->pool, g, GAP_WEIGHT / PSI_MAX(1, s->nslots - 1));
 }
 
 void psi_sched_on_alive(psi_sched *s, uint32_t from, uint64_t now_ms)
@@ -452,7 +469,7 @@ void psi_sched_on_alive(psi_sched *s, uint32_t from, uint64_t now_ms)
                      "dead", role_name(sl->role), sl->rank, from,
                      (unsigned long long)(now_ms - sl->last_seen_ms));
         sl->suspected_ms = 0;
-        sample_gap(sl, now_ms);
+        sample_gap(s, sl, now_ms);
     }
     sl->last_seen_ms = PSI_MAX(sl->last_seen_ms, now_ms);
     if (!sl->alive && !sl->left) tell_dead(s, (int)from, now_ms);
@@ -480,13 +497,19 @@ void psi_sched_credit(psi_sched *s, uint64_t gap_ms, uint64_t now_ms)
 }
 
 /* A node silent for `silence` > the timeout: may the verdict still wait?
- * While its history is short, no; past twice the timeout, no; else while
- * the silence is within GAP_Z standard deviations of its mean gap. */
+ * Past twice the timeout, no; else while the silence is within GAP_Z
+ * standard deviations of the node's mean gap, the deviation being the
+ * larger of its own and the pool's (each counted once it has enough
+ * samples; with neither, no). */
 static int may_wait(const psi_sched *s, const slot *sl, uint64_t silence)
 {
-    if (sl->gaps < GAP_MIN_SAMPLES || silence > 2 * s->timeout_ms) return 0;
-    double over = (double)silence - sl->gap_mean;
-    return over < 0 || over * over < GAP_Z * GAP_Z * sl->gap_var;
+    if (silence > 2 * s->timeout_ms) return 0;
+    int own = sl->gaps.n >= GAP_MIN_SAMPLES, pool = s->pool.n >= GAP_MIN_SAMPLES;
+    if (!own && !pool) return 0;
+    double mean = own ? sl->gaps.mean : s->pool.mean;
+    double var = PSI_MAX(own ? sl->gaps.var : 0, pool ? s->pool.var : 0);
+    double over = (double)silence - mean;
+    return over < 0 || over * over < GAP_Z * GAP_Z * var;
 }
 
 void psi_sched_tick(psi_sched *s, uint64_t now_ms)
@@ -502,9 +525,10 @@ void psi_sched_tick(psi_sched *s, uint64_t now_ms)
             if (!sl->suspected_ms) {
                 sl->suspected_ms = now_ms;
                 PSI_WARN("%s %d (node %d at %s) suspected: silent for %llu ms, its gaps %.0f ms "
-                         "+- %.0f; declared dead at once if the gap grows past that, at the "
+                         "+- %.0f (its own or the cluster's); declared dead at once if the gap grows past that, at the "
                          "latest after %llu ms", role_name(sl->role), sl->rank, id, sl->addr,
-                         (unsigned long long)silence, sl->gap_mean, sqrt(sl->gap_var),
+                         (unsigned long long)silence, sl->gaps.mean,
+                         sqrt(PSI_MAX(sl->gaps.var, s->pool.var)),
                          (unsigned long long)(2 * s->timeout_ms));
             }
             continue;

@@ -802,6 +802,29 @@ static void test_suspicion_before_verdict(void **state)
     assert_int_equal(f->forgets[0], 2);
 }
 
+/* The cluster's stalls count for every node: when the others have been
+ * stalling, a node with steady gaps of its own that falls silent is only
+ * suspected at first, and still declared dead by twice the timeout. */
+static void test_cluster_stalls_pooled(void **state)
+{
+    fake *f = *state;
+    form(f, 0);
+    uint64_t t = 0;
+    for (int i = 1; i <= 20; i++) { /* every 200 ms; all but node 3 stall twice */
+        t = (uint64_t)i * 200;
+        for (uint32_t id = 1; id <= NNODES; id++)
+            if (id == 3 || (i != 8 && i != 9 && i != 10 && i != 14 && i != 15 && i != 16))
+                psi_sched_on_alive(f->s, id, t);
+    }
+    for (uint32_t id = 1; id <= NNODES; id++)
+        if (id != 3) psi_sched_on_alive(f->s, id, t + TIMEOUT_MS);
+    psi_sched_tick(f->s, t + TIMEOUT_MS + 1);
+    assert_int_equal(f->nforgets, 0); /* node 3: suspected */
+    psi_sched_tick(f->s, t + 2 * TIMEOUT_MS + 1);
+    assert_int_equal(f->nforgets, 1);
+    assert_int_equal(f->forgets[0], 3);
+}
+
 static void test_tick_releases_barrier_waiting_for_dead(void **state)
 {
     fake *f = *state;
@@ -950,6 +973,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_barrier_wrong_seq_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tick_declares_silent_node_dead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forming_is_not_silence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_stalls_pooled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_suspicion_before_verdict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tick_releases_barrier_waiting_for_dead, setup,
                                         teardown),
