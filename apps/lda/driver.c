@@ -266,7 +266,8 @@ int lda_run_scheduler(const lda_cfg *c, const lda_info *mine)
     if (rv != 0) fprintf(stderr, "pslda: training failed: %s\n", ps_strerror(rv));
     double rate = train_s > 0 ? in.tokens * c->sweeps / train_s : 0;
     if (rv == 0) {
-        printf("final: loglik/token %.4f", last.loglik);
+        printf("final:");
+        if (isfinite(last.loglik)) printf(" loglik/token %.4f", last.loglik);
         if (isfinite(last.perplexity)) printf("  test perplexity %.1f", last.perplexity);
         printf("  %d sweeps in %.2fs, %.3g tokens/s\n", c->sweeps, train_s, rate);
         if (c->json) {
