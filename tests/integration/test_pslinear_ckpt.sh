@@ -107,7 +107,8 @@ for i in 2 5 8 11; do
     [ -s "$(ck "$CK" $i)/MANIFEST" ] || fail "part: checkpoint $i is not complete"
 done
 [ "$(last_iter part)" = 13 ] || fail "part did not stop after iteration 13"
-pass "checkpointed run to iteration 13: checkpoints 2 5 8 11; $(same part full 1e-12 1)"
+cmp=$(same part full 1e-12 1) || exit 1
+pass "checkpointed run to iteration 13: checkpoints 2 5 8 11; $cmp"
 
 # shellcheck disable=SC2086
 run resume 3 2 $KKT --iters 24 --resume "$CK" || fail "resume exited $?"
@@ -115,7 +116,8 @@ grep -q "^resume: from the checkpoint of iteration 11 in $CK" "$TMP/resume.log" 
     fail "resume: not from iteration 11"
 [ "$(objs resume | head -n 1 | cut -d' ' -f1)" = 12 ] || fail "resume: does not start at 12"
 [ "$(last_iter resume)" = 23 ] || fail "resume: does not end at 23"
-pass "-s 3 -w 2 --resume: $(same resume full 1e-12 1)"
+cmp=$(same resume full 1e-12 1) || exit 1
+pass "-s 3 -w 2 --resume: $cmp"
 
 # ---- tau 2: checkpoints after draining ----
 # shellcheck disable=SC2086
@@ -134,7 +136,8 @@ grep -q "^resume: from the checkpoint of iteration 11" "$TMP/tau-resume.log" ||
 run tau-full 2 2 $KKT --tau 2 --iters 24 --checkpoint-dir "$TMP/ck-tau3" --checkpoint-every 3 ||
     fail "tau-full exited $?"
 sed -n '/"iter": 23,/p' "$TMP/tau-resume.log" >"$TMP/tau-last.log"
-pass "--tau 2: 4 checkpoints after draining; resumed final $(same tau-last tau-full 1e-12 1)"
+cmp=$(same tau-last tau-full 1e-12 1) || exit 1
+pass "--tau 2: 4 checkpoints after draining; resumed final $cmp"
 
 # ---- a corrupt newest checkpoint: fall back to the previous one ----
 flip "$(ck "$CK" 11)/w.1" 200
@@ -144,7 +147,8 @@ grep -q "ckpt-00000000000000000011 skipped: .*/w.1: .*CRC mismatch" "$TMP/fallba
     fail "fallback: no warning naming the corrupt file"
 grep -q "^resume: from the checkpoint of iteration 8 in $CK" "$TMP/fallback.log" ||
     fail "fallback: not from iteration 8"
-pass "flipped byte in checkpoint 11: falls back to 8; $(same fallback full 1e-12 1)"
+cmp=$(same fallback full 1e-12 1) || exit 1
+pass "flipped byte in checkpoint 11: falls back to 8; $cmp"
 
 # ---- another number of workers (and servers) ----
 # shellcheck disable=SC2086
@@ -157,7 +161,8 @@ run nk-resume 1 3 $NOKKT --iters 24 --resume "$TMP/ck-nk" || fail "nk-resume exi
 grep -q "^resume: from the checkpoint of iteration 11" "$TMP/nk-resume.log" ||
     fail "nk-resume: not from iteration 11"
 sed -n '/"iter": 23,/p' "$TMP/nk-resume.log" >"$TMP/nk-last.log"
-pass "-s 1 -w 3 resumes a -w 2 checkpoint (KKT off): final $(same nk-last nk-full 1e-8 0)"
+cmp=$(same nk-last nk-full 1e-8 0) || exit 1
+pass "-s 1 -w 3 resumes a -w 2 checkpoint (KKT off): final $cmp"
 
 # ---- no complete checkpoint ----
 mkdir -p "$TMP/empty"
