@@ -1,9 +1,9 @@
 /*
  * lda.h -- shared state of pslda (topic modeling by collapsed Gibbs sampling
  * on libps): options, the corpus a node reads (corpus.c), the SparseLDA
- * sampler over one block of words (sampler.c), a worker's sweeps, held-out
- * evaluation and model files (worker.c), and the flags, the servers' count
- * walks and the scheduler's driver (pslda.c).
+ * sampler over one block of words (sampler.c), a worker's sweeps (worker.c),
+ * held-out evaluation and model files (eval.c), the scheduler's driver
+ * (driver.c), and the flags and the servers' count walks (pslda.c).
  *
  * Tables on the servers (i64, ADD): "lda_wt" holds K counts per word (key
  * ps_hash_key(word id)), "lda_t" the K topic totals under one key.  A worker
