@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -220,6 +221,37 @@ static int route_source(const char *host, char *out, size_t cap)
     return rv;
 }
 
+/* Whether `host` resolves to an IPv4 address now. */
+static int resolves(const char *host)
+{
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return 0;
+    freeaddrinfo(res);
+    return 1;
+}
+
+/* A node may start before the scheduler's name exists (a Kubernetes
+ * Service, a DNS record being published): wait up to the connect timeout
+ * for it to resolve, said once.  0 or PS_ERR_CONFIG. */
+static int wait_resolvable(const char *host, long timeout_ms)
+{
+    uint64_t deadline = psi_now_ms() + (uint64_t)timeout_ms;
+    int said = 0;
+    while (!resolves(host)) {
+        if (psi_now_ms() >= deadline) {
+            PSI_ERROR("the scheduler's host %s does not resolve to an IPv4 address (waited %ld "
+                      "ms, PS_CONNECT_TIMEOUT_MS): check PS_SCHEDULER", host, timeout_ms);
+            return PS_ERR_CONFIG;
+        }
+        if (!said++)
+            PSI_WARN("the scheduler's host %s does not resolve yet: retrying for up to %ld ms",
+                     host, timeout_ms);
+        struct timespec nap = {0, 200 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    return PS_OK;
+}
+
 static int parse_host(po_config *c)
 {
     static const char *const names[] = {"PS_HOST", "DMLC_NODE_HOST", NULL};
@@ -227,6 +259,8 @@ static int parse_host(po_config *c)
     char sched_host[PSI_ADDR_MAX];
     int port;
     psi_split_hostport(c->sched_addr, sched_host, sizeof(sched_host), &port);
+    if (c->role != PS_ROLE_SCHEDULER && wait_resolvable(sched_host, c->connect_timeout_ms) != 0)
+        return PS_ERR_CONFIG;
     if (c->role == PS_ROLE_SCHEDULER) {
         snprintf(c->host, sizeof(c->host), "%s", sched_host);
     } else if (h) {
@@ -243,6 +277,11 @@ static int parse_host(po_config *c)
         PSI_ERROR("%s=\"%s\" is a wildcard: a node listens on, and is reached at, one "
                   "address; give this host's address on the cluster network",
                   c->role == PS_ROLE_SCHEDULER ? "PS_SCHEDULER" : "PS_HOST", c->host);
+        return PS_ERR_CONFIG;
+    }
+    if (!resolves(c->host)) {
+        PSI_ERROR("%s=%s does not resolve to an IPv4 address",
+                  c->role == PS_ROLE_SCHEDULER ? "PS_SCHEDULER's host" : "PS_HOST", c->host);
         return PS_ERR_CONFIG;
     }
     if (c->role != PS_ROLE_SCHEDULER && is_loopback(c->host) != is_loopback(sched_host)) {

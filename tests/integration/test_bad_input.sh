@@ -83,7 +83,21 @@ out=$(PS_HOST=0.0.0.0 PS_ROLE=worker PS_SCHEDULER=127.0.0.1:1 PS_NUM_SERVERS=0 \
 out=$(PS_ROLE=scheduler PS_SCHEDULER=0.0.0.0:$SCHED PS_NUM_SERVERS=0 PS_NUM_WORKERS=1 \
       timeout 20 "$TN" 2>&1)
 [ $? = 1 ] && echo "$out" | grep -q 'is a wildcard' || fail "wildcard PS_SCHEDULER: $out"
-pass "wrong secret, mismatched sizes and wildcard addresses: refused at once, both sides say why"
+# A scheduler's name that does not resolve (yet: a Service being created) is
+# waited for up to PS_CONNECT_TIMEOUT_MS, then named; a PS_HOST that does not
+# resolve is named at once.
+t0=$(now_ms)
+out=$(PS_CONNECT_TIMEOUT_MS=800 PS_ROLE=worker PS_SCHEDULER=no-such-host.invalid:9 \
+      PS_NUM_SERVERS=0 PS_NUM_WORKERS=1 PS_SECRET=x timeout 20 "$TN" 2>&1)
+rc=$?; took=$(( $(now_ms) - t0 ))
+[ $rc = 1 ] && echo "$out" | grep -q 'does not resolve yet' &&
+  echo "$out" | grep -q "no-such-host.invalid does not resolve to an IPv4 address (waited 800 ms" &&
+  [ "$took" -ge 700 ] || fail "unresolvable scheduler (exit $rc after $took ms): $out"
+out=$(PS_HOST=no-such-host.invalid PS_ROLE=worker PS_SCHEDULER=127.0.0.1:1 PS_NUM_SERVERS=0 \
+      PS_NUM_WORKERS=1 timeout 20 "$TN" 2>&1)
+[ $? = 1 ] && echo "$out" | grep -q 'PS_HOST=no-such-host.invalid does not resolve' ||
+  fail "unresolvable PS_HOST: $out"
+pass "wrong secret, mismatched sizes wildcard and unresolvable addresses: refused at once, both sides say why"
 
 # A push whose slice cannot fit PS_MAX_MSG_BYTES fails at the sender, at
 # once, with PS_ERR_TOOBIG (instead of being dropped and resent forever).
