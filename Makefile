@@ -11,14 +11,16 @@ CTEST_ARGS ?=
 # (lib.sh's SCALE), times this (TSan runs 5-15x slower); and the tests it
 # leaves out, timing-bound on 2 cores at TSan's pace: netns/* (root only; run
 # plain and under ASan), test_failover and test_pslinear_failover (kill and
-# join cases racing a 1-5 s failure detector) and test_portfuzz (a fuzzer
-# that takes a core for itself).
+# join cases racing a 1-5 s failure detector), test_portfuzz (a fuzzer
+# that takes a core for itself), and the launcher tests test_slurm,
+# test_mpi and test_k8s_mode (they check psrun, a single-threaded process,
+# under real launchers and daemons; plain and ASan cover them).
 TSAN_TIMEOUT_SCALE ?= 4
 # test-asan: the same, for ASan+UBSan (2-3x slower than the plain build)
 ASAN_TIMEOUT_SCALE ?= 2
 # ... and the failure detector's timeout (tests that honour PS_HEARTBEAT_TIMEOUT_MS)
 TSAN_HEARTBEAT_MS ?= 5000
-TSAN_CTEST_ARGS ?= -E '^(netns/.*|integration/test_(failover|pslinear_failover|portfuzz))$$'
+TSAN_CTEST_ARGS ?= -E '^(netns/.*|integration/test_(failover|pslinear_failover|portfuzz|slurm|mpi|k8s_mode))$$'
 
 .PHONY: all deps build test test-asan test-tsan fuzz demo install clean
 

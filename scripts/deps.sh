@@ -8,7 +8,7 @@ pkgs=(build-essential cmake pkg-config libucx-dev ucx-utils libzstd-dev libxxhas
       libsodium-dev libmicrohttpd-dev zlib1g-dev)
 case "$what" in
   test) pkgs+=(libcmocka-dev clang libclang-rt-14-dev python3 iproute2 nftables
-              slurm-wlm munge openmpi-bin openssh-server openssh-client) ;;
+              slurm-wlm munge openmpi-bin openssh-server openssh-client chromium prometheus) ;;
   fuzz) pkgs+=(libcmocka-dev clang libclang-rt-14-dev) ;;
   bench) pkgs+=(libcmocka-dev iperf3 hyperfine liblinear-tools gnuplot-nox jq
                python3-gensim python3-sklearn python3-yaml) ;;
