@@ -8,6 +8,7 @@
 # time to a target held-out perplexity with 1, 2 and 4 workers.
 #
 # Usage: bench/lda-vs-gensim.sh [CORPUS...]    (default: brown sotu spamdocs)
+#        bench/lda-vs-gensim.sh --figure        (the figure only)
 # Environment (defaults): K=50 SWEEPS=200 SEEDS="1 2 3" (gensim; the best is
 # reported) PASSES=10 (gensim) SK_ITERS=20 (sklearn; SKLEARN=0 skips it)
 # LIMIT=900 (seconds per run: every run is bounded with timeout)
@@ -139,14 +140,16 @@ PY
 }
 
 main() {
-  [ "${1:-}" = -h ] || [ "${1:-}" = --help ] && { sed -n '2,24p' "$0"; exit 0; }
+  [ "${1:-}" = -h ] || [ "${1:-}" = --help ] && { sed -n '2,25p' "$0"; exit 0; }
+  local only_fig=0
+  [ "${1:-}" = --figure ] && { only_fig=1; FIG=1; shift; set -- "$FIG_CORPUS"; }
   [ $# -gt 0 ] || set -- brown sotu spamdocs
   [ -x "$BIN/pslda" ] || die "no $BIN/pslda (build first, or set PS_BIN)"
   need_python
   "$root/scripts/data/fetch.sh" "$@" stopwords >&2
   [ "$FIG" = 1 ] && "$root/scripts/data/fetch.sh" "$FIG_CORPUS" >&2
   mkdir -p "$OUT"
-  for c in "$@"; do one_corpus "$c"; done
+  [ $only_fig = 1 ] || for c in "$@"; do one_corpus "$c"; done
   [ "$FIG" = 1 ] && figure
   return 0
 }
