@@ -216,7 +216,7 @@ static int do_hook(void)
     reg.resend_ms = (uint64_t)resend;
     reg.window = (uint64_t)window;
     psi_node_set_handler(PSI_MSG_DATA, on_data, NULL);
-    psi_node_on_shutdown(kv_shutdown);
+    psi_node_on_shutdown(kv_shutdown, PSI_SHUTDOWN_DATA);
     if ((rv = psi_node_add_view_hook(on_view, NULL)) != 0) return rv;
     reg.timer_started = pthread_create(&reg.timer, NULL, timer_main, NULL) == 0;
     reg.hooked = 1;

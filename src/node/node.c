@@ -121,6 +121,7 @@ static struct {
     } hooks[8];
     int nhooks;
     void (*on_shutdown[4])(void);
+    int shutdown_stage[4];
     int nshutdown;
     psi_status_server *status; /* the scheduler's status page (PS_STATUS) */
 } po = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -600,12 +601,15 @@ int psi_node_add_view_hook(ps_view_cb fn, void *arg)
     return rv;
 }
 
-void psi_node_on_shutdown(void (*fn)(void))
+void psi_node_on_shutdown(void (*fn)(void), int stage)
 {
     pthread_mutex_lock(&po.lock);
     for (int i = 0; i < po.nshutdown; i++)
         if (po.on_shutdown[i] == fn) fn = NULL;
-    if (fn && po.nshutdown < (int)PSI_ARRAY_LEN(po.on_shutdown)) po.on_shutdown[po.nshutdown++] = fn;
+    if (fn && po.nshutdown < (int)PSI_ARRAY_LEN(po.on_shutdown)) {
+        po.shutdown_stage[po.nshutdown] = stage;
+        po.on_shutdown[po.nshutdown++] = fn;
+    }
     pthread_mutex_unlock(&po.lock);
 }
 
@@ -1254,7 +1258,9 @@ static void shutdown_all(void)
     pthread_mutex_unlock(&po.lock);
     if (po.ctl) po.ctl->ops->close(po.ctl, FLUSH_MS);
     if (po.tr) po.tr->ops->close(po.tr, FLUSH_MS);
-    for (int i = po.nshutdown - 1; i >= 0; i--) po.on_shutdown[i]();
+    for (int stage = PSI_SHUTDOWN_APP; stage <= PSI_SHUTDOWN_DATA; stage++)
+        for (int i = po.nshutdown - 1; i >= 0; i--)
+            if (po.shutdown_stage[i] == stage) po.on_shutdown[i]();
     pthread_mutex_lock(&po.lock);
     po.tr = po.ctl = NULL;
     psi_rel_free(po.rel);

@@ -30,9 +30,13 @@ int psi_node_set_handler(int type, psi_data_handler fn, void *arg);
 int psi_node_add_view_hook(ps_view_cb fn, void *arg);
 
 /* Called by ps_finalize once the transport is closed (no callback can run
- * any more), for the layers above to free their state.  Up to 4 hooks,
- * run in reverse order of registration. */
-void psi_node_on_shutdown(void (*fn)(void));
+ * any more), for the layers above to free their state.  Up to 4 hooks.
+ * Stages run in order, whatever the order of registration: first
+ * PSI_SHUTDOWN_APP (threads that run the application's code, such as the
+ * remote-function executor: a handler may still be using a table), then
+ * PSI_SHUTDOWN_DATA (the tables); within a stage, reverse order. */
+enum { PSI_SHUTDOWN_APP = 0, PSI_SHUTDOWN_DATA = 1 };
+void psi_node_on_shutdown(void (*fn)(void), int stage);
 
 /* Leave the running cluster at once (ps_leave, after the kv layer checked
  * that nothing would be lost): the scheduler publishes a view without this

@@ -356,7 +356,7 @@ static int do_init(void)
     cs.resend_ms = (uint64_t)resend;
     if (!(cs.tq = psi_tq_new(-1))) return PS_ERR_NOMEM;
     psi_node_set_handler(PSI_MSG_CALL, on_call_msg, NULL);
-    psi_node_on_shutdown(calls_shutdown);
+    psi_node_on_shutdown(calls_shutdown, PSI_SHUTDOWN_APP);
     if ((rv = psi_node_add_view_hook(on_view, NULL)) != 0) return rv;
     cs.stop = 0;
     if (pthread_create(&cs.thread, NULL, executor_main, NULL) != 0) return PS_ERR_SYS;
