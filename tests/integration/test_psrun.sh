@@ -249,7 +249,7 @@ test_usage() {
     for args in "--bogus -s 1 -w 1 -- true" "-s 1 -w 1" "-s 1 -w 1 --" "-s 1 -w 1 true" \
         "-s 1 -- true" "-s 1 -w 0 -- true" "-s -1 -w 1 -- true" "-s 1 -w 1025 -- true" \
         "-s 1 -w x -- true" "-s 1 -w 1 --timeout -2 -- true" "-s 1 -w 1 --env X -- true" \
-        "-s 1 -w 1 --port 70000 -- true" "-w"; do
+        "-s 1 -w 1 --port 70000 -- true" "-w" "-s 1 -w 1 --status a/b -- true"; do
         # shellcheck disable=SC2086 # split the arguments on purpose
         run_psrun $args
         expect_rc "usage error '$args'" 2
@@ -257,7 +257,17 @@ test_usage() {
     done
 }
 
+# --status: the scheduler serves its page where psrun says (PS_STATUS), and
+# prints the address.
+test_status_flag() {
+    run_psrun -s 1 -w 1 --status 0 --env PS_LOG_LEVEL=warn -- "$PS_BIN/psdemo"
+    expect_rc "--status 0" 0
+    check "--status 0: the scheduler names its page" \
+        grep -q '^\[scheduler\] status page at http://127\.0\.0\.1:[0-9]*/' "$TMP/out" "$TMP/err"
+}
+
 test_env_and_prefix
+test_status_flag
 test_env_options
 test_streams
 test_long_lines

@@ -28,6 +28,7 @@
 
 enum {
     OPT_TIMEOUT = 256, OPT_GRACE, OPT_PORT, OPT_HOST, OPT_NO_PREFIX, OPT_ENV, OPT_STATS,
+    OPT_STATUS,
     OPT_SLURM, OPT_MPI, OPT_K8S, OPT_HOSTFILE, OPT_SSH_KEY, OPT_SSH_OPT, OPT_ROLE,
     OPT_RANK, OPT_KEY_FILE
 };
@@ -71,6 +72,12 @@ static const char usage_text[] =
     "      --no-prefix     print node output without the [role rank] prefix\n"
     "      --stats         each node prints its traffic per table (messages, keys,\n"
     "                      bytes before and after filters) when it finalizes\n"
+    "      --status [HOST:]PORT\n"
+    "                      the scheduler serves a live status page (/), JSON\n"
+    "                      (/status.json) and Prometheus metrics (/metrics)\n"
+    "                      there (HOST default 127.0.0.1; PORT 0: a free one,\n"
+    "                      printed); beyond loopback it asks for the cluster\n"
+    "                      secret, so give PS_SECRET yourself\n"
     "  -q, --quiet         do not print psrun's own status lines\n"
     "  -h, --help          print this help and exit\n"
     "\n"
@@ -300,6 +307,22 @@ static int opt_stats(psr_opts *o, const char *arg)
     return opt_env(o, "PS_STATS=1");
 }
 
+/* --status [HOST:]PORT: the scheduler serves its live status page and
+ * /metrics there (PS_STATUS; HOST defaults to 127.0.0.1, PORT 0 picks a
+ * free one; the scheduler prints the address). */
+static int opt_status(psr_opts *o, const char *arg)
+{
+    static char env[96];
+    if (arg[0] == '\0' || strlen(arg) > 64 || strspn(arg, "0123456789abcdefghijklmnopqrstuvwxyz"
+                                                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ.-:") !=
+                                                       strlen(arg)) {
+        fprintf(stderr, "psrun: --status expects [HOST:]PORT, got '%s'\n", arg);
+        return -1;
+    }
+    snprintf(env, sizeof(env), "PS_STATUS=%s%s", strchr(arg, ':') ? "" : "127.0.0.1:", arg);
+    return opt_env(o, env);
+}
+
 static int opt_quiet(psr_opts *o, const char *arg)
 {
     o->quiet = 1;
@@ -332,6 +355,7 @@ static const opt_def opt_table[] = {
     {{"no-prefix", no_argument, NULL, OPT_NO_PREFIX}, opt_no_prefix},
     {{"env", required_argument, NULL, OPT_ENV}, opt_env},
     {{"stats", no_argument, NULL, OPT_STATS}, opt_stats},
+    {{"status", required_argument, NULL, OPT_STATUS}, opt_status},
     {{"quiet", no_argument, NULL, 'q'}, opt_quiet},
     {{"help", no_argument, NULL, 'h'}, opt_help},
 };
