@@ -615,9 +615,23 @@ static const char *jnum(char *buf, size_t cap, const char *fmt, double v)
     return buf;
 }
 
+/* The progress figures for the scheduler's status page (PS_STATUS; psrun
+ * --status): best effort, a value that is not finite is refused and left out. */
+static void report(const summary *s, double obj, double nnz, double filtered_pct)
+{
+    ps_report("objective", obj);
+    ps_report("nnz", nnz);
+    ps_report("keys_filtered_pct", filtered_pct);
+    if (s->has_test) {
+        ps_report("test_auc", s->auc);
+        ps_report("test_logloss", s->tloss / s->tn);
+    }
+}
+
 static void progress(const char *what, long t, const summary *s, double obj, double nnz)
 {
     double off = (double)s->grad_keys;
+    report(s, obj, nnz, off > 0 ? 100.0 * (double)s->keys_filtered / off : 0.0);
     printf("%s %4ld  objective %.6f  nnz %7.0f", what, t, obj, nnz);
     if (s->has_test) printf("  test logloss %.5f auc %.5f", s->tloss / s->tn, s->auc);
     printf("  keys sent %" PRIu64 " filtered %.1f%%  %.1fs  idle %.1f%%\n", s->keys_sent,
