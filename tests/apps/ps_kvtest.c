@@ -62,6 +62,9 @@
 #include "testapp.h"
 #include "util/util.h"
 
+/* The first error of two results (0 when both succeeded): ORing ps_err codes
+ * would print a third, unrelated one. */
+static int first_err(int a, int b) { return a ? a : b; }
 
 static ps_table *open_table(const char *name, ps_update upd, ps_consistency c, int tau)
 {
@@ -245,7 +248,7 @@ static void run_init(void)
         float a[256], b[256];
         for (int i = 0; i < 256; i++) keys[i] = ps_hash_key((uint64_t)i * 7 + 1);
         int rv = ps_wait(t, ps_pull(t, keys, 256, a, NULL));
-        rv |= ps_wait(t, ps_pull(t, keys, 256, b, NULL));
+        rv = first_err(rv, ps_wait(t, ps_pull(t, keys, 256, b, NULL)));
         int same = !memcmp(a, b, sizeof(a)), in_range = 1, distinct = 0;
         for (int i = 0; i < 256; i++) {
             in_range &= fabsf(a[i]) <= 0.5f;
@@ -285,7 +288,7 @@ static void run_var(void)
         int rv = ps_wait(t, ps_push_var(t, keys, N, lens, vals, NULL));
         ps_barrier(PS_GROUP_WORKERS);
         ps_var_vals got;
-        rv |= ps_wait(t, ps_pull_var(t, keys, N, &got, NULL));
+        rv = first_err(rv, ps_wait(t, ps_pull_var(t, keys, N, &got, NULL)));
         int bad = got.total != total;
         int64_t w = ps_num_workers();
         for (int i = 0; !bad && i < N; i++) {
@@ -330,7 +333,7 @@ static void run_dense(void)
         for (int i = 0; i < 2 * N; i++) v[i] = 1;
         int rv = ps_wait(t, ps_push_range(t, LO + 10, LO + N, v, NULL));
         ps_barrier(PS_GROUP_WORKERS);
-        rv |= ps_wait(t, ps_pull_range(t, LO, LO + N, got, NULL));
+        rv = first_err(rv, ps_wait(t, ps_pull_range(t, LO, LO + N, got, NULL)));
         int bad = 0;
         float want = 0.5f + (float)ps_num_workers();
         for (int i = 0; i < 2 * N; i++) bad += got[i] != (i < 20 ? 0.5f : want);
@@ -459,8 +462,8 @@ static void run_train(int argc, char **argv)
                 b = ps_push(t, &k1, 1, one, NULL);
             }
             extra[r % K] += (double)(r + 1);
-            rv |= ps_wait(t, a) | ps_wait(t, b);
-            rv |= ps_wait(t, ps_pull(t, keys, K, got, NULL));
+            rv = first_err(rv, first_err(ps_wait(t, a), ps_wait(t, b)));
+            rv = first_err(rv, ps_wait(t, ps_pull(t, keys, K, got, NULL)));
             for (size_t i = 0; i < K; i++)
                 for (size_t j = 0; j < (size_t)W; j++)
                     torn += got[i * W + j] != got[i * W] * pattern(j);
@@ -484,9 +487,9 @@ static void run_train(int argc, char **argv)
         for (size_t i = 0; i < NK; i++) nkeys[i] = ps_hash_key(i + 1000);
         for (size_t i = 0; i < (size_t)NK * NW; i++) nval[i] = pattern(i);
         rv = 0;
-        for (long r = 0; r < rounds; r++) rv |= ps_wait(n, ps_push(n, nkeys, NK, nval, NULL));
+        for (long r = 0; r < rounds; r++) rv = first_err(rv, ps_wait(n, ps_push(n, nkeys, NK, nval, NULL)));
         ps_barrier(PS_GROUP_WORKERS);
-        rv |= ps_wait(n, ps_pull(n, nkeys, NK, ngot, NULL));
+        rv = first_err(rv, ps_wait(n, ps_pull(n, nkeys, NK, ngot, NULL)));
         bad = 0;
         for (size_t i = 0; i < (size_t)NK * NW; i++)
             bad += ngot[i] != (float)(ps_num_workers() * rounds) * pattern(i);
@@ -514,10 +517,10 @@ static void run_train(int argc, char **argv)
             rv = 0;
             for (long r = 0; r < rounds; r++) {
                 for (size_t j = 0; j < (size_t)WF; j++) g[j] = sinf(0.001f * (float)j + (float)r);
-                rv |= ps_wait(f, ps_push(f, &key, 1, g, NULL));
+                rv = first_err(rv, ps_wait(f, ps_push(f, &key, 1, g, NULL)));
                 psi_update_apply(&u, key, block, g);
             }
-            rv |= ps_wait(f, ps_pull(f, &key, 1, got, NULL));
+            rv = first_err(rv, ps_wait(f, ps_pull(f, &key, 1, got, NULL)));
             CHECK(rv == 0 && memcmp(got, block, (size_t)WF * sizeof(float)) == 0,
                   "train ftrl matches", "status %s, first value %g, want %g", ps_strerror(rv),
                   got[0], ((float *)block)[0]);
@@ -570,9 +573,9 @@ static void run_filters(int argc, char **argv)
         for (int i = 0; i < N; i++) v[i] = 0.37f * (float)((i % 13) - 6);
         for (int r = 0; r < ROUNDS; r++) ps_push(t, keys, N, v, NULL);
         rv = ps_wait_all(t);
-        rv |= ps_wait(t, ps_push_flush(t, NULL));
+        rv = first_err(rv, ps_wait(t, ps_push_flush(t, NULL)));
         ps_barrier(PS_GROUP_WORKERS);
-        rv |= ps_wait(t, ps_pull(t, keys, N, got, NULL));
+        rv = first_err(rv, ps_wait(t, ps_pull(t, keys, N, got, NULL)));
         double worst = 0, scale = 0.37 * 6 * ROUNDS * ps_num_workers();
         int nbad = 0;
         for (int i = 0; i < N; i++) {
@@ -604,7 +607,7 @@ static void run_filters(int argc, char **argv)
         ps_table_set_keep(k, keep_even, NULL);
         rv = ps_wait(k, ps_push(k, keys, 100, v, NULL));
         ps_barrier(PS_GROUP_WORKERS);
-        rv |= ps_wait(k, ps_pull(k, keys, 100, got, NULL));
+        rv = first_err(rv, ps_wait(k, ps_pull(k, keys, 100, got, NULL)));
         int bad = 0;
         for (int i = 0; i < 100; i++)
             bad += got[i] != (keys[i] & 1 ? 0.0f : v[i] * (float)ps_num_workers());
@@ -638,7 +641,7 @@ static void run_bsp(int argc, char **argv)
         }
         for (long it = 1; it <= iters && !rv; it++) {
             rv = ps_wait(t, ps_push(t, keys, ps_my_rank() == 0 ? 0 : N, push, NULL));
-            rv |= ps_wait(t, ps_pull(t, keys, N, got, NULL));
+            if (rv == 0) rv = ps_wait(t, ps_pull(t, keys, N, got, NULL));
             for (int i = 0; i < N; i++) bad += got[i] != per_iter * (double)it;
         }
         CHECK(rv == 0 && bad == 0, "bsp iterations", "status %s, %d values not at their "
