@@ -32,6 +32,8 @@
 #include <unistd.h>
 
 #include "lda.h"
+#define FLAGS_PROG "pslda"
+#include "../common/flags.h"
 
 static lda_cfg cfg;
 static lda_worker W;
@@ -73,27 +75,6 @@ static void usage(FILE *f)
         "                        workers' topics and to the number of tokens (exit 3 if not)\n"
         "  --json                also print each progress line and a summary as JSON\n"
         "  -h, --help            this text\n");
-}
-
-static void bad_flag(const char *fmt, const char *a)
-{
-    fprintf(stderr, "pslda: ");
-    fprintf(stderr, fmt, a);
-    fprintf(stderr, " (see --help)\n");
-    exit(2);
-}
-
-static double num(const char *name, const char *s, double lo, double hi)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        char m[160];
-        snprintf(m, sizeof m, "bad value for --%s: '%%s' (want %g..%g)", name, lo, hi);
-        bad_flag(m, s);
-    }
-    return v;
 }
 
 static void parse_flags(int argc, char **argv)

@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #include "lin.h"
+#define FLAGS_PROG "pslinear"
+#include "../common/flags.h"
 
 /* BPG defaults: an iteration cap and the tolerance (bench/linear.md) */
 #define LIN_ITERS 2000
@@ -127,27 +129,6 @@ static void usage(FILE *f)
         "  --replication K   every key range is also held by K more servers, so training\n"
         "                    survives K server deaths with no update lost (default 0)\n"
         "  --help            this text\n", LIN_ITERS, LIN_TOL);
-}
-
-static void bad_flag(const char *fmt, const char *a)
-{
-    fprintf(stderr, "pslinear: ");
-    fprintf(stderr, fmt, a);
-    fprintf(stderr, " (see --help)\n");
-    exit(2);
-}
-
-static double num(const char *name, const char *s, double lo, double hi)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        char m[160];
-        snprintf(m, sizeof m, "bad value for --%s: '%%s' (want %g..%g)", name, lo, hi);
-        bad_flag(m, s);
-    }
-    return v;
 }
 
 /* The combinations of --checkpoint-dir, --checkpoint-every and --resume. */

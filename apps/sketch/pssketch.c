@@ -28,6 +28,8 @@
 #include <unistd.h>
 
 #include "sketch.h"
+#define FLAGS_PROG "pssketch"
+#include "../common/flags.h"
 
 static sk_cfg cfg;
 
@@ -58,27 +60,6 @@ static void usage(FILE *f)
         "  --progress S      seconds between progress lines (default 1; 0: none)\n"
         "  --json            the summary (and query answers) as JSON lines\n"
         "  --help            this text\n");
-}
-
-static void bad_flag(const char *fmt, const char *a)
-{
-    fprintf(stderr, "pssketch: ");
-    fprintf(stderr, fmt, a);
-    fprintf(stderr, " (see --help)\n");
-    exit(2);
-}
-
-static double num(const char *name, const char *s, double lo, double hi)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        char m[160];
-        snprintf(m, sizeof m, "bad value for --%s: '%%s' (want %g..%g)", name, lo, hi);
-        bad_flag(m, s);
-    }
-    return v;
 }
 
 /* eps and delta are open intervals: say so with the value given. */
