@@ -18,6 +18,7 @@
  * lin_data_free releases everything.  Only libc and the public libps API.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "ps/ps.h"
 
@@ -720,16 +722,55 @@ int lin_data_load(const char *path, lin_format fmt, int shard, int nshards, int 
     return lin_data_load_opts(path, fmt, shard, nshards, &o, out, err, errcap);
 }
 
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One progress line of a load that began at t0 (stderr: stdout stays the
+ * program's, JSON included).  A gzip stream has no known end: no share. */
+static void say_progress(const lin_reader *r, const lin_data *d, double t0, int last)
+{
+    struct stat st;
+    uint64_t end = r->end;
+    if (end == UINT64_MAX) /* the last shard: to the end of the file */
+        end = !r->gz && fstat(fileno(r->f), &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
+    double dt = mono_s() - t0;
+    double done = end > r->begin && r->pos >= r->begin
+                      ? (double)(r->pos - r->begin) / (double)(end - r->begin) : 0;
+    fprintf(stderr, "loading %s (shard %d of %d): %" PRIu64 " lines", r->path, r->shard + 1,
+            r->nshards, d->lines);
+    if (last)
+        fprintf(stderr, ", %zu examples in %.1f s\n", d->n, dt);
+    else if (r->gz || done <= 0)
+        fprintf(stderr, ", %.0f lines/s, %.1f s so far\n", (double)d->lines / dt, dt);
+    else
+        fprintf(stderr, " (%.0f %%), %.0f lines/s, %.1f s so far, about %.0f s left\n",
+                100 * done, (double)d->lines / dt, dt, dt * (1 - done) / done);
+}
+
 int lin_data_load_opts(const char *path, lin_format fmt, int shard, int nshards,
                        const lin_read_opts *o, lin_data *out, char *err, size_t errcap)
 {
     lin_reader *r;
-    int rv;
+    int rv, said = 0;
 
     lin_data_init(out);
     set_err(err, errcap, "%s", "");
     if ((rv = lin_reader_open_opts(path, fmt, shard, nshards, o, &r, err, errcap)) != 0) return rv;
-    rv = lin_reader_next(r, SIZE_MAX, out, err, errcap);
+    double t0 = mono_s(), next = t0 + (o ? o->progress_s : 0);
+    uint64_t before;
+    do { /* in chunks, to say how far it got on a long load */
+        before = out->lines;
+        rv = lin_reader_next(r, 65536, out, err, errcap);
+        if (rv == 0 && o && o->progress_s > 0 && mono_s() >= next) {
+            say_progress(r, out, t0, 0);
+            next = mono_s() + o->progress_s, said = 1;
+        }
+    } while (rv == 0 && out->lines > before);
+    if (rv == 0 && said) say_progress(r, out, t0, 1);
     lin_reader_close(r);
     return rv;
 }

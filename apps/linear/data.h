@@ -113,6 +113,9 @@ typedef struct lin_read_opts {
                           * the column named "label", else the first) */
     lin_name_fn names;   /* NULL: none */
     void *names_arg;
+    double progress_s;   /* lin_data_load_opts: a progress line on stderr (lines,
+                          * share of the shard, rate, elapsed, time left) every
+                          * this many seconds of a long load; 0: none */
 } lin_read_opts;
 
 /* "libsvm" (or "svmlight"), "flights", "text", "criteo" -> *out;

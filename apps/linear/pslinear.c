@@ -259,7 +259,8 @@ static void parse_flags(int argc, char **argv)
 static void load_or_die(const char *path, int shard, int nshards, lin_data *d)
 {
     char err[512];
-    lin_read_opts o = {.skip_bad = cfg.skip_bad, .bias = cfg.bias, .label_col = cfg.label_col};
+    lin_read_opts o = {.skip_bad = cfg.skip_bad, .bias = cfg.bias, .label_col = cfg.label_col,
+                       .progress_s = 2};
     if (lin_data_load_opts(path, cfg.fmt, shard, nshards, &o, d, err, sizeof err) != 0) {
         fprintf(stderr, "pslinear: %s\n", err);
         fflush(NULL);
