@@ -31,9 +31,10 @@ extern "C" {
 struct ps_table;
 
 /*
- * Write checkpoint `iter` of every table the servers checkpoint (those they
- * called ps_table_restore on) into DIR (created if missing; its parent must
- * exist).  Call it
+ * Write checkpoint `iter` of every fixed-width table the servers have open
+ * (every one is enabled when it opens; ps_table_restore is only needed to
+ * load one back) into DIR (created if missing; its parent must exist).
+ * Call it
  * on one node that is not a server, normally the scheduler, at an iteration
  * boundary: the application guarantees that no push is in flight and none
  * starts until this returns (e.g. ps_barrier(PS_GROUP_ALL) before and after).

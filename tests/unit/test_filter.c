@@ -15,8 +15,8 @@
  * keys that were not sent; unknown filter ids; zstd left out when it does not
  * pay; messages decoded from one packed block, as the UCX transport delivers
  * them.  The last three tests reproduce bugs found while writing these (see
- * their comments; they fail until filter.c is fixed, the last one only under
- * PS_SANITIZE, where UBSan aborts the run).
+ * their comments; filter.c has since been fixed, and they guard against the
+ * bugs coming back, the last one under PS_SANITIZE, where UBSan would abort).
  *
  * A name given as the first argument runs only the tests matching it
  * (cmocka_set_test_filter), e.g. `test_filter 'corrupt*'`.
