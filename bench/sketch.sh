@@ -78,21 +78,7 @@ done
 
 # free_port: a free port below the ephemeral range, so that no node's own
 # listener (port 0) can take it before the scheduler binds (as lib.sh)
-free_port() {
-  python3 - <<'PY'
-import random, socket
-lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-for _ in range(200):
-    p = random.randint(10000, max(10001, lo - 1))
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); print(p); break
-    except OSError:
-        pass
-    finally:
-        s.close()
-PY
-}
+free_port() { python3 "$root/tests/tools/free_port.py"; }
 
 # failover: nodes started by hand; server 1 killed mid-stream
 export PS_HEARTBEAT_TIMEOUT_MS=$hb PS_RESEND_MS=${RESEND_MS:-100}

@@ -6,6 +6,7 @@
 set -u
 : "${PS_BIN:?PS_BIN must point at the build/bin folder}"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ps-it.XXXXXX")
+PS_LIB_TOOLS=$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd) # tests/tools
 # Slow builds (ThreadSanitizer) multiply the tests' own deadlines by this.
 SCALE=${PS_TIMEOUT_SCALE:-1}
 PIDS=()
@@ -23,21 +24,7 @@ pass() { echo "ok - $*"; }
 # free_port: a TCP port on 127.0.0.1 that nothing uses right now, chosen
 # below the kernel's ephemeral range (ip_local_port_range) so that the
 # nodes' own listeners on port 0 can never take it before the scheduler binds.
-free_port() {
-  python3 - <<'PY'
-import random, socket
-lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-for _ in range(200):
-    p = random.randint(10000, max(10001, lo - 1))
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); print(p); break
-    except OSError:
-        pass
-    finally:
-        s.close()
-PY
-}
+free_port() { python3 "$PS_LIB_TOOLS/free_port.py"; }
 
 # wait_for DEADLINE_S CMD...: poll CMD until it succeeds or the deadline passes.
 wait_for() {
