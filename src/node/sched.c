@@ -54,7 +54,7 @@ typedef struct slot {
     uint64_t last_seen_ms;
     uint64_t told_ms;  /* when a dead node that still talks was last told */
     gap_stats gaps;    /* its gaps between messages */
-    uint64_t suspected_ms; /* silent past the timeout since then; 0: not */
+    int suspected;     /* silent past the timeout, not yet judged (logged once) */
 } slot;
 
 /* Accrual detector (see above): weight of a new gap, the samples needed
@@ -464,11 +464,11 @@ void psi_sched_on_alive(psi_sched *s, uint32_t from, uint64_t now_ms)
     if (from == 0 || from >= (uint32_t)s->nslots || !s->slots[from].present) return;
     slot *sl = &s->slots[from];
     if (sl->alive && !sl->left) {
-        if (sl->suspected_ms)
+        if (sl->suspected)
             PSI_WARN("%s %d (node %u) answered after %llu ms of silence: suspected, not declared "
                      "dead", role_name(sl->role), sl->rank, from,
                      (unsigned long long)(now_ms - sl->last_seen_ms));
-        sl->suspected_ms = 0;
+        sl->suspected = 0;
         sample_gap(s, sl, now_ms);
     }
     sl->last_seen_ms = PSI_MAX(sl->last_seen_ms, now_ms);
@@ -496,20 +496,38 @@ void psi_sched_credit(psi_sched *s, uint64_t gap_ms, uint64_t now_ms)
         s->slots[id].last_seen_ms = PSI_MIN(s->slots[id].last_seen_ms + gap_ms, now_ms);
 }
 
+/* The gaps a silent node is judged against: its own mean, and the larger
+ * of its own and the pool's variance (each counted once it has enough
+ * samples; the pool's mean when it has none).  0 when neither has. */
+static int judged_gaps(const psi_sched *s, const slot *sl, double *mean, double *var)
+{
+    int own = sl->gaps.n >= GAP_MIN_SAMPLES, pool = s->pool.n >= GAP_MIN_SAMPLES;
+    *mean = own ? sl->gaps.mean : s->pool.mean;
+    *var = PSI_MAX(own ? sl->gaps.var : 0, pool ? s->pool.var : 0);
+    return own || pool;
+}
+
 /* A node silent for `silence` > the timeout: may the verdict still wait?
  * Past twice the timeout, no; else while the silence is within GAP_Z
- * standard deviations of the node's mean gap, the deviation being the
- * larger of its own and the pool's (each counted once it has enough
- * samples; with neither, no). */
+ * standard deviations of the gaps it is judged against. */
 static int may_wait(const psi_sched *s, const slot *sl, uint64_t silence)
 {
-    if (silence > 2 * s->timeout_ms) return 0;
-    int own = sl->gaps.n >= GAP_MIN_SAMPLES, pool = s->pool.n >= GAP_MIN_SAMPLES;
-    if (!own && !pool) return 0;
-    double mean = own ? sl->gaps.mean : s->pool.mean;
-    double var = PSI_MAX(own ? sl->gaps.var : 0, pool ? s->pool.var : 0);
+    double mean, var;
+    if (silence > 2 * s->timeout_ms || !judged_gaps(s, sl, &mean, &var)) return 0;
     double over = (double)silence - mean;
     return over < 0 || over * over < GAP_Z * GAP_Z * var;
+}
+
+/* Said once when a node becomes suspected. */
+static void say_suspected(const psi_sched *s, const slot *sl, int id, uint64_t silence)
+{
+    double mean, var;
+    judged_gaps(s, sl, &mean, &var);
+    PSI_WARN("%s %d (node %d at %s) suspected: silent for %llu ms, gaps %.0f ms +- %.0f (its "
+             "own or the cluster's); declared dead once the silence leaves them, at the latest "
+             "after %llu ms", role_name(sl->role), sl->rank, id, sl->addr,
+             (unsigned long long)silence, mean, sqrt(var),
+             (unsigned long long)(2 * s->timeout_ms));
 }
 
 void psi_sched_tick(psi_sched *s, uint64_t now_ms)
@@ -522,15 +540,8 @@ void psi_sched_tick(psi_sched *s, uint64_t now_ms)
         uint64_t silence = now_ms > sl->last_seen_ms ? now_ms - sl->last_seen_ms : 0;
         if (silence <= s->timeout_ms) continue;
         if (may_wait(s, sl, silence)) {
-            if (!sl->suspected_ms) {
-                sl->suspected_ms = now_ms;
-                PSI_WARN("%s %d (node %d at %s) suspected: silent for %llu ms, its gaps %.0f ms "
-                         "+- %.0f (its own or the cluster's); declared dead at once if the gap grows past that, at the "
-                         "latest after %llu ms", role_name(sl->role), sl->rank, id, sl->addr,
-                         (unsigned long long)silence, sl->gaps.mean,
-                         sqrt(PSI_MAX(sl->gaps.var, s->pool.var)),
-                         (unsigned long long)(2 * s->timeout_ms));
-            }
+            if (!sl->suspected) say_suspected(s, sl, id, silence);
+            sl->suspected = 1;
             continue;
         }
         PSI_WARN("%s %d (node %d at %s) declared dead: silent for %llu ms", role_name(sl->role),
