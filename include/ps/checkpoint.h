@@ -28,6 +28,9 @@
 extern "C" {
 #endif
 
+/* libps is built with -fvisibility=hidden: what is declared here is its ABI. */
+#pragma GCC visibility push(default)
+
 struct ps_table;
 
 /*
@@ -72,6 +75,8 @@ int ps_table_restore(struct ps_table *t, const char *dir, uint64_t *iter_out);
  * 0, or PS_ERR_NOTFOUND (logged) when there is none.
  */
 int ps_checkpoint_latest(const char *dir, uint64_t *iter_out);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -36,6 +36,9 @@
 extern "C" {
 #endif
 
+/* libps is built with -fvisibility=hidden: what is declared here is its ABI. */
+#pragma GCC visibility push(default)
+
 typedef enum ps_dtype { PS_F32 = 0, PS_F64 = 1, PS_I64 = 2 } ps_dtype;
 
 /* How the servers apply a pushed value g to the stored value w. */
@@ -257,6 +260,8 @@ int ps_table_stats_get(ps_table *t, ps_table_stats *out);
  */
 int ps_table_foreach(ps_table *t, int (*fn)(void *arg, uint64_t key, const void *vals),
                      void *arg);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

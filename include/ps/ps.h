@@ -21,6 +21,9 @@
 extern "C" {
 #endif
 
+/* libps is built with -fvisibility=hidden: what is declared here is its ABI. */
+#pragma GCC visibility push(default)
+
 #define PS_VERSION_MAJOR 0
 #define PS_VERSION_MINOR 1
 
@@ -205,6 +208,8 @@ typedef struct ps_reply {
 int ps_call_wait(int64_t ts, const ps_reply **replies, int *n);
 /* Free the answers of call `ts` (after ps_call_wait). */
 void ps_call_release(int64_t ts);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

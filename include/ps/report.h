@@ -18,6 +18,9 @@
 extern "C" {
 #endif
 
+/* libps is built with -fvisibility=hidden: what is declared here is its ABI. */
+#pragma GCC visibility push(default)
+
 /* A series name is 1..PS_REPORT_NAME_MAX-1 bytes of [A-Za-z0-9_.:-]. */
 #define PS_REPORT_NAME_MAX 48
 /* Distinct names a node may report. */
@@ -31,6 +34,8 @@ extern "C" {
  * name is new and this node already has PS_REPORT_MAX_SERIES names.
  */
 int ps_report(const char *name, double value);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -34,3 +34,18 @@ cmake -S "$TMP/cm" -B "$TMP/cm/b" -DCMAKE_PREFIX_PATH="$TMP/inst" >/dev/null 2>"
   cmake --build "$TMP/cm/b" >/dev/null 2>>"$TMP/cmake.err" || fail "CMake package: $(cat "$TMP/cmake.err")"
 [ -x "$TMP/cm/b/example" ] || fail "CMake package build produced no binary"
 pass "installed CMake package: find_package(libps) + libps::ps_static links"
+
+# The shared library's ABI is what include/ps/ declares, nothing more: every
+# dynamic symbol it defines is a ps_ name, and every function the installed
+# headers declare is one of them (the build hides every internal psi_ name).
+nm -D --defined-only "$TMP/inst/lib/libps.so" | awk '{print $3}' | sort -u > "$TMP/abi.txt"
+[ -s "$TMP/abi.txt" ] || fail "nm found no symbols in libps.so"
+extra=$(grep -v '^ps_' "$TMP/abi.txt" | head -5)
+[ -z "$extra" ] || fail "libps.so exports names outside the API: $extra"
+for h in "$TMP"/inst/include/ps/*.h; do echo "#include <ps/$(basename "$h")>"; done |
+  cc -E -P -I"$TMP/inst/include" - | grep -oE '\bps_[a-z0-9_]+[[:space:]]*\(' | tr -d ' (' |
+  sort -u > "$TMP/declared.txt"
+[ "$(wc -l < "$TMP/declared.txt")" -ge 20 ] || fail "found too few declarations: $(cat "$TMP/declared.txt")"
+missing=$(comm -23 "$TMP/declared.txt" "$TMP/abi.txt" | head -5)
+[ -z "$missing" ] || fail "declared in include/ps/ but not exported: $missing"
+pass "libps.so exports exactly the $(wc -l < "$TMP/abi.txt") ps_ functions of include/ps/"
