@@ -2,21 +2,26 @@
  * test_filter.c -- unit tests of the filter chain (src/kv/filter.c).
  *
  * Messages are built as the worker and the server build them (a request
- * borrows one buffer of keys then values, plus 8 AUX bytes; a response
- * carries values only), encoded by a sender chain, carried through a real
- * frame (psi_frame_encode / psi_frame_decode) and decoded by a separate
- * receiver chain.  Covered: spec parsing; exact round trips of keycache, zstd
- * and both over adversarial and random key lists; the repeated list that
- * travels as its signature; key-cache misses (receiver restarted, another
- * peer, the two ends' lists out of step after eviction, a random history of
- * restarts, forgets and lost messages) that never yield keys; the fp16 and
- * int8 error bounds on requests and responses; every byte of every encoded
- * segment flipped and every truncation decoded without a crash and without
- * keys that were not sent; unknown filter ids; zstd left out when it does not
- * pay; messages decoded from one packed block, as the UCX transport delivers
- * them.  The last three tests reproduce bugs found while writing these (see
- * their comments; filter.c has since been fixed, and they guard against the
- * bugs coming back, the last one under PS_SANITIZE, where UBSan would abort).
+ * borrows one buffer of keys then values, plus an AUX segment, which no
+ * filter touches; a response carries values only), encoded by a sender chain,
+ * carried through a real frame (psi_frame_encode / psi_frame_decode) and
+ * decoded by a separate receiver chain.  Covered: spec parsing; exact round
+ * trips of keycache, zstd and both over adversarial and random key lists; the
+ * repeated list that travels as its signature; key-cache misses (receiver
+ * restarted, another peer, the two ends' lists out of step after eviction, a
+ * random history of restarts, forgets and lost messages) that never yield
+ * keys; the fp16 and int8 error bounds on requests and responses,
+ * quantization leaving pulls and empty answers alone, and fp16's layout on
+ * the wire; every byte of every encoded segment flipped and every truncation
+ * decoded without a crash and without keys that were not sent; unknown filter
+ * ids; a node without a chain (reverses zstd and quantization, refuses
+ * keycache); zstd left out when it does not pay.  The last three are
+ * regression tests of bugs found while writing these, all fixed in filter.c
+ * and passing: a key count that wraps the length check is refused; int8 sends
+ * non-finite values unquantized instead of failing the message forever; a
+ * message whose segments share one block, as the UCX transport delivers them,
+ * decodes exactly as one with separate segments (before the fix, an fp16 load
+ * at an odd address that UBSan reports under PS_SANITIZE).
  *
  * A name given as the first argument runs only the tests matching it
  * (cmocka_set_test_filter), e.g. `test_filter 'corrupt*'`.
@@ -67,8 +72,9 @@ static int disarm(void **state)
 
 /* A request as worker.c's slice_msg builds it: one buffer holding the keys
  * then the values, which the message borrows (and frees via on_free, as the
- * worker drops its reference); AUX = 8-byte sequence number for a push.  No
- * values: a pull. */
+ * worker drops its reference), and an AUX segment: 8 bytes here, where a
+ * real push carries PSI_PUSH_AUX (24: sequence number, origin|via, low
+ * watermark); the filters pass it through untouched.  No values: a pull. */
 static psi_msg *new_request(const uint64_t *keys, const float *vals, size_t n)
 {
     uint8_t *buf = malloc(n * 12 + 8);
@@ -1324,10 +1330,11 @@ static void test_zstd_does_not_pay(void **state)
 
 /* ---- regressions ------------------------------------------------------------------ */
 
-/* BUG: psi_chain_decode's closing check `seg_len[KEYS] != key_count * 8`
- * wraps: a message whose filters are set (so msg.c leaves key_count to the
- * kv layer) with key_count 2^61 and no keys passes it, and the server's
- * check_request then walks 2^61 keys of a NULL segment. */
+/* Regression (fixed): psi_chain_decode's closing check `seg_len[KEYS] !=
+ * key_count * 8` wrapped, so a message whose filters are set (msg.c leaves
+ * key_count to the kv layer) with key_count 2^61 and no keys passed it, and
+ * the server's check_request walked 2^61 keys of a NULL segment.  Such a
+ * message must now be refused with PS_ERR_PROTO. */
 static void test_decode_refuses_key_count_that_wraps(void **state)
 {
     static const float v[] = {1.0f};
@@ -1357,12 +1364,12 @@ static void test_decode_refuses_key_count_that_wraps(void **state)
     psi_chain_free(rcv);
 }
 
-/* BUG: int8 cannot quantize a non-finite value (codec: PS_ERR_INVAL), so
- * psi_chain_encode fails, and worker.c (slice_msg) and server.c
- * (psi_kv_reply_msg) drop the message to resend it later -- encoded the same
- * way, failing the same way, forever: one inf or NaN in a push or in the
- * stored values wedges that request.  The message should go with its values
- * unquantized (fp16 already carries inf and NaN). */
+/* Regression (fixed): int8 cannot quantize a non-finite value (codec:
+ * PS_ERR_INVAL); psi_chain_encode used to fail, and the worker and the server
+ * dropped the message to resend it later -- encoded the same way, failing the
+ * same way, forever: one inf or NaN in a push or in the stored values wedged
+ * that request.  The message must go with its values unquantized (fp16
+ * already carries inf and NaN). */
 static void test_int8_nonfinite_values_still_sent(void **state)
 {
     static const uint64_t keys[] = {1, 2, 3, 4};
@@ -1410,13 +1417,14 @@ static psi_msg *wire_packed(const psi_msg *m)
     return p;
 }
 
-/* BUG (under PS_SANITIZE): the fp16 pad byte keeps the halves aligned only
- * in a block of their own.  Received from UCX, the values follow the
- * encoded keys in one block: after a 17-byte keycache signature (or a full
- * list, 17 + 8n bytes) with no zstd to copy them out, quant_decode hands
- * psi_codec_fp16_decode a uint16_t pointer at an odd address -- UBSan:
- * "load of misaligned address" in codec.c.  Every chain must decode a
- * packed message exactly as it decodes one with separate segments. */
+/* Regression (fixed; it showed under PS_SANITIZE): the fp16 pad byte keeps
+ * the halves aligned only in a block of their own.  Received from UCX, the
+ * values follow the encoded keys in one block: after a 17-byte keycache
+ * signature (or a full list, 17 + 8n bytes) with no zstd to copy them out,
+ * quant_decode handed psi_codec_fp16_decode a uint16_t pointer at an odd
+ * address -- UBSan: "load of misaligned address" in codec.c.  Every chain
+ * must decode a packed message exactly as it decodes one with separate
+ * segments. */
 static void test_decode_from_one_block(void **state)
 {
     static const char *const specs[] = {
@@ -1486,7 +1494,7 @@ int main(int argc, char **argv)
         T(test_zstd_does_not_pay),
         T(test_decode_refuses_key_count_that_wraps),
         T(test_int8_nonfinite_values_still_sent),
-        T(test_decode_from_one_block), /* last: under UBSan it aborts the run */
+        T(test_decode_from_one_block), /* last: were it to regress, UBSan aborts the run */
     };
 #undef T
     if (argc > 1) cmocka_set_test_filter(argv[1]);
