@@ -9,9 +9,9 @@ bin=${1:-build/bin}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${LIBPS_DATA_CACHE:-$root/data/cache}
 if ! "$root/scripts/data/fetch.sh" flights; then
-    echo "demo: could not fetch the flights data set (no network to the npm registry?)." >&2
-    echo "demo: run scripts/data/fetch.sh flights on a machine that reaches the npm registry," >&2
-    echo "demo: or copy its data/cache/flights/ here, then run make demo again." >&2
+    echo "demo: could not fetch the flights data set (could npm install vega-datasets?)." >&2
+    echo "demo: run scripts/data/fetch.sh flights where npm can install packages," >&2
+    echo "demo: or copy its data/cache/flights/ to $cache/flights/, then run make demo again." >&2
     exit 1
 fi
 echo "== libps demo: L1 logistic regression (BPG + KKT filter) on flights-3m, psrun -s 2 -w 2"
