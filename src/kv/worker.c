@@ -2,8 +2,9 @@
  * worker.c -- the worker half of a table: ps_push, ps_pull, ps_pushpull and
  * their range variants, slicing by the ring, fan-out, merge, resend.
  *
- * A request is prepared on the caller's thread: keys are sorted (with a
- * permutation back to the caller's order when they were not), push values
+ * A request is prepared on the caller's thread: keys are sorted (route.c's
+ * radix sort, with a permutation back to the caller's order when they were
+ * not; route.h says why servers need them sorted), push values
  * are gathered in that order, and the task is submitted to the table's task
  * queue.  When the queue starts it, the sorted keys are cut into the ring's
  * segments and grouped per server; each server's keys (and values) are
@@ -27,6 +28,7 @@
 #include <string.h>
 
 #include "kv/kv.h"
+#include "kv/route.h"
 #include "node/node.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -94,7 +96,7 @@ static int sort_keys(kv_req *r, const uint64_t *keys)
         return PS_OK;
     }
     if (!(r->perm = malloc(n * sizeof(size_t)))) return PS_ERR_NOMEM;
-    return psi_sort_keys(keys, n, r->keys, r->perm);
+    return psi_route_sort(keys, n, r->keys, r->perm); /* radix: route.h says why a sort */
 }
 
 int psi_kv_check_unique(const kv_req *r)

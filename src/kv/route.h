@@ -1,0 +1,42 @@
+/*
+ * route.h -- putting a request's keys in the order the wire needs: sorted
+ * ascending, with the permutation back to the caller's order.
+ *
+ * Why a sort and not a grouping by server: a server checks that every
+ * request's keys ascend (server.c, check_request: strictly for pushes,
+ * which is also how it finds repeated keys), a slice is named in answers
+ * by its first and last key, replicated tables ask whether the sorted keys
+ * are all in segments this node heads, and the key-caching and zstd
+ * filters delta-encode sorted keys.  So each server's keys must be sorted
+ * anyway; sorting all keys once costs what grouping them by server and
+ * sorting each group would, and the ring then cuts the sorted keys with a
+ * binary search per segment (psi_ring_slice_keys).
+ *
+ * Design: an MSD radix sort over the bits that vary (the keys' minimum is
+ * subtracted, so keys in any narrow range sort as fast as random ones).
+ * The first pass scatters the caller's keys into at most 2^11 buckets
+ * straight into the result arrays (so its write streams stay in cache);
+ * each bucket is then sorted in cache by the same pass on fewer bits,
+ * recursively, down to insertion sort below 24 keys.  Two to three passes
+ * over memory in all for random u64 keys, O(n) for any input (every level
+ * consumes at least one bit of the range, so at most 64 levels), stable (a
+ * repeated key keeps the caller's order).  Memory: one scratch pair of
+ * arrays as large as the largest first-level bucket.
+ *
+ * Never: read past n, write past n in the outputs, or reorder equal keys.
+ */
+#ifndef PSI_KV_ROUTE_H
+#define PSI_KV_ROUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Sort keys[0..n) into sorted[0..n) ascending, stably; perm[i] gets the
+ * position in `keys` of sorted[i].  The caller owns all three arrays
+ * (sorted and perm must not overlap keys).  Returns 0, or PS_ERR_NOMEM
+ * when scratch memory could not be had (outputs undefined then).
+ */
+int psi_route_sort(const uint64_t *keys, size_t n, uint64_t *sorted, size_t *perm);
+
+#endif /* PSI_KV_ROUTE_H */

@@ -1,0 +1,158 @@
+/*
+ * test_route.c -- unit tests of src/kv/route.c, the radix sort that puts a
+ * request's keys in the order the wire needs: every result is checked
+ * against a reference (qsort of (key, position) pairs, which orders equal
+ * keys by position, i.e. what a stable sort must give), for empty input,
+ * one key, small inputs (insertion sort only), repeated keys, all keys
+ * equal, keys sharing high bits or a narrow range, the extreme keys 0 and
+ * 2^64-1, already sorted and reversed input, a skewed input whose first
+ * bucket holds nearly everything, and 1M random keys.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kv/route.h"
+
+typedef struct pair {
+    uint64_t key;
+    size_t pos;
+} pair;
+
+static uint64_t next_key(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static int cmp_pair(const void *a, const void *b)
+{
+    const pair *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+/* Sort keys[0..n) with psi_route_sort and compare with the stable reference. */
+static void check_sort(const uint64_t *keys, size_t n)
+{
+    uint64_t *sorted = malloc((n + 1) * sizeof(*sorted));
+    size_t *perm = malloc((n + 1) * sizeof(*perm));
+    pair *ref = malloc((n + 1) * sizeof(*ref));
+    assert_non_null(sorted);
+    assert_non_null(perm);
+    assert_non_null(ref);
+    sorted[n] = 0xdeadbeef; /* guards: nothing is written past n */
+    perm[n] = 777;
+    for (size_t i = 0; i < n; i++) ref[i] = (pair){keys[i], i};
+    qsort(ref, n, sizeof(*ref), cmp_pair);
+    assert_int_equal(psi_route_sort(keys, n, sorted, perm), 0);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(sorted[i] == ref[i].key);
+        assert_int_equal(perm[i], ref[i].pos); /* stable: equal keys keep caller order */
+        assert_true(keys[perm[i]] == sorted[i]);
+    }
+    assert_true(sorted[n] == 0xdeadbeef);
+    assert_int_equal(perm[n], 777);
+    free(sorted);
+    free(perm);
+    free(ref);
+}
+
+static void test_route_empty_and_one(void **state)
+{
+    (void)state;
+    uint64_t k = 42;
+    check_sort(&k, 0);
+    check_sort(&k, 1);
+}
+
+static void test_route_small_sizes(void **state)
+{
+    (void)state;
+    uint64_t s = 1, k[100];
+    for (size_t n = 2; n <= 100; n++) {
+        for (size_t i = 0; i < n; i++) k[i] = next_key(&s);
+        check_sort(k, n);
+    }
+}
+
+static void test_route_repeated_keys_stay_in_caller_order(void **state)
+{
+    (void)state;
+    size_t n = 50000;
+    uint64_t s = 2, *k = malloc(n * sizeof(*k));
+    for (size_t i = 0; i < n; i++) k[i] = next_key(&s) % 97; /* ~515 copies of each */
+    check_sort(k, n);
+    for (size_t i = 0; i < n; i++) k[i] = next_key(&s) % 3 ? 5 : UINT64_MAX; /* two values */
+    check_sort(k, n);
+    for (size_t i = 0; i < n; i++) k[i] = 12345; /* all equal */
+    check_sort(k, n);
+    free(k);
+}
+
+static void test_route_narrow_ranges_and_extremes(void **state)
+{
+    (void)state;
+    size_t n = 40000;
+    uint64_t s = 3, *k = malloc(n * sizeof(*k));
+    for (size_t i = 0; i < n; i++) k[i] = 0xabcd000000000000ULL | (next_key(&s) & 0xffff);
+    check_sort(k, n); /* common high bits, repeats */
+    for (size_t i = 0; i < n; i++) k[i] = 1000000 + next_key(&s) % 3000; /* narrow range */
+    check_sort(k, n);
+    for (size_t i = 0; i < n; i++) k[i] = next_key(&s) & 1 ? 0 : UINT64_MAX; /* extremes */
+    k[n / 2] = 1;
+    k[n / 3] = UINT64_MAX - 1;
+    check_sort(k, n);
+    for (size_t i = 0; i < n; i++) k[i] = (n - i) * 3; /* reversed */
+    check_sort(k, n);
+    for (size_t i = 0; i < n; i++) k[i] = i; /* sorted */
+    check_sort(k, n);
+    free(k);
+}
+
+/* One huge outlier puts every other key into the first bucket: the scratch
+ * must hold that bucket, and the deeper passes must still finish it. */
+static void test_route_skewed_one_bucket(void **state)
+{
+    (void)state;
+    size_t n = 100000;
+    uint64_t s = 4, *k = malloc(n * sizeof(*k));
+    for (size_t i = 0; i < n; i++) k[i] = next_key(&s) % 1000000;
+    k[777] = UINT64_MAX;
+    check_sort(k, n);
+    for (size_t i = 0; i < n; i++) k[i] = (uint64_t)1 << (next_key(&s) % 64); /* powers of 2 */
+    check_sort(k, n);
+    free(k);
+}
+
+static void test_route_million_random_keys(void **state)
+{
+    (void)state;
+    size_t n = 1000000;
+    uint64_t s = 5, *k = malloc(n * sizeof(*k));
+    for (size_t i = 0; i < n; i++) k[i] = next_key(&s);
+    check_sort(k, n);
+    for (size_t i = 0; i < n; i++) k[i] = next_key(&s) % n; /* dense ids, shuffled */
+    check_sort(k, n);
+    free(k);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_route_empty_and_one),
+        cmocka_unit_test(test_route_small_sizes),
+        cmocka_unit_test(test_route_repeated_keys_stay_in_caller_order),
+        cmocka_unit_test(test_route_narrow_ranges_and_extremes),
+        cmocka_unit_test(test_route_skewed_one_bucket),
+        cmocka_unit_test(test_route_million_random_keys),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
