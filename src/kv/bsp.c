@@ -15,7 +15,7 @@
  *
  * Replicated tables ("replication after aggregation"): the pushes of an
  * iteration are kept, not answered; once the iteration is applied, the new
- * blocks of the keys it touched go to the backups once (src/replica/chain.c),
+ * blocks of the keys it touched go to the backups once (t->repl->bsp_forward),
  * and only when they acknowledged is the iteration durable: its pushes are
  * answered, pulls may see it, and the next iteration may apply.  After a
  * server died, the parts of its pushes that workers move here form iterations
@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/kv.h"
+#include "kv/server.h"
 #include "node/node.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -204,9 +204,9 @@ static void do_advance(ps_table *t)
             if (!a->src && a->iter > b->applied + 1) continue;
             do_apply_agg(t, a);
             progress = 1;
-            if (t->k) { /* answered from psi_kv_bsp_durable */
+            if (t->repl) { /* answered from psi_kv_bsp_durable */
                 a->applying = 1;
-                if (!psi_repl_bsp_forward(t, a->sum, a->msgs, a->nmsgs, a)) {
+                if (!t->repl->bsp_forward(t, a->sum, a->msgs, a->nmsgs, a)) {
                     psi_kv_bsp_durable(t, a); /* nothing to wait for; advances */
                     return;
                 }
@@ -232,7 +232,7 @@ void psi_kv_bsp_durable(ps_table *t, void *iteration)
         kv_push_aux x;
         psi_kv_aux_get(m->seg[PSI_SEG_AUX], &x);
         if (a->src)
-            psi_repl_note_applied(t, (uint32_t)(a->src >> 32), x.origin, m->hdr.sender, a->iter,
+            t->repl->note_applied(t, (uint32_t)(a->src >> 32), x.origin, m->hdr.sender, a->iter,
                                   x.lo);
         a->msgs[i] = NULL;
         if (!psi_kv_answer(t, m, PS_OK, a->iter)) psi_msg_free(m);
@@ -316,7 +316,7 @@ int psi_kv_bsp_pull(ps_table *t, psi_msg *m, uint64_t min_iter)
     return 1;
 }
 
-void psi_kv_server_on_view(ps_table *t, const uint32_t *dead, int ndead)
+void psi_kv_bsp_on_view(ps_table *t, const uint32_t *dead, int ndead)
 {
     psi_view v;
     if (psi_node_view(&v) != 0) return;

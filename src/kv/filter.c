@@ -57,7 +57,10 @@ struct psi_chain {
     kc_peer *peers[PSI_MAX_NODES];
 };
 
-void psi_msg_take_seg(psi_msg *m, int seg, void *data, size_t len)
+/* Replace segment `seg` of `m` with `data` (malloc'ed, `len` bytes), which
+ * the message then owns.  (A message method only the filters need: kept
+ * here, file-local, rather than in src/wire under a psi_msg_ name.) */
+static void take_seg(psi_msg *m, int seg, void *data, size_t len)
 {
     if (!(m->borrowed & (1u << seg))) free(m->seg[seg]);
     m->borrowed &= ~(1u << seg);
@@ -175,7 +178,7 @@ static int quant_encode(psi_chain *c, psi_msg *m)
     else
         memcpy(seg + head, out, body);
     free(out);
-    psi_msg_take_seg(m, PSI_SEG_VALS, seg, head + body);
+    take_seg(m, PSI_SEG_VALS, seg, head + body);
     return add_id(m, (uint8_t)c->quant);
 }
 
@@ -201,7 +204,7 @@ static int quant_decode(psi_msg *m, uint8_t id)
         free(out);
         return rv == PS_ERR_NOMEM ? rv : PS_ERR_PROTO;
     }
-    psi_msg_take_seg(m, PSI_SEG_VALS, out, n * sizeof(float));
+    take_seg(m, PSI_SEG_VALS, out, n * sizeof(float));
     return PS_OK;
 }
 
@@ -240,7 +243,7 @@ static int kc_encode(psi_chain *c, uint32_t peer, psi_msg *m)
         p->next_sent = (p->next_sent + 1) % KC_KEEP;
         p->nsent = PSI_MIN(p->nsent + 1, KC_KEEP);
     }
-    psi_msg_take_seg(m, PSI_SEG_KEYS, seg, len);
+    take_seg(m, PSI_SEG_KEYS, seg, len);
     return add_id(m, PSI_FILTER_KEYCACHE);
 }
 
@@ -278,7 +281,7 @@ static int kc_decode(psi_chain *c, uint32_t peer, psi_msg *m)
             return PS_ERR_NOMEM;
         }
         memcpy(keys, in + 1 + SIG_BYTES, n * 8);
-        psi_msg_take_seg(m, PSI_SEG_KEYS, keys, n * 8);
+        take_seg(m, PSI_SEG_KEYS, keys, n * 8);
         return PS_OK;
     }
     int i = len == 1 + SIG_BYTES ? kc_find(p->held, p->nheld, sig, n) : -2;
@@ -287,7 +290,7 @@ static int kc_decode(psi_chain *c, uint32_t peer, psi_msg *m)
     uint64_t *keys = malloc(PSI_MAX(n, 1) * 8);
     if (!keys) return PS_ERR_NOMEM;
     memcpy(keys, p->held[i].keys, n * 8);
-    psi_msg_take_seg(m, PSI_SEG_KEYS, keys, n * 8);
+    take_seg(m, PSI_SEG_KEYS, keys, n * 8);
     return PS_OK;
 }
 
@@ -314,7 +317,7 @@ static int z_segment(psi_msg *m, int seg, int raw_keys, int *rv)
     tagged[0] = raw_keys ? Z_KEYS : Z_BYTES;
     memcpy(tagged + 1, out, olen);
     free(out);
-    psi_msg_take_seg(m, seg, tagged, olen + 1);
+    take_seg(m, seg, tagged, olen + 1);
     return 1;
 }
 
@@ -327,7 +330,7 @@ static int z_tag_raw(psi_msg *m, int seg)
     if (!t) return PS_ERR_NOMEM;
     t[0] = Z_RAW;
     memcpy(t + 1, m->seg[seg], len);
-    psi_msg_take_seg(m, seg, t, len + 1);
+    take_seg(m, seg, t, len + 1);
     return PS_OK;
 }
 
@@ -367,7 +370,7 @@ static int z_decode_seg(psi_msg *m, int seg)
         return PS_ERR_PROTO;
     }
     if (rv != 0) return rv == PS_ERR_NOMEM ? rv : PS_ERR_PROTO;
-    psi_msg_take_seg(m, seg, out, olen);
+    take_seg(m, seg, out, olen);
     return PS_OK;
 }
 

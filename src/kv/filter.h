@@ -59,8 +59,4 @@ int psi_chain_decode(psi_chain *c, uint32_t peer, psi_msg *m);
 /* The peer lost its state (restart, miss): forget what it was sent. */
 void psi_chain_forget_peer(psi_chain *c, uint32_t peer);
 
-/* Replace segment `seg` of `m` with `data` (malloc'ed, `len` bytes), which
- * the message then owns. */
-void psi_msg_take_seg(psi_msg *m, int seg, void *data, size_t len);
-
 #endif /* PSI_KV_FILTER_H */

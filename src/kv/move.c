@@ -7,7 +7,7 @@
  * chains and sent to their heads (which held those keys as backups), still
  * counted for the server it was first sent to ("origin") and naming the
  * dead one ("via"), so that a new head applies exactly the pushes it did not
- * hold (src/replica/chain.c).  Requests are moved oldest first, so a
+ * hold (the replication plug-in).  Requests are moved oldest first, so a
  * worker's moved push reaches a new head before its pulls.  A BSP push goes
  * to every live server, empty if need be: each completes the dead server's
  * share of the iteration with every worker's part (bsp.c).  A request that
@@ -18,7 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/kv.h"
+#include "kv/kv_repl.h"
+#include "kv/worker.h"
 #include "node/node.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -151,7 +152,7 @@ static int do_move(kv_req *r, int si, const uint32_t *bsp_heads, int nbsp, int m
     for (size_t i = 0; rv == 0 && i < s->nruns; i++)
         for (size_t p = s->runs[i].begin; p < s->runs[i].end; p++) pos[j++] = p;
     for (size_t i = 0; rv == 0 && i < n; i++) {
-        own[i] = psi_repl_chain(t, psi_ring_seg_of(t->ring, keys[i]))[0];
+        own[i] = psi_kv_chain(t, psi_ring_seg_of(t->ring, keys[i]))[0];
         if (own[i] == PSI_ID_NONE) rv = PS_ERR_PEER; /* the whole chain is gone */
         int known = 0;
         for (int h = 0; h < nh && !known; h++) known = heads[h] == own[i];
@@ -239,7 +240,7 @@ void psi_kv_worker_on_view(ps_table *t, const uint32_t *dead, int ndead)
     if (!t->dead) t->dead = calloc(PSI_MAX_NODES, 1); /* replicated tables have it */
     for (int d = 0; t->dead && d < ndead; d++)
         if (dead[d] < PSI_MAX_NODES) t->dead[dead[d]] = 1;
-    if (t->k) psi_repl_compute(t, dead, ndead, NULL);
+    if (t->repl) t->repl->compute(t, dead, ndead, NULL);
     /* oldest first: a worker's moved push reaches a new head before its pulls */
     for (kv_req *r = t->reqs; r; r = r->next) nreq++;
     kv_req **rs = malloc((size_t)PSI_MAX(nreq, 1) * sizeof(*rs));

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/kv.h"
+#include "kv/server.h"
 #include "node/node.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -100,12 +100,6 @@ int psi_kv_server_init(ps_table *t)
     t->applied = calloc(PSI_MAX_NODES, sizeof(int64_t));
     t->refused = calloc(PSI_MAX_NODES, sizeof(*t->refused));
     if (!(t->store || t->dense) || !t->applied || !t->refused) return PS_ERR_NOMEM;
-    if (t->opts.replication > 0) {
-        pthread_mutex_lock(&t->lock);
-        int rv = psi_repl_init(t);
-        pthread_mutex_unlock(&t->lock);
-        if (rv != 0) return rv;
-    }
     return t->opts.bsp ? psi_kv_bsp_init(t) : PS_OK;
 }
 
@@ -119,11 +113,11 @@ void psi_kv_server_free(ps_table *t)
     }
     psi_kv_bsp_free(t);
     psi_kv_train_free(t);
-    for (size_t i = 0; i < t->ndeferred; i++) psi_msg_free(t->deferred[i]);
-    free(t->deferred); /* behind a join (join.c) or a train (train.c) */
-    t->deferred = NULL;
-    t->ndeferred = 0;
-    t->deferred_bytes = 0;
+    for (size_t i = 0; i < t->deferred.n; i++) psi_msg_free(t->deferred.msgs[i]);
+    free(t->deferred.msgs); /* behind a join (join.c) or a train (train.c) */
+    t->deferred.msgs = NULL;
+    t->deferred.n = 0;
+    t->deferred.bytes = 0;
     psi_kv_var_free_store(t);
     psi_store_free(t->store);
     psi_dense_free(t->dense);
@@ -140,74 +134,13 @@ void psi_kv_server_free(ps_table *t)
     t->applied = NULL;
 }
 
-void psi_kv_reply_msg(ps_table *t, const psi_msg *req, psi_msg *m)
-{
-    m->hdr.flags = (uint16_t)(PSI_F_RESPONSE |
-                              (req->hdr.flags & (PSI_F_PUSH | PSI_F_PULL | PSI_F_REPL)));
-    m->hdr.table = req->hdr.table;
-    m->hdr.timestamp = req->hdr.timestamp;
-    m->hdr.key_lo = req->hdr.key_lo; /* with the timestamp, names the slice answered */
-    m->hdr.key_hi = req->hdr.key_hi;
-    /* ... and, for an answer without values, the push's aux: two empty slices
-     * of one request to one server (its own BSP part and one moved here) */
-    if ((req->hdr.flags & PSI_F_PUSH) && req->hdr.seg_len[PSI_SEG_AUX] == PSI_PUSH_AUX &&
-        !m->hdr.seg_len[PSI_SEG_VALS] && !m->hdr.seg_len[PSI_SEG_AUX] &&
-        psi_msg_set_seg(m, PSI_SEG_AUX, req->seg[PSI_SEG_AUX], PSI_PUSH_AUX) != 0)
-        m->hdr.arg = (uint32_t)PS_ERR_NOMEM;
-    if (t && m->hdr.arg == 0 && m->hdr.seg_len[PSI_SEG_VALS]) {
-        m->hdr.key_count = 0; /* an answer carries values only */
-        psi_kv_count_sent(t, m, 0);
-        if (psi_chain_encode(t->chain, req->hdr.sender, m) != 0) {
-            psi_msg_free(m); /* the worker resends its request */
-            return;
-        }
-        psi_kv_count_sent(t, m, 1);
-    }
-    psi_node_send(req->hdr.sender, m);
-}
 
-void psi_kv_reply(ps_table *t, const psi_msg *req, int status, const void *vals, size_t len)
-{
-    psi_msg *m = psi_msg_new(PSI_MSG_DATA);
-    if (!m) return;
-    m->hdr.arg = (uint32_t)status;
-    if (status == 0 && len && psi_msg_set_seg(m, PSI_SEG_VALS, vals, len) != 0)
-        m->hdr.arg = (uint32_t)PS_ERR_NOMEM;
-    psi_kv_reply_msg(t, req, m);
-}
 
 /* ---- validation ----------------------------------------------------------------- */
 
-void psi_kv_aux_put(uint8_t *p, const kv_push_aux *a)
-{
-    psi_put_u64(p, a->seq);
-    psi_put_u64(p + 8, a->origin | (uint64_t)a->via << 32);
-    psi_put_u64(p + 16, a->lo);
-}
 
-void psi_kv_aux_get(const uint8_t *p, kv_push_aux *a)
-{
-    uint64_t o = psi_get_u64(p + 8);
-    uint32_t origin = (uint32_t)o, via = (uint32_t)(o >> 32);
-    a->seq = psi_get_u64(p);
-    a->origin = origin < PSI_MAX_NODES ? origin : PSI_ID_NONE;
-    a->via = via < PSI_MAX_NODES ? via : PSI_ID_NONE;
-    a->lo = psi_get_u64(p + 16);
-}
 
-void psi_kv_fwd_aux_put(uint8_t *p, const kv_push_aux *a)
-{
-    psi_kv_aux_put(p, a);
-    psi_put_u64(p + PSI_PUSH_AUX, a->sender);
-}
 
-void psi_kv_fwd_aux_get(const uint8_t *p, kv_push_aux *a)
-{
-    uint64_t s = psi_get_u64(p + PSI_PUSH_AUX);
-    psi_kv_aux_get(p, a);
-    a->sender = s < PSI_MAX_NODES ? (uint32_t)s : PSI_ID_NONE;
-    if (a->sender == PSI_ID_NONE) a->origin = PSI_ID_NONE; /* recorded nowhere */
-}
 
 /* A forward from a backup's owner: its blocks and the pushes they carry
  * (PSI_FWD_AUX bytes each); *seq gets the forward's sequence number. */
@@ -289,9 +222,9 @@ int psi_kv_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks)
 
 static int do_apply(ps_table *t, const psi_msg *m, uint64_t seq)
 {
-    if (m->hdr.flags & PSI_F_REPL) return psi_repl_apply(t, m);
+    if (m->hdr.flags & PSI_F_REPL) return t->repl->apply(t, m); /* checked: t->repl */
     if (t->bsp) return psi_kv_bsp_push(t, m, seq);
-    if (t->k && !psi_repl_heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count))
+    if (t->repl && !t->repl->heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count))
         return PSI_ERR_MOVED; /* handed to a server that joined: the worker resends */
     if (t->var) return psi_kv_var_apply(t, m);
     size_t n = m->hdr.key_count;
@@ -351,7 +284,7 @@ int psi_kv_answer(ps_table *t, psi_msg *m, int status, uint64_t iter)
  * they acknowledged it; 1 if `m` was kept. */
 static int do_settle(ps_table *t, psi_msg *m, int st, uint64_t seq, const kv_push_aux *a)
 {
-    if (t->k && !(m->hdr.flags & PSI_F_REPL) && psi_repl_after_apply(t, m, st, a)) return 1;
+    if (t->repl && !(m->hdr.flags & PSI_F_REPL) && t->repl->after_apply(t, m, st, a)) return 1;
     return psi_kv_answer(t, m, st, seq);
 }
 
@@ -384,8 +317,8 @@ int psi_kv_answer_dup(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *
 {
     uint32_t s = m->hdr.sender;
     t->stats.pushes_deduped++;
-    if (t->k && !(m->hdr.flags & PSI_F_REPL) &&
-        (t->bsp ? psi_kv_bsp_waiting(t, 0, s, seq) : psi_repl_pending(t, a->origin, s, seq)))
+    if (t->repl && !(m->hdr.flags & PSI_F_REPL) &&
+        (t->bsp ? psi_kv_bsp_waiting(t, 0, s, seq) : t->repl->pending(t, a->origin, s, seq)))
         return 0;
     return psi_kv_answer(t, m, refused_status(t, s, seq), seq);
 }
@@ -450,7 +383,7 @@ static void do_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
             return;
         }
         psi_kv_drain(t, s);
-        if (!t->k && t->ndeferred && !t->train) /* a train waiting for this push */
+        if (!t->k && t->deferred.n && !t->trains.open) /* a train waiting for this push */
             psi_kv_server_run_deferred(t);
     } else {
         do_park(t, m, seq, a);
@@ -468,15 +401,15 @@ static void do_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
 int psi_kv_defer(ps_table *t, psi_msg *m)
 {
     uint64_t len = psi_msg_payload_len(&m->hdr);
-    int fits = t->ndeferred < MAX_DEFERRED && t->deferred_bytes + len <= MAX_DEFERRED_BYTES;
-    psi_msg **d = fits ? realloc(t->deferred, (t->ndeferred + 1) * sizeof(*d)) : NULL;
+    int fits = t->deferred.n < MAX_DEFERRED && t->deferred.bytes + len <= MAX_DEFERRED_BYTES;
+    psi_msg **d = fits ? realloc(t->deferred.msgs, (t->deferred.n + 1) * sizeof(*d)) : NULL;
     if (!d) {
         psi_msg_free(m);
         return 1;
     }
-    t->deferred = d;
-    d[t->ndeferred++] = m;
-    t->deferred_bytes += len;
+    t->deferred.msgs = d;
+    d[t->deferred.n++] = m;
+    t->deferred.bytes += len;
     return 1;
 }
 
@@ -492,13 +425,14 @@ static void do_request(ps_table *t, psi_msg *m)
         psi_kv_train_frag(t, m);
         return;
     }
-    if (t->train) { /* a push in fragments is being applied */
+    if (t->trains.open) { /* a push in fragments is being applied */
         psi_kv_train_hold(t, m);
         return;
     }
     if (t->k && m->hdr.epoch > t->eff_epoch && psi_kv_defer(t, m)) return;
     /* a new head waits until the old heads' forwards are everywhere (join.c) */
-    if (!(m->hdr.flags & PSI_F_REPL) && psi_join_waiting(t) && psi_kv_defer(t, m)) return;
+    if (!(m->hdr.flags & PSI_F_REPL) && t->repl && t->repl->join_waiting(t) && psi_kv_defer(t, m))
+        return;
     if ((m->hdr.flags & PSI_F_REPL) && t->k &&
         (m->hdr.sender >= PSI_MAX_NODES || t->dead[m->hdr.sender])) {
         psi_msg_free(m); /* from a server declared dead: it may be stale */
@@ -517,10 +451,10 @@ static void do_request(ps_table *t, psi_msg *m)
         if (m->hdr.sender < PSI_MAX_NODES) psi_kv_reply(t, m, rv, NULL, 0);
         psi_msg_free(m);
     } else if ((m->hdr.flags & PSI_F_PUSH) && !(m->hdr.flags & PSI_F_REPL) && a.via) {
-        psi_repl_takeover_push(t, m, &a);
+        t->repl->takeover_push(t, m, &a); /* checked: a.via needs t->k */
     } else if (m->hdr.flags & PSI_F_PUSH) {
         do_push(t, m, seq, &a);
-    } else if (t->k && !t->bsp && !psi_repl_heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count)) {
+    } else if (t->repl && !t->bsp && !t->repl->heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count)) {
         psi_kv_reply(t, m, PSI_ERR_MOVED, NULL, 0); /* handed over: asked again elsewhere */
         psi_msg_free(m);
     } else if (!psi_kv_answer(t, m, PS_OK, seq)) {
@@ -532,17 +466,32 @@ void psi_kv_server_on_request(ps_table *t, psi_msg *m)
 {
     pthread_mutex_lock(&t->lock);
     do_request(t, m);
-    if (psi_join_take_run(t)) psi_kv_server_run_deferred(t);
+    if (t->repl && t->repl->join_take_run(t)) psi_kv_server_run_deferred(t);
     pthread_mutex_unlock(&t->lock);
 }
 
 void psi_kv_server_run_deferred(ps_table *t)
 {
-    psi_msg **d = t->deferred;
-    size_t n = t->ndeferred;
-    t->deferred = NULL;
-    t->ndeferred = 0;
-    t->deferred_bytes = 0;
+    psi_msg **d = t->deferred.msgs;
+    size_t n = t->deferred.n;
+    t->deferred.msgs = NULL;
+    t->deferred.n = 0;
+    t->deferred.bytes = 0;
     for (size_t i = 0; i < n; i++) do_request(t, d[i]);
     free(d);
+}
+
+/* ---- view changes and the timer ---------------------------------------------------- */
+
+void psi_kv_server_on_view(ps_table *t, const uint32_t *dead, int ndead)
+{
+    if (t->bsp) psi_kv_bsp_on_view(t, dead, ndead);
+    if (t->repl) t->repl->on_view(t, dead, ndead);
+    else psi_kv_train_on_view(t, dead, ndead);
+}
+
+void psi_kv_server_tick(ps_table *t, uint64_t now_ms)
+{
+    if (t->repl) t->repl->tick(t, now_ms);
+    else psi_kv_train_tick(t, now_ms);
 }

@@ -17,9 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/kv.h"
+#include "kv/kv_repl.h"
+#include "kv/server.h"
+#include "kv/table.h"
+#include "kv/worker.h"
 #include "node/node.h"
-#include "replica/checkpoint.h"
 #include "util/log.h"
 #include "util/util.h"
 
@@ -76,7 +78,7 @@ int psi_kv_tables(ps_table **out, int cap)
 
 /* Whether server `n` of a view is on table t's ring.  A replicated table
  * (not BSP) takes in a server that joins a running cluster as soon as it
- * starts receiving its ranges (src/replica/join.c), so its ring grows; the
+ * starts receiving its ranges (the plug-in's join protocol), so its ring grows; the
  * others keep the servers of the first view, whose ranks are the first
  * ps_num_servers().  A dead server stays on every ring: the live chains
  * skip it, so its points change no key's chain. */
@@ -144,7 +146,7 @@ static void on_data(void *arg, psi_msg *m)
     (void)arg;
     ps_table *t = psi_kv_find(m->hdr.table);
     if ((m->hdr.flags & PSI_F_RESPONSE) && (m->hdr.flags & PSI_F_REPL)) {
-        if (t && t->k && !t->tq) psi_repl_on_ack(t, m);
+        if (t && t->repl && !t->tq) t->repl->on_ack(t, m);
         psi_msg_free(m);
         return;
     }
@@ -173,9 +175,7 @@ static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
     pthread_mutex_unlock(&reg.lock);
     for (int i = 0; i < n; i++) {
         if (ts[i]->tq) psi_kv_worker_on_view(ts[i], dead, ndead);
-        if (ts[i]->bsp) psi_kv_server_on_view(ts[i], dead, ndead);
-        if (ts[i]->k && !ts[i]->tq) psi_repl_server_on_view(ts[i], dead, ndead);
-        if (!ts[i]->k && !ts[i]->tq) psi_kv_train_on_view(ts[i], dead, ndead);
+        else psi_kv_server_on_view(ts[i], dead, ndead);
     }
 }
 
@@ -191,8 +191,7 @@ static void *timer_main(void *arg)
         uint64_t now = psi_now_ms();
         for (int i = 0; i < n; i++) {
             if (ts[i]->tq) psi_kv_worker_tick(ts[i], now);
-            else if (ts[i]->k) psi_repl_tick(ts[i], now);
-            else psi_kv_train_tick(ts[i], now);
+            else psi_kv_server_tick(ts[i], now);
         }
         pthread_mutex_lock(&reg.lock);
         struct timespec dl = psi_deadline_in(TICK_MS);
@@ -267,13 +266,15 @@ static void table_free(ps_table *t)
 {
     if (!t) return;
     psi_kv_worker_free(t);
-    psi_repl_free(t); /* before the store: it frees what the seen sets hold */
+    if (t->repl) t->repl->free(t); /* before the store: it frees what the seen sets hold */
+    free(t->dead); /* a worker's table has it without replication too (move.c) */
+    t->dead = NULL;
     psi_kv_server_free(t);
     psi_ring_free(t->ring);
     psi_chain_free(t->chain);
     psi_store_free(t->sigmod_resid);
     pthread_mutex_destroy(&t->lock);
-    pthread_cond_destroy(&t->train_cv);
+    pthread_cond_destroy(&t->trains.cv);
     pthread_mutex_destroy(&t->win.lock);
     pthread_cond_destroy(&t->win.cv);
     free(t);
@@ -288,7 +289,7 @@ static int table_new(const char *name, const ps_table_opts *o, ps_table **out)
     t->id = psi_name_id(name);
     t->opts = *o;
     pthread_mutex_init(&t->lock, NULL);
-    pthread_cond_init(&t->train_cv, NULL);
+    pthread_cond_init(&t->trains.cv, NULL);
     pthread_mutex_init(&t->win.lock, NULL);
     pthread_cond_init(&t->win.cv, NULL);
     ps_table_opts uo = *o;
@@ -304,16 +305,10 @@ static int table_new(const char *name, const ps_table_opts *o, ps_table **out)
         t->tq = psi_tq_new(tau);
         t->push_seq = calloc(PSI_MAX_NODES, sizeof(uint64_t));
         rv = t->tq && t->push_seq ? PS_OK : PS_ERR_NOMEM;
-        if (rv == 0 && o->replication > 0) {
-            pthread_mutex_lock(&t->lock);
-            rv = psi_repl_init(t);
-            pthread_mutex_unlock(&t->lock);
-        }
     } else if (ps_my_role() == PS_ROLE_SERVER) {
         rv = psi_kv_server_init(t);
-        /* every fixed-width table is in every checkpoint (src/replica) */
-        if (rv == 0 && !t->var) rv = psi_ckpt_enable(t);
     }
+    if (rv == 0) rv = psi_kv_plugins_open(t); /* replication, checkpoints */
     if (rv != 0) goto fail;
     *out = t;
     return PS_OK;
@@ -381,7 +376,7 @@ static int walk_one(void *arg, uint64_t key, void *block)
 {
     walk *w = arg;
     ps_table *t = w->t;
-    if (t->k && psi_repl_chain(t, psi_ring_seg_of(t->ring, key))[0] != ps_my_id()) return 0;
+    if (t->k && psi_kv_chain(t, psi_ring_seg_of(t->ring, key))[0] != ps_my_id()) return 0;
     return w->fn(w->arg, key, block); /* a block starts with the values */
 }
 
@@ -463,43 +458,8 @@ int ps_table_traffic(ps_table *t, ps_traffic *out)
     return PS_OK;
 }
 
-static uint64_t msg_bytes(const psi_msg *m) { return PSI_HDR_SIZE + psi_msg_payload_len(&m->hdr); }
 
-void psi_kv_count_sent(ps_table *t, const psi_msg *m, int wire)
-{
-    if (wire) {
-        t->traffic.bytes_sent_wire += msg_bytes(m);
-        return;
-    }
-    t->traffic.msgs_sent++;
-    t->traffic.keys_sent += m->hdr.key_count;
-    t->traffic.bytes_sent_raw += msg_bytes(m);
-}
 
-void psi_kv_count_recv(ps_table *t, const psi_msg *m, int wire)
-{
-    if (wire) {
-        t->traffic.msgs_recv++;
-        t->traffic.bytes_recv_wire += msg_bytes(m);
-        return;
-    }
-    t->traffic.keys_recv += m->hdr.key_count;
-    t->traffic.bytes_recv_raw += msg_bytes(m);
-}
-
-int psi_kv_decode(ps_table *t, psi_msg *m)
-{
-    psi_kv_count_recv(t, m, 1);
-    int rv = psi_chain_decode(t->chain, m->hdr.sender, m);
-    if (rv == 0) {
-        psi_kv_count_recv(t, m, 0);
-    } else if (rv != PSI_ERR_KEYCACHE_MISS) {
-        t->traffic.filter_errors++;
-        PSI_WARN("table %s: message from node %u failed its filters: %s", t->name,
-                 m->hdr.sender, ps_strerror(rv));
-    }
-    return rv;
-}
 
 static void print_stats(const ps_table *t)
 {

@@ -38,7 +38,9 @@
  *
  * Used for fixed-width pushes (and pushpulls) of at least 4 fragments to
  * tables without replication, BSP, filters or a CUSTOM update rule; the
- * others send a push whole.  PS_PUSH_FRAG=0 turns trains off.
+ * others send a push whole.  PS_PUSH_FRAG=0 turns trains off.  The worker
+ * decides here (psi_kv_train_wanted) and sends in send.c (psi_kv_send); the
+ * server's half is the rest of this file.
  *
  * Never: apply a byte of a push twice; answer a train before its last byte
  * is applied; let another request see a train in part.
@@ -46,7 +48,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/kv.h"
+#include "kv/server.h"
+#include "kv/worker.h"
 #include "node/node.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -73,7 +76,6 @@ struct kv_resume {
     uint64_t seq, next;
 };
 
-static pthread_mutex_t send_mu = PTHREAD_MUTEX_INITIALIZER; /* a train's messages in one run */
 static pthread_once_t frag_once = PTHREAD_ONCE_INIT;
 static size_t frag_bytes = FRAG_DEFAULT;
 
@@ -114,69 +116,31 @@ int psi_kv_train_wanted(const ps_table *t, const psi_msg *m)
            m->on_free == psi_kv_buf_unref && m->on_free_arg;
 }
 
-/* ---- worker: send ----------------------------------------------------------------- */
-
-int psi_kv_send(uint32_t to, psi_msg *m)
-{
-    if (!(m->hdr.flags & PSI_F_TRAIN) || !m->hdr.seg_len[PSI_SEG_VALS])
-        return psi_node_send(to, m);
-    kv_buf *buf = m->on_free_arg;
-    const uint8_t *vals = m->seg[PSI_SEG_VALS];
-    uint64_t total = m->hdr.seg_len[PSI_SEG_VALS], f = psi_kv_train_frag_bytes();
-    uint64_t seq = psi_get_u64(m->seg[PSI_SEG_AUX]);
-    psi_hdr h = m->hdr;
-    m->seg[PSI_SEG_VALS] = NULL;
-    m->hdr.seg_len[PSI_SEG_VALS] = 0;
-    m->borrowed &= ~(1u << PSI_SEG_VALS);
-    atomic_fetch_add(&buf->refs, 1); /* the head may be answered, and freed, at once */
-    pthread_mutex_lock(&send_mu);
-    int rv = psi_node_send(to, m);
-    for (uint64_t off = 0; rv == 0 && off < total; off += f) {
-        psi_msg *fr = psi_msg_new(PSI_MSG_DATA);
-        if (!fr) break; /* the server waits, then the worker resends the push */
-        fr->hdr.flags = PSI_F_REQUEST | PSI_F_PUSH | PSI_F_FRAG;
-        fr->hdr.table = h.table;
-        fr->hdr.timestamp = h.timestamp;
-        fr->hdr.key_lo = fr->hdr.key_hi = seq;
-        fr->hdr.arg = (uint32_t)off;
-        fr->seg[PSI_SEG_VALS] = (void *)(vals + off);
-        fr->hdr.seg_len[PSI_SEG_VALS] = PSI_MIN(f, total - off);
-        fr->borrowed = 1u << PSI_SEG_VALS;
-        atomic_fetch_add(&buf->refs, 1);
-        fr->on_free = psi_kv_buf_unref;
-        fr->on_free_arg = buf;
-        rv = psi_node_send(to, fr);
-    }
-    pthread_mutex_unlock(&send_mu);
-    psi_kv_buf_unref(buf);
-    return rv;
-}
-
 /* ---- server: receive and apply ---------------------------------------------------- */
 
 static void resume_set(ps_table *t, uint32_t s, uint64_t seq, uint64_t next)
 {
-    if (!t->resume && !(t->resume = calloc(PSI_MAX_NODES, sizeof(*t->resume)))) return;
-    t->resume[s] = (struct kv_resume){seq, next};
+    if (!t->trains.resume && !(t->trains.resume = calloc(PSI_MAX_NODES, sizeof(*t->trains.resume)))) return;
+    t->trains.resume[s] = (struct kv_resume){seq, next};
 }
 
 static uint64_t resume_get(const ps_table *t, uint32_t s, uint64_t seq)
 {
-    return t->resume && t->resume[s].seq == seq ? t->resume[s].next : 0;
+    return t->trains.resume && t->trains.resume[s].seq == seq ? t->trains.resume[s].next : 0;
 }
 
 /* Close the open train without answering it (the sender resends). */
 static void train_abort(ps_table *t, const char *why)
 {
-    kv_train *tr = t->train;
-    t->train = NULL;
+    kv_train *tr = t->trains.open;
+    t->trains.open = NULL;
     PSI_DEBUG("table %s: push %llu of node %u stopped at byte %llu of %llu: %s", t->name,
               (unsigned long long)tr->seq, tr->sender, (unsigned long long)tr->next,
               (unsigned long long)tr->total, why);
     if (tr->next) resume_set(t, tr->sender, tr->seq, tr->next);
     psi_msg_free(tr->head);
     free(tr);
-    pthread_cond_broadcast(&t->train_cv);
+    pthread_cond_broadcast(&t->trains.cv);
     psi_kv_server_run_deferred(t);
 }
 
@@ -192,19 +156,19 @@ static void settle(ps_table *t, psi_msg *m, uint64_t seq, int st)
     t->stats.keys_pushed += m->hdr.key_count;
     if (!psi_kv_answer(t, m, st, seq)) psi_msg_free(m);
     psi_kv_drain(t, s);
-    if (t->ndeferred && !t->train) psi_kv_server_run_deferred(t);
+    if (t->deferred.n && !t->trains.open) psi_kv_server_run_deferred(t);
 }
 
 static void train_finish(ps_table *t)
 {
-    kv_train *tr = t->train;
+    kv_train *tr = t->trains.open;
     psi_msg *head = tr->head;
     uint64_t seq = tr->seq;
-    t->train = NULL;
-    if (t->resume && t->resume[tr->sender].seq == seq)
-        t->resume[tr->sender] = (struct kv_resume){0, 0};
+    t->trains.open = NULL;
+    if (t->trains.resume && t->trains.resume[tr->sender].seq == seq)
+        t->trains.resume[tr->sender] = (struct kv_resume){0, 0};
     free(tr);
-    pthread_cond_broadcast(&t->train_cv);
+    pthread_cond_broadcast(&t->trains.cv);
     settle(t, head, seq, PS_OK);
 }
 
@@ -217,7 +181,7 @@ void psi_kv_train_open(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux 
         if (!psi_kv_answer_dup(t, m, seq, a)) psi_msg_free(m);
         return;
     }
-    if (seq > last + 1 || t->train_readers) {
+    if (seq > last + 1 || t->trains.readers) {
         /* ahead of a predecessor (a rendezvous one still arriving, or one
          * lost), or a reader waits for the table: it waits, with its
          * fragments */
@@ -243,7 +207,7 @@ void psi_kv_train_open(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux 
     tr->total = (uint64_t)n * t->vbytes;
     tr->next = resume_get(t, s, seq);
     tr->last_ms = psi_now_ms();
-    t->train = tr;
+    t->trains.open = tr;
     t->stats.trains++;
 }
 
@@ -270,8 +234,8 @@ static void train_apply(ps_table *t, kv_train *tr, uint64_t off, const uint8_t *
 /* Whether the head of fragment h's train waits in the deferred list. */
 static int head_deferred(const ps_table *t, const psi_hdr *h)
 {
-    for (size_t i = t->ndeferred; i-- > 0;) {
-        const psi_msg *d = t->deferred[i];
+    for (size_t i = t->deferred.n; i-- > 0;) {
+        const psi_msg *d = t->deferred.msgs[i];
         if ((d->hdr.flags & PSI_F_TRAIN) && d->hdr.sender == h->sender &&
             d->hdr.timestamp == h->timestamp && d->hdr.seg_len[PSI_SEG_AUX] == PSI_PUSH_AUX &&
             psi_get_u64(d->seg[PSI_SEG_AUX]) == h->key_lo)
@@ -282,7 +246,7 @@ static int head_deferred(const ps_table *t, const psi_hdr *h)
 
 void psi_kv_train_frag(ps_table *t, psi_msg *m)
 {
-    kv_train *tr = t->train;
+    kv_train *tr = t->trains.open;
     const psi_hdr *h = &m->hdr;
     if (!tr || h->sender != tr->sender || h->timestamp != tr->ts || h->key_lo != tr->seq) {
         /* another train's, whose head waits (deferred), or a leftover of a
@@ -318,7 +282,7 @@ void psi_kv_train_frag(ps_table *t, psi_msg *m)
 
 void psi_kv_train_hold(ps_table *t, psi_msg *m)
 {
-    const kv_train *tr = t->train;
+    const kv_train *tr = t->trains.open;
     if ((m->hdr.flags & PSI_F_TRAIN) && m->hdr.sender == tr->sender &&
         m->hdr.timestamp == tr->ts)
         psi_msg_free(m); /* the open train's resend: its fragments fill the gaps */
@@ -329,10 +293,10 @@ void psi_kv_train_hold(ps_table *t, psi_msg *m)
 void psi_kv_train_tick(ps_table *t, uint64_t now_ms)
 {
     pthread_mutex_lock(&t->lock);
-    if (t->train && now_ms > t->train->last_ms + STALL_RESENDS * psi_kv_resend_ms()) {
+    if (t->trains.open && now_ms > t->trains.open->last_ms + STALL_RESENDS * psi_kv_resend_ms()) {
         PSI_WARN("table %s: push %llu of node %u stalled for %d resend periods: the table "
                  "serves again, with the push applied in part until it is resent",
-                 t->name, (unsigned long long)t->train->seq, t->train->sender, STALL_RESENDS);
+                 t->name, (unsigned long long)t->trains.open->seq, t->trains.open->sender, STALL_RESENDS);
         train_abort(t, "no progress");
     }
     pthread_mutex_unlock(&t->lock);
@@ -350,39 +314,39 @@ void psi_kv_train_on_view(ps_table *t, const uint32_t *dead, int ndead)
     pthread_mutex_lock(&t->lock);
     /* what dead workers left waiting will never be completed by a resend */
     size_t k = 0;
-    for (size_t i = 0; i < t->ndeferred; i++) {
-        psi_msg *d = t->deferred[i];
+    for (size_t i = 0; i < t->deferred.n; i++) {
+        psi_msg *d = t->deferred.msgs[i];
         if (!is_dead(d->hdr.sender, dead, ndead)) {
-            t->deferred[k++] = d;
+            t->deferred.msgs[k++] = d;
             continue;
         }
-        t->deferred_bytes -= psi_msg_payload_len(&d->hdr);
+        t->deferred.bytes -= psi_msg_payload_len(&d->hdr);
         psi_msg_free(d);
     }
-    t->ndeferred = k;
-    if (t->train && is_dead(t->train->sender, dead, ndead)) train_abort(t, "its sender died");
+    t->deferred.n = k;
+    if (t->trains.open && is_dead(t->trains.open->sender, dead, ndead)) train_abort(t, "its sender died");
     pthread_mutex_unlock(&t->lock);
 }
 
 void psi_kv_train_wait(ps_table *t)
 {
-    t->train_readers++; /* no new train opens meanwhile */
-    while (t->train) pthread_cond_wait(&t->train_cv, &t->lock);
+    t->trains.readers++; /* no new train opens meanwhile */
+    while (t->trains.open) pthread_cond_wait(&t->trains.cv, &t->lock);
 }
 
 void psi_kv_train_read_done(ps_table *t)
 {
-    if (--t->train_readers == 0 && !t->k && !t->train && t->ndeferred)
+    if (--t->trains.readers == 0 && !t->k && !t->trains.open && t->deferred.n)
         psi_kv_server_run_deferred(t);
 }
 
 void psi_kv_train_free(ps_table *t)
 {
-    if (t->train) {
-        psi_msg_free(t->train->head);
-        free(t->train);
-        t->train = NULL;
+    if (t->trains.open) {
+        psi_msg_free(t->trains.open->head);
+        free(t->trains.open);
+        t->trains.open = NULL;
     }
-    free(t->resume);
-    t->resume = NULL;
+    free(t->trains.resume);
+    t->trains.resume = NULL;
 }

@@ -17,7 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/kv.h"
+#include "kv/server.h"
+#include "kv/worker.h"
 #include "util/log.h"
 #include "util/util.h"
 

@@ -26,7 +26,7 @@
  */
 #include <stdatomic.h>
 
-#include "kv/kv.h"
+#include "kv/worker.h"
 #include "net/transport.h"
 
 /* Smaller slices are copied: a copy of 64 KiB costs less than a rendezvous. */

@@ -6,7 +6,7 @@
  * its point (psi_ring_seg_chain), so when a server dies its segments fall to
  * their first live successor, which was their first backup, and the rest of
  * the ring does not move.  Both workers and servers keep that live chain per
- * segment (t->eff), recomputed on every view change.
+ * segment (t->rs.eff), recomputed on every view change.
  *
  * The owner applies a push, then forwards the resulting blocks (values and
  * update state, so a backup needs no update function and stays identical to
@@ -15,7 +15,7 @@
  * k + 1 servers.  The owner fans out to its k backups in parallel rather
  * than down a line: the same guarantee (the "tail" has it before the
  * acknowledgement) with one hop of latency instead of k.  Forwards from one
- * owner to one backup carry their own sequence numbers (t->fwd_seq at the
+ * owner to one backup carry their own sequence numbers (t->rs.fwd_seq at the
  * owner, t->applied[owner] at the backup, the same in-order / dedup / park
  * logic as workers' pushes), so a backup applies them exactly once, in the
  * owner's order, even when the transport drops, duplicates or delays them.
@@ -59,13 +59,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/kv.h"
+#include "replica/replica.h"
 #include "node/node.h"
 #include "util/log.h"
 #include "util/util.h"
 
 #define COPY_CHUNK 65536 /* keys per message when copying a segment */
 #define MAX_BACKUPS 64   /* distinct backups one push or copy fans out to */
+
+/* The ops (psi_repl_chain_ops, at the end of this file): contracts in kv/kv_repl.h. */
+static int psi_repl_init(ps_table *t);
+static void psi_repl_free(ps_table *t);
+static int psi_repl_heads(ps_table *t, const uint64_t *keys, size_t n);
+static int psi_repl_apply(ps_table *t, const psi_msg *m);
+static int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a);
+static int psi_repl_pending(const ps_table *t, uint32_t origin, uint32_t sender, uint64_t seq);
+static void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a);
+static int psi_repl_bsp_forward(ps_table *t, psi_store *sum, psi_msg **msgs, int nmsgs,
+                                void *iteration);
+static void psi_repl_note_applied(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender,
+                                  uint64_t seq, uint64_t lo);
+static void psi_repl_on_ack(ps_table *t, const psi_msg *m);
+static void psi_repl_tick(ps_table *t, uint64_t now_ms);
+static void psi_repl_server_on_view(ps_table *t, const uint32_t *dead, int ndead);
+/* Record that `via` forwarded push (origin, sender, seq) here. */
+static void psi_repl_note_held(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender,
+                               uint64_t seq, uint64_t lo);
 
 /* The pushes counted for one (origin, sender) that this node holds. */
 typedef struct kv_seen {
@@ -105,7 +124,7 @@ typedef struct part {
 static int is_live(void *arg, uint32_t id)
 {
     const ps_table *t = arg;
-    return id < PSI_MAX_NODES && !t->dead[id] && id != t->joiner;
+    return id < PSI_MAX_NODES && !t->dead[id] && id != t->rs.joiner;
 }
 
 static int is_live_or_joining(void *arg, uint32_t id)
@@ -122,13 +141,13 @@ static size_t block_bytes(const ps_table *t) { return psi_update_block_bytes(&t-
  * in that chain once it serves. */
 static void chain_row(ps_table *t, uint32_t seg, uint32_t *row)
 {
-    size_t w = (size_t)t->w, n = psi_ring_seg_chain(t->ring, seg, is_live, t, row, w - 1);
+    size_t w = (size_t)t->rs.w, n = psi_ring_seg_chain(t->ring, seg, is_live, t, row, w - 1);
     uint32_t f[8];
     for (size_t j = n; j < w; j++) row[j] = PSI_ID_NONE;
-    if (t->joiner == PSI_ID_NONE) return;
+    if (t->rs.joiner == PSI_ID_NONE) return;
     n = psi_ring_seg_chain(t->ring, seg, is_live_or_joining, t, f, PSI_MIN(w - 1, 8));
     for (size_t j = 0; j < n; j++)
-        if (f[j] == t->joiner) row[w - 1] = t->joiner;
+        if (f[j] == t->rs.joiner) row[w - 1] = t->rs.joiner;
 }
 
 int psi_repl_compute(ps_table *t, const uint32_t *dead, int ndead, uint32_t **old_rows)
@@ -144,17 +163,17 @@ int psi_repl_compute(ps_table *t, const uint32_t *dead, int ndead, uint32_t **ol
     }
     for (int i = 0; i < ndead; i++)
         if (dead[i] < PSI_MAX_NODES) t->dead[dead[i]] = 1;
-    t->joiner = PSI_ID_NONE;
+    t->rs.joiner = PSI_ID_NONE;
     for (uint32_t i = 0; i < v.n; i++) {
         const psi_node *nd = &v.nodes[i];
         if (nd->alive == PSI_NODE_DEAD) t->dead[nd->id] = 1;
-        else if (nd->alive == PSI_NODE_JOINING && nd->role == PS_ROLE_SERVER) t->joiner = nd->id;
+        else if (nd->alive == PSI_NODE_JOINING && nd->role == PS_ROLE_SERVER) t->rs.joiner = nd->id;
     }
     if (v.epoch > t->eff_epoch) t->eff_epoch = v.epoch;
     rv = psi_kv_ring_next(t, &v, &next, ids, &nids);
     psi_view_free(&v);
     const psi_ring *ring = next ? next : t->ring;
-    size_t w = (size_t)t->w, nsegs = ring ? psi_ring_nsegs(ring) : 0;
+    size_t w = (size_t)t->rs.w, nsegs = ring ? psi_ring_nsegs(ring) : 0;
     if (rv == 0 && !(eff = malloc(nsegs * w * sizeof(uint32_t)))) rv = PS_ERR_NOMEM;
     if (rv == 0 && old_rows && !(*old_rows = malloc(nsegs * w * sizeof(uint32_t))))
         rv = PS_ERR_NOMEM;
@@ -164,45 +183,45 @@ int psi_repl_compute(ps_table *t, const uint32_t *dead, int ndead, uint32_t **ol
         free(eff);
         return rv;
     }
-    uint32_t *handed = next && t->handed ? malloc(nsegs * sizeof(uint32_t)) : NULL;
+    uint32_t *handed = next && t->rs.handed ? malloc(nsegs * sizeof(uint32_t)) : NULL;
     for (uint32_t seg = 0; (old_rows || handed) && seg < nsegs; seg++) {
         uint64_t lo, hi; /* a new ring's segments cut the old ones finer */
         psi_ring_seg_bounds(ring, seg, &lo, &hi);
         uint32_t oseg = psi_ring_seg_of(t->ring, lo);
-        const uint32_t *o = t->eff ? psi_repl_chain(t, oseg) : NULL;
+        const uint32_t *o = t->rs.eff ? psi_kv_chain(t, oseg) : NULL;
         for (size_t j = 0; old_rows && j < w; j++) (*old_rows)[seg * w + j] = o ? o[j] : PSI_ID_NONE;
-        if (handed) handed[seg] = t->handed[oseg];
+        if (handed) handed[seg] = t->rs.handed[oseg];
     }
-    if (next && t->handed) { /* (no memory: forgotten, as if nothing had been handed) */
-        free(t->handed);
-        t->handed = handed;
+    if (next && t->rs.handed) { /* (no memory: forgotten, as if nothing had been handed) */
+        free(t->rs.handed);
+        t->rs.handed = handed;
     }
     if (next) {
         psi_kv_ring_install(t, next, ids, nids);
         PSI_INFO("table %s: the ring holds %d servers now", t->name, nids);
     }
     free(ids);
-    free(t->eff);
-    t->eff = eff;
+    free(t->rs.eff);
+    t->rs.eff = eff;
     for (uint32_t seg = 0; seg < nsegs; seg++) chain_row(t, seg, eff + seg * w);
     return PS_OK;
 }
 
-int psi_repl_init(ps_table *t)
+static int psi_repl_init(ps_table *t)
 {
     int rv = psi_kv_ring(t);
     if (rv != 0) return rv;
     t->k = t->opts.replication;
-    t->w = t->k + 2;
-    t->joiner = PSI_ID_NONE;
+    t->rs.w = t->k + 2;
+    t->rs.joiner = PSI_ID_NONE;
     if (t->k + 1 > t->nservers) {
         PSI_ERROR("table %s: replication %d needs at least %d servers (the cluster has %d)",
                   t->name, t->k, t->k + 1, t->nservers);
         return PS_ERR_INVAL;
     }
     if (!(t->dead = calloc(PSI_MAX_NODES, 1))) return PS_ERR_NOMEM;
-    if (!t->tq && (!(t->fwd_seq = calloc(PSI_MAX_NODES, sizeof(uint64_t))) ||
-                   !(t->seen = psi_store_new(sizeof(kv_seen))) || psi_join_init(t) != 0))
+    if (!t->tq && (!(t->rs.fwd_seq = calloc(PSI_MAX_NODES, sizeof(uint64_t))) ||
+                   !(t->rs.seen = psi_store_new(sizeof(kv_seen))) || psi_join_init(t) != 0))
         return PS_ERR_NOMEM;
     return psi_repl_compute(t, NULL, 0, NULL);
 }
@@ -214,32 +233,32 @@ static int free_seen(void *arg, uint64_t key, void *block)
     return 0;
 }
 
-void psi_repl_free(ps_table *t)
+static void psi_repl_free(ps_table *t)
 {
-    while (t->fwds) {
-        kv_fwd *f = t->fwds;
-        t->fwds = f->next;
+    while (t->rs.fwds) {
+        kv_fwd *f = t->rs.fwds;
+        t->rs.fwds = f->next;
         psi_msg_free(f->msg);
         free(f);
     }
-    while (t->pends) {
-        kv_pend *p = t->pends;
-        t->pends = p->next;
+    while (t->rs.pends) {
+        kv_pend *p = t->rs.pends;
+        t->rs.pends = p->next;
         psi_msg_free(p->req);
         free(p);
     }
-    if (t->seen) psi_store_foreach(t->seen, free_seen, NULL);
-    psi_store_free(t->seen);
+    if (t->rs.seen) psi_store_foreach(t->rs.seen, free_seen, NULL);
+    psi_store_free(t->rs.seen);
     psi_join_free(t);
-    free(t->handed);
-    t->handed = NULL;
-    free(t->eff);
+    free(t->rs.handed);
+    t->rs.handed = NULL;
+    free(t->rs.eff);
     free(t->dead);
-    free(t->fwd_seq);
-    t->seen = NULL;
-    t->eff = NULL;
+    free(t->rs.fwd_seq);
+    t->rs.seen = NULL;
+    t->rs.eff = NULL;
     t->dead = NULL;
-    t->fwd_seq = NULL;
+    t->rs.fwd_seq = NULL;
 }
 
 /* ---- seen sets ------------------------------------------------------------------------ */
@@ -265,7 +284,7 @@ static kv_seen *seen_key(ps_table *t, uint64_t key)
 {
     int inserted;
     _Static_assert(PSI_MAX_NODES <= (1 << 20), "node ids fit 20 bits");
-    kv_seen *s = psi_store_upsert(t->seen, key, &inserted);
+    kv_seen *s = psi_store_upsert(t->rs.seen, key, &inserted);
     if (s && inserted) memset(s, 0, sizeof(*s));
     return s;
 }
@@ -416,7 +435,7 @@ static int send_forward(ps_table *t, part *p, size_t from, size_t n, kv_pend *pe
     h.seg_len[PSI_SEG_AUX] = na * PSI_FWD_AUX;
     fwd_bytes *b = fwd_bytes_of(p, from, n, bb, aux, na * PSI_FWD_AUX);
     kv_fwd *f = malloc(sizeof(*f));
-    h.timestamp = t->fwd_seq[p->to] + 1;
+    h.timestamp = t->rs.fwd_seq[p->to] + 1;
     psi_msg *keep = b && f ? fwd_msg(&h, b) : NULL, *send = keep ? fwd_msg(&h, b) : NULL;
     if (b) fwd_bytes_unref(b); /* the messages hold it now */
     if (!send) {
@@ -426,16 +445,16 @@ static int send_forward(ps_table *t, part *p, size_t from, size_t n, kv_pend *pe
         free(f);
         return PS_ERR_NOMEM;
     }
-    t->fwd_seq[p->to]++;
-    *f = (kv_fwd){t->fwds, pend, p->to, h.timestamp, keep, psi_now_ms()};
-    t->fwds = f;
+    t->rs.fwd_seq[p->to]++;
+    *f = (kv_fwd){t->rs.fwds, pend, p->to, h.timestamp, keep, psi_now_ms()};
+    t->rs.fwds = f;
     t->stats.forwards++;
     if (pend) t->stats.keys_forwarded += n;
     psi_node_send(p->to, send);
     return PS_OK;
 }
 
-int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a)
+static int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a)
 {
     size_t n = m->hdr.key_count, bb = block_bytes(t);
     const uint64_t *keys = m->seg[PSI_SEG_KEYS];
@@ -446,8 +465,8 @@ int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a)
     size_t ns = ss ? psi_ring_slice_keys(t->ring, keys, n, ss,
                                          PSI_MIN(n, psi_ring_nsegs(t->ring))) : 0;
     for (size_t i = 0; rv == 0 && i < ns; i++) {
-        const uint32_t *c = psi_repl_chain(t, ss[i].seg);
-        for (int j = 1; rv == 0 && j < t->w; j++) {
+        const uint32_t *c = psi_kv_chain(t, ss[i].seg);
+        for (int j = 1; rv == 0 && j < t->rs.w; j++) {
             if (c[j] == PSI_ID_NONE) continue;
             part *p = part_for(ps, &np, c[j]);
             for (size_t x = ss[i].begin; p && rv == 0 && x < ss[i].end; x++)
@@ -459,14 +478,14 @@ int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a)
     kv_pend *pend = np && rv == 0 ? malloc(sizeof(*pend)) : NULL;
     if (pend) {
         uint8_t aux[PSI_FWD_AUX];
-        *pend = (kv_pend){t->pends, m, NULL, np, PS_OK, *a};
+        *pend = (kv_pend){t->rs.pends, m, NULL, np, PS_OK, *a};
         pend->aux.sender = m->hdr.sender;
         psi_kv_fwd_aux_put(aux, &pend->aux);
-        t->pends = pend;
+        t->rs.pends = pend;
         for (int i = 0; i < np; i++)
             if (send_forward(t, &ps[i], 0, ps[i].n, pend, aux, 1, 0) != 0) pend->left--;
         if (pend->left == 0) { /* nothing went out: answer now */
-            t->pends = pend->next;
+            t->rs.pends = pend->next;
             free(pend);
             pend = NULL;
         }
@@ -477,9 +496,9 @@ int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_aux *a)
     return pend != NULL;
 }
 
-int psi_repl_pending(const ps_table *t, uint32_t origin, uint32_t sender, uint64_t seq)
+static int psi_repl_pending(const ps_table *t, uint32_t origin, uint32_t sender, uint64_t seq)
 {
-    for (const kv_pend *p = t->pends; p; p = p->next)
+    for (const kv_pend *p = t->rs.pends; p; p = p->next)
         if (p->req && p->aux.origin == origin && p->aux.sender == sender && p->aux.seq == seq)
             return 1;
     return 0;
@@ -488,9 +507,9 @@ int psi_repl_pending(const ps_table *t, uint32_t origin, uint32_t sender, uint64
 /* Every backup of a segment this node heads, into parts (none if k = 0). */
 static int backups_of_mine(ps_table *t, part *ps, int *np)
 {
-    size_t w = (size_t)t->w, nsegs = psi_ring_nsegs(t->ring);
+    size_t w = (size_t)t->rs.w, nsegs = psi_ring_nsegs(t->ring);
     for (size_t seg = 0; seg < nsegs; seg++) {
-        const uint32_t *c = t->eff + seg * w;
+        const uint32_t *c = t->rs.eff + seg * w;
         for (size_t j = 1; c[0] == ps_my_id() && j < w; j++)
             if (c[j] != PSI_ID_NONE && !part_for(ps, np, c[j])) return PS_ERR_NOMEM;
     }
@@ -507,10 +526,10 @@ static int bsp_part_key(void *arg, uint64_t key, void *sum)
 {
     bsp_parts *b = arg;
     ps_table *t = b->t;
-    const uint32_t *c = psi_repl_chain(t, psi_ring_seg_of(t->ring, key));
+    const uint32_t *c = psi_kv_chain(t, psi_ring_seg_of(t->ring, key));
     const void *block = psi_store_find(t->store, key);
     (void)sum;
-    for (int j = 1; j < t->w && block && b->rv == 0; j++) {
+    for (int j = 1; j < t->rs.w && block && b->rv == 0; j++) {
         if (c[j] == PSI_ID_NONE) continue;
         part *p = part_for(b->ps, &b->np, c[j]);
         b->rv = p ? part_add(p, key, block, block_bytes(t)) : PS_ERR_NOMEM;
@@ -518,8 +537,8 @@ static int bsp_part_key(void *arg, uint64_t key, void *sum)
     return b->rv;
 }
 
-int psi_repl_bsp_forward(ps_table *t, psi_store *sum, psi_msg **msgs, int nmsgs,
-                         void *iteration)
+static int psi_repl_bsp_forward(ps_table *t, psi_store *sum, psi_msg **msgs, int nmsgs,
+                                void *iteration)
 {
     part ps[MAX_BACKUPS];
     bsp_parts b = {t, ps, 0, PS_OK};
@@ -538,12 +557,12 @@ int psi_repl_bsp_forward(ps_table *t, psi_store *sum, psi_msg **msgs, int nmsgs,
             a.sender = msgs[i]->hdr.sender;
             psi_kv_fwd_aux_put(aux + (size_t)i * PSI_FWD_AUX, &a);
         }
-        *pend = (kv_pend){.next = t->pends, .iteration = iteration, .left = b.np};
-        t->pends = pend;
+        *pend = (kv_pend){.next = t->rs.pends, .iteration = iteration, .left = b.np};
+        t->rs.pends = pend;
         for (int i = 0; i < b.np; i++)
             if (send_forward(t, &ps[i], 0, ps[i].n, pend, aux, (size_t)nmsgs, 0) != 0) pend->left--;
         sent = pend->left > 0;
-        if (!sent) t->pends = pend->next;
+        if (!sent) t->rs.pends = pend->next;
     }
     if (!sent) free(pend);
     free(aux);
@@ -553,7 +572,7 @@ int psi_repl_bsp_forward(ps_table *t, psi_store *sum, psi_msg **msgs, int nmsgs,
 
 /* ---- the backup's side ------------------------------------------------------------------ */
 
-int psi_repl_apply(ps_table *t, const psi_msg *m)
+static int psi_repl_apply(ps_table *t, const psi_msg *m)
 {
     int handed = m->hdr.arg == PSI_MARK_HANDED;
     if (m->hdr.arg && !handed && m->hdr.key_count == 0) {
@@ -583,15 +602,15 @@ int psi_repl_apply(ps_table *t, const psi_msg *m)
     return rv;
 }
 
-void psi_repl_note_held(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender,
-                        uint64_t seq, uint64_t lo)
+static void psi_repl_note_held(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender,
+                               uint64_t seq, uint64_t lo)
 {
     kv_seen *s = seen_get(t, via, origin, sender);
     if (s) seen_note(s, seq, lo);
 }
 
-void psi_repl_note_applied(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender,
-                           uint64_t seq, uint64_t lo)
+static void psi_repl_note_applied(ps_table *t, uint32_t via, uint32_t origin, uint32_t sender,
+                                  uint64_t seq, uint64_t lo)
 {
     kv_seen *s = seen_key(t, APPLIED | (uint64_t)via << 40 | (uint64_t)origin << 20 | sender);
     if (s) seen_note(s, seq, lo);
@@ -640,7 +659,7 @@ static int ring_server(const ps_table *t, uint32_t id)
  * held push a: that head forwarded or copied it here (seen under it). */
 static int handed_held(ps_table *t, uint64_t key, const kv_push_aux *a, uint32_t sender)
 {
-    uint32_t from = t->handed ? t->handed[psi_ring_seg_of(t->ring, key)] : PSI_ID_NONE;
+    uint32_t from = t->rs.handed ? t->rs.handed[psi_ring_seg_of(t->ring, key)] : PSI_ID_NONE;
     if (from == PSI_ID_NONE || from == a->via) return 0; /* held_here looked there */
     kv_seen *s = seen_key(t, HANDED | (uint64_t)from << 40 | (uint64_t)a->origin << 20 | sender);
     return s && seen_has(s, a->seq);
@@ -673,7 +692,7 @@ static int takeover_apply(ps_table *t, const psi_msg *m, const kv_push_aux *a)
     return st;
 }
 
-void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a)
+static void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a)
 {
     uint32_t sender = m->hdr.sender;
     /* moved off a dead server, or refused by a live one that handed the
@@ -713,7 +732,7 @@ void psi_repl_takeover_push(ps_table *t, psi_msg *m, const kv_push_aux *a)
 static void pend_ack(ps_table *t, kv_pend *p)
 {
     if (!p || --p->left > 0) return;
-    for (kv_pend **pp = &t->pends; *pp; pp = &(*pp)->next)
+    for (kv_pend **pp = &t->rs.pends; *pp; pp = &(*pp)->next)
         if (*pp == p) {
             *pp = p->next;
             break;
@@ -723,10 +742,10 @@ static void pend_ack(ps_table *t, kv_pend *p)
     free(p);
 }
 
-void psi_repl_on_ack(ps_table *t, const psi_msg *m)
+static void psi_repl_on_ack(ps_table *t, const psi_msg *m)
 {
     pthread_mutex_lock(&t->lock);
-    for (kv_fwd **fp = &t->fwds; *fp; fp = &(*fp)->next) {
+    for (kv_fwd **fp = &t->rs.fwds; *fp; fp = &(*fp)->next) {
         kv_fwd *f = *fp;
         if (f->to != m->hdr.sender || f->q != m->hdr.timestamp) continue;
         *fp = f->next;
@@ -742,11 +761,11 @@ void psi_repl_on_ack(ps_table *t, const psi_msg *m)
     pthread_mutex_unlock(&t->lock);
 }
 
-void psi_repl_tick(ps_table *t, uint64_t now_ms)
+static void psi_repl_tick(ps_table *t, uint64_t now_ms)
 {
     uint64_t wait = psi_kv_resend_ms();
     pthread_mutex_lock(&t->lock);
-    for (kv_fwd *f = t->fwds; f; f = f->next) {
+    for (kv_fwd *f = t->rs.fwds; f; f = f->next) {
         if (now_ms < f->sent_ms + wait) continue;
         psi_msg *copy = fwd_msg(&f->msg->hdr, f->msg->on_free_arg);
         f->sent_ms = now_ms;
@@ -776,7 +795,7 @@ static int copy_flush(copy_job *j, part *p)
 static int copy_key(void *arg, uint64_t key, void *block)
 {
     copy_job *j = arg;
-    size_t nb = (size_t)j->t->w - 1;
+    size_t nb = (size_t)j->t->rs.w - 1;
     const uint32_t *to = j->to + (size_t)psi_ring_seg_of(j->t->ring, key) * nb;
     for (size_t i = 0; i < nb && to[i] != PSI_ID_NONE && j->rv == 0; i++) {
         part *p = part_for(j->ps, &j->np, to[i]);
@@ -834,7 +853,7 @@ int psi_repl_send_held(ps_table *t, uint32_t to, int marker)
         uint64_t last = (uint64_t)PSI_MAX(t->applied[id], 0);
         if (!ring_server(t, id)) ent_add(&e, ps_my_id(), id, PSI_MIN(last, durable), PSI_MIN(last, durable));
     }
-    if (e.rv == 0) psi_store_foreach(t->seen, seen_entries, &e);
+    if (e.rv == 0) psi_store_foreach(t->rs.seen, seen_entries, &e);
     part p = {.to = to};
     int rv = e.rv ? e.rv : e.n ? send_forward(t, &p, 0, 0, NULL, e.p, e.n, marker) : PS_OK;
     free(e.p);
@@ -845,7 +864,7 @@ int psi_repl_send_held(ps_table *t, uint32_t to, int marker)
  * (`old`: each segment's chain before the view change). */
 static void copy_segments(ps_table *t, const uint32_t *old)
 {
-    size_t w = (size_t)t->w, nb = w - 1, nsegs = psi_ring_nsegs(t->ring);
+    size_t w = (size_t)t->rs.w, nb = w - 1, nsegs = psi_ring_nsegs(t->ring);
     copy_job j = {.t = t, .to = malloc(nsegs * nb * sizeof(uint32_t))};
     int any = 0;
     if (!j.to) {
@@ -853,7 +872,7 @@ static void copy_segments(ps_table *t, const uint32_t *old)
         return;
     }
     for (size_t seg = 0; seg < nsegs; seg++) {
-        const uint32_t *c = t->eff + seg * w, *o = old + seg * w;
+        const uint32_t *c = t->rs.eff + seg * w, *o = old + seg * w;
         uint32_t *to = j.to + seg * nb;
         /* a head that took over from a dead one copies to every backup: one
          * of them may have missed a forward of the dead head that this node
@@ -887,29 +906,29 @@ int psi_repl_send_marker(ps_table *t, uint32_t to, int kind)
 
 int psi_repl_fwds_below(const ps_table *t, const uint64_t *snap)
 {
-    for (const kv_fwd *f = t->fwds; f; f = f->next)
+    for (const kv_fwd *f = t->rs.fwds; f; f = f->next)
         if (f->q <= snap[f->to]) return 1;
     return 0;
 }
 
-int psi_repl_heads(ps_table *t, const uint64_t *keys, size_t n)
+static int psi_repl_heads(ps_table *t, const uint64_t *keys, size_t n)
 {
     for (size_t i = 0; i < n;) {
         uint32_t seg = psi_ring_seg_of(t->ring, keys[i]);
         uint64_t lo, hi;
-        if (psi_repl_chain(t, seg)[0] != ps_my_id()) return 0;
+        if (psi_kv_chain(t, seg)[0] != ps_my_id()) return 0;
         psi_ring_seg_bounds(t->ring, seg, &lo, &hi);
         while (i < n && keys[i] >= lo && keys[i] <= hi) i++; /* sorted: the segment's run */
     }
     return 1;
 }
 
-void psi_repl_server_on_view(ps_table *t, const uint32_t *dead, int ndead)
+static void psi_repl_server_on_view(ps_table *t, const uint32_t *dead, int ndead)
 {
     uint32_t *old = NULL;
     pthread_mutex_lock(&t->lock);
     int rv = psi_repl_compute(t, dead, ndead, &old);
-    for (kv_fwd **fp = &t->fwds; *fp;) { /* a dead backup acknowledges nothing */
+    for (kv_fwd **fp = &t->rs.fwds; *fp;) { /* a dead backup acknowledges nothing */
         kv_fwd *f = *fp;
         if (!t->dead[f->to]) {
             fp = &f->next;
@@ -932,3 +951,23 @@ void psi_repl_server_on_view(ps_table *t, const uint32_t *dead, int ndead)
     while (psi_join_take_run(t));
     pthread_mutex_unlock(&t->lock);
 }
+
+/* ---- the ops ------------------------------------------------------------------------------ */
+
+const struct psi_kv_repl_ops psi_repl_chain_ops = {
+    .init = psi_repl_init,
+    .free = psi_repl_free,
+    .compute = psi_repl_compute,
+    .heads = psi_repl_heads,
+    .join_waiting = psi_join_waiting,
+    .join_take_run = psi_join_take_run,
+    .apply = psi_repl_apply,
+    .after_apply = psi_repl_after_apply,
+    .pending = psi_repl_pending,
+    .takeover_push = psi_repl_takeover_push,
+    .bsp_forward = psi_repl_bsp_forward,
+    .note_applied = psi_repl_note_applied,
+    .on_ack = psi_repl_on_ack,
+    .tick = psi_repl_tick,
+    .on_view = psi_repl_server_on_view,
+};

@@ -35,7 +35,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "kv/kv.h"
+#include "kv/kv_repl.h"
 #include "node/node.h"
 #include "replica/checkpoint.h"
 #include "util/log.h"
@@ -78,7 +78,7 @@ static int mine(const ps_table *t, uint64_t key, size_t copies)
     if (t->opts.dense_hi > t->opts.dense_lo) return dense_mine(t, key);
     uint32_t seg = psi_ring_seg_of(t->ring, key);
     if (!t->k) return psi_ring_seg_owner(t->ring, seg) == ps_my_id();
-    const uint32_t *c = psi_repl_chain(t, seg);
+    const uint32_t *c = psi_kv_chain(t, seg);
     for (size_t i = 0; i < copies && i <= (size_t)t->k; i++)
         if (c[i] == ps_my_id()) return 1;
     return 0;

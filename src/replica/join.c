@@ -38,7 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/kv.h"
+#include "replica/replica.h"
 #include "node/node.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -71,7 +71,7 @@ int psi_join_init(ps_table *t)
     if (t->opts.bsp) return PS_OK; /* stays on the first view's servers */
     kv_join *j = calloc(1, sizeof(*j));
     if (!j) return PS_ERR_NOMEM;
-    t->join = j;
+    t->rs.join = j;
     j->copied = calloc(PSI_MAX_NODES, sizeof(uint32_t));
     j->drained = calloc(PSI_MAX_NODES, 1);
     j->snap = calloc(PSI_MAX_NODES, sizeof(uint64_t));
@@ -80,18 +80,18 @@ int psi_join_init(ps_table *t)
 
 void psi_join_free(ps_table *t)
 {
-    if (!t->join) return;
-    free(t->join->copied);
-    free(t->join->drained);
-    free(t->join->snap);
-    free(t->join);
-    t->join = NULL;
+    if (!t->rs.join) return;
+    free(t->rs.join->copied);
+    free(t->rs.join->drained);
+    free(t->rs.join->snap);
+    free(t->rs.join);
+    t->rs.join = NULL;
 }
 
 /* Send the DRAINED markers owed once no forward of the snapshot is left. */
 static void check_drain(ps_table *t)
 {
-    kv_join *j = t->join;
+    kv_join *j = t->rs.join;
     if (!j->ndrain || psi_repl_fwds_below(t, j->snap)) return;
     for (int i = 0; i < j->ndrain; i++) {
         if (psi_repl_send_marker(t, j->drain_to[i], PSI_MARK_DRAINED) != 0)
@@ -112,22 +112,22 @@ static void add_id(uint32_t *set, int *n, int cap, uint32_t id)
 
 void psi_join_on_view(ps_table *t, const uint32_t *old)
 {
-    kv_join *j = t->join;
-    uint32_t me = ps_my_id(), w = (uint32_t)t->w, nsegs = psi_ring_nsegs(t->ring);
+    kv_join *j = t->rs.join;
+    uint32_t me = ps_my_id(), w = (uint32_t)t->rs.w, nsegs = psi_ring_nsegs(t->ring);
     int copy_mark = 0, ndrain = j ? j->ndrain : 0, nfrom = 0;
     uint32_t from[64]; /* the old heads that handed segments to this node */
     if (!j) return;
     for (uint32_t seg = 0; seg < nsegs; seg++) {
-        const uint32_t *c = psi_repl_chain(t, seg), *o = old + (size_t)seg * w;
-        copy_mark |= t->joiner != PSI_ID_NONE && c[0] == me && c[w - 1] == t->joiner;
+        const uint32_t *c = psi_kv_chain(t, seg), *o = old + (size_t)seg * w;
+        copy_mark |= t->rs.joiner != PSI_ID_NONE && c[0] == me && c[w - 1] == t->rs.joiner;
         int handoff = o[0] != c[0] && o[0] != PSI_ID_NONE && c[0] != PSI_ID_NONE &&
                       !t->dead[o[0]] && !t->dead[c[0]];
         if (handoff && o[0] == me) add_id(j->drain_to, &j->ndrain, MAX_DRAIN, c[0]);
         if (handoff && c[0] == me) {
             add_id(from, &nfrom, (int)PSI_ARRAY_LEN(from), o[0]);
-            if (!t->handed && (t->handed = malloc(nsegs * sizeof(uint32_t))))
-                for (uint32_t x = 0; x < nsegs; x++) t->handed[x] = PSI_ID_NONE;
-            if (t->handed) t->handed[seg] = o[0]; /* what it held, this node holds */
+            if (!t->rs.handed && (t->rs.handed = malloc(nsegs * sizeof(uint32_t))))
+                for (uint32_t x = 0; x < nsegs; x++) t->rs.handed[x] = PSI_ID_NONE;
+            if (t->rs.handed) t->rs.handed[seg] = o[0]; /* what it held, this node holds */
             else PSI_ERROR("table %s: out of memory taking segments over", t->name);
         }
     }
@@ -135,11 +135,11 @@ void psi_join_on_view(ps_table *t, const uint32_t *old)
         if (j->drained[from[i]]) j->drained[from[i]] = 0;
         else add_id(j->await, &j->nawait, (int)PSI_ARRAY_LEN(j->await), from[i]);
     }
-    if (copy_mark && psi_repl_send_marker(t, t->joiner, PSI_MARK_COPIED) != 0)
+    if (copy_mark && psi_repl_send_marker(t, t->rs.joiner, PSI_MARK_COPIED) != 0)
         PSI_ERROR("table %s: could not tell joining node %u its copy is complete", t->name,
-                  t->joiner);
+                  t->rs.joiner);
     if (j->ndrain > ndrain) { /* a new drain: everything forwarded until now */
-        memcpy(j->snap, t->fwd_seq, PSI_MAX_NODES * sizeof(uint64_t));
+        memcpy(j->snap, t->rs.fwd_seq, PSI_MAX_NODES * sizeof(uint64_t));
         PSI_INFO("table %s: draining forwards before handing segments over", t->name);
     }
     for (int i = ndrain; i < j->ndrain; i++) /* what it holds now, before any new apply */
@@ -155,7 +155,7 @@ void psi_join_on_view(ps_table *t, const uint32_t *old)
 
 void psi_join_on_marker(ps_table *t, const psi_msg *m)
 {
-    kv_join *j = t->join;
+    kv_join *j = t->rs.join;
     uint32_t from = m->hdr.sender;
     if (!j || from >= PSI_MAX_NODES) return;
     if (m->hdr.arg == PSI_MARK_COPIED) {
@@ -175,15 +175,15 @@ void psi_join_on_marker(ps_table *t, const psi_msg *m)
 
 void psi_join_on_ack(ps_table *t)
 {
-    if (t->join) check_drain(t);
+    if (t->rs.join) check_drain(t);
 }
 
-int psi_join_waiting(const ps_table *t) { return t->join && t->join->nawait > 0; }
+int psi_join_waiting(const ps_table *t) { return t->rs.join && t->rs.join->nawait > 0; }
 
 int psi_join_take_run(ps_table *t)
 {
-    if (!t->join || !t->join->run) return 0;
-    t->join->run = 0;
+    if (!t->rs.join || !t->rs.join->run) return 0;
+    t->rs.join->run = 0;
     return 1;
 }
 
@@ -197,11 +197,11 @@ static int table_ready(ps_table *t, int phase, uint32_t epoch)
 {
     uint32_t me = ps_my_id(), nsegs = psi_ring_nsegs(t->ring);
     if (t->eff_epoch < epoch) return 0;
-    if (phase == 2) return t->joiner != me && t->join->nawait == 0;
-    if (t->joiner != me) return 0;
+    if (phase == 2) return t->rs.joiner != me && t->rs.join->nawait == 0;
+    if (t->rs.joiner != me) return 0;
     for (uint32_t seg = 0; seg < nsegs; seg++) {
-        const uint32_t *c = psi_repl_chain(t, seg);
-        if (c[t->w - 1] == me && c[0] != PSI_ID_NONE && t->join->copied[c[0]] < t->eff_epoch + 1)
+        const uint32_t *c = psi_kv_chain(t, seg);
+        if (c[t->rs.w - 1] == me && c[0] != PSI_ID_NONE && t->rs.join->copied[c[0]] < t->eff_epoch + 1)
             return 0;
     }
     return 1;
@@ -212,7 +212,7 @@ static int all_ready(int phase, uint32_t epoch)
     ps_table *ts[PSI_MAX_TABLES];
     int n = psi_kv_tables(ts, PSI_MAX_TABLES), ready = 1;
     for (int i = 0; i < n && ready && phase; i++) { /* phase 0, a worker: nothing to hold */
-        if (!ts[i]->join) continue;
+        if (!ts[i]->rs.join) continue;
         pthread_mutex_lock(&ts[i]->lock);
         ready = table_ready(ts[i], phase, epoch);
         pthread_mutex_unlock(&ts[i]->lock);
