@@ -27,22 +27,34 @@
  * leaves its pull outstanding; handler t first applies (waiting if needed)
  * the pulls of iterations <= t - tau - 1, in order, so its gradient sees
  * every update but those of the last tau iterations, and meanwhile the
- * worker computes instead of waiting for the slowest worker's push.  For
- * tau < B the result is deterministic (a pull of block b is answered before
- * any worker can push block b again); tau = 0 waits for its own pull,
+ * worker computes instead of waiting for the slowest worker's push.  With
+ * --delay-rule bound and tau < B the result is deterministic (a pull of
+ * block b is answered before any worker can push block b again); tau = 0 waits for its own pull,
  * as do evaluation iterations (so replies with test metrics, and the last
  * one, see every update), and iterations before a checkpoint (req sync).
  * The loss a tau > 0 reply carries is that of the margins it has, i.e. up
  * to tau iterations old.  The step: the curvature h majorizes a block's own
- * quadratic model, not the error of margins that miss up to tau other
- * updates, so with tau > 0 every h is scaled by 1 + delay_step * tau
- * (--delay-step, default 1), the step 1/(1 + tau) of the delayed proximal
- * gradient analyses (the paper's section 5.1 shrinks the step with tau the
- * same way); tau 0 is today's algorithm, bit for bit.  --straggle simulates
+ * quadratic model, not the error of margins that miss other blocks'
+ * updates, so with tau > 0 every h is scaled by 1 + delay_step * d
+ * (--delay-step, default 1): the step 1/(1 + d) of the delayed proximal
+ * gradient analyses (the paper's section 5.1 shrinks the step with the delay
+ * the same way).  d is the delay this gradient really has (--delay-rule
+ * seen, the default): before computing it, the worker also folds in the
+ * later pulls that have already arrived, without waiting, and d counts
+ * those still in flight (0..tau); so a worker that is behind (a straggler,
+ * whose peers' pushes are in) takes a full step, and only one that ran
+ * ahead pays for it.  Measured on flights (bench/paper/README.md), tau 1-4
+ * see a mean d of 0.3-1.  --delay-rule bound takes d = tau, deterministic
+ * for tau < B (the reference test's rule), but costs ~2x the iterations at
+ * tau 1.  Full steps (delay_step 0) diverge on flights at tau 1: every block
+ * can move the mean margin, and stale blocks correct the same residual twice.
+ * tau 0 is today's algorithm, bit for bit.  --straggle simulates
  * slow workers (see straggle()).
  */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -238,25 +250,51 @@ typedef struct bpg_pend {
     int64_t t, ts;
     int block;
     float *buf;
+    atomic_int *done;    /* set by pull_done when the pull finished (owned) */
 } bpg_pend;
 
-/* Apply the outstanding pulls of iterations <= upto, oldest first: wait for
- * each, then m += X_b (w_new - w_old).  0 or the pull's ps_err. */
-static int apply_pulls(lin_worker *lw, int64_t upto)
+/* The pull's completion callback (a library thread): its last act is the
+ * store, so once the flag reads 1 the callback no longer touches it. */
+static void pull_done(ps_table *t, int64_t ts, int status, void *arg)
 {
-    int k = 0, rv = 0;
-    for (; k < lw->npend && lw->pend[k].t <= upto; k++) {
-        bpg_pend *p = &lw->pend[k];
-        double tw = lin_now();
-        if ((rv = ps_wait(lw->w, p->ts)) != 0) break;
-        lw->wait_s += lin_now() - tw;
+    (void)t, (void)ts, (void)status;
+    atomic_store_explicit((atomic_int *)arg, 1, memory_order_release);
+}
+
+/* Wait for pending pull p and fold it into the margins; 0 or its ps_err. */
+static int apply_one(lin_worker *lw, bpg_pend *p)
+{
+    double tw = lin_now();
+    int rv = ps_wait(lw->w, p->ts);
+    /* ps_wait may return before the callback ran: the flag is freed below */
+    while (!atomic_load_explicit(p->done, memory_order_acquire)) sched_yield();
+    lw->wait_s += lin_now() - tw;
+    if (rv == 0) {
         for (size_t q = 0; q < lw->bn[p->block]; q++) {
             uint32_t c = lw->bcols[p->block][q];
             lw->g[c] = (double)p->buf[2 * q] - lw->wl[c];
             lw->wl[c] = p->buf[2 * q];
         }
         update_margins(lw, p->block);
-        free(p->buf);
+    }
+    free(p->buf);
+    free(p->done);
+    return rv;
+}
+
+/* Apply the outstanding pulls of iterations <= upto, oldest first (waiting
+ * for each), then, if ready_too, those after it that have already finished
+ * (without waiting; stops at the first still in flight, so margins always
+ * hold a prefix of the iterations).  0 or the first pull's ps_err. */
+static int apply_pulls(lin_worker *lw, int64_t upto, int ready_too)
+{
+    int k = 0, rv = 0;
+    for (; k < lw->npend && rv == 0; k++) {
+        bpg_pend *p = &lw->pend[k];
+        if (p->t > upto &&
+            (!ready_too || !atomic_load_explicit(p->done, memory_order_acquire)))
+            break;
+        rv = apply_one(lw, p);
     }
     if (k == 0) return rv;
     lw->npend -= k;
@@ -266,11 +304,10 @@ static int apply_pulls(lin_worker *lw, int64_t upto)
 
 /* Push block b's (g, h) from lw->g / lw->h, then pull its weights after the
  * push into a new pending entry for iteration t. */
-static int push_pull(lin_worker *lw, int64_t t, int b, double ntotal)
+static int push_pull(lin_worker *lw, int64_t t, int b, double ntotal, double damp)
 {
     size_t nb = lw->bn[b];
-    double inv_n = 1.0 / ntotal, inv_lr = 1.0 / lw->cfg->lr;
-    if (lw->cfg->tau > 0) inv_lr = (1.0 + lw->cfg->delay_step * lw->cfg->tau) / lw->cfg->lr;
+    double inv_n = 1.0 / ntotal, inv_lr = damp / lw->cfg->lr;
     for (size_t q = 0; q < nb; q++) {
         uint32_t c = lw->bcols[b][q];
         lw->buf[2 * q] = (float)(lw->g[c] * inv_n);
@@ -286,15 +323,21 @@ static int push_pull(lin_worker *lw, int64_t t, int b, double ntotal)
         lw->pend = np, lw->cap_pend = cap;
     }
     bpg_pend *p = &lw->pend[lw->npend];
-    if (!(p->buf = malloc((2 * nb + 2) * sizeof(float)))) return PS_ERR_NOMEM;
+    p->buf = malloc((2 * nb + 2) * sizeof(float));
+    p->done = malloc(sizeof(atomic_int));
+    if (!p->buf || !p->done) {
+        free(p->buf), free(p->done);
+        return PS_ERR_NOMEM;
+    }
+    atomic_init(p->done, 0);
     int64_t ts = ps_push(lw->w, lw->bkeys[b], nb, lw->buf, NULL); /* KKT filter runs here */
-    ps_task_opts after = {.deps = &ts, .ndeps = 1};
+    ps_task_opts after = {.deps = &ts, .ndeps = 1, .done = pull_done, .arg = p->done};
     int64_t tp = ts < 0 ? ts : ps_pull(lw->w, lw->bkeys[b], nb, p->buf, &after);
     if (tp < 0) {
-        free(p->buf);
+        free(p->buf), free(p->done);
         return (int)tp;
     }
-    *p = (bpg_pend){.t = t, .ts = tp, .block = b, .buf = p->buf};
+    *p = (bpg_pend){.t = t, .ts = tp, .block = b, .buf = p->buf, .done = p->done};
     lw->npend++;
     return 0;
 }
@@ -329,6 +372,24 @@ static void straggle(const lin_worker *lw, int64_t t)
     while (nanosleep(&ts, &ts) != 0) {}
 }
 
+/* The curvature scale of this iteration's push (its step is 1/damp of the
+ * undelayed one).  --delay-rule bound: 1 + delay_step * tau, whatever the
+ * pulls did.  seen: first fold in every pull that has already finished
+ * (without waiting), then 1 + delay_step * d with d the pulls still in
+ * flight, the delay this gradient really has (summed into lw->delay_sum
+ * for the mean the summary prints).  0 or a pull's ps_err. */
+static int delay_damping(lin_worker *lw, double *damp)
+{
+    const lin_cfg *c = lw->cfg;
+    int rv = 0;
+    if (c->tau > 0 && c->delay_rule == DELAY_SEEN) rv = apply_pulls(lw, -1, 1);
+    int d = c->delay_rule == DELAY_SEEN ? lw->npend : c->tau;
+    lw->delay_sum += d;
+    lw->delay_n++;
+    *damp = c->tau > 0 ? 1.0 + c->delay_step * d : 1.0;
+    return rv;
+}
+
 /* The "iter" call: one BPG iteration of this worker on block req->block. */
 int bpg_iter(void *arg, uint32_t caller, const void *req, size_t len, void **reply,
              size_t *reply_len)
@@ -340,12 +401,14 @@ int bpg_iter(void *arg, uint32_t caller, const void *req, size_t len, void **rep
     memcpy(&r, req, sizeof r);
     double t0 = lin_now();
     int rv, tau = lw->cfg->tau;
+    double damp;
     lw->ntotal = r.ntotal;
-    if ((rv = apply_pulls(lw, r.t - tau - 1)) != 0) return rv;
+    if ((rv = apply_pulls(lw, r.t - tau - 1, 0)) != 0) return rv;
     straggle(lw, r.t);
+    if ((rv = delay_damping(lw, &damp)) != 0) return rv;
     block_gradient(lw, r.block);
-    if ((rv = push_pull(lw, r.t, r.block, r.ntotal)) != 0) return rv;
-    if ((tau == 0 || r.eval || r.sync) && (rv = apply_pulls(lw, r.t)) != 0) return rv;
+    if ((rv = push_pull(lw, r.t, r.block, r.ntotal, damp)) != 0) return rv;
+    if ((tau == 0 || r.eval || r.sync) && (rv = apply_pulls(lw, r.t, 0)) != 0) return rv;
     double loss = train_loss(lw);
     lw->busy_s += lin_now() - t0;
     return lin_reply(lw, loss, r.eval, reply, reply_len);
@@ -356,7 +419,7 @@ int bpg_sync(void *arg, uint32_t caller, const void *req, size_t len, void **rep
 {
     (void)caller, (void)req, (void)len;
     lin_worker *lw = arg;
-    int rv = apply_pulls(lw, INT64_MAX);
+    int rv = apply_pulls(lw, INT64_MAX, 0);
     return rv ? rv : lin_reply(lw, train_loss(lw), 1, reply, reply_len);
 }
 

@@ -30,13 +30,15 @@ typedef struct lin_cfg {
     int bits;
     double l1, l2, lr, beta, kkt_slack;
     double tol;          /* --tol: bpg stops on a relative objective decrease (0: off) */
-    double delay_step;   /* --delay-step: bpg tau > 0 divides the step by 1 + delay_step tau */
+    double delay_step;   /* --delay-step: bpg tau > 0 divides the step by 1 + delay_step d */
+    int delay_rule;      /* --delay-rule: DELAY_SEEN (d: pulls in flight) or DELAY_BOUND (d = tau) */
     int straggle;        /* --straggle: STRAGGLE_NONE / _HEAVY / _SLOW (bpg only) */
     double straggle_ms;  /* heavy: mean delay; slow: worker rank 0's delay per iteration */
     uint64_t straggle_seed;
 } lin_cfg;
 
 enum { STRAGGLE_NONE = 0, STRAGGLE_HEAVY = 1, STRAGGLE_SLOW = 2 };
+enum { DELAY_SEEN = 0, DELAY_BOUND = 1 };
 
 /* A worker's shard (train + test) and solver state. */
 typedef struct lin_worker {
@@ -50,6 +52,7 @@ typedef struct lin_worker {
     double ntotal;       /* examples over all workers */
     double wait_s, busy_s; /* time waiting in pulls / total handler time */
     uint64_t grad_keys;  /* gradient entries offered to pushes (before filters) */
+    double delay_sum, delay_n; /* bpg: the delays d of the gradients computed, and their number */
     /* BPG */
     uint16_t *eblk;      /* block of each train entry */
     uint64_t **bkeys;    /* per block: its keys (sorted) and their columns */
@@ -65,7 +68,7 @@ typedef struct lin_worker {
 
 /* The reply of "iter" / "epoch" calls; hist[2][LIN_NB] follows if has_hist. */
 typedef struct lin_rep {
-    double loss, n, wait_s, busy_s, tloss, tn;
+    double loss, n, wait_s, busy_s, tloss, tn, delay_sum, delay_n;
     uint64_t keys_sent, keys_filtered, bytes_sent, grad_keys, has_hist;
 } lin_rep;
 

@@ -98,7 +98,10 @@ static void usage(FILE *f)
         "  --tau N           bounded delay (bpg: a worker computes block t+1 while the\n"
         "                    updates of the last N blocks are outstanding, default 0;\n"
         "                    ftrl/sgd: table tasks, default 4)\n"
-        "  --delay-step X    bpg with tau > 0: the step is divided by 1 + X tau (default 1)\n"
+        "  --delay-step X    bpg with tau > 0: the step is divided by 1 + X d (default 1)\n"
+        "  --delay-rule R    bpg with tau > 0: d of --delay-step: seen (default; a worker\n"
+        "                    first applies the updates that have arrived, d is the number\n"
+        "                    still in flight, 0..tau) or bound (d = tau, deterministic)\n"
         "  --straggle S      bpg: simulated stragglers, for benchmarks: heavy:MS (every worker\n"
         "                    sleeps a seeded Pareto(1.5) time of mean MS ms per iteration)\n"
         "                    or slow:MS (worker rank 0 sleeps MS ms per iteration)\n"
@@ -166,7 +169,7 @@ static void parse_flags(int argc, char **argv)
     enum { O_L1 = 256, O_L2, O_LR, O_BETA, O_ITERS, O_EPOCHS, O_BLOCKS, O_TAU, O_MB,
            O_FILTERS, O_KKT, O_NOKKT, O_SLACK, O_EVAL, O_SAVE, O_PREDICT, O_JSON, O_SKIP,
            O_MODEL, O_EXPORT, O_BITS, O_ALGO, O_FMT, O_TRAIN, O_TEST, O_CKDIR, O_CKEVERY,
-           O_RESUME, O_REPL, O_STRAGGLE, O_SSEED, O_DSTEP, O_TOL, O_POUT, O_BIAS, O_LABEL };
+           O_RESUME, O_REPL, O_STRAGGLE, O_SSEED, O_DSTEP, O_DRULE, O_TOL, O_POUT, O_BIAS, O_LABEL };
     static const struct option opts[] = {
         {"train", 1, 0, O_TRAIN}, {"test", 1, 0, O_TEST}, {"format", 1, 0, O_FMT},
         {"algo", 1, 0, O_ALGO}, {"l1", 1, 0, O_L1}, {"l2", 1, 0, O_L2}, {"lr", 1, 0, O_LR},
@@ -180,7 +183,8 @@ static void parse_flags(int argc, char **argv)
         {"checkpoint-dir", 1, 0, O_CKDIR}, {"checkpoint-every", 1, 0, O_CKEVERY},
         {"resume", 1, 0, O_RESUME}, {"replication", 1, 0, O_REPL},
         {"straggle", 1, 0, O_STRAGGLE}, {"straggle-seed", 1, 0, O_SSEED},
-        {"delay-step", 1, 0, O_DSTEP}, {"tol", 1, 0, O_TOL}, {"predict-out", 1, 0, O_POUT},
+        {"delay-step", 1, 0, O_DSTEP}, {"delay-rule", 1, 0, O_DRULE}, {"tol", 1, 0, O_TOL},
+        {"predict-out", 1, 0, O_POUT},
         {"bias", 0, 0, O_BIAS}, {"label-col", 1, 0, O_LABEL},
         {0, 0, 0, 0}};
     cfg = (lin_cfg){.fmt = LIN_FMT_LIBSVM, .algo = ALGO_BPG, .iters = LIN_ITERS, .epochs = 2,
@@ -232,6 +236,11 @@ static void parse_flags(int argc, char **argv)
         case O_STRAGGLE: parse_straggle(optarg); break;
         case O_SSEED: cfg.straggle_seed = (uint64_t)num("straggle-seed", optarg, 0, 1e15); break;
         case O_DSTEP: cfg.delay_step = num("delay-step", optarg, 0, 1e6); break;
+        case O_DRULE:
+            if (!strcmp(optarg, "seen")) cfg.delay_rule = DELAY_SEEN;
+            else if (!strcmp(optarg, "bound")) cfg.delay_rule = DELAY_BOUND;
+            else bad_flag("--delay-rule %s: want seen or bound", optarg);
+            break;
         case O_TOL: cfg.tol = num("tol", optarg, 0, 1); break;
         case O_POUT: cfg.predict_out = optarg; break;
         case O_BIAS: cfg.bias = 1; break;
@@ -308,7 +317,8 @@ int lin_reply(lin_worker *lw, double loss, int eval, void **out, size_t *len)
     uint8_t *buf = calloc(1, n);
     if (!buf) return PS_ERR_NOMEM;
     lin_rep r = {.loss = loss, .n = (double)lw->tr.n, .wait_s = lw->wait_s,
-                 .busy_s = lw->busy_s, .grad_keys = lw->grad_keys, .has_hist = (uint64_t)eval};
+                 .busy_s = lw->busy_s, .grad_keys = lw->grad_keys, .has_hist = (uint64_t)eval,
+                 .delay_sum = lw->delay_sum, .delay_n = lw->delay_n};
     ps_traffic tr;
     if (ps_table_traffic(lw->w, &tr) == 0) {
         r.keys_sent = tr.keys_sent;
@@ -456,7 +466,7 @@ static int kw_cmp(const void *a, const void *b)
 }
 
 typedef struct summary {
-    double loss, n, wait, tloss, tn, auc, elapsed;
+    double loss, n, wait, tloss, tn, auc, elapsed, delay_sum, delay_n;
     uint64_t keys_sent, keys_filtered, bytes, grad_keys;
     int has_test;
 } summary;
@@ -516,6 +526,7 @@ static int gather(int64_t ts, summary *s)
         s->loss += r.loss, s->n += r.n, s->wait += r.wait_s, s->tloss += r.tloss, s->tn += r.tn;
         s->keys_sent += r.keys_sent, s->keys_filtered += r.keys_filtered;
         s->bytes += r.bytes_sent, s->grad_keys += r.grad_keys;
+        s->delay_sum += r.delay_sum, s->delay_n += r.delay_n;
         if (r.has_hist && rep[i].len == sizeof r + 2 * LIN_NB * sizeof(uint32_t)) {
             const uint8_t *h = (const uint8_t *)rep[i].data + sizeof r;
             for (int k = 0; k < 2 * LIN_NB; k++) {
@@ -664,11 +675,12 @@ static void final_summary(const summary *s, const summary *last, double train_s,
     printf("{\"algo\": \"%s\", \"test_auc\": %s, \"test_logloss\": %s, "
            "\"train_seconds\": %.3f, \"nnz\": %.0f, \"keys_filtered_pct\": %.2f, "
            "\"idle_pct\": %.2f, \"bytes_sent\": %" PRIu64 ", \"keys_sent\": %" PRIu64
-           ", \"objective\": %s, \"examples\": %.0f, \"iterations\": %d}\n",
+           ", \"objective\": %s, \"examples\": %.0f, \"iterations\": %d, \"mean_delay\": %.3f}\n",
            cfg.algo == ALGO_BPG ? "bpg" : cfg.algo == ALGO_FTRL ? "ftrl" : "sgd",
            last->has_test ? jnum(a, sizeof a, "%.6f", last->auc) : "null",
            last->has_test ? jnum(l, sizeof l, "%.6f", ll) : "null", train_s, nnz, fpct, idle,
-           s->bytes, s->keys_sent, jnum(o, sizeof o, "%.8f", obj), s->n, iters);
+           s->bytes, s->keys_sent, jnum(o, sizeof o, "%.8f", obj), s->n, iters,
+           s->delay_n > 0 ? s->delay_sum / s->delay_n : 0.0);
 }
 
 /* --tol: BPG stops once the objective fell by at most tol (relative) over

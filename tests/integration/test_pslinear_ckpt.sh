@@ -18,7 +18,8 @@
 #    checkpoint (its line follows the progress line of its own iteration,
 #    and the workers apply every outstanding update), and resuming one (still
 #    checkpointing every 3) gives the final objective of an uninterrupted
-#    --tau 2 run that checkpoints every 3 (1e-12): with a real bounded delay
+#    --tau 2 run that checkpoints every 3 (1e-12; --delay-rule bound, the
+#    deterministic step rule): with a real bounded delay
 #    the drains are part of the trajectory;
 #  - a flipped byte in the newest checkpoint's file: the resume falls back to
 #    the previous checkpoint (iteration 8), with a warning naming the file,
@@ -121,19 +122,19 @@ pass "-s 3 -w 2 --resume: $cmp"
 
 # ---- tau 2: checkpoints after draining ----
 # shellcheck disable=SC2086
-run tau 2 2 $KKT --tau 2 --iters 14 --checkpoint-dir "$TMP/ck-tau" --checkpoint-every 3 ||
+run tau 2 2 $KKT --tau 2 --delay-rule bound --iters 14 --checkpoint-dir "$TMP/ck-tau" --checkpoint-every 3 ||
     fail "tau exited $?"
 # drained: each checkpoint line follows the progress line of its own iteration
 awk '/^iter / { last = $2 } /^checkpoint / { n++; if ($2 != last) bad = 1 }
      END { exit bad || n != 4 }' "$TMP/tau.log" ||
     fail "tau: want 4 checkpoints, each right after its iteration's progress line"
 # shellcheck disable=SC2086
-run tau-resume 3 2 $KKT --tau 2 --iters 24 --resume "$TMP/ck-tau" --checkpoint-dir "$TMP/ck-tau2" \
+run tau-resume 3 2 $KKT --tau 2 --delay-rule bound --iters 24 --resume "$TMP/ck-tau" --checkpoint-dir "$TMP/ck-tau2" \
     --checkpoint-every 3 || fail "tau-resume exited $?"
 grep -q "^resume: from the checkpoint of iteration 11" "$TMP/tau-resume.log" ||
     fail "tau-resume: not from iteration 11"
 # shellcheck disable=SC2086
-run tau-full 2 2 $KKT --tau 2 --iters 24 --checkpoint-dir "$TMP/ck-tau3" --checkpoint-every 3 ||
+run tau-full 2 2 $KKT --tau 2 --delay-rule bound --iters 24 --checkpoint-dir "$TMP/ck-tau3" --checkpoint-every 3 ||
     fail "tau-full exited $?"
 sed -n '/"iter": 23,/p' "$TMP/tau-resume.log" >"$TMP/tau-last.log"
 cmp=$(same tau-last tau-full 1e-12 1) || exit 1
