@@ -1,25 +1,37 @@
 /*
  * store.c -- the sparse hash table and the dense paged array of store.h.
  *
- * Design: one allocation per table generation holds, in this order, the
- * blocks (capacity * block_bytes, 64-byte aligned), the keys (capacity * 8)
- * and the occupancy bitmap (one bit per slot, in u64 words).  The slot of a
- * key is psi_mix64(key) & (capacity - 1) with linear probing; a clear bit ends a
- * probe.  The table keeps at most 0.8 * capacity keys (PSI_STORE_LOAD_*); an
- * insert past that doubles the capacity and rehashes every key into a fresh
- * allocation.  Memory per key for block_bytes = 4 is (4 + 8 + 1/8) / load:
- * 15.2 bytes at the maximum load 0.8, 30.3 right after growing (load 0.4).
- * The batch path computes each key's slot a few keys ahead and prefetches
- * its key, bitmap word and block, so the cache misses of a random key stream
- * overlap.  It inserts optimistically and grows only when a new key meets a
- * full table, sized by the share of new keys seen so far in the batch, then
- * re-finds the blocks it already returned: a push of existing keys into a
- * nearly full table costs one probe per key, and a push of new keys into a
- * small table grows once.
+ * Design (sparse): one zero-filled allocation per table generation holds
+ * every slot; a slot is its key and its block.  When the block's alignment
+ * (the largest power of two dividing block_bytes) is at most 8, a slot is
+ * the key followed by the block, 8 + block_bytes bytes with no padding
+ * (12 bytes for one f32), so a lookup touches one cache line, not three;
+ * wider-aligned blocks (16, 32, 64) keep a 64-byte-aligned array of blocks
+ * and a parallel array of keys.  Key 0 marks an empty slot, so the real key
+ * 0 lives outside the slots, in a block of its own.  A key's home slot is
+ * psi_mix64(key) scaled to the capacity (multiply-high, so the capacity
+ * need not be a power of two), and collisions probe linearly, wrapping at
+ * the end; an empty slot ends a probe.  The table keeps at most 0.8 *
+ * capacity keys (PSI_STORE_LOAD_*).  Growing rehashes every key into a
+ * fresh allocation of max(what the keys need at 0.8, 1.5 x the capacity)
+ * slots: memory per key for block_bytes = 4 is 12 / load, 15 bytes at the
+ * maximum load and 22.5 right after a growth by 1.5 (power-of-two
+ * doubling, before, gave 15.2 to 30.3 with a bitmap of 1/8 byte a slot);
+ * a batch of new keys sizes the table for itself once (a push of 1M new
+ * keys into an empty table: 1.25M slots, 15 bytes per key).
  *
- * Must never: probe a full table (the load cap keeps a free slot), treat any
- * key value as "empty", lose or duplicate a key while rehashing, or exceed
- * the byte limit when growing.
+ * The batch path computes each key's slot PREFETCH_AHEAD keys ahead,
+ * prefetches it and keeps it in a small ring, so the cache misses of a
+ * random key stream overlap and each key is hashed once.  It inserts
+ * optimistically and grows only when a new key meets a full table, sized by
+ * the share of new keys seen so far in the batch, then re-finds the blocks
+ * it already returned: a push of existing keys into a nearly full table
+ * costs one probe per key, and a push of new keys into a small table grows
+ * once.
+ *
+ * Must never: probe a full table (the load cap keeps a free slot), store
+ * key 0 in a slot, lose or duplicate a key while rehashing, or exceed the
+ * byte limit when growing.
  */
 #include "kv/store.h"
 #include "util/util.h"
@@ -29,20 +41,27 @@
 
 #define MIN_CAPACITY 16
 #ifndef PREFETCH_AHEAD
-#define PREFETCH_AHEAD 16 /* keys between prefetch and use in batch loops */
+#define PREFETCH_AHEAD 16 /* keys between prefetch and use in batch loops (a power of 2) */
 #endif
 #define BLOCK_ALIGN 64
 
+/* Where slot i's key and block are: base + i * stride for each. */
+typedef struct table_arrays {
+    size_t cap, alloc;
+    void *raw;          /* what calloc returned */
+    uint8_t *kbase, *bbase;
+} table_arrays;
+
 struct psi_store {
     size_t block_bytes;
-    size_t cap;      /* slots, a power of two */
-    size_t max_size; /* keys allowed before growing: cap * 0.8 */
-    size_t size;     /* keys stored */
-    size_t limit;    /* cap on psi_store_bytes(); 0 = none */
-    size_t alloc;    /* bytes of the current allocation */
-    uint8_t *blocks; /* start of the allocation */
-    uint64_t *keys;
-    uint64_t *bits;
+    size_t kstride, bstride; /* bytes between consecutive keys, blocks */
+    int split;               /* blocks in their own array (alignment > 8) */
+    size_t max_size;         /* keys allowed in slots before growing: cap * 0.8 */
+    size_t size;             /* keys stored, key 0 included */
+    size_t limit;            /* cap on psi_store_bytes(); 0 = none */
+    table_arrays a;
+    void *zero_raw;          /* key 0's block (allocation), or NULL */
+    uint8_t *zero_block;
 };
 
 struct psi_dense {
@@ -57,7 +76,6 @@ struct psi_dense {
     void *init_arg;
 };
 
-
 static inline void copy_bytes(void *dst, const void *src, size_t n)
 {
     switch (n) {
@@ -70,152 +88,169 @@ static inline void copy_bytes(void *dst, const void *src, size_t n)
     }
 }
 
-/* ---- one generation of arrays ------------------------------------------------ */
+/* ---- one generation of slots ------------------------------------------------ */
 
-typedef struct table_arrays {
-    size_t cap, alloc;
-    uint8_t *blocks;
-    uint64_t *keys;
-    uint64_t *bits;
-} table_arrays;
-
-static size_t bitmap_words(size_t cap) { return (cap + 63) / 64; }
-
-/* Bytes of one allocation for `cap` slots, rounded to BLOCK_ALIGN; 0 on
+/* Bytes of one allocation for `cap` slots, alignment slack included; 0 on
  * overflow. */
 static size_t arrays_bytes(size_t cap, size_t block_bytes)
 {
-    size_t b, k, total;
-    if (__builtin_mul_overflow(cap, block_bytes, &b)) return 0;
-    if (__builtin_mul_overflow(cap, sizeof(uint64_t), &k)) return 0;
-    if (__builtin_add_overflow(b, k, &total)) return 0;
-    if (__builtin_add_overflow(total, bitmap_words(cap) * 8 + BLOCK_ALIGN - 1, &total))
-        return 0;
-    return total & ~(size_t)(BLOCK_ALIGN - 1);
+    size_t per, total;
+    if (__builtin_add_overflow(block_bytes, sizeof(uint64_t), &per)) return 0;
+    if (__builtin_mul_overflow(cap, per, &total)) return 0;
+    if (__builtin_add_overflow(total, BLOCK_ALIGN, &total)) return 0;
+    return total;
 }
 
-/* Allocate arrays for `cap` slots with an empty bitmap; 0 or -1. */
-static int arrays_new(table_arrays *a, size_t cap, size_t block_bytes)
+/* Allocate empty (zeroed) slots for `cap`; 0 or -1. */
+static int arrays_new(const psi_store *s, table_arrays *a, size_t cap)
 {
-    void *p;
     a->cap = cap;
-    a->alloc = arrays_bytes(cap, block_bytes);
-    if (a->alloc == 0 || posix_memalign(&p, BLOCK_ALIGN, a->alloc) != 0) return -1;
-    a->blocks = p;
-    a->keys = (uint64_t *)(a->blocks + cap * block_bytes);
-    a->bits = a->keys + cap;
-    memset(a->bits, 0, bitmap_words(cap) * 8);
+    a->alloc = arrays_bytes(cap, s->block_bytes);
+    if (a->alloc == 0 || !(a->raw = calloc(1, a->alloc))) return -1;
+    uint8_t *base = (uint8_t *)(((uintptr_t)a->raw + BLOCK_ALIGN - 1) &
+                                ~(uintptr_t)(BLOCK_ALIGN - 1));
+    if (s->split) { /* blocks first (aligned), then keys */
+        a->bbase = base;
+        a->kbase = base + cap * s->block_bytes;
+    } else { /* key, then block, in each slot */
+        a->kbase = base;
+        a->bbase = base + sizeof(uint64_t);
+    }
     return 0;
 }
 
-static inline int bit_test(const uint64_t *bits, size_t i)
+static inline uint64_t key_at(const psi_store *s, const table_arrays *a, size_t i)
 {
-    return (int)((bits[i >> 6] >> (i & 63)) & 1);
+    uint64_t k;
+    memcpy(&k, a->kbase + i * s->kstride, sizeof(k));
+    return k;
 }
 
-static inline void bit_set(uint64_t *bits, size_t i) { bits[i >> 6] |= 1ULL << (i & 63); }
-
-/* ---- probing ------------------------------------------------------------------ */
-
-/* The slot holding `key`, or the free slot where it would go (*found 0). */
-static inline size_t probe(const psi_store *s, uint64_t key, int *found)
+static inline void key_put(const psi_store *s, const table_arrays *a, size_t i, uint64_t k)
 {
-    size_t mask = s->cap - 1, i = (size_t)psi_mix64(key) & mask;
-    for (;;) {
-        if (!bit_test(s->bits, i)) {
-            *found = 0;
-            return i;
-        }
-        if (s->keys[i] == key) {
-            *found = 1;
-            return i;
-        }
-        i = (i + 1) & mask;
-    }
+    memcpy(a->kbase + i * s->kstride, &k, sizeof(k));
 }
 
 static inline void *block_at(const psi_store *s, size_t i)
 {
-    return s->blocks + i * s->block_bytes;
+    return s->a.bbase + i * s->bstride;
+}
+
+/* The home slot of `key` in `cap` slots. */
+static inline size_t home(uint64_t key, size_t cap)
+{
+    return (size_t)(((unsigned __int128)psi_mix64(key) * cap) >> 64);
+}
+
+/* ---- probing ------------------------------------------------------------------ */
+
+/* From slot i: the slot holding `key` (nonzero), or the empty slot where it
+ * would go (*found 0). */
+static inline size_t probe_from(const psi_store *s, size_t i, uint64_t key, int *found)
+{
+    for (;;) {
+        uint64_t k = key_at(s, &s->a, i);
+        if (k == key || k == 0) {
+            *found = k != 0;
+            return i;
+        }
+        if (++i == s->a.cap) i = 0;
+    }
+}
+
+static inline size_t probe(const psi_store *s, uint64_t key, int *found)
+{
+    return probe_from(s, home(key, s->a.cap), key, found);
 }
 
 /* always_inline: GCC 12 finds a function that only prefetches "pure" and
  * deletes the calls, which silently removed every prefetch. */
-static inline __attribute__((always_inline)) void prefetch_key(const psi_store *s,
-                                                               uint64_t key)
+static inline __attribute__((always_inline)) void prefetch_slot(const psi_store *s, size_t i)
 {
-    size_t i = (size_t)psi_mix64(key) & (s->cap - 1);
-    __builtin_prefetch(&s->bits[i >> 6], 0, 3);
-    __builtin_prefetch(&s->keys[i], 0, 3);
-    __builtin_prefetch(block_at(s, i), 1, 3);
+    __builtin_prefetch(s->a.kbase + i * s->kstride, 0, 3);
+    if (s->split) __builtin_prefetch(block_at(s, i), 1, 3);
 }
 
 static void *insert_at(psi_store *s, size_t i, uint64_t key)
 {
     void *b = block_at(s, i);
-    bit_set(s->bits, i);
-    s->keys[i] = key;
+    key_put(s, &s->a, i, key);
     psi_zero_small(b, s->block_bytes);
     s->size++;
     return b;
 }
 
+/* Key 0's block, created (zeroed) when `create`; NULL if absent or no memory. */
+static void *zero_key(psi_store *s, int create, int *inserted)
+{
+    if (inserted) *inserted = 0;
+    if (s->zero_block || !create) return s->zero_block;
+    size_t need = s->block_bytes + BLOCK_ALIGN;
+    if (s->limit && psi_store_bytes(s) + need > s->limit) return NULL;
+    if (!(s->zero_raw = calloc(1, need))) return NULL;
+    s->zero_block = (uint8_t *)(((uintptr_t)s->zero_raw + BLOCK_ALIGN - 1) &
+                                ~(uintptr_t)(BLOCK_ALIGN - 1));
+    s->size++;
+    if (inserted) *inserted = 1;
+    return s->zero_block;
+}
+
 /* ---- growth ------------------------------------------------------------------- */
+
+static size_t slot_keys(const psi_store *s) { return s->size - (s->zero_block != NULL); }
 
 static int over_limit(const psi_store *s, size_t cap)
 {
     size_t b = arrays_bytes(cap, s->block_bytes);
-    return b == 0 || (s->limit != 0 && b + sizeof(*s) > s->limit);
+    return b == 0 || (s->limit != 0 && b + psi_store_bytes(s) - s->a.alloc > s->limit);
 }
 
-/* Move every key of the current arrays into `a` (empty, larger). */
-static void rehash_into(const psi_store *s, table_arrays *a)
+/* Move every key of the current slots into `a` (empty, larger). */
+static void rehash_into(const psi_store *s, const table_arrays *a)
 {
-    size_t mask = a->cap - 1, bb = s->block_bytes;
-    for (size_t w = 0; w < bitmap_words(s->cap); w++) {
-        for (uint64_t x = s->bits[w]; x != 0; x &= x - 1) {
-            size_t from = w * 64 + (size_t)__builtin_ctzll(x);
-            uint64_t key = s->keys[from];
-            size_t i = (size_t)psi_mix64(key) & mask;
-            while (bit_test(a->bits, i)) i = (i + 1) & mask;
-            bit_set(a->bits, i);
-            a->keys[i] = key;
-            copy_bytes(a->blocks + i * bb, block_at(s, from), bb);
-        }
+    size_t bb = s->block_bytes;
+    for (size_t from = 0; from < s->a.cap; from++) {
+        uint64_t key = key_at(s, &s->a, from);
+        if (key == 0) continue;
+        size_t i = home(key, a->cap);
+        while (key_at(s, a, i) != 0)
+            if (++i == a->cap) i = 0;
+        key_put(s, a, i, key);
+        copy_bytes(a->bbase + i * s->bstride, block_at(s, from), bb);
     }
 }
 
 static void adopt(psi_store *s, const table_arrays *a)
 {
-    s->cap = a->cap;
-    s->max_size = a->cap / PSI_STORE_LOAD_DEN * PSI_STORE_LOAD_NUM;
-    s->alloc = a->alloc;
-    s->blocks = a->blocks;
-    s->keys = a->keys;
-    s->bits = a->bits;
+    s->a = *a;
+    s->max_size = a->cap / PSI_STORE_LOAD_DEN * PSI_STORE_LOAD_NUM +
+                  a->cap % PSI_STORE_LOAD_DEN * PSI_STORE_LOAD_NUM / PSI_STORE_LOAD_DEN;
+    if (s->max_size >= a->cap) s->max_size = a->cap - 1; /* a free slot ends every probe */
 }
 
 /* Rehash into `cap` slots; 0, or -1 (limit or no memory: unchanged). */
 static int grow_to(psi_store *s, size_t cap)
 {
     table_arrays a;
-    if (over_limit(s, cap) || arrays_new(&a, cap, s->block_bytes) != 0) return -1;
+    if (over_limit(s, cap) || arrays_new(s, &a, cap) != 0) return -1;
     rehash_into(s, &a);
-    free(s->blocks);
+    free(s->a.raw);
     adopt(s, &a);
     return 0;
 }
 
-/* Grow once so that `need` keys fit, or as far as the limit allows; if
- * that much memory is not there, try a plain doubling. */
-static void reserve(psi_store *s, size_t need)
+/* Grow once so that `need` keys fit in slots, to at least 1.5 x the
+ * capacity, or as far as the limit allows; 0, or -1 when it could not
+ * grow at all. */
+static int reserve(psi_store *s, size_t need)
 {
-    size_t cap = s->cap;
-    while (cap / PSI_STORE_LOAD_DEN * PSI_STORE_LOAD_NUM < need && cap <= SIZE_MAX / 4)
-        cap *= 2;
-    while (cap > s->cap && over_limit(s, cap)) cap /= 2;
-    if (cap > s->cap && grow_to(s, cap) != 0 && cap > 2 * s->cap)
-        (void)grow_to(s, 2 * s->cap);
+    size_t cap = s->a.cap, want;
+    if (need > SIZE_MAX / 2) return -1;
+    want = need / PSI_STORE_LOAD_NUM * PSI_STORE_LOAD_DEN + PSI_STORE_LOAD_DEN;
+    if (want < cap + cap / 2) want = cap + cap / 2;
+    while (want > cap && over_limit(s, want)) want = cap + (want - cap) / 2;
+    while (want > cap && grow_to(s, want) != 0) want = cap + (want - cap) / 2;
+    return want > cap ? 0 : -1;
 }
 
 /* ---- public: sparse ------------------------------------------------------------ */
@@ -226,7 +261,10 @@ psi_store *psi_store_new(size_t block_bytes)
     psi_store *s;
     if (block_bytes == 0 || (s = calloc(1, sizeof(*s))) == NULL) return NULL;
     s->block_bytes = block_bytes;
-    if (arrays_new(&a, MIN_CAPACITY, block_bytes) != 0) {
+    s->split = (block_bytes & 15) == 0; /* aligned to 16 or more: its own array */
+    s->kstride = s->split ? sizeof(uint64_t) : sizeof(uint64_t) + block_bytes;
+    s->bstride = s->split ? block_bytes : s->kstride;
+    if (arrays_new(s, &a, MIN_CAPACITY) != 0) {
         free(s);
         return NULL;
     }
@@ -237,13 +275,15 @@ psi_store *psi_store_new(size_t block_bytes)
 void psi_store_free(psi_store *s)
 {
     if (s == NULL) return;
-    free(s->blocks);
+    free(s->a.raw);
+    free(s->zero_raw);
     free(s);
 }
 
 void *psi_store_find(const psi_store *s, uint64_t key)
 {
     int found;
+    if (key == 0) return s->zero_block;
     size_t i = probe(s, key, &found);
     return found ? block_at(s, i) : NULL;
 }
@@ -251,11 +291,12 @@ void *psi_store_find(const psi_store *s, uint64_t key)
 void *psi_store_upsert(psi_store *s, uint64_t key, int *inserted)
 {
     int found;
+    if (key == 0) return zero_key(s, 1, inserted);
     size_t i = probe(s, key, &found);
     if (inserted != NULL) *inserted = !found;
     if (found) return block_at(s, i);
-    if (s->size >= s->max_size) {
-        if (s->cap > SIZE_MAX / 2 || grow_to(s, s->cap * 2) != 0) {
+    if (slot_keys(s) >= s->max_size) {
+        if (reserve(s, slot_keys(s) + 1) != 0) {
             if (inserted != NULL) *inserted = 0;
             return NULL;
         }
@@ -272,13 +313,13 @@ typedef struct batch {
     int cannot_grow;
 } batch;
 
-/* After a growth, point blocks[0..i) (the non-NULL ones) at the new arrays. */
+/* After a growth, point blocks[0..i) (the non-NULL ones) at the new slots. */
 static void refind(const psi_store *s, const batch *b, size_t i)
 {
-    int found;
     for (size_t j = 0; j < i; j++) {
-        if (j + PREFETCH_AHEAD < i) prefetch_key(s, b->keys[j + PREFETCH_AHEAD]);
-        if (b->blocks[j] != NULL) b->blocks[j] = block_at(s, probe(s, b->keys[j], &found));
+        if (j + PREFETCH_AHEAD < i && b->keys[j + PREFETCH_AHEAD])
+            prefetch_slot(s, home(b->keys[j + PREFETCH_AHEAD], s->a.cap));
+        if (b->blocks[j] != NULL) b->blocks[j] = psi_store_find(s, b->keys[j]);
     }
 }
 
@@ -290,12 +331,12 @@ static void refind(const psi_store *s, const batch *b, size_t i)
  */
 static int grow_in_batch(psi_store *s, batch *b, size_t i)
 {
-    size_t left = b->n - i, guess, cap = s->cap;
+    size_t left = b->n - i, guess;
     if (b->cannot_grow) return -1;
-    if (__builtin_mul_overflow(left, b->added + 1, &guess)) guess = SIZE_MAX / 2;
+    if (__builtin_mul_overflow(left, b->added + 1, &guess)) guess = SIZE_MAX / 4;
     guess = guess / (i + 1) + 1;
-    reserve(s, s->size + (guess < SIZE_MAX / 2 - s->size ? guess : 1));
-    if (s->cap == cap) {
+    if (guess > SIZE_MAX / 4 - slot_keys(s)) guess = 1;
+    if (reserve(s, slot_keys(s) + guess) != 0) {
         b->cannot_grow = 1;
         return -1;
     }
@@ -303,14 +344,15 @@ static int grow_in_batch(psi_store *s, batch *b, size_t i)
     return 0;
 }
 
-/* Upsert keys[i] of the batch; NULL when full and unable to grow. */
-static void *batch_upsert(psi_store *s, batch *b, size_t i, uint8_t *inserted)
+/* Upsert keys[i] (nonzero) of the batch, starting at its home slot `h`;
+ * NULL when full and unable to grow. */
+static void *batch_upsert(psi_store *s, batch *b, size_t i, size_t h, uint8_t *inserted)
 {
     int found;
-    size_t slot = probe(s, b->keys[i], &found);
+    size_t slot = probe_from(s, h, b->keys[i], &found);
     *inserted = 0;
     if (found) return block_at(s, slot);
-    if (s->size >= s->max_size) {
+    if (slot_keys(s) >= s->max_size) {
         if (grow_in_batch(s, b, i) != 0) return NULL;
         slot = probe(s, b->keys[i], &found);
     }
@@ -323,11 +365,32 @@ size_t psi_store_upsert_batch(psi_store *s, const uint64_t *keys, size_t n, void
                               uint8_t *inserted)
 {
     batch b = {.keys = keys, .n = n, .blocks = blocks};
-    size_t nulls = 0;
+    size_t nulls = 0, ring[PREFETCH_AHEAD], cap = s->a.cap;
     uint8_t ins;
+    for (size_t i = 0; i < n && i < PREFETCH_AHEAD; i++) {
+        ring[i] = home(keys[i], cap);
+        prefetch_slot(s, ring[i]);
+    }
     for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH_AHEAD < n) prefetch_key(s, keys[i + PREFETCH_AHEAD]);
-        blocks[i] = batch_upsert(s, &b, i, &ins);
+        size_t h = ring[i % PREFETCH_AHEAD];
+        if (cap != s->a.cap) h = home(keys[i], s->a.cap); /* grew: ring is stale */
+        if (i + PREFETCH_AHEAD < n) {
+            size_t nh = home(keys[i + PREFETCH_AHEAD], s->a.cap);
+            ring[(i + PREFETCH_AHEAD) % PREFETCH_AHEAD] = nh;
+            prefetch_slot(s, nh);
+        }
+        if (keys[i] == 0) {
+            int in;
+            blocks[i] = zero_key(s, 1, &in);
+            ins = (uint8_t)in;
+        } else {
+            blocks[i] = batch_upsert(s, &b, i, h, &ins);
+        }
+        if (cap != s->a.cap && i + 1 < n) { /* grew inside: re-home the ring */
+            cap = s->a.cap;
+            for (size_t j = i + 1; j < n && j <= i + PREFETCH_AHEAD; j++)
+                ring[j % PREFETCH_AHEAD] = home(keys[j], cap);
+        }
         nulls += blocks[i] == NULL;
         if (inserted != NULL) inserted[i] = ins;
     }
@@ -336,7 +399,10 @@ size_t psi_store_upsert_batch(psi_store *s, const uint64_t *keys, size_t n, void
 
 size_t psi_store_size(const psi_store *s) { return s->size; }
 
-size_t psi_store_bytes(const psi_store *s) { return sizeof(*s) + s->alloc; }
+size_t psi_store_bytes(const psi_store *s)
+{
+    return sizeof(*s) + s->a.alloc + (s->zero_raw ? s->block_bytes + BLOCK_ALIGN : 0);
+}
 
 void psi_store_set_limit(psi_store *s, size_t max_bytes) { s->limit = max_bytes; }
 
@@ -344,11 +410,10 @@ int psi_store_foreach(const psi_store *s, int (*fn)(void *arg, uint64_t key, voi
                       void *arg)
 {
     int rv;
-    for (size_t w = 0; w < bitmap_words(s->cap); w++) {
-        for (uint64_t x = s->bits[w]; x != 0; x &= x - 1) {
-            size_t i = w * 64 + (size_t)__builtin_ctzll(x);
-            if ((rv = fn(arg, s->keys[i], block_at(s, i))) != 0) return rv;
-        }
+    if (s->zero_block && (rv = fn(arg, 0, s->zero_block)) != 0) return rv;
+    for (size_t i = 0; i < s->a.cap; i++) {
+        uint64_t k = key_at(s, &s->a, i);
+        if (k != 0 && (rv = fn(arg, k, block_at(s, i))) != 0) return rv;
     }
     return 0;
 }

@@ -3,15 +3,18 @@
  * table from u64 key to a fixed-size value block, and a dense paged array
  * for tables whose keys are a known range [lo, hi).
  *
- * Design (sparse): three flat arrays in one allocation -- blocks
- * (capacity * block_bytes), keys (capacity * 8) and an occupancy bitmap
- * (capacity / 8) -- so every u64, 0 and 2^64-1 included, is a valid key and
- * memory stays close to the payload.  The slot is a murmur3 finalizer of the
- * key masked to a power-of-two capacity; collisions probe linearly.  The
- * maximum load factor is 0.8; past it the table doubles and rehashes.  For
- * block_bytes = 4 (one f32) that is 12.125 bytes per slot: 15.2 bytes per
- * key at the maximum load and 30.3 right after a growth (load 0.4).  There is
- * no delete, so there are no tombstones.
+ * Design (sparse): open addressing over one zero-filled allocation whose
+ * slots hold a key and its block side by side (8 + block_bytes bytes, no
+ * padding, for blocks aligned to 8 or less; blocks aligned to 16 or more
+ * keep their own array beside the keys).  Key 0 marks an empty slot and the
+ * real key 0 has a block of its own, so every u64, 0 and 2^64-1 included,
+ * is a valid key.  The home slot is a murmur3 finalizer of the key scaled
+ * to the capacity (any capacity, not only powers of two); collisions probe
+ * linearly.  The maximum load factor is 0.8; past it the table grows to
+ * max(what the keys need, 1.5 x) and rehashes.  For block_bytes = 4 (one
+ * f32) that is 12 bytes per slot: 15 bytes per key at the maximum load,
+ * 22.5 right after a growth, and 15 for a table sized by one batch of new
+ * keys.  There is no delete, so there are no tombstones.
  *
  * Design (dense): a directory of pages of 4096 keys (fewer for blocks over
  * 4 KiB, so that a page stays within 16 MiB, but at least one key), each
