@@ -23,7 +23,19 @@
  * repeated key keeps the caller's order).  Memory: one scratch pair of
  * arrays as large as the largest first-level bucket.
  *
- * Never: read past n, write past n in the outputs, or reorder equal keys.
+ * Memo: a worker usually hands the same key list over again (pull, then
+ * push the gradients of the same minibatch; the same features every
+ * iteration), so psi_route_sort_cached keeps, per owner (a table), the last
+ * few lists it sorted after seeing them twice, and answers a list equal to
+ * one of them with a compare and two copies instead of a sort: the
+ * worker-side half of the paper's key caching.  A list is recognised by a
+ * fingerprint of its length and 64 sampled keys, and confirmed by comparing
+ * every key, so a hit is always exact.  Memory: 24 bytes per key of a
+ * remembered list, at most PSI_ROUTE_MEMO_BYTES over all owners; the oldest
+ * list makes room.  Thread-safe (one mutex; a hit copies under it).
+ *
+ * Never: read past n, write past n in the outputs, or reorder equal keys;
+ * answer from a memo without comparing every key.
  */
 #ifndef PSI_KV_ROUTE_H
 #define PSI_KV_ROUTE_H
@@ -38,5 +50,15 @@
  * when scratch memory could not be had (outputs undefined then).
  */
 int psi_route_sort(const uint64_t *keys, size_t n, uint64_t *sorted, size_t *perm);
+
+#define PSI_ROUTE_MEMO_BYTES ((size_t)96 << 20) /* all remembered lists together */
+#define PSI_ROUTE_MEMO_MIN 4096                 /* shorter lists sort fast enough */
+
+/* psi_route_sort, answered from owner's remembered lists when `keys` equals
+ * one of them (same result, bit for bit); lists seen twice are remembered. */
+int psi_route_sort_cached(const void *owner, const uint64_t *keys, size_t n, uint64_t *sorted,
+                          size_t *perm);
+/* Drop owner's remembered lists (its table is closing). */
+void psi_route_forget(const void *owner);
 
 #endif /* PSI_KV_ROUTE_H */

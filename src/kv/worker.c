@@ -68,9 +68,9 @@ static void req_free(kv_req *r)
         psi_msg_free(r->slices[i].resp);
     }
     free(r->slices);
-    free(r->keys);
+    free(r->keys); /* only move.c's (malloc): req_prepare released its own */
     free(r->vals);
-    free(r->perm);
+    psi_buf_free(r->perm);
     free(r->lens);
     free(r->voffs);
     psi_chain_free(r->chain);
@@ -86,17 +86,21 @@ static int is_sorted(const uint64_t *k, size_t n)
     return 1;
 }
 
-/* Sort keys into r->keys, setting r->perm when the order changed. */
+/* Sort keys into r->keys, setting r->perm when the order changed.  Both
+ * come from the large-buffer cache (psi_buf_alloc): fresh pages for every
+ * request cost more than the sort (req_prepare releases r->keys, req_free
+ * r->perm). */
 static int sort_keys(kv_req *r, const uint64_t *keys)
 {
     size_t n = r->n;
-    if (!(r->keys = malloc(PSI_MAX(n, 1) * sizeof(uint64_t)))) return PS_ERR_NOMEM;
+    if (!(r->keys = psi_buf_alloc(PSI_MAX(n, 1) * sizeof(uint64_t)))) return PS_ERR_NOMEM;
     if (is_sorted(keys, n)) {
         if (n) memcpy(r->keys, keys, n * sizeof(uint64_t));
         return PS_OK;
     }
-    if (!(r->perm = malloc(n * sizeof(size_t)))) return PS_ERR_NOMEM;
-    return psi_route_sort(keys, n, r->keys, r->perm); /* radix: route.h says why a sort */
+    if (!(r->perm = psi_buf_alloc(n * sizeof(size_t)))) return PS_ERR_NOMEM;
+    /* radix, or the memo of a list sorted before: route.h says why a sort */
+    return psi_route_sort_cached(r->t, keys, n, r->keys, r->perm);
 }
 
 int psi_kv_check_unique(const kv_req *r)
@@ -150,12 +154,14 @@ static int drop_filters(kv_req *r, const uint8_t *push)
     }
     t->traffic.keys_filtered += r->n - m;
     pthread_mutex_unlock(&t->lock);
-    free(r->perm);
+    psi_buf_free(r->perm);
     r->perm = NULL;
     r->n = m;
     r->vals = vals;
     return PS_OK;
 }
+
+static int slice_keys(kv_req *r, const uint8_t *uvals);
 
 static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, size_t n,
                            const uint32_t *lens, const void *push, void *pull, int zc, int *rv)
@@ -177,9 +183,11 @@ static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, si
     if (*rv == 0 && drops) *rv = drop_filters(r, push);
     if (*rv == 0) {
         pthread_mutex_lock(&t->lock);
-        if ((*rv = psi_kv_ring(t)) == 0) *rv = psi_kv_slice(r, drops ? r->vals : push);
+        if ((*rv = psi_kv_ring(t)) == 0) *rv = slice_keys(r, drops ? r->vals : push);
         pthread_mutex_unlock(&t->lock);
     }
+    psi_buf_free(r->keys); /* sort_keys's: slices and runs say where every key went */
+    r->keys = NULL;
     if (*rv != 0) {
         req_free(r);
         return NULL;
@@ -235,6 +243,37 @@ static void put_aux(const kv_req *r, const kv_slice *s, uint64_t lo, uint8_t *ou
     else psi_put_u64(out, s->iter);
 }
 
+/* dst[i] = src[perm[i]] for n values of vb bytes; the common widths get
+ * fixed-size copies (a call to memcpy per value cost more than the sort). */
+static void gather(uint8_t *dst, const uint8_t *src, const size_t *perm, size_t n, size_t vb)
+{
+    switch (vb) {
+    case 4:
+        for (size_t i = 0; i < n; i++) memcpy(dst + i * 4, src + perm[i] * 4, 4);
+        break;
+    case 8:
+        for (size_t i = 0; i < n; i++) memcpy(dst + i * 8, src + perm[i] * 8, 8);
+        break;
+    default:
+        for (size_t i = 0; i < n; i++) memcpy(dst + i * vb, src + perm[i] * vb, vb);
+    }
+}
+
+/* dst[perm[i]] = src[i], the other way round. */
+static void scatter(uint8_t *dst, const uint8_t *src, const size_t *perm, size_t n, size_t vb)
+{
+    switch (vb) {
+    case 4:
+        for (size_t i = 0; i < n; i++) memcpy(dst + perm[i] * 4, src + i * 4, 4);
+        break;
+    case 8:
+        for (size_t i = 0; i < n; i++) memcpy(dst + perm[i] * 8, src + i * 8, 8);
+        break;
+    default:
+        for (size_t i = 0; i < n; i++) memcpy(dst + perm[i] * vb, src + i * vb, vb);
+    }
+}
+
 /* Gather one slice's keys (and the caller's values, `uvals`, through the
  * permutation) into its shared buffer: the only copy a push makes. */
 static int fill_buf(kv_req *r, kv_slice *s, const uint8_t *uvals)
@@ -257,8 +296,7 @@ static int fill_buf(kv_req *r, kv_slice *s, const uint8_t *uvals)
         if (vb && !r->perm) {
             memcpy(v, uvals + s->runs[i].begin * vb, len * vb);
         } else if (vb) {
-            for (size_t j = s->runs[i].begin; j < s->runs[i].end; j++)
-                memcpy(v + (j - s->runs[i].begin) * vb, uvals + r->perm[j] * vb, vb);
+            gather(v, uvals, r->perm + s->runs[i].begin, len, vb);
         }
         v += len * vb;
     }
@@ -340,8 +378,9 @@ static int check_size(const kv_req *r)
 }
 
 /* Cut the sorted keys into per-server slices and fill their buffers
- * (lock held; runs on the caller's thread, so `uvals` is still valid). */
-int psi_kv_slice(kv_req *r, const uint8_t *uvals)
+ * (lock held; runs on the caller's thread, so `uvals` is still valid);
+ * r->keys stays (psi_kv_slice frees it). */
+static int slice_keys(kv_req *r, const uint8_t *uvals)
 {
     ps_table *t = r->t;
     size_t nseg = psi_ring_nsegs(t->ring);
@@ -377,9 +416,16 @@ int psi_kv_slice(kv_req *r, const uint8_t *uvals)
     free(ss);
     free(r->vals); /* variable-length values: now in the slices' buffers */
     r->vals = NULL;
+    r->pending = r->nslices;
+    return rv;
+}
+
+/* move.c's slicing of its own (malloc'ed) sorted keys, which it frees. */
+int psi_kv_slice(kv_req *r, const uint8_t *uvals)
+{
+    int rv = slice_keys(r, uvals);
     free(r->keys); /* slices and runs say where every key went */
     r->keys = NULL;
-    r->pending = r->nslices;
     return rv;
 }
 
@@ -778,7 +824,8 @@ static int do_scatter(kv_req *r, kv_slice *s, const psi_msg *m)
             src += (e - b) * vb;
             continue;
         }
-        for (size_t k = b; k < e; k++, src += vb) memcpy(r->out + r->perm[k] * vb, src, vb);
+        scatter(r->out, src, r->perm + b, e - b, vb);
+        src += (e - b) * vb;
     }
     return PS_OK;
 }
@@ -915,6 +962,7 @@ void psi_kv_worker_free(ps_table *t)
         req_free(r);
     }
     psi_kv_zcopy_poll(t, 1);
+    psi_route_forget(t);
     free(t->push_seq);
     t->push_seq = NULL;
     psi_tq_free(t->tq);
