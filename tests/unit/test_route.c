@@ -6,7 +6,11 @@
  * one key, small inputs (insertion sort only), repeated keys, all keys
  * equal, keys sharing high bits or a narrow range, the extreme keys 0 and
  * 2^64-1, already sorted and reversed input, a skewed input whose first
- * bucket holds nearly everything, and 1M random keys.
+ * bucket holds nearly everything, and 1M random keys.  The memo
+ * (psi_route_sort_cached) must give the same answer as a sort every time:
+ * for a list seen once, twice and again, for a list that differs from a
+ * remembered one in a single key the fingerprint does not sample, for
+ * lists of several owners past the memory cap, and after forgetting.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -144,6 +148,53 @@ static void test_route_million_random_keys(void **state)
     free(k);
 }
 
+/* psi_route_sort_cached against psi_route_sort on keys[0..n). */
+static void check_cached(const void *owner, const uint64_t *keys, size_t n)
+{
+    uint64_t *a = malloc(n * sizeof(*a)), *b = malloc(n * sizeof(*b));
+    size_t *pa = malloc(n * sizeof(*pa)), *pb = malloc(n * sizeof(*pb));
+    assert_int_equal(psi_route_sort(keys, n, a, pa), 0);
+    assert_int_equal(psi_route_sort_cached(owner, keys, n, b, pb), 0);
+    assert_memory_equal(a, b, n * sizeof(*a));
+    assert_memory_equal(pa, pb, n * sizeof(*pa));
+    free(a);
+    free(b);
+    free(pa);
+    free(pb);
+}
+
+static void test_route_memo_is_exact(void **state)
+{
+    (void)state;
+    size_t n = 100000;
+    int owner1, owner2;
+    uint64_t s = 6, *k = malloc(n * sizeof(*k));
+    for (size_t i = 0; i < n; i++) k[i] = next_key(&s);
+    for (int round = 0; round < 4; round++) check_cached(&owner1, k, n); /* remembered at 2 */
+    k[n / 64 * 7 + 3] ^= 1; /* not a sampled position: same fingerprint, another list */
+    check_cached(&owner1, k, n);
+    check_cached(&owner1, k, n);
+    k[n / 64 * 7 + 3] ^= 1; /* the first list again */
+    check_cached(&owner1, k, n);
+    check_cached(&owner2, k, n); /* another owner: a hit is exact for it too */
+    psi_route_forget(&owner1);
+    check_cached(&owner1, k, n);
+    /* lists larger than the cap allows together: the oldest make room */
+    size_t big = PSI_ROUTE_MEMO_BYTES / 24 / 3;
+    uint64_t *b = malloc(big * sizeof(*b));
+    for (int list = 0; list < 5; list++) {
+        for (size_t i = 0; i < big; i++) b[i] = next_key(&s) % (big * 4);
+        check_cached(&owner2, b, big);
+        check_cached(&owner2, b, big);
+        check_cached(&owner2, b, big);
+    }
+    check_cached(&owner1, k, n);
+    psi_route_forget(&owner1);
+    psi_route_forget(&owner2);
+    free(b);
+    free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -153,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_route_narrow_ranges_and_extremes),
         cmocka_unit_test(test_route_skewed_one_bucket),
         cmocka_unit_test(test_route_million_random_keys),
+        cmocka_unit_test(test_route_memo_is_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
