@@ -17,8 +17,9 @@
  *
  * Every hook runs with the table lock held, on the transport's I/O thread,
  * the view hook or the timer, and never blocks, unless its comment says
- * otherwise (free, on_ack, tick, on_view take the lock themselves).  Never: call replication from kv other than through t->repl;
- * call kv from the plug-in other than through the functions listed below.
+ * otherwise (free, on_ack, tick, on_view take the lock themselves).
+ * Never: call replication from kv other than through t->repl; call kv from
+ * the plug-in other than through the functions listed below.
  */
 #ifndef PSI_KV_KV_REPL_H
 #define PSI_KV_KV_REPL_H

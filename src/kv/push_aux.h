@@ -9,8 +9,8 @@
  * keys the receiver took over; 0 otherwise) in the high 32 bits; and the
  * sender's low watermark for the origin (every push with a smaller or
  * equal number is acknowledged, so will never be resent).  A forward's aux
- * (PSI_FWD_AUX, the replication plug-in's forwards) is a push's, then the worker that
- * sent it.
+ * (PSI_FWD_AUX, the replication plug-in's forwards) is a push's, then the
+ * worker that sent it.
  *
  * Never: trust a node id from the wire: the getters map one out of range
  * to PSI_ID_NONE, which callers refuse.

@@ -5,6 +5,15 @@
  * as the initializer, without being inserted), and parks pushes that
  * arrive ahead of a predecessor.
  *
+ * Design: a request goes through a pipeline whose stages each table
+ * chooses once, at open (psi_kv_server_stages), by its features: gates
+ * (replaced, fragments, trains, newer view, join, dead forwarder: each may
+ * take the request to hold, defer or drop it), admit (filters and
+ * validation), order (the vector clock: apply now, answer a duplicate, or
+ * park), apply (fixed width, owned keys only when replicated, var.c, BSP
+ * aggregation) and settle (answer now, or once the backups acknowledged).
+ * Replication is reached only through t->repl (kv/kv_repl.h).
+ *
  * Runs on the transport's I/O thread under the table lock, so a table's
  * updates are serialised and a pull sees whole pushes only (a large push
  * that comes in fragments holds every other request back until its last
@@ -220,13 +229,12 @@ int psi_kv_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks)
     return missing ? PS_ERR_TOOBIG : PS_OK;
 }
 
-static int do_apply(ps_table *t, const psi_msg *m, uint64_t seq)
+/* ---- apply stages (one chosen at open: psi_kv_server_stages) ---------------------- */
+
+/* A fixed-width push: every key's block, then the update function. */
+static int apply_fixed(ps_table *t, const psi_msg *m, uint64_t seq)
 {
-    if (m->hdr.flags & PSI_F_REPL) return t->repl->apply(t, m); /* checked: t->repl */
-    if (t->bsp) return psi_kv_bsp_push(t, m, seq);
-    if (t->repl && !t->repl->heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count))
-        return PSI_ERR_MOVED; /* handed to a server that joined: the worker resends */
-    if (t->var) return psi_kv_var_apply(t, m);
+    (void)seq;
     size_t n = m->hdr.key_count;
     void **blocks = malloc(n * sizeof(void *));
     if (!blocks) return PS_ERR_NOMEM;
@@ -235,6 +243,28 @@ static int do_apply(ps_table *t, const psi_msg *m, uint64_t seq)
     else PSI_ERROR("table %s: push of %zu keys refused: %s", t->name, n, ps_strerror(rv));
     free(blocks);
     return rv;
+}
+
+/* Replicated: only keys whose segments this node heads. */
+static int apply_owned(ps_table *t, const psi_msg *m, uint64_t seq)
+{
+    if (!t->repl->heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count))
+        return PSI_ERR_MOVED; /* handed to a server that joined: the worker resends */
+    return apply_fixed(t, m, seq);
+}
+
+static int apply_var(ps_table *t, const psi_msg *m, uint64_t seq)
+{
+    (void)seq;
+    return psi_kv_var_apply(t, m);
+}
+
+/* Forwards (valid only on replicated tables) go to the plug-in; pushes to
+ * the table's apply stage. */
+static int do_apply(ps_table *t, const psi_msg *m, uint64_t seq)
+{
+    if (m->hdr.flags & PSI_F_REPL) return t->repl->apply(t, m); /* checked: t->repl */
+    return t->pipe.apply(t, m, seq);
 }
 
 /* Current values of the request's keys, in order (malloc'ed). */
@@ -280,11 +310,17 @@ int psi_kv_answer(ps_table *t, psi_msg *m, int status, uint64_t iter)
 
 /* ---- pushes in sender order ------------------------------------------------------ */
 
-/* Answer an applied push now or, when it has backups to reach first, once
- * they acknowledged it; 1 if `m` was kept. */
-static int do_settle(ps_table *t, psi_msg *m, int st, uint64_t seq, const kv_push_aux *a)
+/* Settle stages: answer an applied push now or, when it has backups to
+ * reach first, once they acknowledged it; 1 if `m` was kept. */
+static int settle_now(ps_table *t, psi_msg *m, int st, uint64_t seq, const kv_push_aux *a)
 {
-    if (t->repl && !(m->hdr.flags & PSI_F_REPL) && t->repl->after_apply(t, m, st, a)) return 1;
+    (void)a;
+    return psi_kv_answer(t, m, st, seq);
+}
+
+static int settle_backups(ps_table *t, psi_msg *m, int st, uint64_t seq, const kv_push_aux *a)
+{
+    if (!(m->hdr.flags & PSI_F_REPL) && t->repl->after_apply(t, m, st, a)) return 1;
     return psi_kv_answer(t, m, st, seq);
 }
 
@@ -303,7 +339,7 @@ static int apply_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *
     } else {
         int st = do_apply(t, m, seq);
         if (st != 0) psi_kv_refused_note(t, sender, seq, st); /* a resend is refused too */
-        *kept = do_settle(t, m, st, seq, a);
+        *kept = t->pipe.settle(t, m, st, seq, a);
     }
     t->applied[sender] = (int64_t)seq;
     t->stats.pushes_applied++;
@@ -413,48 +449,120 @@ int psi_kv_defer(ps_table *t, psi_msg *m)
     return 1;
 }
 
-static void do_request(ps_table *t, psi_msg *m)
+/* ---- gate stages (chosen at open): 1 if the stage took m -------------------------- */
+
+/* Replaced by a live successor: serve nothing stale. */
+static int gate_replaced(ps_table *t, psi_msg *m)
 {
-    uint64_t seq = 0;
-    kv_push_aux a = {0};
-    if (t->k && t->dead[ps_my_id()]) { /* replaced: serve nothing stale */
-        psi_msg_free(m);
-        return;
+    if (!t->dead[ps_my_id()]) return 0;
+    psi_msg_free(m);
+    return 1;
+}
+
+/* A fragment of a large push (train.c). */
+static int gate_frag(ps_table *t, psi_msg *m)
+{
+    if (!(m->hdr.flags & PSI_F_FRAG)) return 0;
+    psi_kv_train_frag(t, m);
+    return 1;
+}
+
+/* A push in fragments is being applied: everything else waits. */
+static int gate_train(ps_table *t, psi_msg *m)
+{
+    if (!t->trains.open) return 0;
+    psi_kv_train_hold(t, m);
+    return 1;
+}
+
+/* From a view this node has not installed yet. */
+static int gate_view(ps_table *t, psi_msg *m)
+{
+    return m->hdr.epoch > t->eff_epoch && psi_kv_defer(t, m);
+}
+
+/* A new head waits until the old heads' forwards are everywhere (join). */
+static int gate_join(ps_table *t, psi_msg *m)
+{
+    return !(m->hdr.flags & PSI_F_REPL) && t->repl->join_waiting(t) && psi_kv_defer(t, m);
+}
+
+/* A forward from a server declared dead: it may be stale. */
+static int gate_dead_forwarder(ps_table *t, psi_msg *m)
+{
+    if (!(m->hdr.flags & PSI_F_REPL) ||
+        (m->hdr.sender < PSI_MAX_NODES && !t->dead[m->hdr.sender]))
+        return 0;
+    psi_msg_free(m);
+    return 1;
+}
+
+/* Pull stages: whether this node serves the keys of pull `m`. */
+static int pull_any(ps_table *t, const psi_msg *m)
+{
+    (void)t, (void)m;
+    return 1;
+}
+
+static int pull_owned(ps_table *t, const psi_msg *m)
+{
+    return t->repl->heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count);
+}
+
+void psi_kv_server_stages(ps_table *t)
+{
+    int n = 0;
+    if (t->repl) t->pipe.gate[n++] = gate_replaced;
+    t->pipe.gate[n++] = gate_frag;
+    t->pipe.gate[n++] = gate_train;
+    if (t->repl) {
+        t->pipe.gate[n++] = gate_view;
+        t->pipe.gate[n++] = gate_join;
+        t->pipe.gate[n++] = gate_dead_forwarder;
     }
-    if (m->hdr.flags & PSI_F_FRAG) { /* a fragment of a large push (train.c) */
-        psi_kv_train_frag(t, m);
-        return;
-    }
-    if (t->trains.open) { /* a push in fragments is being applied */
-        psi_kv_train_hold(t, m);
-        return;
-    }
-    if (t->k && m->hdr.epoch > t->eff_epoch && psi_kv_defer(t, m)) return;
-    /* a new head waits until the old heads' forwards are everywhere (join.c) */
-    if (!(m->hdr.flags & PSI_F_REPL) && t->repl && t->repl->join_waiting(t) && psi_kv_defer(t, m))
-        return;
-    if ((m->hdr.flags & PSI_F_REPL) && t->k &&
-        (m->hdr.sender >= PSI_MAX_NODES || t->dead[m->hdr.sender])) {
-        psi_msg_free(m); /* from a server declared dead: it may be stale */
-        return;
-    }
+    t->pipe.ngates = n;
+    t->pipe.apply = t->bsp ? psi_kv_bsp_push : t->var ? apply_var
+                  : t->repl ? apply_owned : apply_fixed;
+    t->pipe.settle = t->repl ? settle_backups : settle_now;
+    t->pipe.pull_here = t->repl && !t->bsp ? pull_owned : pull_any;
+}
+
+/* ---- the pipeline ---------------------------------------------------------------- */
+
+/* Decode and validate m (the stage between the gates and the order):
+ * 0, or m was answered or dropped here. */
+static int admit(ps_table *t, psi_msg *m, uint64_t *seq, kv_push_aux *a)
+{
     int rv = (m->hdr.flags & PSI_F_REPL) ? 0 : psi_kv_decode(t, m);
     if (rv == PSI_ERR_KEYCACHE_MISS) {
         psi_kv_reply(NULL, m, rv, NULL, 0); /* the worker resends the key list */
         psi_msg_free(m);
-        return;
+        return rv;
     }
-    if (rv == 0) rv = check_request(t, m, &seq, &a);
+    if (rv == 0) rv = check_request(t, m, seq, a);
     if (rv != 0) {
         PSI_WARN("table %s: bad request from node %u (%llu keys): %s", t->name, m->hdr.sender,
                  (unsigned long long)m->hdr.key_count, ps_strerror(rv));
         if (m->hdr.sender < PSI_MAX_NODES) psi_kv_reply(t, m, rv, NULL, 0);
         psi_msg_free(m);
-    } else if ((m->hdr.flags & PSI_F_PUSH) && !(m->hdr.flags & PSI_F_REPL) && a.via) {
+    }
+    return rv;
+}
+
+/* gate, admit, then a push is ordered (do_push: apply and settle) and a
+ * pull answered. */
+static void do_request(ps_table *t, psi_msg *m)
+{
+    uint64_t seq = 0;
+    kv_push_aux a = {0};
+    for (int i = 0; i < t->pipe.ngates; i++)
+        if (t->pipe.gate[i](t, m)) return;
+    if (admit(t, m, &seq, &a) != 0) return;
+    if ((m->hdr.flags & PSI_F_PUSH) && !(m->hdr.flags & PSI_F_REPL) && a.via) {
         t->repl->takeover_push(t, m, &a); /* checked: a.via needs t->k */
     } else if (m->hdr.flags & PSI_F_PUSH) {
         do_push(t, m, seq, &a);
-    } else if (t->repl && !t->bsp && !t->repl->heads(t, m->seg[PSI_SEG_KEYS], m->hdr.key_count)) {
+    } else if (!t->pipe.pull_here(t, m)) {
         psi_kv_reply(t, m, PSI_ERR_MOVED, NULL, 0); /* handed over: asked again elsewhere */
         psi_msg_free(m);
     } else if (!psi_kv_answer(t, m, PS_OK, seq)) {

@@ -29,6 +29,9 @@
 /* Server half (server.c).  Table lock NOT held for init, free, the entry
  * points and the view and timer hooks. */
 int psi_kv_server_init(ps_table *t);
+/* Choose t's request stages by its features (t->pipe); at open, once the
+ * plug-ins are installed (t->repl) and before any request. */
+void psi_kv_server_stages(ps_table *t);
 void psi_kv_server_free(ps_table *t);
 void psi_kv_server_on_request(ps_table *t, psi_msg *m);
 /* Nodes died or joined (the view hook): BSP counts, replication, trains. */

@@ -310,6 +310,7 @@ static int table_new(const char *name, const ps_table_opts *o, ps_table **out)
     }
     if (rv == 0) rv = psi_kv_plugins_open(t); /* replication, checkpoints */
     if (rv != 0) goto fail;
+    if (t->store || t->dense) psi_kv_server_stages(t);
     *out = t;
     return PS_OK;
 fail:

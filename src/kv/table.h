@@ -5,8 +5,9 @@
  * header (push_aux.h), traffic accounting and replies (send.c).
  *
  * Design.  A table's fields are grouped by the feature that owns them: the
- * worker half (win, tq, reqs, push_seq), the server half (store, dense,
- * applied, parked, refused, deferred), BSP (bsp.c), trains (trains: train.c),
+ * worker half (win, tq, reqs, push_seq), the server half (pipe: its request
+ * stages; store, dense, applied, parked, refused, deferred), BSP (bsp.c),
+ * trains (trains: train.c),
  * filters, and replication (repl: the plug-in's ops, installed at open by
  * plugins.c; rs: its state, which only the plug-in touches, except the
  * chains kv routes by, read with psi_kv_chain).  k, eff_epoch and dead are
@@ -91,6 +92,13 @@ struct ps_table {
         psi_store *seen;         /* (origin << 32 | sender) -> pushes a backup holds */
     } rs;
     /* server side */
+    struct {                     /* the request pipeline, chosen at open (server.c) */
+        int (*gate[6])(ps_table *t, psi_msg *m); /* in order; 1: took m */
+        int ngates;
+        int (*apply)(ps_table *t, const psi_msg *m, uint64_t seq); /* a push, next in order */
+        int (*settle)(ps_table *t, psi_msg *m, int st, uint64_t seq, const kv_push_aux *a);
+        int (*pull_here)(ps_table *t, const psi_msg *m); /* 0: answer PSI_ERR_MOVED */
+    } pipe;
     psi_store *store;
     psi_dense *dense;
     int64_t *applied;            /* per sender node id: last sequence applied */

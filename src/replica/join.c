@@ -201,7 +201,8 @@ static int table_ready(ps_table *t, int phase, uint32_t epoch)
     if (t->rs.joiner != me) return 0;
     for (uint32_t seg = 0; seg < nsegs; seg++) {
         const uint32_t *c = psi_kv_chain(t, seg);
-        if (c[t->rs.w - 1] == me && c[0] != PSI_ID_NONE && t->rs.join->copied[c[0]] < t->eff_epoch + 1)
+        if (c[t->rs.w - 1] == me && c[0] != PSI_ID_NONE &&
+            t->rs.join->copied[c[0]] < t->eff_epoch + 1)
             return 0;
     }
     return 1;
