@@ -397,6 +397,32 @@ size_t psi_store_upsert_batch(psi_store *s, const uint64_t *keys, size_t n, void
     return nulls;
 }
 
+size_t psi_store_find_batch(const psi_store *s, const uint64_t *keys, size_t n, void **blocks)
+{
+    size_t nulls = 0, ring[PREFETCH_AHEAD], cap = s->a.cap;
+    int found;
+    for (size_t i = 0; i < n && i < PREFETCH_AHEAD; i++) {
+        ring[i] = home(keys[i], cap);
+        prefetch_slot(s, ring[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t h = ring[i % PREFETCH_AHEAD];
+        if (i + PREFETCH_AHEAD < n) {
+            size_t nh = home(keys[i + PREFETCH_AHEAD], cap);
+            ring[(i + PREFETCH_AHEAD) % PREFETCH_AHEAD] = nh;
+            prefetch_slot(s, nh);
+        }
+        if (keys[i] == 0) {
+            blocks[i] = s->zero_block;
+        } else {
+            size_t slot = probe_from(s, h, keys[i], &found);
+            blocks[i] = found ? block_at(s, slot) : NULL;
+        }
+        nulls += blocks[i] == NULL;
+    }
+    return nulls;
+}
+
 size_t psi_store_size(const psi_store *s) { return s->size; }
 
 size_t psi_store_bytes(const psi_store *s)

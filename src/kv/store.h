@@ -64,6 +64,10 @@ void *psi_store_upsert(psi_store *s, uint64_t key, int *inserted);
  */
 size_t psi_store_upsert_batch(psi_store *s, const uint64_t *keys, size_t n, void **blocks,
                               uint8_t *inserted);
+/* Batch find for hot paths (pulls): blocks[i] gets the block of keys[i] or
+ * NULL when it was never inserted; the slots are prefetched a few keys
+ * ahead, as in upsert_batch.  Returns the number of NULLs. */
+size_t psi_store_find_batch(const psi_store *s, const uint64_t *keys, size_t n, void **blocks);
 size_t psi_store_size(const psi_store *s);  /* keys stored */
 size_t psi_store_bytes(const psi_store *s); /* bytes allocated, struct included */
 /* Cap psi_store_bytes() after any growth (the old arrays are also held

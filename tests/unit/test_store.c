@@ -3,7 +3,9 @@
  * (1M random keys against a sorted reference, the keys 0 and 2^64-1,
  * contents across growth, foreach visiting each key once, batch upsert
  * equal to single upserts, the byte limit refusing inserts without harm,
- * bytes per key at the maximum load) and the dense paged store (lazy pages,
+ * bytes per key at the maximum load, batch find equal to find, blocks
+ * aligned as store.h promises for every layout, a batch of new keys sizing
+ * the table at 15 bytes per key) and the dense paged store (lazy pages,
  * out-of-range keys, bytes only for touched pages, init and foreach).
  *
  * Blocks hold a value derived from the key (tag()), so any block handed
@@ -179,6 +181,82 @@ static void test_store_batch_equals_single(void **state)
     }
     psi_store_free(a);
     psi_store_free(b);
+}
+
+/* find_batch answers what find answers, key 0 and absent keys included. */
+static void test_store_find_batch_equals_find(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    psi_store *s = psi_store_new(sizeof(uint64_t));
+    static uint64_t keys[N];
+    static void *blocks[N];
+    uint64_t rng = 21;
+    for (size_t i = 0; i < N; i++) {
+        keys[i] = i % 5 == 0 ? 0 : next_key(&rng) % 30000;
+        if (i % 2) put_tag(s, keys[i]);
+    }
+    size_t nulls = psi_store_find_batch(s, keys, N, blocks), expect = 0;
+    for (size_t i = 0; i < N; i++) {
+        assert_ptr_equal(blocks[i], psi_store_find(s, keys[i]));
+        expect += blocks[i] == NULL;
+        if (blocks[i]) assert_true(*(uint64_t *)blocks[i] == tag(keys[i]));
+    }
+    assert_int_equal(nulls, expect);
+    assert_int_equal(psi_store_find_batch(s, keys, 0, blocks), 0);
+    psi_store_free(s);
+}
+
+/* Every block is aligned to the largest power of two dividing its size (up
+ * to 64), whether slots hold key and block together (4, 8, 12, 24 bytes)
+ * or blocks have their own array (16, 32, 64, 48). */
+static void test_store_block_alignment_every_layout(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {1, 3, 4, 8, 12, 16, 24, 32, 48, 64, 100};
+    for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+        size_t bb = sizes[z], align = bb & (~bb + 1);
+        psi_store *s = psi_store_new(bb);
+        uint64_t rng = 31 + z;
+        align = align > 64 ? 64 : align;
+        for (size_t i = 0; i < 3000; i++) {
+            uint64_t k = i == 7 ? 0 : next_key(&rng);
+            uint8_t *b = psi_store_upsert(s, k, NULL);
+            assert_non_null(b);
+            assert_int_equal((uintptr_t)b % align, 0);
+            memset(b, (int)(k & 0xff), bb); /* fills its own block only */
+        }
+        rng = 31 + z;
+        for (size_t i = 0; i < 3000; i++) {
+            uint64_t k = i == 7 ? 0 : next_key(&rng);
+            const uint8_t *b = psi_store_find(s, k);
+            assert_non_null(b);
+            for (size_t j = 0; j < bb; j++) assert_int_equal(b[j], k & 0xff);
+        }
+        psi_store_free(s);
+    }
+}
+
+/* A batch of 1M new keys into an empty table sizes it once: 15 B per
+ * (u64, f32) key, and a second batch of the same keys does not grow it. */
+static void test_store_batch_sizes_table_once(void **state)
+{
+    (void)state;
+    size_t n = 1000000;
+    uint64_t rng = 41, *keys = malloc(n * sizeof(*keys));
+    void **blocks = malloc(n * sizeof(*blocks));
+    psi_store *s = psi_store_new(4);
+    for (size_t i = 0; i < n; i++) keys[i] = next_key(&rng);
+    assert_int_equal(psi_store_upsert_batch(s, keys, n, blocks, NULL), 0);
+    size_t bytes = psi_store_bytes(s);
+    print_message("1M keys in one batch: %.2f bytes/key\n", (double)bytes / (double)n);
+    assert_true((double)bytes / (double)n <= 16.0);
+    assert_int_equal(psi_store_upsert_batch(s, keys, n, blocks, NULL), 0);
+    assert_int_equal(psi_store_bytes(s), bytes);
+    assert_int_equal(psi_store_size(s), n);
+    psi_store_free(s);
+    free(keys);
+    free(blocks);
 }
 
 static void test_store_batch_blocks_stay_valid_across_growth(void **state)
@@ -429,6 +507,9 @@ int main(void)
         cmocka_unit_test(test_store_growth_preserves_contents),
         cmocka_unit_test(test_store_foreach_visits_each_key_once),
         cmocka_unit_test(test_store_batch_equals_single),
+        cmocka_unit_test(test_store_find_batch_equals_find),
+        cmocka_unit_test(test_store_block_alignment_every_layout),
+        cmocka_unit_test(test_store_batch_sizes_table_once),
         cmocka_unit_test(test_store_batch_blocks_stay_valid_across_growth),
         cmocka_unit_test(test_store_batch_growth_after_existing_keys),
         cmocka_unit_test(test_store_batch_of_existing_keys_does_not_grow),
