@@ -3,12 +3,18 @@
 #
 # For each transport setting it measures, in this same run, the limits UCX
 # itself reaches on this machine (ucx_perftest tag_lat and tag_bw, server and
-# client on 127.0.0.1) and then libps under `psrun -s 1 -w 1`: the
-# round-trip latency of a one-value pushpull, the bandwidth of 10 MiB pushes
-# (1 key x 2621440 f32) with one and with four requests in flight, copied
-# into the library's buffers (the default) and sent from the caller's array
-# (psbench --zero-copy, ps_task_opts.zero_copy), and the key rate of 1M
-# random-key pushes into the servers' hash table.  The settings:
+# client on 127.0.0.1) and then libps under `psrun -s 1 -w 1` unless said
+# otherwise: the round-trip latency of a one-value pushpull, the bandwidth of
+# 10 MiB pushes (1 key x 2621440 f32) with one and with four requests in
+# flight, copied into the library's buffers (the default) and sent from the
+# caller's array (psbench --zero-copy, ps_task_opts.zero_copy), and of 10 MiB
+# pulls; the key rate of 1M random-key pushes into the servers' hash table
+# and its bytes per key; the key rates of 100k random keys handed over
+# unsorted, pushed and pulled, with the same list every time (the library's
+# memo of sorted lists answers) and in 16 orders in turn (every request
+# sorts); 1M random keys pushed to 2 servers (psrun -s 2); and 100k-key
+# pushes from 2 workers at once (psrun -w 2: the total and each worker's
+# rate).  The targets are those of issue 14.  The settings:
 #   tcp      libps's default transport (src/net/tcp.c: authenticated TCP)
 #            against ucx_perftest with UCX_TLS=tcp UCX_NET_DEVICES=lo.
 #   sealed   the same with PS_ENCRYPT=1 (every byte through XChaCha20-
@@ -28,7 +34,7 @@
 #
 # Design: every command runs under `timeout`, with a limit no larger than
 # what is left of the whole run's budget (BENCH_BUDGET seconds, default
-# 900), so the script always ends; a step that no longer fits is reported as
+# 1800), so the script always ends; a step that no longer fits is reported as
 # skipped.  Processes the script starts in the background (perftest
 # servers) are remembered by PID and killed by PID on exit; psrun kills its
 # own cluster when `timeout` stops it.  Benchmarks run one at a time.
@@ -45,17 +51,21 @@
 # (default bench/results/<time>);
 # BENCH_SETTINGS (default "tcp sealed ucx-tcp"; sealed and ucx-tcp reuse
 # tcp's ucx_perftest numbers and shm reuses default's
-# ucx_perftest numbers only when default ran first).
+# ucx_perftest numbers only when default ran first); BENCH_KEYS_SETTINGS
+# (default "tcp": the settings that also get the key-rate rows, the 100k,
+# 1M-on-2-servers and 2-worker ones, which exercise sorting and the
+# servers' hash tables more than the wire).
 # Never: kill a process by name, or leave a process it started running.
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${PS_BIN:-$ROOT/build/bin}
-BUDGET=${BENCH_BUDGET:-900}
+BUDGET=${BENCH_BUDGET:-1800}
 REPEAT=${BENCH_REPEAT:-3}
 QUIET_MAX=${BENCH_QUIET_MAX:-10}
 TRIES=${BENCH_TRIES:-$((2 * REPEAT))}
 SETTINGS=${BENCH_SETTINGS:-tcp sealed ucx-tcp}
+KEYS_SETTINGS=${BENCH_KEYS_SETTINGS:-tcp}
 OUT=${BENCH_OUT:-$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
 START=$SECONDS
 PIDS=()
@@ -63,6 +73,8 @@ QRUNS=()
 DRUNS=()
 ALL=""
 OTHER=0
+NS=1 # servers and workers of the next psbench runs
+NW=1
 ROWS=()
 declare -A PT_CACHE PTALL_CACHE
 NOTES=()
@@ -203,7 +215,7 @@ perftest() {
 
 # ---- psbench -------------------------------------------------------------------------
 
-# psbench SETTING NAME ARGS...: one psrun -s 1 -w 1 run; sets J to the
+# psbench SETTING NAME ARGS...: one psrun -s $NS -w $NW run; sets J to the
 # result JSON (worker 0) and appends it and the servers' lines, tagged with
 # the setting and bench name, to results.jsonl.  Called directly, like perftest.
 psbench() {
@@ -214,10 +226,10 @@ psbench() {
     ((lim > 0)) || { NOTES+=("psbench $name ($setting) skipped: time budget"); return 1; }
     log=$OUT/psbench-$setting-$name.log
     echo "loadavg before: $(cut -d' ' -f1-3 /proc/loadavg)" >"$log"
-    echo "command: env $(setting_env "$setting") psrun -s 1 -w 1 -- psbench $* --json" >>"$log"
+    echo "command: env $(setting_env "$setting") psrun -s $NS -w $NW -- psbench $* --json" >>"$log"
     cpu_mark
     # shellcheck disable=SC2046
-    env $(setting_env "$setting") timeout -k 10 "$lim" "$BIN/psrun" -s 1 -w 1 -- \
+    env $(setting_env "$setting") timeout -k 10 "$lim" "$BIN/psrun" -s "$NS" -w "$NW" -- \
         "$BIN/psbench" "$@" --json >>"$log" 2>&1
     rc=$?
     OTHER=$(cpu_other)
@@ -230,6 +242,13 @@ psbench() {
 }
 
 server_line() { sed -n 's/^\[server 0\] \({"server".*}\)$/\1/p' "$OUT/psbench-$1-$2.log"; }
+
+# Bytes per key over every server of a run: sum of bytes / sum of keys.
+server_bytes_per_key() {
+    sed -n 's/^\[server [0-9]*\] \({"server".*}\)$/\1/p' "$OUT/psbench-$1-$2.log" |
+        jq -s 'if length > 0 and (map(.keys) | add) > 0
+               then ((map(.bytes) | add) / (map(.keys) | add) * 100 | round / 100) else empty end' 2>/dev/null
+}
 
 jget() { jq -r ".$1 // empty" 2>/dev/null <<<"$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a > 0 && b > 0) printf "%.2fx", a / b; else print "-"}'; }
@@ -319,7 +338,7 @@ latency_row() {
     p50=$(jget p50_us "$J")
     p99=$(jget p99_us "$J")
     r=$(ratio "${p50:-0}" "${rtt:-0}")
-    ROWS+=("| $label | pushpull 1 key x 1 f32, inflight 1: p50 round trip | ${p50:-fail} us (p99 ${p99:-?}) | ${rtt:-fail} us (tag_lat 4 B: 2 x p50 ${half:-?}) | $r | <= 5x: $(verdict "$r" "<=" 5) |")
+    ROWS+=("| $label | pushpull 1 key x 1 f32, inflight 1: p50 round trip | ${p50:-fail} us (p99 ${p99:-?}) | ${rtt:-fail} us (tag_lat 4 B: 2 x p50 ${half:-?}) | $r | <= 2x: $(verdict "$r" "<=" 2) |")
     NOTES+=("$label, latency runs: psbench p50 us [$JALL]; tag_lat half-round-trip p50 us [$PTALL]")
 }
 
@@ -352,6 +371,12 @@ bandwidth_rows() {
             NOTES+=("$label, bandwidth inflight $inf${zc:+ zero-copy} runs: psbench GB/s [$JALL]; tag_bw MB/s [$PTALL]")
         done
     done
+    args[1]=pull
+    psbench_median "$s" bw-pull gbytes_per_s "${args[@]}" --inflight 1
+    got=$(jget gbytes_per_s "$J")
+    r=$(ratio "${got:-0}" "${gbs:-0}")
+    ROWS+=("| $label | pull $what (10 MiB), inflight 1 | ${got:-fail} GB/s (p50 $(jget p50_us "$J") us) | ${gbs:-fail} GB/s (tag_bw 10 MiB: ${mbs:-?} MB/s) | $r | >= 0.8x: $(verdict "$r" ">=" 0.8) |")
+    NOTES+=("$label, pull bandwidth runs: psbench GB/s [$JALL]; tag_bw MB/s [$PTALL]")
 }
 
 store_row() {
@@ -362,8 +387,47 @@ store_row() {
     m=$(jget mkeys_per_s "$J")
     [[ -n $m ]] || { ROWS+=("| $label | push 1M random keys x 1 f32, --store, 20 iters | failed or skipped | - | - | - |"); return; }
     srv=$(server_line "$s" "$JN" 2>/dev/null)
-    ROWS+=("| $label | push 1M random keys x 1 f32, --store, 20 iters | $m Mkeys/s (p50 $(jget p50_us "$J") us per push); server $(jget keys "$srv") keys, $(jget bytes_per_key "$srv") B/key | - | - | - |")
+    local bpk
+    bpk=$(jget bytes_per_key "$srv")
+    ROWS+=("| $label | push 1M random keys x 1 f32, --store, 20 iters | $m Mkeys/s (p50 $(jget p50_us "$J") us per push, $(jget submit_p50_us "$J") us inside ps_push) | - | - | - |")
+    ROWS+=("| $label | server memory after it: $(jget keys "$srv") keys | ${bpk:-?} B/key | - | - | <= 16 B/key: $(verdict "${bpk:--}" "<=" 16) |")
     NOTES+=("$label, store runs: Mkeys/s [$JALL]")
+}
+
+# One key-rate row: psbench_median with NAME and ARGS, a row LABEL TEXT, and
+# a target (OP VALUE, or "" for none).
+keyrate_row() {
+    local s=$1 label=$2 name=$3 text=$4 op=$5 tgt=$6 m extra=""
+    shift 6
+    psbench_median "$s" "$name" mkeys_per_s "$@"
+    m=$(jget mkeys_per_s "$J")
+    if ((NW > 1)); then
+        extra="; per worker $(jq -r '[.per_worker[]? | .mkeys_per_s | tostring] | join(" / ")' <<<"$J" 2>/dev/null) Mkeys/s"
+    fi
+    ROWS+=("| $label | $text | ${m:-fail} Mkeys/s (p50 $(jget p50_us "$J") us, $(jget submit_p50_us "$J") us inside the call$extra) | - | - | ${op:+$op $tgt Mkeys/s: $(verdict "${m:--}" "$op" "$tgt")}${op:--} |")
+    NOTES+=("$label, $name runs: Mkeys/s [$JALL]")
+}
+
+# 100k unsorted random keys pushed and pulled (the same list every time, and
+# in 16 orders so that every request sorts), 1M pushed to 2 servers, and
+# 100k pushed by 2 workers at once.
+keyrate_rows() {
+    local s=$1 label=$2 k100=(--keys 100000 --val-len 1 --random-keys --store --iters 300)
+    keyrate_row "$s" "$label" k100k-push "push 100k random keys x 1 f32, unsorted, --store" \
+        ">=" 55 --op push "${k100[@]}"
+    keyrate_row "$s" "$label" k100k-pull "pull 100k random keys x 1 f32, unsorted, --store" \
+        ">=" 130 --op pull "${k100[@]}"
+    keyrate_row "$s" "$label" k100k-push-orders "push 100k random keys, unsorted, 16 orders in turn (every push sorts)" \
+        "" "" --op push "${k100[@]}" --orders 16
+    keyrate_row "$s" "$label" k100k-pull-orders "pull 100k random keys, unsorted, 16 orders in turn (every pull sorts)" \
+        "" "" --op pull "${k100[@]}" --orders 16
+    NS=2
+    keyrate_row "$s" "$label" k1m-2srv "push 1M random keys x 1 f32, unsorted, --store, psrun -s 2" \
+        ">=" 28 --op push --keys 1000000 --val-len 1 --random-keys --store --iters 20
+    NS=1 NW=2
+    keyrate_row "$s" "$label" k100k-push-2w "push 100k random keys x 1 f32, unsorted, psrun -w 2: all workers" \
+        "" "" --op push "${k100[@]}"
+    NW=1
 }
 
 main() {
@@ -383,8 +447,9 @@ main() {
         latency_row "$s" "$label"
         bandwidth_rows "$s" "$label"
         store_row "$s" "$label"
+        [[ " $KEYS_SETTINGS " == *" $s "* ]] && keyrate_rows "$s" "$label"
     done
-    echo "| transport | benchmark (psrun -s 1 -w 1) | libps (psbench) | UCX limit (ucx_perftest, same run) | ratio | target |"
+    echo "| transport | benchmark (psrun -s 1 -w 1 unless said) | libps (psbench) | UCX limit (ucx_perftest, same run) | ratio | target |"
     echo "|---|---|---|---|---|---|"
     printf '%s\n' "${ROWS[@]}"
     echo

@@ -41,6 +41,9 @@ static const char usage[] =
     "  --random-keys    N distinct random u64 keys over the whole key space, fixed\n"
     "                   for the run and the same on every worker (needs --store)\n"
     "  --sort-keys      hand the random keys over sorted (skips the library's sort)\n"
+    "  --orders S       hand the random keys over in S different orders in turn\n"
+    "                   (default 1: the same list every time; S > 8 defeats the\n"
+    "                   library's memo of sorted key lists, so every request sorts)\n"
     "  --seed S         RNG seed for --random-keys (default 42)\n"
     "  --zero-copy      push values straight from the benchmark's array\n"
     "                   (ps_task_opts.zero_copy; the array never changes)\n"
@@ -89,6 +92,7 @@ SET_INT(set_iters, iters, 1, 1ull << 40)
 SET_INT(set_inflight, inflight, 1, 4096)
 SET_INT(set_warmup, warmup, 0, 1ull << 40)
 SET_INT(set_seed, seed, 0, UINT64_MAX)
+SET_INT(set_orders, orders, 1, 1024)
 
 static int set_progress(pb_opts *o, const char *v)
 {
@@ -119,6 +123,7 @@ static const struct flag {
     {"--random-keys", 0, set_random}, {"--sort-keys", 0, set_sort},
     {"--store", 0, set_store},     {"--json", 0, set_json},
     {"--filters", 1, set_filters}, {"--zero-copy", 0, set_zcopy},
+    {"--orders", 1, set_orders},
 };
 
 static int usage_error(const char *fmt, const char *arg)
@@ -158,6 +163,10 @@ static int finish(pb_opts *o, int have_op)
         return usage_error("%s", "--random-keys needs --store (a dense table covers [0, N) only)");
     if (o->sort_keys && !o->random_keys)
         return usage_error("%s", "--sort-keys only applies to --random-keys");
+    if (o->orders > 1 && (!o->random_keys || o->sort_keys))
+        return usage_error("%s", "--orders only applies to unsorted --random-keys");
+    if ((double)o->orders * (double)o->keys * 8 > (double)MAX_REQUEST_BYTES)
+        return usage_error("%s", "--orders x --keys would need over 1 GiB of key lists");
     if ((double)o->keys * ((double)o->val_len * 4 + 8) > (double)MAX_REQUEST_BYTES)
         return usage_error("%s", "one request would exceed the 1 GiB message cap");
     if (o->warmup < 0) o->warmup = o->iters / 10 < 1000 ? o->iters / 10 : 1000;
@@ -171,6 +180,7 @@ int pb_parse(int argc, char **argv, pb_opts *o)
     o->inflight = 1;
     o->warmup = -1;
     o->seed = 42;
+    o->orders = 1;
     o->progress_s = 5;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {

@@ -12,7 +12,9 @@
  * thread) stamps the completion time and wakes the loop; the latency of a
  * task is submit to callback.  Each worker then pushes its totals into the
  * report table under its rank; after a workers' barrier rank 0 pulls them
- * all and prints the result.  A last barrier over all nodes tells servers
+ * all and prints the result: totals over all workers and, when there are
+ * several, each worker's own figures.  With --orders S the workers hand
+ * the same keys over in S orders in turn (iteration i uses order i % S).  A last barrier over all nodes tells servers
  * that the workers are done, and each server prints its storage line.
  *
  * Uses only the public API.  Never: reuse a pull buffer while its task is
@@ -25,7 +27,8 @@
 
 #include "psbench.h"
 
-#define REPORT_WIDTH 6 /* wall_s, value bytes, keys, wire bytes, errors, resends */
+#define REPORT_WIDTH 8 /* wall_s, value bytes, keys, wire bytes, errors, resends,
+                        * p50_us, submit_p50_us */
 
 typedef struct bench bench;
 
@@ -95,13 +98,31 @@ static void random_keys(uint64_t *k, size_t n, uint64_t seed, int sorted)
     }
 }
 
+/* Fisher-Yates shuffle of k[0..n) from RNG state *s. */
+static void shuffle(uint64_t *k, size_t n, uint64_t *s)
+{
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(splitmix64(s) % i);
+        uint64_t x = k[i - 1];
+        k[i - 1] = k[j];
+        k[j] = x;
+    }
+}
+
+/* o->orders lists of N keys one after the other: the same keys, each list
+ * in an order of its own (only the first with --orders 1). */
 static uint64_t *make_keys(const pb_opts *o)
 {
-    uint64_t *k = malloc(o->keys * sizeof(*k));
+    size_t n = (size_t)o->keys, lists = (size_t)o->orders;
+    uint64_t *k = malloc(lists * n * sizeof(*k)), s = o->seed ^ 0x5eed5eed5eedULL;
     if (!k) die("keys", PS_ERR_NOMEM);
     if (o->random_keys) random_keys(k, o->keys, o->seed, o->sort_keys);
     else
         for (uint64_t i = 0; i < o->keys; i++) k[i] = i;
+    for (size_t l = 1; l < lists; l++) {
+        memcpy(k + l * n, k, n * sizeof(*k));
+        shuffle(k + l * n, n, &s);
+    }
     return k;
 }
 
@@ -172,13 +193,15 @@ static void settle(bench *b, slot *s)
     if (s->status != 0 && r->errors++ == 0) r->first_error = s->status;
 }
 
-static int64_t submit(bench *b, slot *s)
+/* Submit iteration i's task (key list i % orders). */
+static int64_t submit(bench *b, slot *s, long i)
 {
     const pb_opts *o = b->o;
+    const uint64_t *k = b->keys + (size_t)(i % o->orders) * (size_t)o->keys;
     switch (o->op) {
-    case PB_PUSH: return ps_push(b->t, b->keys, o->keys, b->push, &s->topts);
-    case PB_PULL: return ps_pull(b->t, b->keys, o->keys, s->out, &s->topts);
-    default: return ps_pushpull(b->t, b->keys, o->keys, b->push, s->out, &s->topts);
+    case PB_PUSH: return ps_push(b->t, k, o->keys, b->push, &s->topts);
+    case PB_PULL: return ps_pull(b->t, k, o->keys, s->out, &s->topts);
+    default: return ps_pushpull(b->t, k, o->keys, b->push, s->out, &s->topts);
     }
 }
 
@@ -206,7 +229,7 @@ static int run_phase(bench *b, long n, int measure)
         s->measured = measure;
         s->busy = 1; /* before submit: the callback may run before it returns */
         s->t0 = pb_now_s();
-        int64_t ts = submit(b, s);
+        int64_t ts = submit(b, s, i);
         s->sub = pb_now_s() - s->t0;
         if (ts < 0) {
             s->busy = s->measured = 0;
@@ -277,25 +300,32 @@ static int run_worker(const pb_opts *o, ps_table *t, pb_result *r)
 
 /* ---- gathering every worker's totals ------------------------------------------------- */
 
-static int share(const pb_opts *o, ps_table *rep, const pb_result *r)
+static int share(const pb_opts *o, ps_table *rep, pb_result *r)
 {
+    pb_sort_results(r);
     double n = (double)r->nlat, v[REPORT_WIDTH] = {
         r->wall_s, n * (double)o->keys * o->val_len * 4.0, n * (double)o->keys,
-        r->wire_bytes, (double)r->errors, r->resends};
+        r->wire_bytes, (double)r->errors, r->resends,
+        pb_pct(r->lat_us, r->nlat, 50), pb_pct(r->sub_us, r->nlat, 50)};
     uint64_t key = (uint64_t)ps_my_rank();
     int64_t ts = ps_push(rep, &key, 1, v, NULL);
     int rv = ts < 0 ? (int)ts : ps_wait(rep, ts);
     return rv ? rv : ps_barrier(PS_GROUP_WORKERS);
 }
 
+/* Totals over the workers and each one's figures (tot->per: the caller frees). */
 static int gather(ps_table *rep, pb_total *tot)
 {
     int w = ps_num_workers();
     double *v = calloc((size_t)w * REPORT_WIDTH, sizeof(double));
-    if (!v) return PS_ERR_NOMEM;
+    memset(tot, 0, sizeof(*tot));
+    if (!v || !(tot->per = calloc((size_t)w, sizeof(*tot->per)))) {
+        free(v);
+        return PS_ERR_NOMEM;
+    }
     int64_t ts = ps_pull_range(rep, 0, (uint64_t)w, v, NULL);
     int rv = ts < 0 ? (int)ts : ps_wait(rep, ts);
-    memset(tot, 0, sizeof(*tot));
+    tot->nworkers = rv == 0 ? w : 0;
     for (int i = 0; rv == 0 && i < w; i++) {
         const double *x = v + (size_t)i * REPORT_WIDTH;
         if (x[0] > tot->wall_s) tot->wall_s = x[0];
@@ -304,6 +334,7 @@ static int gather(ps_table *rep, pb_total *tot)
         tot->wire_bytes += x[3];
         tot->errors += x[4];
         tot->resends += x[5];
+        tot->per[i] = (pb_worker){x[0], x[1], x[2], x[6], x[7]};
     }
     free(v);
     return rv;
@@ -313,7 +344,7 @@ static int gather(ps_table *rep, pb_total *tot)
 static int worker_main(const pb_opts *o, ps_table *t, ps_table *rep)
 {
     pb_result r = {0};
-    pb_total tot;
+    pb_total tot = {0};
     int rv = run_worker(o, t, &r);
     if (rv != 0 && r.errors++ == 0) r.first_error = rv;
     rv = share(o, rep, &r); /* even after a failure, so no worker waits forever */
@@ -325,6 +356,7 @@ static int worker_main(const pb_opts *o, ps_table *t, ps_table *rep)
     }
     free(r.lat_us);
     free(r.sub_us);
+    free(tot.per);
     return rv;
 }
 

@@ -26,6 +26,7 @@ typedef struct pb_opts {
     int inflight;        /* K: most tasks in flight */
     int random_keys;     /* N random u64 keys instead of 0..N-1 */
     int sort_keys;       /* hand random keys over sorted */
+    int orders;          /* key lists: the same keys in this many orders, in turn */
     int store;           /* sparse (hash) table; else dense over [0, N) */
     int json;            /* JSON result line instead of text */
     int zero_copy;       /* --zero-copy: ps_task_opts.zero_copy on every task */
@@ -46,6 +47,11 @@ typedef struct pb_result {
     double resends;      /* requests the library resent (ps_table_stats) */
 } pb_result;
 
+/* One worker's figures as shared through the report table (rank order). */
+typedef struct pb_worker {
+    double wall_s, value_bytes, keys, p50_us, submit_p50_us;
+} pb_worker;
+
 /* Totals over every worker, gathered through the report table. */
 typedef struct pb_total {
     double wall_s;       /* the slowest worker's wall time */
@@ -54,6 +60,8 @@ typedef struct pb_total {
     double wire_bytes;
     double errors;
     double resends;
+    int nworkers;
+    pb_worker *per;      /* nworkers entries, by rank */
 } pb_total;
 
 /* options.c: parse argv into `o`.  Returns 0 to run, 1 after --help was
@@ -65,7 +73,12 @@ const char *pb_op_name(pb_op op);
 double pb_now_s(void);
 /* Bytes of requests one worker puts on the wire per iteration (model). */
 double pb_wire_bytes_per_iter(const pb_opts *o, int servers);
-/* Sort r->lat_us and print the result line(s) of worker rank 0. */
+/* Sort r->lat_us and r->sub_us (ascending). */
+void pb_sort_results(pb_result *r);
+/* Nearest-rank percentile p of sorted v[0..n); 0 when n == 0. */
+double pb_pct(const double *v, long n, double p);
+/* Sort r->lat_us and print the result line(s) of worker rank 0: totals
+ * over all workers, then (several workers) each worker's own figures. */
 void pb_report(const pb_opts *o, pb_result *r, const pb_total *tot);
 /* Print a server's storage line (JSON on stderr). */
 void pb_report_server(const pb_opts *o, ps_table *t);

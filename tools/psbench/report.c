@@ -13,6 +13,12 @@
  *                   by the slowest worker's wall time (first submit to last
  *                   completion).  A pushpull counts its values once.
  *   mkeys_per_s     10^6 keys per second, the same way.
+ *   per_worker      (several workers only) each worker's own figures, by
+ *                   rank: its keys and values over its own wall time, its
+ *                   p50_us and submit_p50_us; the totals above are these
+ *                   workers' sums over the slowest one's wall time.
+ *   orders          --orders: how many orders of the keys were handed over
+ *                   in turn (1: the same list every time).
  *   wire_bytes      a MODEL of the request bytes worker rank 0 sent during
  *                   the measured iterations, not a measurement: per request
  *                   and per server slice a 104-byte header, plus 8 bytes per
@@ -63,8 +69,7 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Nearest-rank percentile of sorted v[0..n); 0 when n == 0. */
-static double pct(const double *v, long n, double p)
+double pb_pct(const double *v, long n, double p)
 {
     if (n <= 0) return 0;
     long i = (long)(p / 100.0 * (double)n + 0.999999) - 1;
@@ -95,26 +100,50 @@ static long poll_us(void)
     return v && *v ? strtol(v, NULL, 10) : -1;
 }
 
+void pb_sort_results(pb_result *r)
+{
+    qsort(r->lat_us, (size_t)r->nlat, sizeof(double), cmp_double);
+    qsort(r->sub_us, (size_t)r->nlat, sizeof(double), cmp_double);
+}
+
+static double rate(double x, double wall_s, double unit) { return wall_s > 0 ? x / wall_s / unit : 0; }
+
+static void print_json_workers(const pb_total *t)
+{
+    if (t->nworkers < 2) return;
+    printf(",\"per_worker\":[");
+    for (int i = 0; i < t->nworkers; i++) {
+        const pb_worker *w = &t->per[i];
+        printf("%s{\"rank\":%d,\"wall_s\":%.4f,\"gbytes_per_s\":%.4f,\"mkeys_per_s\":%.4f,"
+               "\"p50_us\":%.2f,\"submit_p50_us\":%.2f}",
+               i ? "," : "", i, w->wall_s, rate(w->value_bytes, w->wall_s, 1e9),
+               rate(w->keys, w->wall_s, 1e6), w->p50_us, w->submit_p50_us);
+    }
+    printf("]");
+}
+
 static void print_json(const pb_opts *o, const pb_result *r, const pb_total *t, double gbs,
                        double mks)
 {
     long n = r->nlat;
     printf("{\"op\":\"%s\",\"keys\":%llu,\"val_len\":%d,\"servers\":%d,\"workers\":%d,"
            "\"iters\":%ld,\"warmup\":%ld,\"inflight\":%d,\"random_keys\":%s,\"store\":%s,"
-           "\"zero_copy\":%s,",
+           "\"zero_copy\":%s,\"orders\":%d,",
            pb_op_name(o->op), (unsigned long long)o->keys, o->val_len, ps_num_servers(),
            ps_num_workers(), o->iters, o->warmup, o->inflight, o->random_keys ? "true" : "false",
-           o->store ? "true" : "false", o->zero_copy ? "true" : "false");
+           o->store ? "true" : "false", o->zero_copy ? "true" : "false", o->orders);
     printf("\"p50_us\":%.2f,\"p99_us\":%.2f,\"mean_us\":%.2f,\"max_us\":%.2f,"
            "\"submit_p50_us\":%.2f,",
-           pct(r->lat_us, n, 50), pct(r->lat_us, n, 99), mean(r->lat_us, n),
-           n ? r->lat_us[n - 1] : 0, pct(r->sub_us, n, 50));
+           pb_pct(r->lat_us, n, 50), pb_pct(r->lat_us, n, 99), mean(r->lat_us, n),
+           n ? r->lat_us[n - 1] : 0, pb_pct(r->sub_us, n, 50));
     printf("\"wall_s\":%.4f,\"gbytes_per_s\":%.4f,\"mkeys_per_s\":%.4f,\"wire_bytes\":%.0f,"
            "\"wire_gbytes_per_s\":%.4f,\"resends\":%.0f,\"errors\":%.0f,\"transport\":\"%s\","
-           "\"poll_us\":%ld}\n",
+           "\"poll_us\":%ld",
            t->wall_s, gbs, mks, r->wire_bytes,
            r->wall_s > 0 ? r->wire_bytes / r->wall_s / 1e9 : 0, t->resends, t->errors,
            transport(), poll_us());
+    print_json_workers(t);
+    printf("}\n");
 }
 
 static void print_text(const pb_opts *o, const pb_result *r, const pb_total *t, double gbs,
@@ -128,17 +157,24 @@ static void print_text(const pb_opts *o, const pb_result *r, const pb_total *t, 
            o->random_keys ? "random keys, " : "", o->store ? "sparse" : "dense", transport());
     printf("  latency  p50 %.2f us  p99 %.2f us  mean %.2f us  max %.2f us  "
            "(p50 %.2f us inside the call)\n",
-           pct(r->lat_us, n, 50), pct(r->lat_us, n, 99), mean(r->lat_us, n),
-           n ? r->lat_us[n - 1] : 0, pct(r->sub_us, n, 50));
-    printf("  rate     %.4f GB/s of values  %.4f Mkeys/s  (%.3f s wall)\n", gbs, mks, t->wall_s);
+           pb_pct(r->lat_us, n, 50), pb_pct(r->lat_us, n, 99), mean(r->lat_us, n),
+           n ? r->lat_us[n - 1] : 0, pb_pct(r->sub_us, n, 50));
+    printf("  rate     %.4f GB/s of values  %.4f Mkeys/s  (%.3f s wall)%s\n", gbs, mks,
+           t->wall_s, t->nworkers > 1 ? ", all workers" : "");
     printf("  wire     %.0f request bytes (model) from worker 0, %.0f resends, %.0f errors\n",
            r->wire_bytes, t->resends, t->errors);
+    for (int i = 0; t->nworkers > 1 && i < t->nworkers; i++) {
+        const pb_worker *w = &t->per[i];
+        printf("  worker %d %.4f GB/s  %.4f Mkeys/s  p50 %.2f us (%.2f us inside the call)  "
+               "(%.3f s wall)\n",
+               i, rate(w->value_bytes, w->wall_s, 1e9), rate(w->keys, w->wall_s, 1e6), w->p50_us,
+               w->submit_p50_us, w->wall_s);
+    }
 }
 
 void pb_report(const pb_opts *o, pb_result *r, const pb_total *t)
 {
-    qsort(r->lat_us, (size_t)r->nlat, sizeof(double), cmp_double);
-    qsort(r->sub_us, (size_t)r->nlat, sizeof(double), cmp_double);
+    pb_sort_results(r);
     double gbs = t->wall_s > 0 ? t->value_bytes / t->wall_s / 1e9 : 0;
     double mks = t->wall_s > 0 ? t->keys / t->wall_s / 1e6 : 0;
     if (o->json) print_json(o, r, t, gbs, mks);
