@@ -33,7 +33,8 @@
  * as do evaluation iterations (so replies with test metrics, and the last
  * one, see every update), and iterations before a checkpoint (req sync).
  * The loss a tau > 0 reply carries is that of the margins it has, i.e. up
- * to tau iterations old.  The step: the curvature h majorizes a block's own
+ * to tau iterations old (with --delay-rule seen, after folding in the pulls
+ * that have arrived by then).  The step: the curvature h majorizes a block's own
  * quadratic model, not the error of margins that miss other blocks'
  * updates, so with tau > 0 every h is scaled by 1 + delay_step * d
  * (--delay-step, default 1): the step 1/(1 + d) of the delayed proximal
@@ -409,6 +410,9 @@ int bpg_iter(void *arg, uint32_t caller, const void *req, size_t len, void **rep
     block_gradient(lw, r.block);
     if ((rv = push_pull(lw, r.t, r.block, r.ntotal, damp)) != 0) return rv;
     if ((tau == 0 || r.eval || r.sync) && (rv = apply_pulls(lw, r.t, 0)) != 0) return rv;
+    /* seen: the loss of the freshest margins there are, without waiting */
+    if (tau > 0 && lw->cfg->delay_rule == DELAY_SEEN && (rv = apply_pulls(lw, -1, 1)) != 0)
+        return rv;
     double loss = train_loss(lw);
     lw->busy_s += lin_now() - t0;
     return lin_reply(lw, loss, r.eval, reply, reply_len);
