@@ -942,6 +942,7 @@ static void psi_repl_server_on_view(ps_table *t, const uint32_t *dead, int ndead
     if (rv == 0) {
         copy_segments(t, old);
         psi_join_on_view(t, old);
+        psi_repl_prune(t);
     } else {
         PSI_ERROR("table %s: view change not applied: %s", t->name, ps_strerror(rv));
     }

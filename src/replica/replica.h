@@ -9,6 +9,7 @@
 #ifndef PSI_REPLICA_REPLICA_H
 #define PSI_REPLICA_REPLICA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kv/kv_repl.h"
@@ -26,6 +27,10 @@ int psi_repl_fwds_below(const ps_table *t, const uint64_t *snap);
 /* Send `to` the pushes this node holds (its clock per worker, its seen
  * sets), as a forward of entries marked `marker` (0: after a copy). */
 int psi_repl_send_held(ps_table *t, uint32_t to, int marker);
+
+/* After a view change: rebuild the store without the keys of segments whose
+ * row does not name this node (prune.c).  Returns how many it dropped. */
+size_t psi_repl_prune(ps_table *t);
 
 /* Joins (join.c), server side. */
 #define PSI_MARK_COPIED 1  /* forward marker: what this head holds of the joiner's
