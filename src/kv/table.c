@@ -8,7 +8,11 @@
  * at open.  Tables live until the process exits (ps_finalize tears them
  * down), so a table pointer handed to the application never dangles while
  * the node runs.  The registry is a small array scanned linearly: a job
- * has a handful of tables.
+ * has a handful of tables.  Opening a table sets up its worker or server
+ * half, then its plug-ins (plugins.c: replication's ops, checkpoints), then
+ * the server's request stages (server.c); view changes, acknowledgements of
+ * forwards and the timer reach replication only through the halves or
+ * t->repl.
  *
  * Never: hold the registry lock while calling into a table's halves.
  */
