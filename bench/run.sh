@@ -397,14 +397,15 @@ store_row() {
 # One key-rate row: psbench_median with NAME and ARGS, a row LABEL TEXT, and
 # a target (OP VALUE, or "" for none).
 keyrate_row() {
-    local s=$1 label=$2 name=$3 text=$4 op=$5 tgt=$6 m extra=""
+    local s=$1 label=$2 name=$3 text=$4 op=$5 tgt=$6 m extra="" target="-"
     shift 6
     psbench_median "$s" "$name" mkeys_per_s "$@"
     m=$(jget mkeys_per_s "$J")
     if ((NW > 1)); then
         extra="; per worker $(jq -r '[.per_worker[]? | .mkeys_per_s | tostring] | join(" / ")' <<<"$J" 2>/dev/null) Mkeys/s"
     fi
-    ROWS+=("| $label | $text | ${m:-fail} Mkeys/s (p50 $(jget p50_us "$J") us, $(jget submit_p50_us "$J") us inside the call$extra) | - | - | ${op:+$op $tgt Mkeys/s: $(verdict "${m:--}" "$op" "$tgt")}${op:--} |")
+    [[ -n $op ]] && target="$op $tgt Mkeys/s: $(verdict "${m:--}" "$op" "$tgt")"
+    ROWS+=("| $label | $text | ${m:-fail} Mkeys/s (p50 $(jget p50_us "$J") us, $(jget submit_p50_us "$J") us inside the call$extra) | - | - | $target |")
     NOTES+=("$label, $name runs: Mkeys/s [$JALL]")
 }
 
