@@ -90,6 +90,8 @@ struct ps_table {
         kv_fwd *fwds;            /* forwards waiting for their backup's ack */
         kv_pend *pends;          /* pushes waiting for their forwards' acks */
         psi_store *seen;         /* (origin << 32 | sender) -> pushes a backup holds */
+        uint64_t pruned_ms;      /* when the last view change pruned the store (prune.c) */
+        int prunes;              /* prunes made since then, of prune.c's delays */
     } rs;
     /* server side */
     struct {                     /* the request pipeline, chosen at open (server.c) */

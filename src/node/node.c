@@ -868,13 +868,31 @@ static void do_credit_stall(uint64_t now)
 }
 
 /* After a view change (a peer died or joined: its connection, buffers and
- * copies were freed), hand the allocator's free pages back to the system.
+ * copies are freed), hand the allocator's free pages back to the system.
  * glibc keeps them in its per-thread arenas otherwise: a soak with a kill and
  * a join a minute saw a server's heap in use stay flat (1.0-1.7 MB) while
  * its free-but-resident part and so its RSS crept up with every change
- * (bench/README.md, soak).  Called without a lock; views change rarely. */
-static void release_free_memory(void)
+ * (bench/README.md, soak).  The tables react to a view after this thread
+ * publishes it (copies to new backups, handovers, their messages freed once
+ * written), so one trim at the change comes too early: it is repeated at
+ * the delays of TRIM_AFTER_MS.  Called without a lock; views change rarely,
+ * and a trim of a small heap takes well under a millisecond. */
+static const uint32_t TRIM_AFTER_MS[] = {0, 2000, 10000};
+#define NTRIMS (sizeof(TRIM_AFTER_MS) / sizeof(TRIM_AFTER_MS[0]))
+
+static struct {
+    uint64_t since; /* when the last view change was published */
+    size_t done;    /* trims made since then: NTRIMS when none is due */
+} trims = {.done = NTRIMS};
+
+static int trim_due(uint64_t now)
 {
+    return trims.done < NTRIMS && now >= trims.since + TRIM_AFTER_MS[trims.done];
+}
+
+static void release_free_memory(uint64_t now)
+{
+    while (trims.done < NTRIMS && now >= trims.since + TRIM_AFTER_MS[trims.done]) trims.done++;
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
@@ -897,9 +915,15 @@ static void *timer_main(void *arg)
         if (po.sched) psi_sched_tick(po.sched, psi_transport_read_mark(po.tr, now));
         do_watchdog(now);
         if (note.pending) {
+            trims.since = now;
+            trims.done = 0;
             pthread_mutex_unlock(&po.lock);
             flush_view_note();
-            release_free_memory();
+            pthread_mutex_lock(&po.lock);
+        }
+        if (trim_due(now)) { /* trims is the timer thread's alone */
+            pthread_mutex_unlock(&po.lock);
+            release_free_memory(now);
             pthread_mutex_lock(&po.lock);
         }
         struct timespec ts = psi_deadline_in(TICK_MS);

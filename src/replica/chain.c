@@ -579,12 +579,19 @@ static int psi_repl_apply(ps_table *t, const psi_msg *m)
         psi_join_on_marker(t, m);
         return PS_OK;
     }
-    size_t n = m->hdr.key_count, bb = block_bytes(t);
+    size_t bb = block_bytes(t);
+    const uint64_t *keys = m->seg[PSI_SEG_KEYS];
     const uint8_t *src = m->seg[PSI_SEG_VALS];
-    void **blocks = malloc(PSI_MAX(n, 1) * sizeof(void *));
-    int rv = blocks ? psi_kv_blocks(t, m->seg[PSI_SEG_KEYS], n, blocks) : PS_ERR_NOMEM;
+    uint64_t *mk = NULL; /* the keys of this node's segments, when not all are */
+    uint8_t *mv = NULL;
+    size_t n = psi_repl_only_mine(t, keys, src, m->hdr.key_count, bb, &mk, &mv);
+    if (mk) keys = mk, src = mv;
+    void **blocks = n != SIZE_MAX ? malloc(PSI_MAX(n, 1) * sizeof(void *)) : NULL;
+    int rv = blocks ? psi_kv_blocks(t, keys, n, blocks) : PS_ERR_NOMEM;
     for (size_t i = 0; rv == 0 && i < n; i++) memcpy(blocks[i], src + i * bb, bb);
     free(blocks);
+    free(mk);
+    free(mv);
     for (size_t off = 0; rv == 0 && off < m->hdr.seg_len[PSI_SEG_AUX]; off += PSI_FWD_AUX) {
         kv_push_aux a;
         psi_kv_fwd_aux_get((const uint8_t *)m->seg[PSI_SEG_AUX] + off, &a);
@@ -772,6 +779,7 @@ static void psi_repl_tick(ps_table *t, uint64_t now_ms)
         if (copy) psi_node_send(f->to, copy);
     }
     psi_join_on_ack(t); /* a DRAINED marker that found no memory is sent again */
+    psi_repl_prune_tick(t, now_ms);
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -942,7 +950,7 @@ static void psi_repl_server_on_view(ps_table *t, const uint32_t *dead, int ndead
     if (rv == 0) {
         copy_segments(t, old);
         psi_join_on_view(t, old);
-        psi_repl_prune(t);
+        psi_repl_prune_on_view(t, psi_now_ms());
     } else {
         PSI_ERROR("table %s: view change not applied: %s", t->name, ps_strerror(rv));
     }

@@ -19,12 +19,24 @@
  * should this node enter the segment's chain again its head copies the
  * segment to it whole (chain.c, copy_segments).
  *
+ * Forwards a head sent before the change may still land afterwards (resent
+ * until acknowledged, also by a backup pushed out of the chain: a join's
+ * drain waits for them), and they put their keys back.  So the store is
+ * pruned again at the table's tick after each delay of PRUNE_AFTER_MS.  A
+ * message from a view newer than the one installed is deferred (server.c,
+ * gate_view), so whatever the store holds was applied under this view or an
+ * older one: a key outside this node's rows is stale whenever it is pruned.
+ *
+ * The same test keeps a forward's stale keys out in the first place
+ * (psi_repl_only_mine, called by chain.c for every forward it stores).
+ *
  * It does nothing for dense or variable-length tables (pages, and values
  * that own buffers), while a large push is open in fragments (its blocks are
- * pointed into; the next view change prunes), when nothing is stale, and when
+ * pointed into; a later prune does it), when nothing is stale, and when
  * the new store cannot be allocated (stale keys are harmless; logged).
  * Table lock held by the caller.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "replica/replica.h"
@@ -41,13 +53,59 @@ typedef struct {
     int rv;
 } prune_walk;
 
+/* Whether the row of segment seg names node me. */
+static int in_row(const ps_table *t, uint32_t seg, uint32_t me)
+{
+    const uint32_t *row = psi_kv_chain(t, seg);
+    for (int i = 0; i < t->rs.w; i++)
+        if (row[i] == me) return 1;
+    return 0;
+}
+
 /* Whether this node is in the row of key's segment. */
 static int mine(const prune_walk *p, uint64_t key)
 {
-    const uint32_t *row = psi_kv_chain(p->t, psi_ring_seg_of(p->t->ring, key));
-    for (int i = 0; i < p->t->rs.w; i++)
-        if (row[i] == p->me) return 1;
-    return 0;
+    return in_row(p->t, psi_ring_seg_of(p->t->ring, key), p->me);
+}
+
+/* Whether the prune applies to table t at all. */
+static int prunable(const ps_table *t)
+{
+    return t->store && !t->var && t->ring && t->rs.eff;
+}
+
+size_t psi_repl_only_mine(const ps_table *t, const uint64_t *keys, const uint8_t *vals,
+                          size_t n, size_t bb, uint64_t **keys_out, uint8_t **vals_out)
+{
+    *keys_out = NULL;
+    *vals_out = NULL;
+    if (!prunable(t) || n == 0) return n;
+    uint32_t me = ps_my_id(), seg = UINT32_MAX;
+    uint64_t lo = 1, hi = 0; /* the last segment looked up: keys come in runs */
+    int keep = 1;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (keys[i] < lo || keys[i] > hi) {
+            seg = psi_ring_seg_of(t->ring, keys[i]);
+            psi_ring_seg_bounds(t->ring, seg, &lo, &hi);
+            keep = in_row(t, seg, me);
+        }
+        if (!keep && !*keys_out) { /* the first key to leave out: copy the ones before */
+            if (!(*keys_out = malloc(n * sizeof(uint64_t))) || !(*vals_out = malloc(n * bb))) {
+                free(*keys_out);
+                *keys_out = NULL;
+                return SIZE_MAX;
+            }
+            memcpy(*keys_out, keys, i * sizeof(uint64_t));
+            memcpy(*vals_out, vals, i * bb);
+        }
+        if (keep && *keys_out) {
+            (*keys_out)[kept] = keys[i];
+            memcpy(*vals_out + kept * bb, vals + i * bb, bb);
+        }
+        kept += keep;
+    }
+    return kept;
 }
 
 static int walk_key(void *arg, uint64_t key, void *block)
@@ -65,9 +123,13 @@ static int walk_key(void *arg, uint64_t key, void *block)
     return 0;
 }
 
-size_t psi_repl_prune(ps_table *t)
+/* Delays after a view change of the prunes that follow it (ms). */
+static const uint64_t PRUNE_AFTER_MS[] = {1000, 5000, 30000};
+#define NPRUNES ((int)(sizeof(PRUNE_AFTER_MS) / sizeof(PRUNE_AFTER_MS[0])))
+
+static size_t prune(ps_table *t)
 {
-    if (!t->store || t->var || t->trains.open || !t->ring || !t->rs.eff) return 0;
+    if (!prunable(t) || t->trains.open) return 0;
     prune_walk p = {.t = t, .me = ps_my_id(), .bb = psi_update_block_bytes(&t->upd)};
     psi_store_foreach(t->store, walk_key, &p);
     if (p.dropped == 0) return 0;
@@ -90,4 +152,21 @@ size_t psi_repl_prune(ps_table *t)
     PSI_INFO("table %s: let go of %zu keys it holds for no chain (%zu kept)", t->name, dropped,
              p.kept);
     return dropped;
+}
+
+void psi_repl_prune_on_view(ps_table *t, uint64_t now_ms)
+{
+    t->rs.pruned_ms = now_ms;
+    t->rs.prunes = 0;
+    prune(t);
+}
+
+void psi_repl_prune_tick(ps_table *t, uint64_t now_ms)
+{
+    if (!t->rs.pruned_ms || t->rs.prunes >= NPRUNES ||
+        now_ms < t->rs.pruned_ms + PRUNE_AFTER_MS[t->rs.prunes])
+        return;
+    while (t->rs.prunes < NPRUNES && now_ms >= t->rs.pruned_ms + PRUNE_AFTER_MS[t->rs.prunes])
+        t->rs.prunes++;
+    prune(t);
 }

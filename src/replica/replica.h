@@ -29,8 +29,17 @@ int psi_repl_fwds_below(const ps_table *t, const uint64_t *snap);
 int psi_repl_send_held(ps_table *t, uint32_t to, int marker);
 
 /* After a view change: rebuild the store without the keys of segments whose
- * row does not name this node (prune.c).  Returns how many it dropped. */
-size_t psi_repl_prune(ps_table *t);
+ * row does not name this node (prune.c), now and again at the tick after each
+ * of the delays in prune.c (forwards sent before the change may still land). */
+void psi_repl_prune_on_view(ps_table *t, uint64_t now_ms);
+void psi_repl_prune_tick(ps_table *t, uint64_t now_ms);
+/* Of a forward's n keys and their bb-byte blocks, those of segments whose
+ * row names this node (the others would be stale here at once: a head sent
+ * them before this node left their chains), compacted into malloc'd
+ * *keys_out and *vals_out; both stay NULL when every key is kept.  Returns
+ * how many are kept, SIZE_MAX without memory. */
+size_t psi_repl_only_mine(const ps_table *t, const uint64_t *keys, const uint8_t *vals,
+                          size_t n, size_t bb, uint64_t **keys_out, uint8_t **vals_out);
 
 /* Joins (join.c), server side. */
 #define PSI_MARK_COPIED 1  /* forward marker: what this head holds of the joiner's

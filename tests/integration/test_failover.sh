@@ -164,6 +164,18 @@ joined_served() {
   echo "joined server: $(grep '^server' "$TMP/s$NS.log")"
 }
 
+# held_pairs_exact: with k = 1 and every server alive at the end, each key is
+# held by exactly its chain, 2 servers: the servers' keys sum to twice the
+# workers' (a backup a joiner pushed out of a chain lets its copy go, prune.c).
+held_pairs_exact() {
+  local held total
+  held=$(awk '/^server [0-9]+: keys/ {s += $4} END {print s + 0}' "$TMP"/s*.log)
+  total=$(grep -h '^result' "$TMP"/w*.log | sed -n 's/.* keys=\([0-9]*\).*/\1/p' | awk '{s += $1} END {print s + 0}')
+  [ "$total" -gt 0 ] && [ "$held" = $((2 * total)) ] \
+    || fail "$CASE: the servers hold $held keys, the chains $((2 * total)) ($total keys, k = 1)"
+  echo "held keys: $held = 2 x $total"
+}
+
 case_join() {
   cluster --keys 3000 --before 40 --after 80 --deaths 0 --joins 1 "$@"
   joiner
@@ -171,6 +183,7 @@ case_join() {
   for n in sched s0 s1 s2; do wait_exit "$(eval echo \$PID_$n)" 30 || fail "$CASE: $n exited $?"; done
   joined_served
   grep -h '^result' "$TMP"/w*.log
+  held_pairs_exact
 }
 
 case_joinkill() {
