@@ -5,11 +5,13 @@
 # default heavy:100 = every worker sleeps a seeded Pareto(1.5) time of mean
 # 100 ms per iteration, about half an iteration's compute here).  With tau > 0
 # a worker computes block t+1 while block t's push/pull is outstanding and the
-# step is divided by 1 + tau (apps/linear/bpg.c).
+# step is divided by 1 + d, d the updates still in flight when it computes
+# (--delay-rule seen; DRULE=bound: d = tau) (apps/linear/bpg.c).
 #
 # Prints one JSON line per run:
-#   {"tau", "stragglers", "seconds_to_target", "iterations_to_target",
-#    "idle_pct", "final_objective", "iterations", "train_seconds", "test_auc"}
+#   {"tau", "stragglers", "rep", "seconds_to_target", "iterations_to_target",
+#    "idle_pct", "final_objective", "iterations", "train_seconds", "test_auc",
+#    "mean_delay"}
 # (seconds_to_target: pslinear's elapsed time, 0.1 s resolution, at the first
 # iteration whose objective is <= TARGET; null if never) into out/tau.jsonl,
 # and plots out/tau-objective.png (objective vs time, one curve per tau, both
@@ -20,34 +22,41 @@
 # The whole script stays under BUDGET seconds (runs that would start later
 # are skipped and said so).
 # env: TAUS ("0 1 2 4 8 16"), ITERS (60), TARGET (0.4450), STRAGGLE
-# (heavy:100), DSTEP (--delay-step, 1), BUDGET (900), PS_BIN.   --quick: TAUS "0 2 8", ITERS 30, BUDGET 300.
+# (heavy:100), DSTEP (--delay-step, 1), DRULE (--delay-rule, seen), REPS (runs
+# of each setting, 1; the plots show the first), BUDGET (900), PS_BIN.
+# --quick: TAUS "0 2 8", ITERS 30, BUDGET 300.
 source "$(dirname "$0")/common.sh"
 if [ "${1:-}" = --quick ]; then : "${TAUS:=0 2 8}" "${ITERS:=30}" "${BUDGET:=300}"; fi
 taus=${TAUS:-0 1 2 4 8 16} iters=${ITERS:-60} target=${TARGET:-0.4450}
-strag=${STRAGGLE:-heavy:100} budget=${BUDGET:-900} dstep=${DSTEP:-1}
+strag=${STRAGGLE:-heavy:100} budget=${BUDGET:-900} dstep=${DSTEP:-1} drule=${DRULE:-seen}
+reps=${REPS:-1}
 jl=$out/tau.jsonl
 : >"$jl"
 start=$SECONDS
+for rep in $(seq 1 "$reps"); do
 for st in none "$strag"; do
     for t in $taus; do
         if [ $((SECONDS - start)) -gt $((budget - 60)) ]; then
-            echo "tau.sh: skipped tau $t stragglers $st (budget ${budget}s spent)" >&2; continue
+            echo "tau.sh: skipped tau $t stragglers $st rep $rep (budget ${budget}s spent)" >&2; continue
         fi
         tag=tau-$t-${st//[:]/_}; log=$out/$tag.log
+        [ "$rep" = 1 ] || log=$out/$tag-r$rep.log
         lin "$log" --algo bpg "${flights[@]}" --iters "$iters" --blocks 4 --tau "$t" \
-            --eval-every 0 --json --straggle "$st" --delay-step "$dstep" ||
-            { echo "tau.sh: tau $t stragglers $st failed (see $log)" >&2; continue; }
-        prog "$log" | awk '$2 != "-" { print $6, $2 }' >"$out/$tag.dat"
+            --eval-every 0 --json --straggle "$st" --delay-step "$dstep" --delay-rule "$drule" \
+            --tol 0 || { echo "tau.sh: tau $t stragglers $st failed (see $log)" >&2; continue; }
+        [ "$rep" = 1 ] && prog "$log" | awk '$2 != "-" { print $6, $2 }' >"$out/$tag.dat"
         read -r tt it < <(prog "$log" | awk -v T="$target" '$2 != "-" && $2 + 0 <= T + 0 { print $6, $1 + 1; f = 1; exit }
                                                          END { if (!f) print "null", "null" }')
         json "$log" | jq -c --argjson tau "$t" --arg st "$st" --argjson tt "$tt" --argjson it "$it" \
-            '{tau: $tau, stragglers: $st, seconds_to_target: $tt, iterations_to_target: $it,
+            --argjson rep "$rep" \
+            '{tau: $tau, stragglers: $st, rep: $rep, seconds_to_target: $tt, iterations_to_target: $it,
               idle_pct: .idle_pct, final_objective: .objective, iterations: .iterations,
-              train_seconds: .train_seconds, test_auc: .test_auc}' | tee -a "$jl"
+              train_seconds: .train_seconds, test_auc: .test_auc, mean_delay: .mean_delay}' | tee -a "$jl"
     done
 done
-jq -r 'select(.stragglers == "none") | "\(.tau) \(.idle_pct)"' "$jl" >"$out/idle-none.dat"
-jq -r 'select(.stragglers != "none") | "\(.tau) \(.idle_pct)"' "$jl" >"$out/idle-strag.dat"
+done
+jq -r 'select(.stragglers == "none" and .rep == 1) | "\(.tau) \(.idle_pct)"' "$jl" >"$out/idle-none.dat"
+jq -r 'select(.stragglers != "none" and .rep == 1) | "\(.tau) \(.idle_pct)"' "$jl" >"$out/idle-strag.dat"
 plots="" k=0
 for t in $taus; do
     k=$((k + 1))
