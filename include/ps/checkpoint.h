@@ -35,17 +35,17 @@ struct ps_table;
 
 /*
  * Write checkpoint `iter` of every fixed-width table the servers have open
- * (every one is enabled when it opens; ps_table_restore is only needed to
- * load one back) into DIR (created if missing; its parent must exist).
- * Call it
- * on one node that is not a server, normally the scheduler, at an iteration
+ * (a server enables checkpoints of each fixed-width table when it opens it;
+ * variable-length tables are left out, and ps_table_restore is needed only
+ * to load a checkpoint back) into DIR (created if missing; its parent must
+ * exist).  Call it on one node that is not a server, normally the scheduler, at an iteration
  * boundary: the application guarantees that no push is in flight and none
  * starts until this returns (e.g. ps_barrier(PS_GROUP_ALL) before and after).
  * Every live server writes the keys it owns; then this node writes MANIFEST.
  * Returns 0 once the checkpoint is complete and durable; otherwise a ps_err
  * (logged with the server, file and reason) and the checkpoint stays
- * incomplete: PS_ERR_INVAL for a table with variable-length values,
- * PS_ERR_NOTFOUND if a server never enabled checkpoints, PS_ERR_SYS for a
+ * incomplete: PS_ERR_NOTFOUND if a server has opened no fixed-width table
+ * (it then serves no checkpoints), PS_ERR_SYS for a
  * failed file operation, PS_ERR_PEER if a server died meanwhile.  Writing an
  * iteration again replaces that checkpoint.
  */
@@ -54,9 +54,9 @@ int ps_checkpoint(const char *dir, uint64_t iter);
 /*
  * Restore table `t` from the newest complete and valid checkpoint in DIR.
  * Every node that opened the table calls it right after ps_table_open and
- * before anyone pushes to the table (e.g. then ps_barrier(PS_GROUP_ALL)); on
- * a server it also enables checkpoints of `t` (ps_checkpoint writes only
- * such tables), so call it on a fresh start too.  A server loads, from the
+ * before anyone pushes to the table (e.g. then ps_barrier(PS_GROUP_ALL)).  A
+ * fresh start needs no call: ps_table_open already enabled checkpoints of
+ * `t` on the servers.  A server loads, from the
  * files of every server of the checkpoint, the keys it now holds (the
  * current server set may differ in size); other nodes only find the
  * iteration.  Returns 0 and sets *iter_out (may be NULL) to the checkpoint's
