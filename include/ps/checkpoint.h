@@ -38,16 +38,17 @@ struct ps_table;
  * (a server enables checkpoints of each fixed-width table when it opens it;
  * variable-length tables are left out, and ps_table_restore is needed only
  * to load a checkpoint back) into DIR (created if missing; its parent must
- * exist).  Call it on one node that is not a server, normally the scheduler, at an iteration
- * boundary: the application guarantees that no push is in flight and none
- * starts until this returns (e.g. ps_barrier(PS_GROUP_ALL) before and after).
- * Every live server writes the keys it owns; then this node writes MANIFEST.
- * Returns 0 once the checkpoint is complete and durable; otherwise a ps_err
- * (logged with the server, file and reason) and the checkpoint stays
- * incomplete: PS_ERR_NOTFOUND if a server has opened no fixed-width table
- * (it then serves no checkpoints), PS_ERR_SYS for a
- * failed file operation, PS_ERR_PEER if a server died meanwhile.  Writing an
- * iteration again replaces that checkpoint.
+ * exist).  Call it on one node that is not a server, normally the
+ * scheduler, at an iteration boundary: the application guarantees that no
+ * push is in flight and none starts until this returns (e.g.
+ * ps_barrier(PS_GROUP_ALL) before and after).  Every live server writes the
+ * keys it holds; then this node writes MANIFEST.  Returns 0 once the
+ * checkpoint is complete and durable; otherwise a ps_err (logged with the
+ * server, file and reason) and the checkpoint stays incomplete:
+ * PS_ERR_NOTFOUND if a server has opened no fixed-width table (it then
+ * serves no checkpoints), PS_ERR_SYS for a failed file operation,
+ * PS_ERR_PEER if a server died meanwhile.  Writing an iteration again
+ * replaces that checkpoint.
  */
 int ps_checkpoint(const char *dir, uint64_t iter);
 
