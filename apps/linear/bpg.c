@@ -45,7 +45,7 @@
  * those still in flight (0..tau); so a worker that is behind (a straggler,
  * whose peers' pushes are in) takes a full step, and only one that ran
  * ahead pays for it.  Measured on flights (bench/paper/README.md), tau 1-4
- * see a mean d of 0.3-1.  --delay-rule bound takes d = tau, deterministic
+ * see a mean d of 0.3-1.6.  --delay-rule bound takes d = tau, deterministic
  * for tau < B (the reference test's rule), but costs ~2x the iterations at
  * tau 1.  Full steps (delay_step 0) diverge on flights at tau 1: every block
  * can move the mean margin, and stale blocks correct the same residual twice.
