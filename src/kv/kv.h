@@ -1,7 +1,6 @@
 /*
  * kv.h -- every internal header of the key-value layer at once, for code
- * that needs both halves of a table (worker.c, tests/apps/ps_kvtest.c,
- * node/report_send.c).  A file that needs less includes less:
+ * that needs both halves of a table (tests/apps/ps_kvtest.c).  A file that needs less includes less:
  *
  *   kv/table.h     the table object, registry, ring and chains, replies;
  *   kv/push_aux.h  the push's and forward's aux segment (wire codec);
@@ -20,9 +19,5 @@
 #include "kv/server.h"
 #include "kv/table.h"
 #include "kv/worker.h"
-
-/* Transitional, until worker.c says psi_kv_chain: the old name of a
- * segment's chain row (kv/table.h). */
-#define psi_repl_chain psi_kv_chain
 
 #endif /* PSI_KV_KV_H */

@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/kv.h"
+#include "kv/worker.h"
 #include "kv/route.h"
 #include "node/node.h"
 #include "util/log.h"
@@ -398,7 +398,7 @@ static int slice_keys(kv_req *r, const uint8_t *uvals)
     size_t cap = every ? ns + (size_t)t->nservers * (size_t)(t->nservers + 1) : ns;
     if (rv == 0 && !(r->slices = calloc(PSI_MAX(cap, 1), sizeof(kv_slice)))) rv = PS_ERR_NOMEM;
     for (size_t i = 0; rv == 0 && i < ns; i++) {
-        uint32_t owner = t->k ? psi_repl_chain(t, ss[i].seg)[0] : ss[i].owner;
+        uint32_t owner = t->k ? psi_kv_chain(t, ss[i].seg)[0] : ss[i].owner;
         if (owner >= PSI_MAX_NODES || (t->dead && t->dead[owner])) {
             PSI_ERROR("table %s: the server of key %llu is dead%s", t->name,
                       (unsigned long long)r->keys[ss[i].begin],

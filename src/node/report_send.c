@@ -22,7 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "kv/kv.h"
+#include "kv/table.h"
 #include "node/report.h"
 #include "util/util.h"
 
