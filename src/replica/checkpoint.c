@@ -18,9 +18,10 @@
  * outside it.  A restore loads into a fresh store, then swaps it in under
  * the table lock, so a failed restore leaves the table untouched.
  *
- * The set of tables a server checkpoints is the tables it called
- * ps_table_restore on (psi_ckpt_enable); tables live until ps_finalize, so
- * the pointers kept here stay valid while the remote function can run.
+ * The set of tables a server checkpoints is every fixed-width table it
+ * opened (src/kv/plugins.c calls psi_ckpt_enable at open); tables live until
+ * ps_finalize, so the pointers kept here stay valid while the remote
+ * function can run.
  *
  * Lock order: ck.lock, then a table's lock.  Never: write a file or wait on
  * the network with a table lock held; change a table unless its whole
@@ -278,8 +279,8 @@ static int collect(uint64_t iter, const ps_reply *rs, int n, psi_ckpt_manifest *
     m->nservers = (uint32_t)n;
     for (int i = 0; i < n && rv == 0; i++) {
         if (rs[i].status == PS_ERR_NOTFOUND)
-            PSI_ERROR("checkpoint %" PRIu64 ": server node %u does not serve checkpoints: call "
-                      "ps_table_restore on every server after ps_table_open", iter, rs[i].node);
+            PSI_ERROR("checkpoint %" PRIu64 ": server node %u does not serve checkpoints: it "
+                      "has opened no fixed-width table", iter, rs[i].node);
         else if (rs[i].status != 0)
             PSI_ERROR("checkpoint %" PRIu64 ": server node %u failed: %s (see its log)", iter,
                       rs[i].node, ps_strerror(rs[i].status));

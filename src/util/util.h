@@ -140,10 +140,6 @@ void psi_thread_mark_io(void);
 int psi_thread_is_io(void);
 int psi_env_long(const char *const *names, long def, long lo, long hi, long *out);
 
-/* Sort keys[0..n) into sorted[], with perm[i] = the index in keys of
- * sorted[i]; stable.  0 or PS_ERR_NOMEM. */
-int psi_sort_keys(const uint64_t *keys, size_t n, uint64_t *sorted, size_t *perm);
-
 /*
  * Large message buffers (bufpool.c).  psi_buf_alloc returns at least `len`
  * bytes, 16-byte aligned, or NULL; free it only with psi_buf_free (NULL is
