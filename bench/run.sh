@@ -456,7 +456,7 @@ main() {
     echo
     echo "libps $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '(no git)'), $(ucx_info -v 2>/dev/null | sed -n 's/^# Version /UCX /p')."
     echo "$(nproc) cores; load average $load0 at start, $(cut -d' ' -f1-3 /proc/loadavg) at end; $((SECONDS - START)) s."
-    poll="unset, so the library default: 30 us when 1 + servers + workers <= usable cores ($(nproc) here; psrun -s 1 -w 1 starts 3 processes) or the scheduler is not on loopback, else 0"
+    poll="unset, so the library default: 30 us when servers + workers <= usable cores ($(nproc) here; the scheduler, mostly asleep, is not counted) or the scheduler is not on loopback, else 0"
     echo "PS_POLL_US: ${PS_POLL_US:-$poll}."
     echo "Other processes' CPU use during each run, % of all cores, in run order (perftest and psbench): ${BUSY[*]}."
     echo "Runs marked * below had other processes above $QUIET_MAX% of the CPU (BENCH_QUIET_MAX); the table's medians leave them out when an undisturbed run exists."
