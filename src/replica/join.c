@@ -25,7 +25,7 @@
  * before the switch were forwarded to the joiner, and its clock per worker
  * came with the copy (chain.c, send_held), so a push resent later finds
  * itself held.  Backups that stay in a chain keep their data; the one the
- * joiner pushed out of it keeps a stale copy it never serves.
+ * joiner pushed out of it lets its copy go (prune.c).
  *
  * Tables that are not replicated, or BSP, keep the servers of the first
  * view: a joiner takes no part of them.
