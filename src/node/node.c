@@ -877,8 +877,9 @@ static void do_credit_stall(uint64_t now)
  * written; the last prune of the stores, src/replica/prune.c, 30 s after),
  * so one trim at the change comes too early: it is repeated at the delays of
  * TRIM_AFTER_MS.  (A soak that trimmed only up to 10 s after each change saw
- * server RSS rise by 1 MB at a kill and fall back only at the next one.)  Called without a lock; views change rarely,
- * and a trim of a small heap takes well under a millisecond. */
+ * server RSS rise by 1 MB at a kill and fall back only at the next one.)
+ * Called without a lock; views change rarely, and a trim of a small heap
+ * takes well under a millisecond. */
 static const uint32_t TRIM_AFTER_MS[] = {0, 2000, 10000, 40000};
 #define NTRIMS (sizeof(TRIM_AFTER_MS) / sizeof(TRIM_AFTER_MS[0]))
 
@@ -894,7 +895,7 @@ static int trim_due(uint64_t now)
 
 static void release_free_memory(uint64_t now)
 {
-    while (trims.done < NTRIMS && now >= trims.since + TRIM_AFTER_MS[trims.done]) trims.done++;
+    while (trim_due(now)) trims.done++; /* one trim serves every delay passed */
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif

@@ -161,12 +161,16 @@ void psi_repl_prune_on_view(ps_table *t, uint64_t now_ms)
     prune(t);
 }
 
+/* Whether the next of the prunes after the last view change is due. */
+static int prune_due(const ps_table *t, uint64_t now_ms)
+{
+    return t->rs.pruned_ms && t->rs.prunes < NPRUNES &&
+           now_ms >= t->rs.pruned_ms + PRUNE_AFTER_MS[t->rs.prunes];
+}
+
 void psi_repl_prune_tick(ps_table *t, uint64_t now_ms)
 {
-    if (!t->rs.pruned_ms || t->rs.prunes >= NPRUNES ||
-        now_ms < t->rs.pruned_ms + PRUNE_AFTER_MS[t->rs.prunes])
-        return;
-    while (t->rs.prunes < NPRUNES && now_ms >= t->rs.pruned_ms + PRUNE_AFTER_MS[t->rs.prunes])
-        t->rs.prunes++;
+    if (!prune_due(t, now_ms)) return;
+    while (prune_due(t, now_ms)) t->rs.prunes++; /* one prune serves every delay passed */
     prune(t);
 }
