@@ -70,6 +70,12 @@ size_t psi_store_upsert_batch(psi_store *s, const uint64_t *keys, size_t n, void
 size_t psi_store_find_batch(const psi_store *s, const uint64_t *keys, size_t n, void **blocks);
 size_t psi_store_size(const psi_store *s);  /* keys stored */
 size_t psi_store_bytes(const psi_store *s); /* bytes allocated, struct included */
+/* Size the table once for `keys` keys in all (no-op if it already holds
+ * that many slots); 0, or -1 when the limit or memory forbids it. */
+int psi_store_reserve(psi_store *s, size_t keys);
+/* The longest run of occupied slots (wrapping): the longest probe a lookup
+ * of an absent key can make.  For tests and diagnostics; walks every slot. */
+size_t psi_store_longest_run(const psi_store *s);
 /* Cap psi_store_bytes() after any growth (the old arrays are also held
  * while rehashing); 0 = none.  Existing keys stay reachable over the cap. */
 void psi_store_set_limit(psi_store *s, size_t max_bytes);

@@ -44,6 +44,7 @@
 #include "kv/update.h"
 #include "node/node.h"
 #include "util/log.h"
+#include "util/util.h"
 
 typedef struct {
     ps_table *t;
@@ -130,10 +131,11 @@ static const uint64_t PRUNE_AFTER_MS[] = {1000, 5000, 30000};
 static size_t prune(ps_table *t)
 {
     if (!prunable(t) || t->trains.open) return 0;
+    uint64_t t0 = psi_now_ms();
     prune_walk p = {.t = t, .me = ps_my_id(), .bb = psi_update_block_bytes(&t->upd)};
     psi_store_foreach(t->store, walk_key, &p);
     if (p.dropped == 0) return 0;
-    size_t dropped = p.dropped;
+    size_t dropped = p.dropped, kept = p.kept;
     p.kept = p.dropped = 0;
     if (!(p.to = psi_store_new(p.bb))) {
         PSI_WARN("table %s: out of memory: keeps %zu keys it holds for no chain", t->name,
@@ -141,6 +143,7 @@ static size_t prune(ps_table *t)
         return 0;
     }
     if (t->opts.max_bytes) psi_store_set_limit(p.to, t->opts.max_bytes);
+    psi_store_reserve(p.to, kept); /* one allocation; if refused, it grows as it goes */
     if (psi_store_foreach(t->store, walk_key, &p) != 0 || p.rv != 0) {
         PSI_WARN("table %s: out of memory: keeps %zu keys it holds for no chain", t->name,
                  dropped);
@@ -149,8 +152,8 @@ static size_t prune(ps_table *t)
     }
     psi_store_free(t->store);
     t->store = p.to;
-    PSI_INFO("table %s: let go of %zu keys it holds for no chain (%zu kept)", t->name, dropped,
-             p.kept);
+    PSI_INFO("table %s: let go of %zu keys it holds for no chain (%zu kept, %llu ms)", t->name,
+             dropped, p.kept, (unsigned long long)(psi_now_ms() - t0));
     return dropped;
 }
 

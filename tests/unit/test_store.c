@@ -1,7 +1,8 @@
 /*
  * test_store.c -- unit tests of src/kv/store.c: the sparse hash table
  * (1M random keys against a sorted reference, the keys 0 and 2^64-1,
- * contents across growth, foreach visiting each key once, batch upsert
+ * contents across growth, foreach visiting each key once, a table copied
+ * key by key in walk order staying spread out (also when reserved), batch upsert
  * equal to single upserts, the byte limit refusing inserts without harm,
  * bytes per key at the maximum load, batch find equal to find, blocks
  * aligned as store.h promises for every layout, a batch of new keys sizing
@@ -153,6 +154,58 @@ static void test_store_foreach_visits_each_key_once(void **state)
     assert_int_equal(psi_store_foreach(s, count_visit, &v), 7);
     assert_int_equal(v.calls, 10);
     psi_store_free(s);
+}
+
+typedef struct {
+    psi_store *to;
+    size_t n, worst; /* keys copied; the longest run seen while copying */
+} copy_walk;
+
+static int copy_one(void *arg, uint64_t key, void *block)
+{
+    copy_walk *c = arg;
+    uint64_t *b = psi_store_upsert(c->to, key, NULL);
+    if (!b) return -1;
+    memcpy(b, block, sizeof(uint64_t));
+    if (++c->n % 5000 == 0) { /* growth respreads the keys: look along the way */
+        size_t r = psi_store_longest_run(c->to);
+        if (r > c->worst) c->worst = r;
+    }
+    return 0;
+}
+
+/* One table's keys, walked and inserted one by one into a new table that
+ * grows from empty (prune.c's rebuild, a checkpoint restored in the order it
+ * was written): the walk yields them in the first table's hash order, and
+ * had both tables one hash they would pile into one run at the start of the
+ * second, every insert probing all of it.  Each table's own seed keeps the
+ * runs as short as random keys make them (hundreds at most, at load 0.8). */
+static void test_store_copy_in_walk_order_stays_spread(void **state)
+{
+    (void)state;
+    enum { N = 200000 };
+    psi_store *a = psi_store_new(sizeof(uint64_t));
+    uint64_t rng = 21;
+    for (size_t i = 0; i < N; i++) put_tag(a, next_key(&rng));
+    copy_walk c = {psi_store_new(sizeof(uint64_t)), 0, 0};
+    assert_int_equal(psi_store_foreach(a, copy_one, &c), 0);
+    assert_int_equal(c.n, psi_store_size(a));
+    assert_int_equal(psi_store_size(c.to), psi_store_size(a));
+    print_message("longest run: %zu in the first table, %zu in its copy as it was filled\n",
+                  psi_store_longest_run(a), c.worst);
+    assert_true(c.worst < 2000);
+    rng = 21;
+    for (size_t i = 0; i < N; i++) check_tag(c.to, next_key(&rng));
+    psi_store_free(c.to);
+    /* sized once for all of them: no growth while copying */
+    c = (copy_walk){psi_store_new(sizeof(uint64_t)), 0, 0};
+    assert_int_equal(psi_store_reserve(c.to, N), 0);
+    size_t bytes = psi_store_bytes(c.to);
+    assert_int_equal(psi_store_foreach(a, copy_one, &c), 0);
+    assert_int_equal(psi_store_bytes(c.to), bytes);
+    assert_true(c.worst < 2000);
+    psi_store_free(c.to);
+    psi_store_free(a);
 }
 
 static void test_store_batch_equals_single(void **state)
@@ -506,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_store_extreme_keys),
         cmocka_unit_test(test_store_growth_preserves_contents),
         cmocka_unit_test(test_store_foreach_visits_each_key_once),
+        cmocka_unit_test(test_store_copy_in_walk_order_stays_spread),
         cmocka_unit_test(test_store_batch_equals_single),
         cmocka_unit_test(test_store_find_batch_equals_find),
         cmocka_unit_test(test_store_block_alignment_every_layout),
