@@ -93,6 +93,12 @@ HDR = 104
 DEAD_AFTER = 3.0
 CONNECT_TIMEOUT = 3.0
 IO_TIMEOUT = 2.0
+# How long a gate has to close a connection it must refuse (a replayed
+# handshake, a wrong proof) before that counts as a finding.  A gate that lets
+# one in never closes it, so waiting longer only costs time; a loaded node
+# under a sanitizer took over 1 s to get to a replay (1 of 5 ASan runs with
+# one second), so the wait scales with the tests' PS_TIMEOUT_SCALE.
+MUST_CLOSE_WAIT = 2.0 * max(1.0, float(os.environ.get("PS_TIMEOUT_SCALE", "1") or 1))
 
 # ---- CRC32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven ----------
 
@@ -492,7 +498,7 @@ class Fuzzer:
             if not c.send(ch):
                 break
         if case == "frames":  # a recorded good handshake: the old proof must not pass
-            if c.peer_closes(1.0):
+            if c.peer_closes(MUST_CLOSE_WAIT):
                 p.c["replay_refused"] += 1
             else:
                 p.c["replay_open"] += 1
@@ -526,7 +532,7 @@ class Fuzzer:
         elif r == "badtag":
             p.c["auth_refused"] += 1
             # After our wrong proof the acceptor must close, never read frames.
-            if c.s is not None and not c.peer_closes(IO_TIMEOUT):
+            if c.s is not None and not c.peer_closes(MUST_CLOSE_WAIT):
                 p.c["proof_not_closed"] += 1
         elif r == "closed":
             p.c["closed_at_hello"] += 1
