@@ -73,7 +73,7 @@ int psi_kv_bsp_init(ps_table *t)
         free(b);
         return PS_ERR_INVAL;
     }
-    b->workers = ps_num_workers();
+    b->workers = psi_kv_nworkers();
     t->bsp = b;
     return PS_OK;
 }
@@ -319,7 +319,7 @@ int psi_kv_bsp_pull(ps_table *t, psi_msg *m, uint64_t min_iter)
 void psi_kv_bsp_on_view(ps_table *t, const uint32_t *dead, int ndead)
 {
     psi_view v;
-    if (psi_node_view(&v) != 0) return;
+    if (psi_kv_view(&v) != 0) return;
     pthread_mutex_lock(&t->lock);
     if (t->bsp) {
         int before = t->bsp->workers;

@@ -93,7 +93,7 @@ static int move_part(kv_req *r, const kv_slice *s, const size_t *pos, const uint
     memset(d, 0, sizeof(*d));
     *d = (kv_slice){.server = owner, .origin = s->origin,
                     .via = mode == MOVE_FRESH ? 0 : s->server, .seq = s->seq,
-                    .iter = s->iter, .nkeys = n, .sent_ms = psi_now_ms()};
+                    .iter = s->iter, .nkeys = n, .sent_ms = psi_kv_now()};
     if (!(d->buf = psi_kv_buf_new(n * (8 + vb) + psi_kv_aux_len(r)))) return PS_ERR_NOMEM;
     const uint8_t *sk = s->buf->data, *sv = psi_kv_slice_vals(r, s);
     uint8_t *k = d->buf->data, *v = k + n * 8;

@@ -21,8 +21,8 @@
 
 int psi_kv_plugins_open(ps_table *t)
 {
-    int rv = PS_OK, server = ps_my_role() == PS_ROLE_SERVER;
-    if (!server && ps_my_role() != PS_ROLE_WORKER) return PS_OK; /* no half to plug into */
+    int rv = PS_OK, server = psi_kv_role() == PS_ROLE_SERVER;
+    if (!server && psi_kv_role() != PS_ROLE_WORKER) return PS_OK; /* no half to plug into */
     if (t->opts.replication > 0) {
         t->repl = &psi_repl_chain_ops; /* freed by table_free even if init fails */
         pthread_mutex_lock(&t->lock);

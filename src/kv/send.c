@@ -28,7 +28,7 @@ static pthread_mutex_t send_mu = PTHREAD_MUTEX_INITIALIZER; /* a train's message
 int psi_kv_send(uint32_t to, psi_msg *m)
 {
     if (!(m->hdr.flags & PSI_F_TRAIN) || !m->hdr.seg_len[PSI_SEG_VALS])
-        return psi_node_send(to, m);
+        return psi_kv_net(to, m);
     kv_buf *buf = m->on_free_arg;
     const uint8_t *vals = m->seg[PSI_SEG_VALS];
     uint64_t total = m->hdr.seg_len[PSI_SEG_VALS], f = psi_kv_train_frag_bytes();
@@ -39,7 +39,7 @@ int psi_kv_send(uint32_t to, psi_msg *m)
     m->borrowed &= ~(1u << PSI_SEG_VALS);
     atomic_fetch_add(&buf->refs, 1); /* the head may be answered, and freed, at once */
     pthread_mutex_lock(&send_mu);
-    int rv = psi_node_send(to, m);
+    int rv = psi_kv_net(to, m);
     for (uint64_t off = 0; rv == 0 && off < total; off += f) {
         psi_msg *fr = psi_msg_new(PSI_MSG_DATA);
         if (!fr) break; /* the server waits, then the worker resends the push */
@@ -54,7 +54,7 @@ int psi_kv_send(uint32_t to, psi_msg *m)
         atomic_fetch_add(&buf->refs, 1);
         fr->on_free = psi_kv_buf_unref;
         fr->on_free_arg = buf;
-        rv = psi_node_send(to, fr);
+        rv = psi_kv_net(to, fr);
     }
     pthread_mutex_unlock(&send_mu);
     psi_kv_buf_unref(buf);
@@ -84,7 +84,7 @@ void psi_kv_reply_msg(ps_table *t, const psi_msg *req, psi_msg *m)
         }
         psi_kv_count_sent(t, m, 1);
     }
-    psi_node_send(req->hdr.sender, m);
+    psi_kv_net(req->hdr.sender, m);
 }
 
 void psi_kv_reply(ps_table *t, const psi_msg *req, int status, const void *vals, size_t len)

@@ -200,7 +200,7 @@ static int check_request(const ps_table *t, const psi_msg *m, uint64_t *seq, kv_
     psi_kv_aux_get(m->seg[PSI_SEG_AUX], a);
     *seq = a->seq;
     if (a->origin == PSI_ID_NONE || a->via == PSI_ID_NONE ||
-        ((a->origin != ps_my_id() || a->via) && !t->k))
+        ((a->origin != psi_kv_id() || a->via) && !t->k))
         return PS_ERR_PROTO;
     return *seq ? PS_OK : PS_ERR_PROTO;
 }
@@ -432,7 +432,7 @@ static void do_push(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux *a)
     uint32_t s = m->hdr.sender;
     uint64_t last = (uint64_t)t->applied[s];
     int kept = 0;
-    if (t->k && !(m->hdr.flags & PSI_F_REPL) && a->origin == ps_my_id())
+    if (t->k && !(m->hdr.flags & PSI_F_REPL) && a->origin == psi_kv_id())
         refused_prune(t, s, a->lo);
     if (m->hdr.flags & PSI_F_TRAIN) {
         psi_kv_train_open(t, m, seq, a);
@@ -481,7 +481,7 @@ int psi_kv_defer(ps_table *t, psi_msg *m)
 /* Replaced by a live successor: serve nothing stale. */
 static int gate_replaced(ps_table *t, psi_msg *m)
 {
-    if (!t->dead[ps_my_id()]) return 0;
+    if (!t->dead[psi_kv_id()]) return 0;
     psi_msg_free(m);
     return 1;
 }

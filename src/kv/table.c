@@ -43,7 +43,8 @@ static struct {
     pthread_cond_t cond;
     uint64_t resend_ms;
     uint64_t window;        /* PS_WINDOW_BYTES: per table, 0 = unbounded */
-} reg = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+} reg = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
+         .resend_ms = 1000}; /* do_hook reads the environment at the first open */
 
 void ps_table_opts_init(ps_table_opts *o)
 {
@@ -90,7 +91,7 @@ static int ring_member(const ps_table *t, const psi_node *n)
 {
     if (n->role != PS_ROLE_SERVER) return 0;
     if (t->opts.replication > 0 && !t->opts.bsp) return n->alive != PSI_NODE_STANDBY;
-    return n->rank < ps_num_servers();
+    return n->rank < psi_kv_nservers();
 }
 
 int psi_kv_ring_next(const ps_table *t, const psi_view *v, psi_ring **next, uint32_t *ids,
@@ -132,7 +133,7 @@ int psi_kv_ring(ps_table *t)
     psi_ring *next;
     int n;
     uint32_t *ids = malloc(PSI_MAX_NODES * sizeof(uint32_t));
-    int rv = !ids ? PS_ERR_NOMEM : psi_node_view(&v);
+    int rv = !ids ? PS_ERR_NOMEM : psi_kv_view(&v);
     if (rv != 0) {
         free(ids);
         return rv;
@@ -145,10 +146,8 @@ int psi_kv_ring(ps_table *t)
 
 /* ---- dispatch ------------------------------------------------------------------ */
 
-static void on_data(void *arg, psi_msg *m)
+void psi_kv_deliver(ps_table *t, psi_msg *m)
 {
-    (void)arg;
-    ps_table *t = psi_kv_find(m->hdr.table);
     if ((m->hdr.flags & PSI_F_RESPONSE) && (m->hdr.flags & PSI_F_REPL)) {
         if (t && t->repl && !t->tq) t->repl->on_ack(t, m);
         psi_msg_free(m);
@@ -167,6 +166,12 @@ static void on_data(void *arg, psi_msg *m)
         return;
     }
     psi_kv_server_on_request(t, m);
+}
+
+static void on_data(void *arg, psi_msg *m)
+{
+    (void)arg;
+    psi_kv_deliver(psi_kv_find(m->hdr.table), m);
 }
 
 static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
@@ -192,7 +197,7 @@ static void *timer_main(void *arg)
         ps_table *ts[PSI_MAX_TABLES];
         memcpy(ts, reg.tables, (size_t)n * sizeof(ts[0]));
         pthread_mutex_unlock(&reg.lock);
-        uint64_t now = psi_now_ms();
+        uint64_t now = psi_kv_now();
         for (int i = 0; i < n; i++) {
             if (ts[i]->tq) psi_kv_worker_tick(ts[i], now);
             else psi_kv_server_tick(ts[i], now);
@@ -303,13 +308,13 @@ static int table_new(const char *name, const ps_table_opts *o, ps_table **out)
     t->vbytes = psi_update_value_bytes(&t->upd);
     double unused;
     if ((rv = psi_chain_new(NULL, o->dtype, &t->chain, &unused)) != 0) goto fail;
-    if (ps_my_role() == PS_ROLE_WORKER) {
+    if (psi_kv_role() == PS_ROLE_WORKER) {
         int tau = o->consistency == PS_SEQUENTIAL ? 0
                   : o->consistency == PS_BOUNDED_DELAY ? o->tau : -1;
         t->tq = psi_tq_new(tau);
         t->push_seq = calloc(PSI_MAX_NODES, sizeof(uint64_t));
         rv = t->tq && t->push_seq ? PS_OK : PS_ERR_NOMEM;
-    } else if (ps_my_role() == PS_ROLE_SERVER) {
+    } else if (psi_kv_role() == PS_ROLE_SERVER) {
         rv = psi_kv_server_init(t);
     }
     if (rv == 0) rv = psi_kv_plugins_open(t); /* replication, checkpoints */
@@ -321,6 +326,14 @@ fail:
     table_free(t);
     return rv;
 }
+
+int psi_kv_table_new(const char *name, const ps_table_opts *o, ps_table **out)
+{
+    int rv = check_opts(name, o);
+    return rv ? rv : table_new(name, o, out);
+}
+
+void psi_kv_table_free(ps_table *t) { table_free(t); }
 
 int ps_table_open(const char *name, const ps_table_opts *opts, ps_table **out)
 {
@@ -381,7 +394,7 @@ static int walk_one(void *arg, uint64_t key, void *block)
 {
     walk *w = arg;
     ps_table *t = w->t;
-    if (t->k && psi_kv_chain(t, psi_ring_seg_of(t->ring, key))[0] != ps_my_id()) return 0;
+    if (t->k && psi_kv_chain(t, psi_ring_seg_of(t->ring, key))[0] != psi_kv_id()) return 0;
     return w->fn(w->arg, key, block); /* a block starts with the values */
 }
 
@@ -402,7 +415,7 @@ int ps_table_foreach(ps_table *t, int (*fn)(void *arg, uint64_t key, const void 
 
 int ps_leave(void)
 {
-    if (ps_my_role() == PS_ROLE_SCHEDULER) return PS_ERR_STATE;
+    if (psi_kv_role() == PS_ROLE_SCHEDULER) return PS_ERR_STATE;
     int rv = PS_OK;
     pthread_mutex_lock(&reg.lock);
     for (int i = 0; i < reg.n && rv == 0; i++) {

@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "kv/env.h"
 #include "kv/filter.h"
 #include "kv/push_aux.h"
 #include "kv/store.h"
@@ -142,6 +143,15 @@ static inline const uint32_t *psi_kv_chain(const ps_table *t, uint32_t seg)
 
 /* Registry (table.c). */
 ps_table *psi_kv_find(uint32_t id);
+/* A DATA message for table t (NULL: none here by its id), as the node's
+ * handler hands it over: a response to the worker half, a forward's
+ * acknowledgement to replication, a request to the server half.  Takes m. */
+void psi_kv_deliver(ps_table *t, psi_msg *m);
+/* A table of this node's role (psi_kv_role()) outside the registry, and its
+ * end: for tests that drive tables without a node (env.h).  ps_table_open
+ * is the way in for everyone else. */
+int psi_kv_table_new(const char *name, const ps_table_opts *o, ps_table **out);
+void psi_kv_table_free(ps_table *t);
 /* The open tables (at most cap). */
 int psi_kv_tables(ps_table **out, int cap);
 /* Timeout after which a worker resends an unacknowledged request. */

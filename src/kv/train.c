@@ -206,7 +206,7 @@ void psi_kv_train_open(ps_table *t, psi_msg *m, uint64_t seq, const kv_push_aux 
     tr->ts = m->hdr.timestamp;
     tr->total = (uint64_t)n * t->vbytes;
     tr->next = resume_get(t, s, seq);
-    tr->last_ms = psi_now_ms();
+    tr->last_ms = psi_kv_now();
     t->trains.open = tr;
     t->stats.trains++;
 }
@@ -270,7 +270,7 @@ void psi_kv_train_frag(ps_table *t, psi_msg *m)
         psi_msg_free(m);
         return;
     }
-    tr->last_ms = psi_now_ms();
+    tr->last_ms = psi_kv_now();
     if (off + len > tr->next) {
         uint64_t skip = tr->next - off; /* its start was applied already */
         train_apply(t, tr, tr->next, (const uint8_t *)m->seg[PSI_SEG_VALS] + skip, len - skip);

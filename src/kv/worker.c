@@ -559,7 +559,7 @@ static void kv_start(void *ctx, int64_t ts)
     size_t cnt = n > 0 ? (size_t)n : 1;
     psi_msg **msgs = calloc(cnt, sizeof(*msgs));
     uint32_t *to = calloc(cnt, sizeof(*to));
-    uint64_t now = psi_now_ms();
+    uint64_t now = psi_kv_now();
     for (int i = 0; msgs && to && i < n; i++) {
         msgs[i] = psi_kv_slice_msg(r, &r->slices[i]);
         to[i] = r->slices[i].server;
@@ -621,7 +621,7 @@ static void window_acquire(kv_req *r, uint64_t bytes)
         struct timespec dl = psi_deadline_in(100);
         pthread_cond_timedwait(&t->win.cv, &t->win.lock, &dl);
         pthread_mutex_unlock(&t->win.lock); /* a leaf lock: ask the node without it */
-        may_wait = !psi_node_fatal();
+        may_wait = !psi_kv_fatal();
         pthread_mutex_lock(&t->win.lock);
     }
     t->win.bytes += bytes;
@@ -658,7 +658,7 @@ static int64_t submit(ps_table *t, unsigned flags, int var_api, const uint64_t *
         PSI_ERROR("table %s: only workers push and pull", t->name);
         return PS_ERR_STATE;
     }
-    if ((rv = psi_node_fatal()) != 0) return rv; /* out of the cluster: no answer can come */
+    if ((rv = psi_kv_fatal()) != 0) return rv; /* out of the cluster: no answer can come */
     /* zero-copy: not when a pushpull's answers land in the array being sent */
     int zc = o && o->zero_copy && !o->filters && (const void *)pull != push;
     kv_req *r = req_prepare(t, flags, keys, n, lens, push, pull, zc, &rv);
@@ -877,7 +877,7 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
     } else if (s && !s->done && (int)m->hdr.arg == PSI_ERR_KEYCACHE_MISS) {
         /* the server lost the key lists we sent it: send this one whole */
         psi_chain_forget_peer(t->chain, s->server);
-        s->sent_ms = psi_now_ms();
+        s->sent_ms = psi_kv_now();
         again = psi_kv_slice_msg(r, s);
     } else if (s && !s->done && psi_kv_decode(t, m) == 0) {
         int st = (int)m->hdr.arg;
@@ -933,7 +933,7 @@ void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
     psi_msg *msgs[64];
     uint32_t to[64];
     int n = 0;
-    int fatal = psi_node_fatal();
+    int fatal = psi_kv_fatal();
     if (fatal) {
         fail_all(t, fatal);
         return;

@@ -156,7 +156,7 @@ int psi_repl_compute(ps_table *t, const uint32_t *dead, int ndead, uint32_t **ol
     psi_ring *next = NULL;
     int nids = 0;
     uint32_t *ids = malloc(PSI_MAX_NODES * sizeof(uint32_t)), *eff = NULL;
-    int rv = ids ? psi_node_view(&v) : PS_ERR_NOMEM;
+    int rv = ids ? psi_kv_view(&v) : PS_ERR_NOMEM;
     if (rv != 0) {
         free(ids);
         return rv;
@@ -446,11 +446,11 @@ static int send_forward(ps_table *t, part *p, size_t from, size_t n, kv_pend *pe
         return PS_ERR_NOMEM;
     }
     t->rs.fwd_seq[p->to]++;
-    *f = (kv_fwd){t->rs.fwds, pend, p->to, h.timestamp, keep, psi_now_ms()};
+    *f = (kv_fwd){t->rs.fwds, pend, p->to, h.timestamp, keep, psi_kv_now()};
     t->rs.fwds = f;
     t->stats.forwards++;
     if (pend) t->stats.keys_forwarded += n;
-    psi_node_send(p->to, send);
+    psi_kv_net(p->to, send);
     return PS_OK;
 }
 
@@ -510,7 +510,7 @@ static int backups_of_mine(ps_table *t, part *ps, int *np)
     size_t w = (size_t)t->rs.w, nsegs = psi_ring_nsegs(t->ring);
     for (size_t seg = 0; seg < nsegs; seg++) {
         const uint32_t *c = t->rs.eff + seg * w;
-        for (size_t j = 1; c[0] == ps_my_id() && j < w; j++)
+        for (size_t j = 1; c[0] == psi_kv_id() && j < w; j++)
             if (c[j] != PSI_ID_NONE && !part_for(ps, np, c[j])) return PS_ERR_NOMEM;
     }
     return PS_OK;
@@ -776,7 +776,7 @@ static void psi_repl_tick(ps_table *t, uint64_t now_ms)
         if (now_ms < f->sent_ms + wait) continue;
         psi_msg *copy = fwd_msg(&f->msg->hdr, f->msg->on_free_arg);
         f->sent_ms = now_ms;
-        if (copy) psi_node_send(f->to, copy);
+        if (copy) psi_kv_net(f->to, copy);
     }
     psi_join_on_ack(t); /* a DRAINED marker that found no memory is sent again */
     psi_repl_prune_tick(t, now_ms);
@@ -859,7 +859,7 @@ int psi_repl_send_held(ps_table *t, uint32_t to, int marker)
     uint64_t durable = t->bsp ? psi_kv_bsp_durable_iter(t) : UINT64_MAX;
     for (uint32_t id = 0; id < PSI_MAX_NODES; id++) {
         uint64_t last = (uint64_t)PSI_MAX(t->applied[id], 0);
-        if (!ring_server(t, id)) ent_add(&e, ps_my_id(), id, PSI_MIN(last, durable), PSI_MIN(last, durable));
+        if (!ring_server(t, id)) ent_add(&e, psi_kv_id(), id, PSI_MIN(last, durable), PSI_MIN(last, durable));
     }
     if (e.rv == 0) psi_store_foreach(t->rs.seen, seen_entries, &e);
     part p = {.to = to};
@@ -888,7 +888,7 @@ static void copy_segments(ps_table *t, const uint32_t *old)
          * to new members: the old head drained its forwards first (join.c). */
         int dead_head = o[0] == PSI_ID_NONE || t->dead[o[0]];
         size_t m = 0;
-        for (size_t x = 1; x < w && c[0] == ps_my_id(); x++) {
+        for (size_t x = 1; x < w && c[0] == psi_kv_id(); x++) {
             int was = 0;
             for (size_t y = 0; y < w && !was; y++) was = o[y] == c[x];
             if (c[x] != PSI_ID_NONE && (!was || (o[0] != c[0] && dead_head))) to[m++] = c[x];
@@ -924,7 +924,7 @@ static int psi_repl_heads(ps_table *t, const uint64_t *keys, size_t n)
     for (size_t i = 0; i < n;) {
         uint32_t seg = psi_ring_seg_of(t->ring, keys[i]);
         uint64_t lo, hi;
-        if (psi_kv_chain(t, seg)[0] != ps_my_id()) return 0;
+        if (psi_kv_chain(t, seg)[0] != psi_kv_id()) return 0;
         psi_ring_seg_bounds(t->ring, seg, &lo, &hi);
         while (i < n && keys[i] >= lo && keys[i] <= hi) i++; /* sorted: the segment's run */
     }
@@ -950,7 +950,7 @@ static void psi_repl_server_on_view(ps_table *t, const uint32_t *dead, int ndead
     if (rv == 0) {
         copy_segments(t, old);
         psi_join_on_view(t, old);
-        psi_repl_prune_on_view(t, psi_now_ms());
+        psi_repl_prune_on_view(t, psi_kv_now());
     } else {
         PSI_ERROR("table %s: view change not applied: %s", t->name, ps_strerror(rv));
     }

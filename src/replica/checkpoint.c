@@ -67,7 +67,7 @@ static int dense_mine(const ps_table *t, uint64_t key)
     while (p + 1 < n && off >= PART_END(p + 1)) p++;
     while (p > 0 && off < PART_END(p)) p--;
 #undef PART_END
-    return t->servers[p] == ps_my_id();
+    return t->servers[p] == psi_kv_id();
 }
 
 /* Whether this node writes (copies = 1) or loads (1 + replication) `key`
@@ -78,10 +78,10 @@ static int mine(const ps_table *t, uint64_t key, size_t copies)
 {
     if (t->opts.dense_hi > t->opts.dense_lo) return dense_mine(t, key);
     uint32_t seg = psi_ring_seg_of(t->ring, key);
-    if (!t->k) return psi_ring_seg_owner(t->ring, seg) == ps_my_id();
+    if (!t->k) return psi_ring_seg_owner(t->ring, seg) == psi_kv_id();
     const uint32_t *c = psi_kv_chain(t, seg);
     for (size_t i = 0; i < copies && i <= (size_t)t->k; i++)
-        if (c[i] == ps_my_id()) return 1;
+        if (c[i] == psi_kv_id()) return 1;
     return 0;
 }
 
@@ -301,7 +301,7 @@ int ps_checkpoint(const char *dir, uint64_t iter)
     size_t dl = dir ? strlen(dir) : 0;
     if (!dl || psi_ckpt_dir_path(ckdir, sizeof(ckdir) - PSI_CKPT_NAME_MAX, dir, iter) != 0)
         return PS_ERR_INVAL;
-    if (!psi_node_running() || ps_my_role() == PS_ROLE_SERVER) return PS_ERR_STATE;
+    if (!psi_node_running() || psi_kv_role() == PS_ROLE_SERVER) return PS_ERR_STATE;
     int rv = prepare_dir(dir, ckdir);
     if (rv != 0) return rv;
     uint8_t *req = malloc(8 + dl);

@@ -113,7 +113,7 @@ static void add_id(uint32_t *set, int *n, int cap, uint32_t id)
 void psi_join_on_view(ps_table *t, const uint32_t *old)
 {
     kv_join *j = t->rs.join;
-    uint32_t me = ps_my_id(), w = (uint32_t)t->rs.w, nsegs = psi_ring_nsegs(t->ring);
+    uint32_t me = psi_kv_id(), w = (uint32_t)t->rs.w, nsegs = psi_ring_nsegs(t->ring);
     int copy_mark = 0, ndrain = j ? j->ndrain : 0, nfrom = 0;
     uint32_t from[64]; /* the old heads that handed segments to this node */
     if (!j) return;
@@ -195,7 +195,7 @@ int psi_join_take_run(ps_table *t)
  * head left to drain (phase 0, a worker, never asks). */
 static int table_ready(ps_table *t, int phase, uint32_t epoch)
 {
-    uint32_t me = ps_my_id(), nsegs = psi_ring_nsegs(t->ring);
+    uint32_t me = psi_kv_id(), nsegs = psi_ring_nsegs(t->ring);
     if (t->eff_epoch < epoch) return 0;
     if (phase == 2) return t->rs.joiner != me && t->rs.join->nawait == 0;
     if (t->rs.joiner != me) return 0;
@@ -235,7 +235,7 @@ static int wait_phase(int want, int phase, uint64_t deadline, const uint32_t *af
             return PS_OK;
         }
         if (after && epoch > *after && st != want) return PS_ERR_STATE;
-        if (psi_now_ms() >= deadline) return PS_ERR_TIMEOUT;
+        if (psi_kv_now() >= deadline) return PS_ERR_TIMEOUT;
         pthread_mutex_lock(&jn_lock);
         struct timespec ts = psi_deadline_in(50); /* views arrive without a wake */
         pthread_cond_timedwait(&jn_cond, &jn_lock, &ts);
@@ -273,8 +273,8 @@ int ps_join(void)
     int st = psi_node_my_state(&epoch);
     if (st == PSI_NODE_ALIVE) return 0; /* a node of the first view: nothing to do */
     if (st != PSI_NODE_STANDBY && st != PSI_NODE_JOINING) return PS_ERR_STATE;
-    uint64_t deadline = psi_now_ms() + (uint64_t)timeout;
-    if (ps_my_role() == PS_ROLE_WORKER) {
+    uint64_t deadline = psi_kv_now() + (uint64_t)timeout;
+    if (psi_kv_role() == PS_ROLE_WORKER) {
         rv = join_worker(deadline);
         if (rv != 0) PSI_ERROR("ps_join failed: %s", ps_strerror(rv));
         return rv == 0 ? 1 : rv;

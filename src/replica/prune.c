@@ -81,7 +81,7 @@ size_t psi_repl_only_mine(const ps_table *t, const uint64_t *keys, const uint8_t
     *keys_out = NULL;
     *vals_out = NULL;
     if (!prunable(t) || n == 0) return n;
-    uint32_t me = ps_my_id(), seg = UINT32_MAX;
+    uint32_t me = psi_kv_id(), seg = UINT32_MAX;
     uint64_t lo = 1, hi = 0; /* the last segment looked up: keys come in runs */
     int keep = 1;
     size_t kept = 0;
@@ -131,8 +131,8 @@ static const uint64_t PRUNE_AFTER_MS[] = {1000, 5000, 30000};
 static size_t prune(ps_table *t)
 {
     if (!prunable(t) || t->trains.open) return 0;
-    uint64_t t0 = psi_now_ms();
-    prune_walk p = {.t = t, .me = ps_my_id(), .bb = psi_update_block_bytes(&t->upd)};
+    uint64_t t0 = psi_kv_now();
+    prune_walk p = {.t = t, .me = psi_kv_id(), .bb = psi_update_block_bytes(&t->upd)};
     psi_store_foreach(t->store, walk_key, &p);
     if (p.dropped == 0) return 0;
     size_t dropped = p.dropped, kept = p.kept;
@@ -153,7 +153,7 @@ static size_t prune(ps_table *t)
     psi_store_free(t->store);
     t->store = p.to;
     PSI_INFO("table %s: let go of %zu keys it holds for no chain (%zu kept, %llu ms)", t->name,
-             dropped, p.kept, (unsigned long long)(psi_now_ms() - t0));
+             dropped, p.kept, (unsigned long long)(psi_kv_now() - t0));
     return dropped;
 }
 
