@@ -1,7 +1,7 @@
 /*
  * table.c -- the registry of open tables: ps_table_open, option checks,
  * dispatch of DATA messages to the worker or server half of a table, and
- * the timer thread that resends unacknowledged requests.
+ * the timer service's client that resends unacknowledged requests.
  *
  * Design: a table's id is a 32-bit FNV-1a hash of its name, so every node
  * derives the same id without coordination; two names colliding is refused
@@ -27,6 +27,7 @@
 #include "kv/worker.h"
 #include "node/node.h"
 #include "util/log.h"
+#include "util/timer.h"
 #include "util/util.h"
 
 #define TICK_MS 10
@@ -38,13 +39,10 @@ static struct {
     ps_table *tables[PSI_MAX_TABLES];
     int n;
     int hooked;
-    pthread_t timer;
-    int timer_started, timer_stop;
-    pthread_cond_t cond;
+    psi_timer *timer;
     uint64_t resend_ms;
     uint64_t window;        /* PS_WINDOW_BYTES: per table, 0 = unbounded */
-} reg = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
-         .resend_ms = 1000}; /* do_hook reads the environment at the first open */
+} reg = {.lock = PTHREAD_MUTEX_INITIALIZER, .resend_ms = 1000}; /* do_hook reads the environment at the first open */
 
 void ps_table_opts_init(ps_table_opts *o)
 {
@@ -188,29 +186,23 @@ static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
     }
 }
 
-static void *timer_main(void *arg)
+/* The timer service's client (util/timer.h): resends, stalled trains,
+ * forwards and prunes, every TICK_MS. */
+static void kv_tick(void *arg, uint64_t now_ms)
 {
     (void)arg;
+    ps_table *ts[PSI_MAX_TABLES];
     pthread_mutex_lock(&reg.lock);
-    while (!reg.timer_stop) {
-        int n = reg.n;
-        ps_table *ts[PSI_MAX_TABLES];
-        memcpy(ts, reg.tables, (size_t)n * sizeof(ts[0]));
-        pthread_mutex_unlock(&reg.lock);
-        uint64_t now = psi_kv_now();
-        for (int i = 0; i < n; i++) {
-            if (ts[i]->tq) psi_kv_worker_tick(ts[i], now);
-            else psi_kv_server_tick(ts[i], now);
-        }
-        pthread_mutex_lock(&reg.lock);
-        struct timespec dl = psi_deadline_in(TICK_MS);
-        pthread_cond_timedwait(&reg.cond, &reg.lock, &dl);
-    }
+    int n = reg.n;
+    memcpy(ts, reg.tables, (size_t)n * sizeof(ts[0]));
     pthread_mutex_unlock(&reg.lock);
-    return NULL;
+    for (int i = 0; i < n; i++) {
+        if (ts[i]->tq) psi_kv_worker_tick(ts[i], now_ms);
+        else psi_kv_server_tick(ts[i], now_ms);
+    }
 }
 
-/* First open: hook into the post office and start the resend timer. */
+/* First open: hook into the post office and the timer service. */
 static int do_hook(void)
 {
     static const char *const rs[] = {"PS_RESEND_MS", NULL};
@@ -226,9 +218,9 @@ static int do_hook(void)
     psi_node_set_handler(PSI_MSG_DATA, on_data, NULL);
     psi_node_on_shutdown(kv_shutdown, PSI_SHUTDOWN_DATA);
     if ((rv = psi_node_add_view_hook(on_view, NULL)) != 0) return rv;
-    reg.timer_started = pthread_create(&reg.timer, NULL, timer_main, NULL) == 0;
+    if ((rv = psi_timer_add(TICK_MS, kv_tick, NULL, &reg.timer)) != 0) return rv;
     reg.hooked = 1;
-    return reg.timer_started ? PS_OK : PS_ERR_SYS;
+    return PS_OK;
 }
 
 /* ---- open ----------------------------------------------------------------------- */
@@ -503,17 +495,12 @@ static void print_stats(const ps_table *t)
 /* Called by ps_finalize after the transport is closed: no callbacks run. */
 static void kv_shutdown(void)
 {
-    pthread_mutex_lock(&reg.lock);
-    int started = reg.timer_started;
-    reg.timer_stop = 1;
-    pthread_cond_broadcast(&reg.cond);
-    pthread_mutex_unlock(&reg.lock);
-    if (started) pthread_join(reg.timer, NULL);
+    psi_timer_remove(reg.timer); /* no tick runs after this */
+    reg.timer = NULL;
     const char *stats = getenv("PS_STATS");
     pthread_mutex_lock(&reg.lock);
     for (int i = 0; stats && !strcmp(stats, "1") && i < reg.n; i++) print_stats(reg.tables[i]);
     for (int i = 0; i < reg.n; i++) table_free(reg.tables[i]);
     reg.n = 0;
-    reg.timer_started = 0;
     pthread_mutex_unlock(&reg.lock);
 }

@@ -14,8 +14,9 @@
  * REPLY_CACHE answers per caller are kept, so a resent request whose answer
  * was lost gets the same answer again without running twice.
  *
- * The executor thread also drives resends.  Lock: cs.lock guards all state;
- * handlers and sends run without it.
+ * Resends run on the timer service (util/timer.h), so a long handler does
+ * not hold them up.  Lock: cs.lock guards all state; handlers and sends run
+ * without it.
  *
  * Never: run a handler on the I/O thread or with cs.lock held; run one
  * request twice while its answer is cached.
@@ -28,6 +29,7 @@
 #include "node/node.h"
 #include "task/task.h"
 #include "util/log.h"
+#include "util/timer.h"
 #include "util/util.h"
 
 #define MAX_FUNCS 128
@@ -85,6 +87,7 @@ static struct {
     cached cache[REPLY_CACHE];
     size_t cache_next;
     pthread_t thread;
+    psi_timer *timer; /* calls_tick */
     int started, stop;
     uint64_t resend_ms;
 } cs = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -292,31 +295,39 @@ static void *executor_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&cs.lock);
     while (!cs.stop) {
-        if (cs.queue) {
-            in_req *q = cs.queue;
-            if (!(cs.queue = q->next)) cs.queue_tail = NULL;
-            pthread_mutex_unlock(&cs.lock);
-            run_request(q->msg);
-            free(q);
-            pthread_mutex_lock(&cs.lock);
+        if (!cs.queue) {
+            pthread_cond_wait(&cs.cond, &cs.lock);
             continue;
         }
-        psi_msg *msgs[32];
-        int n = do_resends(msgs, 32, psi_now_ms());
-        if (n) {
-            pthread_mutex_unlock(&cs.lock);
-            for (int i = 0; i < n; i++) psi_node_send(msgs[i]->hdr.receiver, msgs[i]);
-            pthread_mutex_lock(&cs.lock);
-        }
-        struct timespec ts = psi_deadline_in(TICK_MS);
-        pthread_cond_timedwait(&cs.cond, &cs.lock, &ts);
+        in_req *q = cs.queue;
+        if (!(cs.queue = q->next)) cs.queue_tail = NULL;
+        pthread_mutex_unlock(&cs.lock);
+        run_request(q->msg);
+        free(q);
+        pthread_mutex_lock(&cs.lock);
     }
     pthread_mutex_unlock(&cs.lock);
     return NULL;
 }
 
+/* The timer service's client (util/timer.h): resend what is unanswered. */
+static void calls_tick(void *arg, uint64_t now_ms)
+{
+    (void)arg;
+    psi_msg *msgs[32];
+    int n;
+    do {
+        pthread_mutex_lock(&cs.lock);
+        n = do_resends(msgs, 32, now_ms);
+        pthread_mutex_unlock(&cs.lock);
+        for (int i = 0; i < n; i++) psi_node_send(msgs[i]->hdr.receiver, msgs[i]);
+    } while (n == 32);
+}
+
 static void calls_shutdown(void)
 {
+    psi_timer_remove(cs.timer); /* no resend runs after this */
+    cs.timer = NULL;
     pthread_mutex_lock(&cs.lock);
     int started = cs.started;
     cs.stop = 1;
@@ -361,6 +372,7 @@ static int do_init(void)
     cs.stop = 0;
     if (pthread_create(&cs.thread, NULL, executor_main, NULL) != 0) return PS_ERR_SYS;
     cs.started = 1;
+    if ((rv = psi_timer_add(TICK_MS, calls_tick, NULL, &cs.timer)) != 0) return rv;
     return PS_OK;
 }
 
