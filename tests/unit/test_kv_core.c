@@ -472,14 +472,13 @@ static size_t keys_held(void)
  * (some delivered to it and forwarded, some not, answers lost) are all
  * applied exactly once by the survivors, which then hold two copies of
  * every key between them. */
-static void test_takeover_loses_nothing_acknowledged(void **state)
+static void takeover_loses_nothing_acknowledged_case(uint64_t seed)
 {
-    (void)state;
     enum { N = 300, BEFORE = 10, AFTER = 10 };
     ps_table_opts o;
     ps_table_opts_init(&o);
     o.replication = 1;
-    sim_start(1, 3, &o, 16);
+    sim_start(1, 3, &o, seed);
     uint64_t *keys = random_keys(N);
     float ones[N];
     for (int i = 0; i < N; i++) ones[i] = 1;
@@ -502,6 +501,81 @@ static void test_takeover_loses_nothing_acknowledged(void **state)
     sim_stop();
 }
 
+static void test_takeover_loses_nothing_acknowledged(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1600; seed < 1620; seed++) takeover_loses_nothing_acknowledged_case(seed);
+}
+
+/* Publish a view in which node `id` is in state `alive` (a new node: a
+ * server on standby, its table opened), and let every live node apply it. */
+static void set_state(uint32_t id, int alive)
+{
+    if ((int)id > sim.nnodes) {
+        assert_true(id < MAXN);
+        sim.nnodes = (int)id;
+        sim.nodes[id] = (psi_node){.id = id, .role = PS_ROLE_SERVER, .rank = (int32_t)id - 2,
+                                   .alive = (uint8_t)alive};
+        snprintf(sim.nodes[id].addr, sizeof(sim.nodes[id].addr), "sim:%u", id);
+        sim.epoch++;
+        sim.cur = id;
+        assert_int_equal(psi_kv_table_new("t", &sim.t[sim.nnodes - 1]->opts, &sim.t[id]), 0);
+    } else {
+        sim.nodes[id].alive = (uint8_t)alive;
+        sim.epoch++;
+    }
+    for (int i = 1; i <= sim.nnodes; i++) {
+        if (!is_alive((uint32_t)i)) continue;
+        sim.cur = (uint32_t)i;
+        if (sim.nodes[i].role == PS_ROLE_WORKER) psi_kv_worker_on_view(sim.t[i], NULL, 0);
+        else psi_kv_server_on_view(sim.t[i], NULL, 0);
+    }
+    sim.cur = 0;
+}
+
+/* A fourth server joins while pushes are in flight and more keep coming:
+ * on standby, then joining (the heads copy its share to it), then alive
+ * (the old heads drain their forwards and hand their segments over).  Every
+ * push is applied exactly once, the joiner serves pushes afterwards, and
+ * once the prunes ran the four servers hold two copies of every key. */
+static void join_handover_mid_pushes_case(uint64_t seed)
+{
+    enum { N = 400, ROUND = 6 };
+    ps_table_opts o;
+    ps_table_opts_init(&o);
+    o.replication = 1;
+    sim_start(1, 3, &o, seed);
+    uint64_t *keys = random_keys(N);
+    float ones[N];
+    for (int i = 0; i < N; i++) ones[i] = 1;
+    net n = {.dup = 0.1, .shuffle = 1};
+    int64_t ts[4 * ROUND];
+    int np = 0;
+    for (int phase = 0; phase < 4; phase++) {
+        for (int p = 0; p < ROUND; p++) ts[np++] = push(1, keys, N, ones);
+        for (int i = 0; i < 20 && sim.nq > 0; i++) deliver((size_t)(rnd() % sim.nq), &n);
+        if (phase < 3) set_state(5, phase == 0 ? PSI_NODE_STANDBY
+                                    : phase == 1 ? PSI_NODE_JOINING : PSI_NODE_ALIVE);
+        run(&n);
+    }
+    for (int p = 0; p < np; p++) assert_int_equal(settle(1, ts[p], &n), 0);
+    uint64_t joiner_before = stats(5).pushes_applied;
+    assert_int_equal(settle(1, push(1, keys, N, ones), &n), 0);
+    assert_true(stats(5).pushes_applied > joiner_before); /* it serves its share */
+    expect_all(1, keys, N, (float)np + 1);
+    tick(40000);
+    run(&RELIABLE);
+    assert_int_equal(keys_held(), 2 * N);
+    free(keys);
+    sim_stop();
+}
+
+static void test_join_handover_mid_pushes(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1700; seed < 1720; seed++) join_handover_mid_pushes_case(seed);
+}
+
 int main(void)
 {
     setenv("PS_PUSH_FRAG", "4096", 1);
@@ -512,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_train_fragments_in_any_order),
         cmocka_unit_test(test_bsp_iterations_read_exact_sums),
         cmocka_unit_test(test_takeover_loses_nothing_acknowledged),
+        cmocka_unit_test(test_join_handover_mid_pushes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
