@@ -42,12 +42,12 @@ disturbed() {
   for r in $(seq 0 $((NW - 1))); do
     NODE_BIN=$PS_BIN/pslinear start_node w$r worker $r "$@"; nodes="$nodes w$r"
   done
-  wait_for 60 grep -q '^iter *150 ' "$TMP/sched.log" || fail "training never reached iteration 150"
+  wait_for $((60 * SCALE)) grep -q '^iter *150 ' "$TMP/sched.log" || fail "training never reached iteration 150"
   grep -q '^final' "$TMP/sched.log" && fail "training ended before the kill: make it longer"
   kill -9 "$(eval echo \$PID_$victim)"
   for n in $nodes; do
     [ "$n" = "$victim" ] && continue
-    wait_exit "$(eval echo \$PID_$n)" 90 || fail "$n exited $? after $victim was killed"
+    wait_exit "$(eval echo \$PID_$n)" $((90 * SCALE)) || fail "$n exited $? after $victim was killed"
   done
   got=$(summary "$TMP/sched.log"); [ -n "$got" ] || fail "disturbed run printed no summary"
 }
@@ -90,13 +90,13 @@ NS=2 NW=3 SCHED=$(free_port)
 NODE_BIN=$PS_BIN/pslinear start_node sched scheduler 0 "${FARGS[@]}"
 for r in 0 1; do NODE_BIN=$PS_BIN/pslinear start_node s$r server $r "${FARGS[@]}"; done
 for r in 0 1 2; do NODE_BIN=$PS_BIN/pslinear start_node w$r worker $r "${FARGS[@]}"; done
-wait_for 60 grep -q '^epoch *30 ' "$TMP/sched.log" || fail "ftrl training never reached epoch 30"
+wait_for $((60 * SCALE)) grep -q '^epoch *30 ' "$TMP/sched.log" || fail "ftrl training never reached epoch 30"
 kill -9 "$PID_w1"
-wait_for 30 grep -q 'examples are left out' "$TMP/sched.log" || fail "worker 1's death went unnoticed"
+wait_for $((30 * SCALE)) grep -q 'examples are left out' "$TMP/sched.log" || fail "worker 1's death went unnoticed"
 grep -q '^final' "$TMP/sched.log" && fail "ftrl training ended before the replacement: make it longer"
 NODE_BIN=$PS_BIN/pslinear start_node wnew worker "" "${FARGS[@]}"
 for n in sched s0 s1 w0 w2 wnew; do
-  wait_exit "$(eval echo \$PID_$n)" 90 || fail "$n exited $? (worker replaced)"
+  wait_exit "$(eval echo \$PID_$n)" $((90 * SCALE)) || fail "$n exited $? (worker replaced)"
 done
 left=$(sed -n 's/.*died; its \([0-9]*\) examples are left out.*/\1/p' "$TMP/sched.log")
 joined=$(sed -n 's/.*joined; its \([0-9]*\) examples count.*/\1/p' "$TMP/sched.log")
@@ -118,13 +118,13 @@ NS=2 NW=2 SCHED=$(free_port)
 NODE_BIN=$PS_BIN/pslinear start_node sched scheduler 0 "${RARGS[@]}"
 for r in 0 1; do NODE_BIN=$PS_BIN/pslinear start_node s$r server $r "${RARGS[@]}"; done
 for r in 0 1; do NODE_BIN=$PS_BIN/pslinear start_node w$r worker $r "${RARGS[@]}"; done
-wait_for 60 grep -q '^epoch *30 ' "$TMP/sched.log" || fail "ftrl training never reached epoch 30"
+wait_for $((60 * SCALE)) grep -q '^epoch *30 ' "$TMP/sched.log" || fail "ftrl training never reached epoch 30"
 PS_LOG_LEVEL=info NODE_BIN=$PS_BIN/pslinear start_node snew server "" "${RARGS[@]}"
-wait_for 60 grep -q 'joined: this server now serves its share' "$TMP/snew.log" ||
+wait_for $((60 * SCALE)) grep -q 'joined: this server now serves its share' "$TMP/snew.log" ||
   fail "the new server never took its share over"
 grep -q '^final' "$TMP/sched.log" && fail "ftrl training ended before the join: make it longer"
 for n in sched s0 s1 w0 w1 snew; do
-  wait_exit "$(eval echo \$PID_$n)" 90 || fail "$n exited $? (server joined)"
+  wait_exit "$(eval echo \$PID_$n)" $((90 * SCALE)) || fail "$n exited $? (server joined)"
 done
 got=$(summary "$TMP/sched.log"); [ -n "$got" ] || fail "the run with a joined server printed no summary"
 close "server joined" "$refr" "$got" 0.05 1 || fail "training with a joined server went astray"
