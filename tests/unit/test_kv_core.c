@@ -277,6 +277,19 @@ static uint64_t *random_keys(size_t n)
     return k;
 }
 
+/* A cluster of w workers and s servers, and n random keys for it. */
+static uint64_t *begin(int w, int s, const ps_table_opts *o, uint64_t seed, size_t n)
+{
+    sim_start(w, s, o, seed);
+    return random_keys(n);
+}
+
+static void finish(uint64_t *keys)
+{
+    free(keys);
+    sim_stop();
+}
+
 /* Every key of worker w's pull reads `want` (f32). */
 static void expect_all(uint32_t w, const uint64_t *keys, size_t n, float want)
 {
@@ -300,8 +313,7 @@ static void test_exactly_once_under_dups_and_reordering(void **state)
     enum { N = 300, PUSHES = 30 };
     ps_table_opts o;
     ps_table_opts_init(&o);
-    sim_start(1, 3, &o, 11);
-    uint64_t *keys = random_keys(N);
+    uint64_t *keys = begin(1, 3, &o, 11, N);
     float ones[N];
     for (int i = 0; i < N; i++) ones[i] = 1;
     int64_t ts[PUSHES];
@@ -318,8 +330,7 @@ static void test_exactly_once_under_dups_and_reordering(void **state)
     }
     assert_int_equal(applied, 3 * PUSHES); /* one slice per server per push */
     assert_true(deduped > 0);
-    free(keys);
-    sim_stop();
+    finish(keys);
 }
 
 /* A quarter of all messages lost, requests and answers alike: the worker's
@@ -331,8 +342,7 @@ static void test_exactly_once_under_loss_and_resends(void **state)
     enum { N = 200, PUSHES = 20 };
     ps_table_opts o;
     ps_table_opts_init(&o);
-    sim_start(1, 2, &o, 12);
-    uint64_t *keys = random_keys(N);
+    uint64_t *keys = begin(1, 2, &o, 12, N);
     float vals[N];
     for (int i = 0; i < N; i++) vals[i] = 0.5f;
     int64_t ts[PUSHES];
@@ -342,8 +352,7 @@ static void test_exactly_once_under_loss_and_resends(void **state)
     expect_all(1, keys, N, 0.5f * PUSHES);
     assert_true(stats(1).resends > 0);
     assert_int_equal(stats(2).pushes_applied + stats(3).pushes_applied, 2 * PUSHES);
-    free(keys);
-    sim_stop();
+    finish(keys);
 }
 
 /* A server over its table's memory cap refuses a push of new keys: the
@@ -390,8 +399,7 @@ static void test_train_fragments_in_any_order(void **state)
     ps_table_opts o;
     ps_table_opts_init(&o);
     o.width = W;
-    sim_start(1, 2, &o, 14);
-    uint64_t *keys = random_keys(N);
+    uint64_t *keys = begin(1, 2, &o, 14, N);
     float *vals = malloc(N * W * sizeof(float)), *got = malloc(N * W * sizeof(float));
     assert_non_null(vals);
     assert_non_null(got);
@@ -405,8 +413,7 @@ static void test_train_fragments_in_any_order(void **state)
     assert_int_equal(a.pushes_applied + b.pushes_applied, 6);
     free(vals);
     free(got);
-    free(keys);
-    sim_stop();
+    finish(keys);
 }
 
 /* BSP with two workers: in iteration i each pushes +1 to the same keys and
@@ -419,8 +426,7 @@ static void test_bsp_iterations_read_exact_sums(void **state)
     ps_table_opts o;
     ps_table_opts_init(&o);
     o.bsp = 1;
-    sim_start(2, 2, &o, 15);
-    uint64_t *keys = random_keys(N);
+    uint64_t *keys = begin(2, 2, &o, 15, N);
     float ones[N], got[2][N];
     for (int i = 0; i < N; i++) ones[i] = 1;
     net n = {.dup = 0.2, .shuffle = 1};
@@ -438,8 +444,7 @@ static void test_bsp_iterations_read_exact_sums(void **state)
                     fail_msg("iteration %d, worker %u, key %d: %g", it, w, i, got[w - 1][i]);
         }
     }
-    free(keys);
-    sim_stop();
+    finish(keys);
 }
 
 /* Kill server `victim`: it hears nothing more, its queued messages are lost,
@@ -478,8 +483,7 @@ static void takeover_loses_nothing_acknowledged_case(uint64_t seed)
     ps_table_opts o;
     ps_table_opts_init(&o);
     o.replication = 1;
-    sim_start(1, 3, &o, seed);
-    uint64_t *keys = random_keys(N);
+    uint64_t *keys = begin(1, 3, &o, seed, N);
     float ones[N];
     for (int i = 0; i < N; i++) ones[i] = 1;
     for (int p = 0; p < BEFORE; p++)
@@ -497,8 +501,7 @@ static void takeover_loses_nothing_acknowledged_case(uint64_t seed)
     assert_int_equal(keys_held(), 2 * N); /* copied to new backups, and let go by the rest */
     assert_true(stats(1).slices_moved + stats(2).takeovers_applied + stats(4).takeovers_applied +
                     stats(2).takeovers_held + stats(4).takeovers_held > 0);
-    free(keys);
-    sim_stop();
+    finish(keys);
 }
 
 static void test_takeover_loses_nothing_acknowledged(void **state)
@@ -544,8 +547,7 @@ static void join_handover_mid_pushes_case(uint64_t seed)
     ps_table_opts o;
     ps_table_opts_init(&o);
     o.replication = 1;
-    sim_start(1, 3, &o, seed);
-    uint64_t *keys = random_keys(N);
+    uint64_t *keys = begin(1, 3, &o, seed, N);
     float ones[N];
     for (int i = 0; i < N; i++) ones[i] = 1;
     net n = {.dup = 0.1, .shuffle = 1};
@@ -566,8 +568,7 @@ static void join_handover_mid_pushes_case(uint64_t seed)
     tick(40000);
     run(&RELIABLE);
     assert_int_equal(keys_held(), 2 * N);
-    free(keys);
-    sim_stop();
+    finish(keys);
 }
 
 static void test_join_handover_mid_pushes(void **state)
