@@ -539,32 +539,40 @@ static void set_state(uint32_t id, int alive)
 /* A fourth server joins while pushes are in flight and more keep coming:
  * on standby, then joining (the heads copy its share to it), then alive
  * (the old heads drain their forwards and hand their segments over).  Every
- * push is applied exactly once, the joiner serves pushes afterwards, and
- * once the prunes ran the four servers hold two copies of every key. */
-static void join_handover_mid_pushes_case(uint64_t seed)
+ * push is applied exactly once and, with ASSIGN, in order (the drain keeps a
+ * late forward from overwriting a newer push at the new head), the joiner
+ * serves pushes afterwards, and once the prunes ran the four servers hold
+ * two copies of every key. */
+static void join_handover_mid_pushes_case(uint64_t seed, ps_update update)
 {
     enum { N = 400, ROUND = 6 };
     ps_table_opts o;
     ps_table_opts_init(&o);
     o.replication = 1;
+    o.update = update;
     uint64_t *keys = begin(1, 3, &o, seed, N);
-    float ones[N];
-    for (int i = 0; i < N; i++) ones[i] = 1;
+    float v[N];
     net n = {.dup = 0.1, .shuffle = 1};
     int64_t ts[4 * ROUND];
     int np = 0;
     for (int phase = 0; phase < 4; phase++) {
-        for (int p = 0; p < ROUND; p++) ts[np++] = push(1, keys, N, ones);
+        for (int p = 0; p < ROUND; p++, np++) { /* ADD: +1 each; ASSIGN: push i sets i */
+            for (int i = 0; i < N; i++) v[i] = update == PS_UPDATE_ADD ? 1.0f : (float)np + 1;
+            ts[np] = push(1, keys, N, v);
+        }
         for (int i = 0; i < 20 && sim.nq > 0; i++) deliver((size_t)(rnd() % sim.nq), &n);
         if (phase < 3) set_state(5, phase == 0 ? PSI_NODE_STANDBY
                                     : phase == 1 ? PSI_NODE_JOINING : PSI_NODE_ALIVE);
         run(&n);
     }
     for (int p = 0; p < np; p++) assert_int_equal(settle(1, ts[p], &n), 0);
+    /* either way every key reads np: a push applied twice, lost, or (ASSIGN) an
+     * old one applied after a newer one across the handover shows */
+    expect_all(1, keys, N, (float)np);
     uint64_t joiner_before = stats(5).pushes_applied;
-    assert_int_equal(settle(1, push(1, keys, N, ones), &n), 0);
+    for (int i = 0; i < N; i++) v[i] = 1;
+    assert_int_equal(settle(1, push(1, keys, N, v), &n), 0);
     assert_true(stats(5).pushes_applied > joiner_before); /* it serves its share */
-    expect_all(1, keys, N, (float)np + 1);
     tick(40000);
     run(&RELIABLE);
     assert_int_equal(keys_held(), 2 * N);
@@ -574,7 +582,10 @@ static void join_handover_mid_pushes_case(uint64_t seed)
 static void test_join_handover_mid_pushes(void **state)
 {
     (void)state;
-    for (uint64_t seed = 1700; seed < 1720; seed++) join_handover_mid_pushes_case(seed);
+    for (uint64_t seed = 1700; seed < 1720; seed++) {
+        join_handover_mid_pushes_case(seed, PS_UPDATE_ADD);
+        join_handover_mid_pushes_case(seed, PS_UPDATE_ASSIGN);
+    }
 }
 
 int main(void)
