@@ -1,20 +1,21 @@
 /*
- * report_send.c -- the reporter thread: about once a second it gathers this
- * node's tables' counters and named values and hands them to node.c's sink
- * (a REPORT to the scheduler; on the scheduler, its own store).
+ * report_send.c -- the reporter: about once a second it gathers this node's
+ * tables' counters and named values and hands them to node.c's sink (a
+ * REPORT to the scheduler; on the scheduler, its own store).
  *
- * Design: a thread of its own rather than a step of node.c's timer, because
+ * Design: a client of the timer service (util/timer.h), which runs on its
+ * own thread, rather than a step of node.c's timer, because
  * reading a table's counters takes that table's lock, which a large push
  * being applied holds for a while, and the timer thread must keep
  * heartbeating; and node.c's timer holds po.lock, which the kv layer takes
  * under a table's lock (a send), so reading tables from there would invert
  * that order.  This is the one file of src/node that reads the kv layer,
  * read-only: the list of open tables (psi_kv_tables: tables live until
- * ps_finalize tears kv down, which happens after this thread is joined)
+ * ps_finalize tears kv down, which happens after psi_reporter_stop)
  * and their public counters.
  *
- * Threads / locks: the thread holds only `rep.lock` (its stop flag) while
- * waiting, and nothing while gathering or calling the sink.
+ * Threads / locks: rep.lock guards starting and stopping only; gathering
+ * and the sink run on the timer service's thread with no lock held.
  *
  * Never: hold rep.lock while gathering or calling the sink.
  */
@@ -24,15 +25,15 @@
 
 #include "kv/table.h"
 #include "node/report.h"
+#include "util/timer.h"
 #include "util/util.h"
 
 static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    pthread_t thread;
-    int started, stop;
+    pthread_mutex_t lock; /* start and stop */
+    psi_timer *timer;
     psi_report_sink sink;
-} rep = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    uint64_t seq; /* the timer service's thread's alone */
+} rep = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void gather_table(ps_table *t, psi_report_table *out)
 {
@@ -64,34 +65,21 @@ void psi_report_gather(psi_report *r)
     psi_report_values(r);
 }
 
-static void *reporter_main(void *arg)
+static void report_tick(void *arg, uint64_t now_ms)
 {
-    (void)arg;
+    (void)arg, (void)now_ms;
     static psi_report r; /* 30 KiB: not on the thread's stack; one reporter */
-    uint64_t seq = 0;
-    pthread_mutex_lock(&rep.lock);
-    while (!rep.stop) {
-        struct timespec ts = psi_deadline_in(PSI_REPORT_INTERVAL_MS);
-        pthread_cond_timedwait(&rep.cond, &rep.lock, &ts);
-        if (rep.stop) break;
-        pthread_mutex_unlock(&rep.lock);
-        psi_report_gather(&r);
-        rep.sink(&r, ++seq);
-        pthread_mutex_lock(&rep.lock);
-    }
-    pthread_mutex_unlock(&rep.lock);
-    return NULL;
+    psi_report_gather(&r);
+    rep.sink(&r, ++rep.seq);
 }
 
 int psi_reporter_start(psi_report_sink sink)
 {
     pthread_mutex_lock(&rep.lock);
     int rv = PS_OK;
-    if (!rep.started) {
+    if (!rep.timer) {
         rep.sink = sink;
-        rep.stop = 0;
-        rep.started = pthread_create(&rep.thread, NULL, reporter_main, NULL) == 0;
-        rv = rep.started ? PS_OK : PS_ERR_SYS;
+        rv = psi_timer_add(PSI_REPORT_INTERVAL_MS, report_tick, NULL, &rep.timer);
     }
     pthread_mutex_unlock(&rep.lock);
     return rv;
@@ -100,10 +88,8 @@ int psi_reporter_start(psi_report_sink sink)
 void psi_reporter_stop(void)
 {
     pthread_mutex_lock(&rep.lock);
-    int started = rep.started;
-    rep.started = 0;
-    rep.stop = 1;
-    pthread_cond_broadcast(&rep.cond);
+    psi_timer *t = rep.timer;
+    rep.timer = NULL;
     pthread_mutex_unlock(&rep.lock);
-    if (started) pthread_join(rep.thread, NULL);
+    psi_timer_remove(t); /* waits for a report being gathered */
 }

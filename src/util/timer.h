@@ -1,7 +1,8 @@
 /*
  * timer.h -- the library's periodic work on one thread: the key-value
- * tables' resends and stall checks (src/kv/table.c) and the remote calls'
- * resends (src/task/call.c) are clients of one timer service instead of
+ * tables' resends and stall checks (src/kv/table.c), the remote calls'
+ * resends (src/task/call.c) and the node's reports to the scheduler
+ * (src/node/report_send.c) are clients of one timer service instead of
  * each polling on a thread of its own.
  *
  * Design.  A client is a function and a period; the service thread sleeps
