@@ -76,7 +76,7 @@ evictions() { grep -c 'declared dead: silent' "$@" 2>/dev/null | awk -F: '{s += 
 evicted_lines() { grep -ho '[a-z]* [0-9]* (node [0-9]* at [^)]*) declared dead: silent for [0-9]* ms' "$@" | tr '\n' ';'; }
 
 # sampler ROOTPID INTERVAL_S OUT: in the background, every INTERVAL_S until
-# ROOTPID is gone, one line "ms pid role rank rss_kb" per libps node among
+# ROOTPID is gone, one line "ms pid role rank rss_kb anon_kb file_kb" per libps node among
 # ROOTPID's descendants (PS_ROLE in /proc/PID/environ; rank "-" without
 # PS_RANK).  Its pid in SAMPLER.
 sampler() {

@@ -38,8 +38,10 @@
 #            descendants with PS_ROLE in their environment):
 #            rss_growth_pct = server rank 0's mean RSS in the last minute
 #            over its mean in the second minute, minus 1, in percent (must
-#            be under 10; null when MINUTES < 3); max_server_rss_mb over
-#            every server sample.
+#            be under 10; null when MINUTES < 3); server_anon_growth_pct and
+#            server_file_growth_pct the same for its anonymous and file-backed
+#            parts (RssAnon, RssFile: heap, and code or libraries paged in);
+#            max_server_rss_mb over every server sample.
 #   netns    SOAK_NETNS=1 as root: the same job in the test bed of
 #            tests/netns/lib.sh (hosts: 0 scheduler, 1-3 servers, 4-6
 #            workers, 7 the replacement worker; a joining server takes the
@@ -237,7 +239,7 @@ exact=false
 [ $lost = 0 ] && [ $twice = 0 ] && [ $failed = 0 ] && [ $missing = 0 ] && [ $bad = 0 ] && exact=true
 
 # RSS: server rank 0 (pid PID_s0), minute 2 vs the last minute
-read -r growth s0_2 s0_last maxsrv sched_g w0_g < <(awk -v p="$PID_s0" -v ps="$PID_sched" -v pw="$PID_w0" \
+read -r growth s0_2 s0_last maxsrv sched_g w0_g anon_g file_g < <(awk -v p="$PID_s0" -v ps="$PID_sched" -v pw="$PID_w0" \
   -v t0="$TW" -v M="$MINUTES" '
   function win(t) { m = int((t - t0) / 60000); return m == 1 ? 2 : (m == M - 1 ? 9 : 0) }
   { w = win($1) }
@@ -245,16 +247,19 @@ read -r growth s0_2 s0_last maxsrv sched_g w0_g < <(awk -v p="$PID_s0" -v ps="$P
   $2 == p  && w == 2 { a2 += $5; n2++ }  $2 == p  && w == 9 { a9 += $5; n9++ }
   $2 == ps && w == 2 { b2 += $5; m2++ }  $2 == ps && w == 9 { b9 += $5; m9++ }
   $2 == pw && w == 2 { c2 += $5; k2++ }  $2 == pw && w == 9 { c9 += $5; k9++ }
+  $2 == p  && w == 2 { d2 += $6; f2 += $7 }  $2 == p  && w == 9 { d9 += $6; f9 += $7 }
   END {
     g = (n2 && n9 && M >= 3) ? sprintf("%.1f", (a9 / n9) / (a2 / n2) * 100 - 100) : "null"
     gs = (m2 && m9 && M >= 3) ? sprintf("%.1f", (b9 / m9) / (b2 / m2) * 100 - 100) : "null"
     gw = (k2 && k9 && M >= 3) ? sprintf("%.1f", (c9 / k9) / (c2 / k2) * 100 - 100) : "null"
-    printf "%s %.1f %.1f %.1f %s %s\n", g, n2 ? a2 / n2 / 1024 : 0, n9 ? a9 / n9 / 1024 : 0, mx / 1024, gs, gw
+    ga = (n2 && n9 && M >= 3 && d2) ? sprintf("%.1f", (d9 / n9) / (d2 / n2) * 100 - 100) : "null"
+    gf = (n2 && n9 && M >= 3 && f2) ? sprintf("%.1f", (f9 / n9) / (f2 / n2) * 100 - 100) : "null"
+    printf "%s %.1f %.1f %.1f %s %s %s %s\n", g, n2 ? a2 / n2 / 1024 : 0, n9 ? a9 / n9 / 1024 : 0, mx / 1024, gs, gw, ga, gf
   }' "$D/rss.txt")
-note "server 0 RSS: minute 2 mean $s0_2 MB, last minute $s0_last MB ($growth%); scheduler $sched_g%, worker 0 $w0_g%; $(wc -l <"$D/rss.txt") samples"
+note "server 0 RSS: minute 2 mean $s0_2 MB, last minute $s0_last MB ($growth%: anonymous $anon_g%, file-backed $file_g%); scheduler $sched_g%, worker 0 $w0_g%; $(wc -l <"$D/rss.txt") samples"
 note "joins took ms: ${join_ms[*]:-none}; logs $(du -sh "$D" | cut -f1)"
 
-printf '{"minutes":%d,"kills":%d,"joins":%d,"acked_lost":%d,"applied_twice":%d,"false_evictions":%d,"rss_growth_pct":%s,"max_server_rss_mb":%s,"worker_replaced":%s,"failed_pushes":%d,"acked_pushes":%d,"exact":%s,"bad_exits":%d,"scheduler_rss_growth_pct":%s,"worker0_rss_growth_pct":%s,"netns":%s,"fault":"%s","hb_timeout_ms":%d}\n' \
+printf '{"minutes":%d,"kills":%d,"joins":%d,"acked_lost":%d,"applied_twice":%d,"false_evictions":%d,"rss_growth_pct":%s,"max_server_rss_mb":%s,"worker_replaced":%s,"failed_pushes":%d,"acked_pushes":%d,"exact":%s,"bad_exits":%d,"scheduler_rss_growth_pct":%s,"worker0_rss_growth_pct":%s,"server_anon_growth_pct":%s,"server_file_growth_pct":%s,"netns":%s,"fault":"%s","hb_timeout_ms":%d}\n' \
   "$MINUTES" "$kills" "$joins" "$lost" "$twice" "$false" "$growth" "$maxsrv" \
-  "$([ $wreplaced = 1 ] && echo true || echo false)" "$failed" "$acked" "$exact" "$bad" "$sched_g" "$w0_g" \
+  "$([ $wreplaced = 1 ] && echo true || echo false)" "$failed" "$acked" "$exact" "$bad" "$sched_g" "$w0_g" "$anon_g" "$file_g" \
   "$([ $NETNS = 1 ] && echo true || echo false)" "$FAULT" "$PS_HEARTBEAT_TIMEOUT_MS"

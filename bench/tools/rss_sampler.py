@@ -4,8 +4,9 @@
 Usage: rss_sampler.py ROOT_PID INTERVAL_S OUT_FILE
 
 Until ROOT_PID exits, every INTERVAL_S seconds appends one line per libps
-node among ROOT_PID's descendants to OUT_FILE: "ms pid role rank rss_kb"
-(ms: wall clock; role: PS_ROLE in the process's environment, which is how a
+node among ROOT_PID's descendants to OUT_FILE: "ms pid role rank rss_kb
+anon_kb file_kb" (VmRSS and its anonymous and file-backed parts, RssAnon and
+RssFile: code and libraries paged in later count in the last; ms: wall clock; role: PS_ROLE in the process's environment, which is how a
 node is told from the shells and tools around it; rank: PS_RANK, or "-" for a
 node started without one, a joiner).  Used by bench/soak.sh and
 bench/evictions.sh; reads /proc only.
@@ -45,13 +46,18 @@ def descendants(root):
 
 
 def rss_kb(pid):
+    """"rss anon file" in kB from /proc/PID/status, or None."""
+    got = {}
     try:
         for line in open("/proc/%d/status" % pid):
-            if line.startswith("VmRSS:"):
-                return line.split()[1]
+            key = line.split(":", 1)[0]
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                got[key] = line.split()[1]
     except OSError:
-        pass
-    return None
+        return None
+    if "VmRSS" not in got:
+        return None
+    return "%s %s %s" % (got["VmRSS"], got.get("RssAnon", "0"), got.get("RssFile", "0"))
 
 
 def main():
