@@ -42,6 +42,7 @@ typedef struct kv_slice {
     size_t nruns;
     kv_buf *buf;
     uint64_t sent_ms;
+    uint32_t resends;  /* the timer's resends of it: each waits twice as long (worker.c) */
     uint32_t moved;    /* refused with PSI_ERR_MOVED: the view epoch to resend it by */
     size_t elems;      /* variable-length push: values in this slice */
     psi_msg *resp;     /* variable-length pull: the answer, kept until done */
