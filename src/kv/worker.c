@@ -928,11 +928,13 @@ static void fail_all(ps_table *t, int err)
 }
 
 /* The timer: resend what is unanswered.  A slice's n-th resend waits
- * PS_RESEND_MS << min(n, 5): a server that is slow rather than unreachable
+ * PS_RESEND_MS << min(n, 3): a server that is slow rather than unreachable
  * (a large push applied under a sanitizer, a train of fragments on a busy
  * link) is not buried under copies of what it is still reading (a train
  * resent every 50 ms filled a 255 MiB send queue under ASan); a lost message
- * is still resent after PS_RESEND_MS the first time. */
+ * is still resent after PS_RESEND_MS the first time.  The cap (8 periods)
+ * stays well inside the 30 periods a server waits for a stalled train's
+ * resend before it lets pulls see the push in part (train.c). */
 void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
 {
     uint64_t wait = psi_kv_resend_ms();
@@ -949,7 +951,7 @@ void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
     for (kv_req *r = t->reqs; r && n < 64; r = r->next)
         for (int i = 0; i < r->nslices && n < 64; i++) {
             kv_slice *s = &r->slices[i];
-            if (s->done || s->moved || now_ms < s->sent_ms + (wait << PSI_MIN(s->resends, 5)))
+            if (s->done || s->moved || now_ms < s->sent_ms + (wait << PSI_MIN(s->resends, 3)))
                 continue;
             s->sent_ms = now_ms;
             s->resends++;
