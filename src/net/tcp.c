@@ -26,7 +26,8 @@
  *
  * Frames: the 104-byte header (wire/msg.h), then the segments back to back.
  * A sender writes header and segments with one sendmsg per batch of frames
- * (no copy of a segment).  A receiver reads into a 64 KiB buffer, validates
+ * (no copy of a segment).  A receiver reads into a 64 KiB buffer (mapped,
+ * outside the heap, and only once a byte comes: rbuf_ready), validates
  * each header before allocating, and reads large payloads straight into the
  * message's block.  A frame that fails validation closes the connection (a
  * proven peer that sends one is broken; the stream cannot be resynced).
@@ -52,6 +53,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -108,9 +110,10 @@ typedef struct conn {
     txitem *q;                 /* ring of frames to send */
     size_t qhead, qn, qcap, txoff;
     uint64_t qbytes;           /* their header and payload bytes */
-    uint8_t *rbuf;             /* received bytes not yet parsed: [rpos, rlen); made
-                                * on the first read after the handshake (an unproven
-                                * or an outbound connection costs no buffer) */
+    uint8_t *rbuf;             /* received bytes not yet parsed: [rpos, rlen); mapped
+                                * when the first byte after the handshake comes
+                                * (rbuf_ready: an unproven or an outbound connection
+                                * costs no buffer) */
     size_t rpos, rlen;
     psi_msg *rmsg;             /* the frame whose payload is arriving */
     uint8_t *rdst;
@@ -247,6 +250,22 @@ static void set_open(conn *c)
     if (!c->peer) c->t->npending--;
 }
 
+/* The receive buffer is mapped, not taken from malloc: it lives as long as
+ * its connection, and a connection ends when its peer dies, at any moment;
+ * a 64 KiB hole left in the heap then would fill with small long-lived
+ * blocks and keep the heap from shrinking (bench/README.md, soak.sh).
+ * Unmapped, its pages go back to the system at once.  NULL if none. */
+static uint8_t *rbuf_new(void)
+{
+    void *p = mmap(NULL, RBUF_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void rbuf_free(uint8_t *p)
+{
+    if (p) munmap(p, RBUF_SIZE);
+}
+
 /* Close `c` and drop what it holds; its memory goes to the graveyard,
  * freed after the loop pass (a later event of the same pass may name it).
  * Reports nothing. */
@@ -276,7 +295,7 @@ static void bury(tcp_transport *t)
         conn *c = t->graveyard;
         t->graveyard = c->next;
         free(c->q);
-        free(c->rbuf);
+        rbuf_free(c->rbuf);
         free(c->seal);
         free(c->cbuf);
         free(c->plain);
@@ -678,14 +697,33 @@ static void seal_read(conn *c)
     }
 }
 
+/* 1 when c has a receive buffer and bytes to put in it; 0 when there is
+ * nothing to read yet, or the connection ended (then it is gone).  The
+ * buffer is made when the first byte after the handshake is there, so an
+ * outbound connection, which carries frames only away from here and reads
+ * nothing but its end, never has one. */
+static int rbuf_ready(conn *c)
+{
+    uint8_t b;
+    if (c->rbuf) return 1;
+    ssize_t r = recv(c->fd, &b, 1, MSG_PEEK);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) return 0; /* epoll calls again */
+    if (r <= 0) {
+        conn_fail(c, PS_ERR_PEER, r == 0 ? "closed by the peer" : strerror(errno));
+        return 0;
+    }
+    if (!(c->rbuf = rbuf_new())) {
+        conn_fail(c, PS_ERR_NOMEM, "out of memory for its receive buffer");
+        return 0;
+    }
+    return 1;
+}
+
 /* Read and parse what the socket has, up to READ_BUDGET bytes. */
 static void conn_read(conn *c)
 {
     size_t budget = READ_BUDGET;
-    if (!c->rbuf && !(c->rbuf = malloc(RBUF_SIZE))) {
-        conn_fail(c, PS_ERR_NOMEM, "out of memory for its receive buffer");
-        return;
-    }
+    if (!rbuf_ready(c)) return;
     if (c->seal) {
         seal_read(c);
         return;
