@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kv/hints.h"
 #include "kv/server.h"
 #include "node/node.h"
 #include "util/log.h"
@@ -104,8 +105,11 @@ int psi_kv_server_init(ps_table *t)
             psi_dense_set_init(t->dense, init_block, &t->upd);
             if (t->opts.max_bytes) psi_dense_set_limit(t->dense, t->opts.max_bytes);
         }
-    } else if ((t->store = psi_store_new(bb)) && t->opts.max_bytes)
-        psi_store_set_limit(t->store, t->opts.max_bytes);
+    } else {
+        if ((t->store = psi_store_new(bb)) && t->opts.max_bytes)
+            psi_store_set_limit(t->store, t->opts.max_bytes);
+        t->hints = psi_hints_new(); /* NULL: lookups go without hints */
+    }
     t->applied = calloc(PSI_MAX_NODES, sizeof(int64_t));
     t->refused = calloc(PSI_MAX_NODES, sizeof(*t->refused));
     if (!(t->store || t->dense) || !t->applied || !t->refused) return PS_ERR_NOMEM;
@@ -129,6 +133,8 @@ void psi_kv_server_free(ps_table *t)
     t->deferred.bytes = 0;
     psi_kv_var_free_store(t);
     psi_store_free(t->store);
+    psi_hints_free(t->hints);
+    t->hints = NULL;
     psi_dense_free(t->dense);
     free(t->applied);
     for (uint32_t i = 0; t->refused && i < PSI_MAX_NODES; i++)
@@ -220,12 +226,13 @@ int psi_kv_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks)
         }
         return PS_OK;
     }
-    uint8_t *ins = malloc(n);
+    uint8_t *ins = psi_buf_alloc(n);
     if (!ins) return PS_ERR_NOMEM;
-    size_t missing = psi_store_upsert_batch(t->store, keys, n, blocks, ins);
+    uint8_t *hint = psi_hints_for(t->hints, keys, n, psi_store_bytes(t->store));
+    size_t missing = psi_store_upsert_batch_hint(t->store, keys, n, blocks, ins, hint);
     for (size_t i = 0; i < n; i++)
         if (ins[i] && blocks[i]) psi_update_init_block(&t->upd, keys[i], blocks[i]);
-    free(ins);
+    psi_buf_free(ins);
     return missing ? PS_ERR_TOOBIG : PS_OK;
 }
 
@@ -236,12 +243,12 @@ static int apply_fixed(ps_table *t, const psi_msg *m, uint64_t seq)
 {
     (void)seq;
     size_t n = m->hdr.key_count;
-    void **blocks = malloc(n * sizeof(void *));
+    void **blocks = psi_buf_alloc(PSI_MAX(n, 1) * sizeof(void *));
     if (!blocks) return PS_ERR_NOMEM;
     int rv = psi_kv_blocks(t, m->seg[PSI_SEG_KEYS], n, blocks);
     if (rv == 0) psi_update_apply_batch(&t->upd, m->seg[PSI_SEG_KEYS], blocks, m->seg[PSI_SEG_VALS], n);
     else PSI_ERROR("table %s: push of %zu keys refused: %s", t->name, n, ps_strerror(rv));
-    free(blocks);
+    psi_buf_free(blocks);
     return rv;
 }
 
@@ -273,52 +280,66 @@ static int do_apply(ps_table *t, const psi_msg *m, uint64_t seq)
 static void gather_values(const ps_table *t, const uint64_t *keys, void *const *blocks, size_t n,
                           size_t vb, uint8_t *out)
 {
+    int zero = t->upd.init == PS_INIT_ZERO;
     for (size_t i = 0; i < n; i++) {
         uint8_t *o = out + i * vb;
-        if (!blocks[i]) psi_update_init_values(&t->upd, keys[i], o);
+        if (!blocks[i] && zero && vb == 4) memset(o, 0, 4);
+        else if (!blocks[i]) psi_update_init_values(&t->upd, keys[i], o);
         else if (vb == 4) memcpy(o, blocks[i], 4);
         else if (vb == 8) memcpy(o, blocks[i], 8);
         else memcpy(o, blocks[i], vb);
     }
 }
 
-/* Current values of the request's keys, in order (malloc'ed).  A sparse
- * table looks its keys up in one prefetched batch. */
-static uint8_t *do_read(ps_table *t, const psi_msg *m)
+/* The current values of the request's keys, in order, into `out`.  A
+ * sparse table looks its keys up in one prefetched batch.  Returns 0 or
+ * PS_ERR_NOMEM. */
+static int do_read(ps_table *t, const psi_msg *m, uint8_t *out)
 {
     size_t n = m->hdr.key_count, vb = t->vbytes;
     const uint64_t *keys = m->seg[PSI_SEG_KEYS];
-    uint8_t *out = malloc(n * vb);
-    if (!out) return NULL;
     if (t->dense) {
         for (size_t i = 0; i < n; i++) {
             const void *b = psi_dense_get(t->dense, keys[i], 0);
             if (b) memcpy(out + i * vb, b, vb);
             else psi_update_init_values(&t->upd, keys[i], out + i * vb);
         }
-        return out;
+        return 0;
     }
     void **blocks = psi_buf_alloc(n * sizeof(void *));
-    if (!blocks) {
-        free(out);
-        return NULL;
-    }
-    psi_store_find_batch(t->store, keys, n, blocks);
+    if (!blocks) return PS_ERR_NOMEM;
+    uint8_t *hint = psi_hints_for(t->hints, keys, n, psi_store_bytes(t->store));
+    psi_store_find_batch_hint(t->store, keys, n, blocks, hint);
     gather_values(t, keys, blocks, n, vb, out);
     psi_buf_free(blocks);
-    return out;
+    return 0;
 }
 
+/* The values are read straight into the answer's segment, a buffer of the
+ * large-buffer cache that the message returns when it is freed (after the
+ * transport has sent it): one copy of the values on the server, not two,
+ * and no fresh pages for a large answer. */
 void psi_kv_answer_pull(ps_table *t, const psi_msg *m)
 {
     if (t->var) {
         psi_kv_var_answer_pull(t, m);
         return;
     }
-    uint8_t *vals = m->hdr.key_count ? do_read(t, m) : NULL;
-    int st = vals || !m->hdr.key_count ? PS_OK : PS_ERR_NOMEM;
-    psi_kv_reply(t, m, st, vals, m->hdr.key_count * t->vbytes);
-    free(vals);
+    size_t len = m->hdr.key_count * t->vbytes;
+    psi_msg *r = psi_msg_new(PSI_MSG_DATA);
+    if (!r) return; /* the worker resends */
+    uint8_t *vals = len ? psi_buf_alloc(len) : NULL;
+    if (len && (!vals || do_read(t, m, vals) != 0)) {
+        psi_buf_free(vals);
+        r->hdr.arg = (uint32_t)PS_ERR_NOMEM;
+    } else if (len) {
+        r->seg[PSI_SEG_VALS] = vals;
+        r->hdr.seg_len[PSI_SEG_VALS] = len;
+        r->borrowed = 1u << PSI_SEG_VALS;
+        r->on_free = psi_buf_free;
+        r->on_free_arg = vals;
+    }
+    psi_kv_reply_msg(t, m, r);
 }
 
 /* Answer a request whose push part (if any) is settled with `status`;

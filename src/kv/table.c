@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "kv/kv_repl.h"
+#include "kv/hints.h"
 #include "kv/server.h"
 #include "kv/table.h"
 #include "kv/worker.h"
@@ -368,7 +369,7 @@ int ps_table_stats_get(ps_table *t, ps_table_stats *out)
     *out = t->stats;
     if (t->store) {
         out->keys = psi_store_size(t->store);
-        out->bytes = psi_store_bytes(t->store);
+        out->bytes = psi_store_bytes(t->store) + psi_hints_bytes(t->hints);
     } else if (t->dense) {
         out->bytes = psi_dense_bytes(t->dense);
     }

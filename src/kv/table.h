@@ -103,6 +103,7 @@ struct ps_table {
         int (*pull_here)(ps_table *t, const psi_msg *m); /* 0: answer PSI_ERR_MOVED */
     } pipe;
     psi_store *store;
+    struct psi_hints *hints;     /* slot hints of the key lists seen (hints.h) */
     psi_dense *dense;
     int64_t *applied;            /* per sender node id: last sequence applied */
     kv_parked *parked;           /* early pushes waiting for a predecessor */

@@ -6,7 +6,8 @@
  * equal to single upserts, the byte limit refusing inserts without harm,
  * bytes per key at the maximum load, batch find equal to find, blocks
  * aligned as store.h promises for every layout, a batch of new keys sizing
- * the table at 15 bytes per key) and the dense paged store (lazy pages,
+ * the table at 15 bytes per key, hinted batches answering exactly what
+ * unhinted ones do whatever the hints say) and the dense paged store (lazy pages,
  * out-of-range keys, bytes only for touched pages, init and foreach).
  *
  * Blocks hold a value derived from the key (tag()), so any block handed
@@ -258,6 +259,56 @@ static void test_store_find_batch_equals_find(void **state)
     assert_int_equal(nulls, expect);
     assert_int_equal(psi_store_find_batch(s, keys, 0, blocks), 0);
     psi_store_free(s);
+}
+
+/* Hinted batches answer exactly what unhinted ones do, whatever the hints
+ * say: right (learnt by a first call), stale (the table grew since), wrong
+ * (random bytes, another list's hints) or unknown; and a list looked up
+ * twice comes back with (almost) every hint known. */
+static void test_store_hints_never_change_answers(void **state)
+{
+    (void)state;
+    enum { N = 30000 };
+    psi_store *a = psi_store_new(sizeof(uint64_t)), *b = psi_store_new(sizeof(uint64_t));
+    static uint64_t keys[N];
+    static void *ba[N], *bb[N];
+    static uint8_t ia[N], ib[N], hint[N];
+    uint64_t rng = 77;
+    memset(hint, PSI_STORE_NO_HINT, sizeof(hint));
+    for (int round = 0; round < 40; round++) {
+        size_t n = 1 + (size_t)(next_key(&rng) % N);
+        for (size_t i = 0; i < n; i++) keys[i] = next_key(&rng) % 60000; /* repeats, key 0 */
+        if (round % 4 == 3) /* wrong hints */
+            for (size_t i = 0; i < n; i++) hint[i] = (uint8_t)next_key(&rng);
+        int find = round % 3 == 2;
+        size_t na = find ? psi_store_find_batch_hint(a, keys, n, ba, hint)
+                         : psi_store_upsert_batch_hint(a, keys, n, ba, ia, hint);
+        size_t nb = find ? psi_store_find_batch(b, keys, n, bb)
+                         : psi_store_upsert_batch(b, keys, n, bb, ib);
+        assert_int_equal(na, nb);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(ba[i] == NULL, bb[i] == NULL);
+            if (!find) assert_int_equal(ia[i], ib[i]);
+            if (!ba[i]) continue;
+            if (!find && ia[i]) { /* new: tag both the same way */
+                *(uint64_t *)ba[i] = tag(keys[i]);
+                *(uint64_t *)bb[i] = tag(keys[i]);
+            }
+            assert_true(*(uint64_t *)ba[i] == *(uint64_t *)bb[i]);
+            assert_true(*(uint64_t *)ba[i] == tag(keys[i]));
+        }
+        /* the same list again: every key has a hint (but the rare one 255
+         * or more slots from home, at a load of up to 0.8) */
+        if (!find && round % 4 != 3) {
+            size_t unknown = 0;
+            assert_int_equal(psi_store_find_batch_hint(a, keys, n, ba, hint), 0);
+            for (size_t i = 0; i < n; i++) unknown += keys[i] && hint[i] == PSI_STORE_NO_HINT;
+            assert_true(unknown <= n / 100);
+        }
+    }
+    assert_int_equal(psi_store_size(a), psi_store_size(b));
+    psi_store_free(a);
+    psi_store_free(b);
 }
 
 /* Every block is aligned to the largest power of two dividing its size (up
@@ -562,6 +613,7 @@ int main(void)
         cmocka_unit_test(test_store_copy_in_walk_order_stays_spread),
         cmocka_unit_test(test_store_batch_equals_single),
         cmocka_unit_test(test_store_find_batch_equals_find),
+        cmocka_unit_test(test_store_hints_never_change_answers),
         cmocka_unit_test(test_store_block_alignment_every_layout),
         cmocka_unit_test(test_store_batch_sizes_table_once),
         cmocka_unit_test(test_store_batch_blocks_stay_valid_across_growth),
