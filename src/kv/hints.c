@@ -1,6 +1,6 @@
 /*
  * hints.c -- remembered key lists and their slot hints (hints.h has the
- * design): a small LRU of (length, fingerprint) -> one byte per key.
+ * design): a small LRU of (length, fingerprint) -> one slot per key.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +15,7 @@
 typedef struct hint_list {
     size_t n;
     uint64_t fp, used; /* used 0: free */
-    uint8_t *dist;
+    uint32_t *slot;
 } hint_list;
 
 struct psi_hints {
@@ -29,7 +29,7 @@ psi_hints *psi_hints_new(void) { return calloc(1, sizeof(psi_hints)); }
 void psi_hints_free(psi_hints *h)
 {
     if (!h) return;
-    for (int i = 0; i < HINTS_MAX; i++) free(h->lists[i].dist);
+    for (int i = 0; i < HINTS_MAX; i++) free(h->lists[i].slot);
     free(h);
 }
 
@@ -45,12 +45,12 @@ static uint64_t fingerprint(const uint64_t *k, size_t n)
 
 static void drop(psi_hints *h, hint_list *l)
 {
-    h->bytes -= l->n;
-    free(l->dist);
+    h->bytes -= l->n * sizeof(uint32_t);
+    free(l->slot);
     memset(l, 0, sizeof(*l));
 }
 
-uint8_t *psi_hints_for(psi_hints *h, const uint64_t *keys, size_t n, size_t store_bytes)
+uint32_t *psi_hints_for(psi_hints *h, const uint64_t *keys, size_t n, size_t store_bytes)
 {
     if (!h || n < PSI_HINTS_MIN_KEYS) return NULL;
     uint64_t fp = fingerprint(keys, n);
@@ -59,25 +59,25 @@ uint8_t *psi_hints_for(psi_hints *h, const uint64_t *keys, size_t n, size_t stor
         hint_list *l = &h->lists[i];
         if (l->used && l->n == n && l->fp == fp) {
             l->used = ++h->tick;
-            return l->dist;
+            return l->slot;
         }
         if (l->used < lru->used) lru = l;
     }
-    size_t cap = store_bytes / 16 + HINTS_SLACK;
-    if (n > cap) return NULL;
+    size_t cap = store_bytes / 16 + HINTS_SLACK, bytes = n * sizeof(uint32_t);
+    if (bytes > cap) return NULL;
     if (lru->used) drop(h, lru);
     /* make room: the least recently used lists go first */
-    while (h->bytes + n > cap) {
+    while (h->bytes + bytes > cap) {
         hint_list *old = NULL;
         for (int i = 0; i < HINTS_MAX; i++)
             if (h->lists[i].used && (!old || h->lists[i].used < old->used)) old = &h->lists[i];
         drop(h, old);
     }
-    if (!(lru->dist = malloc(n))) return NULL;
-    memset(lru->dist, PSI_STORE_NO_HINT, n);
+    if (!(lru->slot = malloc(bytes))) return NULL;
+    memset(lru->slot, 0xff, bytes); /* PSI_STORE_NO_HINT */
     lru->n = n;
     lru->fp = fp;
     lru->used = ++h->tick;
-    h->bytes += n;
-    return lru->dist;
+    h->bytes += bytes;
+    return lru->slot;
 }

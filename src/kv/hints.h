@@ -5,18 +5,19 @@
  * each key of the list sits in its hash store, so that the next push or
  * pull of that list finds every key at the first slot it reads.
  *
- * Design: per table, at most HINTS_MAX lists, each one byte per key (the
- * key's distance from its home slot: store.h's hints), recognised by the
+ * Design: per table, at most HINTS_MAX lists, each one u32 per key (the
+ * slot where the key was found: store.h's hints), recognised by the
  * list's length and a fingerprint of its first, last and 64 evenly spaced
  * keys.  Nothing here has to be exact: the store takes a key from a hinted
  * slot only if that slot holds the key, so a list that only looks like a
  * remembered one, or hints made stale by a growth, cost a compare per key
  * and are corrected by the lookup itself.  A list is remembered the first
  * time it is seen (its hints start unknown and are filled by that lookup);
- * the least recently used list makes room.  Memory: n bytes per list, at
- * most a sixteenth of the store's bytes plus HINTS_SLACK over all lists of
- * a table (a server's bytes per key rise by at most 1/16).  Single-threaded:
- * the table lock.
+ * the least recently used list makes room.  Memory: 4 bytes per key of a
+ * list, at most a sixteenth of the store's bytes plus HINTS_SLACK (1 MiB)
+ * over all lists of a table, so a server's bytes per key rise by at most
+ * 1/16 (a list too long for that goes without hints: a push of 1M keys into
+ * a store of 15 MB has none).  Single-threaded: the table lock.
  *
  * Never: hand out hints for a list of another length; hold more than the
  * bound above.
@@ -33,10 +34,10 @@ typedef struct psi_hints psi_hints;
 
 psi_hints *psi_hints_new(void);
 void psi_hints_free(psi_hints *h);
-/* The hints (n bytes) for the key list keys[0..n), new ones (all unknown)
+/* The hints (n slots) for the key list keys[0..n), new ones (all unknown)
  * if it was not remembered and `store_bytes` leaves room; NULL: look the
  * keys up without hints.  Valid until the next call. */
-uint8_t *psi_hints_for(psi_hints *h, const uint64_t *keys, size_t n, size_t store_bytes);
+uint32_t *psi_hints_for(psi_hints *h, const uint64_t *keys, size_t n, size_t store_bytes);
 /* Bytes held (for the table's memory figure). */
 size_t psi_hints_bytes(const psi_hints *h);
 

@@ -228,7 +228,7 @@ int psi_kv_blocks(ps_table *t, const uint64_t *keys, size_t n, void **blocks)
     }
     uint8_t *ins = psi_buf_alloc(n);
     if (!ins) return PS_ERR_NOMEM;
-    uint8_t *hint = psi_hints_for(t->hints, keys, n, psi_store_bytes(t->store));
+    uint32_t *hint = psi_hints_for(t->hints, keys, n, psi_store_bytes(t->store));
     size_t missing = psi_store_upsert_batch_hint(t->store, keys, n, blocks, ins, hint);
     for (size_t i = 0; i < n; i++)
         if (ins[i] && blocks[i]) psi_update_init_block(&t->upd, keys[i], blocks[i]);
@@ -308,7 +308,7 @@ static int do_read(ps_table *t, const psi_msg *m, uint8_t *out)
     }
     void **blocks = psi_buf_alloc(n * sizeof(void *));
     if (!blocks) return PS_ERR_NOMEM;
-    uint8_t *hint = psi_hints_for(t->hints, keys, n, psi_store_bytes(t->store));
+    uint32_t *hint = psi_hints_for(t->hints, keys, n, psi_store_bytes(t->store));
     psi_store_find_batch_hint(t->store, keys, n, blocks, hint);
     gather_values(t, keys, blocks, n, vb, out);
     psi_buf_free(blocks);

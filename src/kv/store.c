@@ -32,13 +32,14 @@
  * the share of new keys seen so far in the batch, then re-finds the blocks
  * it already returned: a push of existing keys into a nearly full table
  * costs one probe per key, and a push of new keys into a small table grows
- * once.  The _hint variants also take one byte per key, the key's distance
- * from its home slot as a previous call found it (hints.c keeps them per
- * key list): a key is looked for at that slot first and taken from it only
- * if the slot holds it, so a wrong or stale hint (after a growth, for a
- * list it was not made for) costs one compare and is corrected.  A hinted
- * lookup computes no probe sequence and mispredicts no branch: 1.3 against
- * 10 ns per key for 100k random keys in cache.
+ * once.  The _hint variants also take a slot per key, where a previous
+ * call found the key (hints.c keeps them per key list): a key is looked
+ * for there first and taken from it only if the slot holds it, so a wrong
+ * or stale hint (after a growth, for a list it was not made for) costs one
+ * compare and is corrected.  A hinted lookup computes no hash, walks no
+ * probe sequence and mispredicts no branch: 1.3 against 10-11 ns per key
+ * for 100k random keys in cache (a hint of 1 byte, the distance from the
+ * home slot, still pays for the hash: 3.5 ns).
  *
  * Must never: probe a full table (the load cap keeps a free slot), store
  * key 0 in a slot, lose or duplicate a key while rehashing, or exceed the
@@ -327,7 +328,7 @@ typedef struct batch {
     const uint64_t *keys;
     size_t n, added;
     void **blocks;
-    uint8_t *hint; /* or NULL */
+    uint32_t *hint; /* or NULL */
     int cannot_grow;
 } batch;
 
@@ -362,24 +363,22 @@ static int grow_in_batch(psi_store *s, batch *b, size_t i)
     return 0;
 }
 
-/* The slot where keys[i] is looked for first: its home slot, moved by its
- * hint when it has one. */
-static inline size_t first_slot(const psi_store *s, const uint64_t *keys, const uint8_t *hint,
+/* The slot where keys[i] is looked for first: its hint, when it has one
+ * inside the table, else its home slot. */
+static inline size_t first_slot(const psi_store *s, const uint64_t *keys, const uint32_t *hint,
                                 size_t i, size_t cap)
 {
-    size_t g = home(s, keys[i], cap);
-    if (hint && hint[i] != PSI_STORE_NO_HINT && (g += hint[i]) >= cap) g -= cap;
-    return g;
+    return hint && hint[i] < cap ? hint[i] : home(s, keys[i], cap);
 }
 
 /* The slot of `key` (nonzero) or the empty slot where it would go, from
  * `g`, its first_slot: a hinted slot counts only if it holds the key (a
- * stale or wrong hint costs one compare, then the probe from home).  Keeps
- * *hint (if not NULL) the key's distance from its home slot. */
-static inline size_t locate(const psi_store *s, uint64_t key, size_t g, uint8_t *hint,
+ * stale or wrong hint costs one compare, then the probe from home).  Sets
+ * *hint (if not NULL) to the slot found. */
+static inline size_t locate(const psi_store *s, uint64_t key, size_t g, uint32_t *hint,
                             int *found)
 {
-    if (hint && *hint != PSI_STORE_NO_HINT) {
+    if (hint && *hint < s->a.cap) {
         if (key_at(s, &s->a, g) == key) {
             *found = 1;
             return g;
@@ -387,10 +386,7 @@ static inline size_t locate(const psi_store *s, uint64_t key, size_t g, uint8_t 
         g = home(s, key, s->a.cap);
     }
     size_t slot = probe_from(s, g, key, found);
-    if (hint) {
-        size_t d = slot >= g ? slot - g : slot + s->a.cap - g;
-        *hint = d < PSI_STORE_NO_HINT ? (uint8_t)d : PSI_STORE_NO_HINT;
-    }
+    if (hint) *hint = slot < PSI_STORE_NO_HINT ? (uint32_t)slot : PSI_STORE_NO_HINT;
     return slot;
 }
 
@@ -399,7 +395,7 @@ static inline size_t locate(const psi_store *s, uint64_t key, size_t g, uint8_t 
 static void *batch_upsert(psi_store *s, batch *b, size_t i, size_t g, uint8_t *inserted)
 {
     int found;
-    uint8_t *hint = b->hint ? &b->hint[i] : NULL;
+    uint32_t *hint = b->hint ? &b->hint[i] : NULL;
     size_t slot = locate(s, b->keys[i], g, hint, &found);
     *inserted = 0;
     if (found) return block_at(s, slot);
@@ -414,7 +410,7 @@ static void *batch_upsert(psi_store *s, batch *b, size_t i, size_t g, uint8_t *i
 }
 
 size_t psi_store_upsert_batch_hint(psi_store *s, const uint64_t *keys, size_t n, void **blocks,
-                                   uint8_t *inserted, uint8_t *hint)
+                                   uint8_t *inserted, uint32_t *hint)
 {
     batch b = {.keys = keys, .n = n, .blocks = blocks, .hint = hint};
     size_t nulls = 0, ring[PREFETCH_AHEAD], cap = s->a.cap;
@@ -456,7 +452,7 @@ size_t psi_store_upsert_batch(psi_store *s, const uint64_t *keys, size_t n, void
 }
 
 size_t psi_store_find_batch_hint(const psi_store *s, const uint64_t *keys, size_t n,
-                                 void **blocks, uint8_t *hint)
+                                 void **blocks, uint32_t *hint)
 {
     size_t nulls = 0, ring[PREFETCH_AHEAD], cap = s->a.cap;
     int found;

@@ -68,16 +68,16 @@ size_t psi_store_upsert_batch(psi_store *s, const uint64_t *keys, size_t n, void
  * NULL when it was never inserted; the slots are prefetched a few keys
  * ahead, as in upsert_batch.  Returns the number of NULLs. */
 size_t psi_store_find_batch(const psi_store *s, const uint64_t *keys, size_t n, void **blocks);
-/* The same with hints: hint[i] is keys[i]'s distance from its home slot as
- * last seen, or PSI_STORE_NO_HINT; the key is looked for there first (and
- * taken only if that slot holds it), and hint[i] is set to what the lookup
- * found.  Results are exactly those of the calls without hints, whatever
- * the hints say (hints.h keeps them per key list). */
-#define PSI_STORE_NO_HINT 255
+/* The same with hints: hint[i] is the slot where keys[i] was last found,
+ * or PSI_STORE_NO_HINT; the key is looked for there first (and taken only
+ * if that slot holds it), and hint[i] is set to where the lookup found it.
+ * Results are exactly those of the calls without hints, whatever the hints
+ * say (hints.h keeps them per key list). */
+#define PSI_STORE_NO_HINT UINT32_MAX
 size_t psi_store_upsert_batch_hint(psi_store *s, const uint64_t *keys, size_t n, void **blocks,
-                                   uint8_t *inserted, uint8_t *hint);
+                                   uint8_t *inserted, uint32_t *hint);
 size_t psi_store_find_batch_hint(const psi_store *s, const uint64_t *keys, size_t n,
-                                 void **blocks, uint8_t *hint);
+                                 void **blocks, uint32_t *hint);
 size_t psi_store_size(const psi_store *s);  /* keys stored */
 size_t psi_store_bytes(const psi_store *s); /* bytes allocated, struct included */
 /* Size the table once for `keys` keys in all (no-op if it already holds
