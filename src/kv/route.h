@@ -58,6 +58,19 @@ int psi_route_sort(const uint64_t *keys, size_t n, uint64_t *sorted, size_t *per
  * one of them (same result, bit for bit); lists seen twice are remembered. */
 int psi_route_sort_cached(const void *owner, const uint64_t *keys, size_t n, uint64_t *sorted,
                           size_t *perm);
+/* A remembered sorted order, shared read-only by the requests that use it
+ * (psi_route_share) and the memo; freed by its last psi_route_release. */
+typedef struct psi_route_order {
+    _Atomic size_t refs;
+    size_t n;
+    uint64_t *sorted;
+    size_t *perm;
+} psi_route_order;
+
+/* On a memo hit for keys[0..n), a reference to its sorted order (nothing
+ * copied; the caller must not write to it), else NULL: then sort. */
+psi_route_order *psi_route_share(const uint64_t *keys, size_t n);
+void psi_route_release(psi_route_order *o); /* NULL is fine */
 /* Drop owner's remembered lists (its table is closing). */
 void psi_route_forget(const void *owner);
 

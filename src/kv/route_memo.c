@@ -12,13 +12,17 @@
  * is compared before a hit is answered.  Since a sorted order depends on
  * the keys alone, a hit is exact whoever the owner is: the owner only lets
  * a closing table give its memory back.  Lock: one mutex, a leaf; a hit
- * copies under it, a miss sorts and allocates outside it, and evicted
- * lists are freed after it is released.
+ * copies under it (psi_route_sort_cached) or takes a reference
+ * (psi_route_share: the sorted keys and permutation are reference counted,
+ * so a request reads them in place and an eviction only drops the memo's
+ * reference), a miss sorts and allocates outside it, and evicted lists are
+ * freed after it is released.
  *
  * Never: answer from a list without comparing every key; hold more than
  * PSI_ROUTE_MEMO_BYTES of lists; call out with the lock held.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,9 +38,8 @@ typedef struct memo {
     const void *owner;
     size_t n;
     uint64_t fp, used;
-    uint64_t *keys;   /* the caller's order; NULL: the entry is free */
-    uint64_t *sorted;
-    size_t *perm;
+    uint64_t *keys;     /* the caller's order; NULL: the entry is free */
+    psi_route_order *o; /* its sorted order, shared with requests (refs) */
 } memo;
 
 typedef struct seen {
@@ -59,11 +62,19 @@ static uint64_t fingerprint(const uint64_t *k, size_t n)
     return psi_mix64(h ^ k[n - 1]);
 }
 
+void psi_route_release(psi_route_order *o)
+{
+    if (o && atomic_fetch_sub(&o->refs, 1) == 1) {
+        free(o->sorted);
+        free(o->perm);
+        free(o);
+    }
+}
+
 static void memo_free(memo *m)
 {
     free(m->keys);
-    free(m->sorted);
-    free(m->perm);
+    psi_route_release(m->o);
 }
 
 /* The remembered list equal to keys[0..n), or NULL (lock held). */
@@ -114,16 +125,23 @@ static memo *do_room(size_t bytes, memo *out, int *nout)
 static void remember(const void *owner, const uint64_t *keys, size_t n, uint64_t fp,
                      const uint64_t *sorted, const size_t *perm)
 {
-    memo m = {owner, n, fp, 0, malloc(n * 8), malloc(n * 8), malloc(n * sizeof(size_t))};
+    psi_route_order *o = calloc(1, sizeof(*o));
+    memo m = {owner, n, fp, 0, malloc(n * 8), o};
     memo evicted[MEMO_MAX];
     int nev = 0;
-    if (!m.keys || !m.sorted || !m.perm) {
+    if (o) {
+        atomic_init(&o->refs, 1);
+        o->n = n;
+        o->sorted = malloc(n * 8);
+        o->perm = malloc(n * sizeof(size_t));
+    }
+    if (!m.keys || !o || !o->sorted || !o->perm) {
         memo_free(&m);
         return;
     }
     memcpy(m.keys, keys, n * 8);
-    memcpy(m.sorted, sorted, n * 8);
-    memcpy(m.perm, perm, n * sizeof(size_t));
+    memcpy(o->sorted, sorted, n * 8);
+    memcpy(o->perm, perm, n * sizeof(size_t));
     pthread_mutex_lock(&memo_lock);
     memo *slot = do_room(n * PER_KEY, evicted, &nev);
     m.used = ++memo_tick;
@@ -133,17 +151,36 @@ static void remember(const void *owner, const uint64_t *keys, size_t n, uint64_t
     for (int i = 0; i < nev; i++) memo_free(&evicted[i]);
 }
 
+static int memo_size_ok(size_t n)
+{
+    return n >= PSI_ROUTE_MEMO_MIN && n <= PSI_ROUTE_MEMO_BYTES / 2 / PER_KEY;
+}
+
+psi_route_order *psi_route_share(const uint64_t *keys, size_t n)
+{
+    if (!memo_size_ok(n)) return NULL;
+    uint64_t fp = fingerprint(keys, n);
+    pthread_mutex_lock(&memo_lock);
+    memo *m = do_find(keys, n, fp);
+    psi_route_order *o = m ? m->o : NULL;
+    if (o) {
+        atomic_fetch_add(&o->refs, 1);
+        m->used = ++memo_tick;
+    }
+    pthread_mutex_unlock(&memo_lock);
+    return o;
+}
+
 int psi_route_sort_cached(const void *owner, const uint64_t *keys, size_t n, uint64_t *sorted,
                           size_t *perm)
 {
-    if (n < PSI_ROUTE_MEMO_MIN || n > PSI_ROUTE_MEMO_BYTES / 2 / PER_KEY)
-        return psi_route_sort(keys, n, sorted, perm);
+    if (!memo_size_ok(n)) return psi_route_sort(keys, n, sorted, perm);
     uint64_t fp = fingerprint(keys, n);
     pthread_mutex_lock(&memo_lock);
     memo *m = do_find(keys, n, fp);
     if (m) {
-        memcpy(sorted, m->sorted, n * 8);
-        memcpy(perm, m->perm, n * sizeof(size_t));
+        memcpy(sorted, m->o->sorted, n * 8);
+        memcpy(perm, m->o->perm, n * sizeof(size_t));
         m->used = ++memo_tick;
         pthread_mutex_unlock(&memo_lock);
         return PS_OK;

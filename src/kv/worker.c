@@ -70,7 +70,8 @@ static void req_free(kv_req *r)
     free(r->slices);
     free(r->keys); /* only move.c's (malloc): req_prepare released its own */
     free(r->vals);
-    psi_buf_free(r->perm);
+    if (r->order) psi_route_release(r->order);
+    else psi_buf_free(r->perm);
     free(r->lens);
     free(r->voffs);
     psi_chain_free(r->chain);
@@ -90,14 +91,21 @@ static int is_sorted(const uint64_t *k, size_t n)
  * come from the large-buffer cache (psi_buf_alloc): fresh pages for every
  * request cost more than the sort (req_prepare releases r->keys, req_free
  * r->perm). */
-static int sort_keys(kv_req *r, const uint64_t *keys)
+static int sort_keys(kv_req *r, const uint64_t *keys, int mutable)
 {
     size_t n = r->n;
-    if (!(r->keys = psi_buf_alloc(PSI_MAX(n, 1) * sizeof(uint64_t)))) return PS_ERR_NOMEM;
     if (is_sorted(keys, n)) {
+        if (!(r->keys = psi_buf_alloc(PSI_MAX(n, 1) * sizeof(uint64_t)))) return PS_ERR_NOMEM;
         if (n) memcpy(r->keys, keys, n * sizeof(uint64_t));
         return PS_OK;
     }
+    /* a list sorted before: its order is read in place, not copied */
+    if (!mutable && (r->order = psi_route_share(keys, n))) {
+        r->keys = r->order->sorted;
+        r->perm = r->order->perm;
+        return PS_OK;
+    }
+    if (!(r->keys = psi_buf_alloc(PSI_MAX(n, 1) * sizeof(uint64_t)))) return PS_ERR_NOMEM;
     if (!(r->perm = psi_buf_alloc(n * sizeof(size_t)))) return PS_ERR_NOMEM;
     /* radix, or the memo of a list sorted before: route.h says why a sort */
     return psi_route_sort_cached(r->t, keys, n, r->keys, r->perm);
@@ -175,10 +183,10 @@ static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, si
     r->zc_vals = zc ? push : NULL; /* zcopy.c decides per slice */
     if (t->var) r->vout = pull;
     else r->out = pull;
-    if ((*rv = sort_keys(r, keys)) == 0 && (flags & PSI_F_PUSH))
-        *rv = t->var ? psi_kv_var_prepare(r, lens, push) : psi_kv_check_unique(r);
     /* KV_NODROP makes flags differ from a plain push: ps_push_flush skips the drops */
     int drops = flags == PSI_F_PUSH && !t->var && (t->keep || t->sigmod > 0);
+    if ((*rv = sort_keys(r, keys, drops)) == 0 && (flags & PSI_F_PUSH))
+        *rv = t->var ? psi_kv_var_prepare(r, lens, push) : psi_kv_check_unique(r);
     r->flags &= ~KV_NODROP;
     if (*rv == 0 && drops) *rv = drop_filters(r, push);
     if (*rv == 0) {
@@ -186,7 +194,7 @@ static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, si
         if ((*rv = psi_kv_ring(t)) == 0) *rv = slice_keys(r, drops ? r->vals : push);
         pthread_mutex_unlock(&t->lock);
     }
-    psi_buf_free(r->keys); /* sort_keys's: slices and runs say where every key went */
+    if (!r->order) psi_buf_free(r->keys); /* sort_keys's: slices and runs say where every key went */
     r->keys = NULL;
     if (*rv != 0) {
         req_free(r);

@@ -59,6 +59,7 @@ struct kv_req {
     uint64_t *keys;    /* sorted */
     uint8_t *vals;     /* push values in sorted order */
     size_t *perm;      /* sorted position -> caller position; NULL: same */
+    struct psi_route_order *order; /* keys and perm are its (shared, read-only), or NULL */
     uint8_t *out;      /* caller's pull buffer */
     uint32_t *lens;    /* variable-length push: lengths in sorted order */
     size_t *voffs;     /* ... and element offsets of each key in vals (n + 1) */

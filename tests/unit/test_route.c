@@ -10,7 +10,8 @@
  * (psi_route_sort_cached) must give the same answer as a sort every time:
  * for a list seen once, twice and again, for a list that differs from a
  * remembered one in a single key the fingerprint does not sample, for
- * lists of several owners past the memory cap, and after forgetting.
+ * lists of several owners past the memory cap, and after forgetting; a
+ * shared order (psi_route_share) is the sort's and outlives its eviction.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -195,6 +196,44 @@ static void test_route_memo_is_exact(void **state)
     free(k);
 }
 
+/* psi_route_share: nothing before a list is remembered, then the same
+ * order a sort gives, never for a list one unsampled key apart; a shared
+ * order outlives its list's eviction and forgetting (the request holding
+ * it reads it after), and is freed by the last release (ASan checks). */
+static void test_route_share(void **state)
+{
+    (void)state;
+    size_t n = 50000;
+    int owner;
+    uint64_t s = 9, *k = malloc(n * sizeof(*k)), *a = malloc(n * sizeof(*a));
+    size_t *pa = malloc(n * sizeof(*pa));
+    for (size_t i = 0; i < n; i++) k[i] = next_key(&s);
+    assert_int_equal(psi_route_sort(k, n, a, pa), 0);
+    assert_null(psi_route_share(k, n));
+    check_cached(&owner, k, n);
+    assert_null(psi_route_share(k, n)); /* seen once: not remembered yet */
+    check_cached(&owner, k, n);
+    psi_route_order *o = psi_route_share(k, n), *o2 = psi_route_share(k, n);
+    assert_non_null(o);
+    assert_ptr_equal(o, o2);
+    assert_int_equal(o->n, n);
+    assert_memory_equal(o->sorted, a, n * sizeof(*a));
+    assert_memory_equal(o->perm, pa, n * sizeof(*pa));
+    k[n / 64 * 5 + 1] ^= 2;
+    assert_null(psi_route_share(k, n));
+    k[n / 64 * 5 + 1] ^= 2;
+    psi_route_forget(&owner);
+    assert_null(psi_route_share(k, n));
+    assert_memory_equal(o->sorted, a, n * sizeof(*a)); /* still ours */
+    psi_route_release(o);
+    assert_memory_equal(o2->perm, pa, n * sizeof(*pa));
+    psi_route_release(o2);
+    psi_route_release(NULL);
+    free(k);
+    free(a);
+    free(pa);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +244,7 @@ int main(void)
         cmocka_unit_test(test_route_skewed_one_bucket),
         cmocka_unit_test(test_route_million_random_keys),
         cmocka_unit_test(test_route_memo_is_exact),
+        cmocka_unit_test(test_route_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
