@@ -255,16 +255,24 @@ static void set_open(conn *c)
  * a 64 KiB hole left in the heap then would fill with small long-lived
  * blocks and keep the heap from shrinking (bench/README.md, soak.sh).
  * Unmapped, its pages go back to the system at once.  NULL if none. */
+static _Atomic size_t nrbufs; /* psi_tcp_rbufs */
+
 static uint8_t *rbuf_new(void)
 {
     void *p = mmap(NULL, RBUF_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED) return NULL;
+    atomic_fetch_add(&nrbufs, 1);
+    return p;
 }
 
 static void rbuf_free(uint8_t *p)
 {
-    if (p) munmap(p, RBUF_SIZE);
+    if (!p) return;
+    munmap(p, RBUF_SIZE);
+    atomic_fetch_sub(&nrbufs, 1);
 }
+
+size_t psi_tcp_rbufs(void) { return atomic_load(&nrbufs); }
 
 /* Close `c` and drop what it holds; its memory goes to the graveyard,
  * freed after the loop pass (a later event of the same pass may name it).

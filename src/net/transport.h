@@ -100,6 +100,9 @@ typedef struct psi_net_config {
 /* Open the TCP transport (tcp.c).  Returns 0 or a ps_err; *out set on success. */
 int psi_tcp_open(const psi_net_config *cfg, const psi_transport_cbs *cbs,
                  psi_transport **out);
+/* Receive buffers the TCP transports of this process hold now (one per
+ * connection that has received a byte after its handshake); for tests. */
+size_t psi_tcp_rbufs(void);
 /* Open the UCX transport.  Returns 0 or a ps_err; *out set on success. */
 int psi_ucx_open(const psi_net_config *cfg, const psi_transport_cbs *cbs,
                  psi_transport **out);

@@ -672,6 +672,26 @@ static void test_peer_closed_reported_then_reconnects(void **state)
     assert_int_equal(fail_count(&A.s), 1);
 }
 
+/* Regression (soak, issue 13): every outbound connection held a 64 KiB
+ * receive buffer, though frames only leave over it.  Now only a connection
+ * that received a frame has one, and closing frees it. */
+static void test_outbound_connection_has_no_receive_buffer(void **state)
+{
+    size_t before = psi_tcp_rbufs();
+    node_open(&A, (node_opts){.secret = SECRET});
+    node_open(&B, (node_opts){.secret = SECRET});
+    assert_int_equal(A.t->ops->connect(A.t, ID_B, B.addr), PS_OK);
+    legit_delivery(&A, ID_B, &B, 1, 0);
+    legit_delivery(&A, ID_B, &B, 2, 1);
+    assert_int_equal(psi_tcp_rbufs(), before + 1); /* B's inbound only */
+    assert_int_equal(B.t->ops->connect(B.t, ID_A, A.addr), PS_OK);
+    legit_delivery(&B, ID_A, &A, 3, 0);
+    assert_int_equal(psi_tcp_rbufs(), before + 2);
+    node_close(&A, 0);
+    node_close(&B, 0);
+    assert_int_equal(psi_tcp_rbufs(), before);
+}
+
 /* The receiver closes in the middle of large transfers: it frees the
  * half-received message (ASan), and the sender hears PS_ERR_PEER once and
  * drops what it still had queued. */
@@ -915,6 +935,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_peer_closed_reported_then_reconnects, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_receiver_closes_mid_transfer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbound_connection_has_no_receive_buffer, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_close_with_queued_returns_within_bound, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_close_flushes_queued_sends, setup, teardown),
