@@ -63,6 +63,7 @@ int psi_route_sort_cached(const void *owner, const uint64_t *keys, size_t n, uin
 typedef struct psi_route_order {
     _Atomic size_t refs;
     size_t n;
+    int unique; /* no key repeats */
     uint64_t *sorted;
     size_t *perm;
 } psi_route_order;

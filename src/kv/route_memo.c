@@ -142,6 +142,8 @@ static void remember(const void *owner, const uint64_t *keys, size_t n, uint64_t
     memcpy(m.keys, keys, n * 8);
     memcpy(o->sorted, sorted, n * 8);
     memcpy(o->perm, perm, n * sizeof(size_t));
+    o->unique = 1;
+    for (size_t i = 1; i < n && o->unique; i++) o->unique = sorted[i] != sorted[i - 1];
     pthread_mutex_lock(&memo_lock);
     memo *slot = do_room(n * PER_KEY, evicted, &nev);
     m.used = ++memo_tick;

@@ -185,7 +185,8 @@ static kv_req *req_prepare(ps_table *t, unsigned flags, const uint64_t *keys, si
     else r->out = pull;
     /* KV_NODROP makes flags differ from a plain push: ps_push_flush skips the drops */
     int drops = flags == PSI_F_PUSH && !t->var && (t->keep || t->sigmod > 0);
-    if ((*rv = sort_keys(r, keys, drops)) == 0 && (flags & PSI_F_PUSH))
+    if ((*rv = sort_keys(r, keys, drops)) == 0 && (flags & PSI_F_PUSH) &&
+        (t->var || !r->order || !r->order->unique)) /* a shared order knows */
         *rv = t->var ? psi_kv_var_prepare(r, lens, push) : psi_kv_check_unique(r);
     r->flags &= ~KV_NODROP;
     if (*rv == 0 && drops) *rv = drop_filters(r, push);

@@ -217,6 +217,7 @@ static void test_route_share(void **state)
     assert_non_null(o);
     assert_ptr_equal(o, o2);
     assert_int_equal(o->n, n);
+    assert_true(o->unique); /* (64-bit random keys) */
     assert_memory_equal(o->sorted, a, n * sizeof(*a));
     assert_memory_equal(o->perm, pa, n * sizeof(*pa));
     k[n / 64 * 5 + 1] ^= 2;
@@ -229,6 +230,13 @@ static void test_route_share(void **state)
     assert_memory_equal(o2->perm, pa, n * sizeof(*pa));
     psi_route_release(o2);
     psi_route_release(NULL);
+    k[7] = k[4000]; /* a repeated key: remembered, and known not unique */
+    check_cached(&owner, k, n);
+    check_cached(&owner, k, n);
+    assert_non_null(o = psi_route_share(k, n));
+    assert_false(o->unique);
+    psi_route_release(o);
+    psi_route_forget(&owner);
     free(k);
     free(a);
     free(pa);
