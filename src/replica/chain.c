@@ -115,7 +115,7 @@ struct kv_fwd {
 /* One backup's share of a forward being built. */
 typedef struct part {
     uint32_t to;
-    size_t n, cap;
+    size_t n, cap, want; /* want: the keys it will hold, counted first (part_reserve) */
     uint64_t *keys;
     uint8_t *blocks;
 } part;
@@ -347,6 +347,23 @@ static int part_add(part *p, uint64_t key, const void *block, size_t bb)
     return PS_OK;
 }
 
+/* Size p's arrays for its `want` keys at once: a forward of a push built by
+ * doubling left a trail of freed arrays of every size below its own, and
+ * arrays up to twice too large held until the backup acknowledged, the
+ * largest share of a server's heap that comes and goes (heaptrack over a
+ * soak).  0 or PS_ERR_NOMEM. */
+static int part_reserve(part *p, size_t bb)
+{
+    if (p->want <= p->cap) return PS_OK;
+    uint64_t *k = realloc(p->keys, p->want * sizeof(uint64_t));
+    if (k) p->keys = k;
+    uint8_t *b = realloc(p->blocks, p->want * bb);
+    if (b) p->blocks = b;
+    if (!k || !b) return PS_ERR_NOMEM;
+    p->cap = p->want;
+    return PS_OK;
+}
+
 static void parts_free(part *ps, int np)
 {
     for (int i = 0; i < np; i++) {
@@ -464,6 +481,15 @@ static int psi_repl_after_apply(ps_table *t, psi_msg *m, int st, const kv_push_a
     int np = 0, rv = ss ? PS_OK : PS_ERR_NOMEM;
     size_t ns = ss ? psi_ring_slice_keys(t->ring, keys, n, ss,
                                          PSI_MIN(n, psi_ring_nsegs(t->ring))) : 0;
+    for (size_t i = 0; rv == 0 && i < ns; i++) { /* count each backup's keys */
+        const uint32_t *c = psi_kv_chain(t, ss[i].seg);
+        for (int j = 1; rv == 0 && j < t->rs.w; j++) {
+            part *p = c[j] == PSI_ID_NONE ? NULL : part_for(ps, &np, c[j]);
+            if (p) p->want += ss[i].end - ss[i].begin;
+            else if (c[j] != PSI_ID_NONE) rv = PS_ERR_NOMEM;
+        }
+    }
+    for (int i = 0; rv == 0 && i < np; i++) rv = part_reserve(&ps[i], bb);
     for (size_t i = 0; rv == 0 && i < ns; i++) {
         const uint32_t *c = psi_kv_chain(t, ss[i].seg);
         for (int j = 1; rv == 0 && j < t->rs.w; j++) {
