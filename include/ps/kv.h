@@ -246,6 +246,10 @@ typedef struct ps_table_stats {
      * PS_PUSH_FRAG), and those of them that lost a fragment and waited for
      * the worker's resend to complete them */
     uint64_t trains, trains_stalled;
+    /* worker: pull answers of at least 256 KiB of values received straight
+     * into the caller's array (the default TCP transport; one contiguous
+     * run of it, no filters) */
+    uint64_t pulls_in_place;
 } ps_table_stats;
 int ps_table_stats_get(ps_table *t, ps_table_stats *out);
 

@@ -173,6 +173,14 @@ static void on_data(void *arg, psi_msg *m)
     psi_kv_deliver(psi_kv_find(m->hdr.table), m);
 }
 
+/* Large pull answers straight into the caller's array (zcopy.c). */
+static int on_place(void *arg, const psi_hdr *h, struct psi_place *out)
+{
+    (void)arg;
+    ps_table *t = psi_kv_find(h->table);
+    return t && t->tq ? psi_kv_zcopy_place(t, h, out) : 0;
+}
+
 static void on_view(uint32_t epoch, const uint32_t *dead, int ndead, void *arg)
 {
     (void)arg, (void)epoch;
@@ -217,6 +225,7 @@ static int do_hook(void)
     reg.resend_ms = (uint64_t)resend;
     reg.window = (uint64_t)window;
     psi_node_set_handler(PSI_MSG_DATA, on_data, NULL);
+    psi_node_set_place(on_place, NULL);
     psi_node_on_shutdown(kv_shutdown, PSI_SHUTDOWN_DATA);
     if ((rv = psi_node_add_view_hook(on_view, NULL)) != 0) return rv;
     if ((rv = psi_timer_add(TICK_MS, kv_tick, NULL, &reg.timer)) != 0) return rv;

@@ -68,6 +68,7 @@ static void req_free(kv_req *r)
         psi_msg_free(r->slices[i].resp);
     }
     free(r->slices);
+    psi_kv_zcopy_req_free(r);
     free(r->keys); /* only move.c's (malloc): req_prepare released its own */
     free(r->vals);
     if (r->order) psi_route_release(r->order);
@@ -829,7 +830,8 @@ static int do_scatter(kv_req *r, kv_slice *s, const psi_msg *m)
     for (size_t i = 0; i < s->nruns; i++) {
         size_t b = s->runs[i].begin, e = s->runs[i].end;
         if (!r->perm) {
-            memcpy(r->out + b * vb, src, (e - b) * vb);
+            if (src != r->out + b * vb) /* else received in place (zcopy.c) */
+                memcpy(r->out + b * vb, src, (e - b) * vb);
             src += (e - b) * vb;
             continue;
         }
@@ -872,6 +874,7 @@ void psi_kv_worker_on_response(ps_table *t, psi_msg *m)
         if (!r->slices[i].done && r->slices[i].server == m->hdr.sender &&
             slice_is(&r->slices[i], m))
             s = &r->slices[i];
+    if (s && !psi_kv_zcopy_answer_ok(r, s, m)) s = NULL; /* another answer is being placed */
     int complete = 0, nmoved = 0;
     psi_msg *again = NULL, *moved[64];
     uint32_t moved_to[64];

@@ -69,6 +69,9 @@ struct kv_req {
     kv_slice *slices;
     int nslices, pending;
     int status;
+    int lingered;      /* finished by psi_kv_zcopy_poll: do not keep it again */
+    struct kv_place *places; /* zero-copy pull: answers received straight into
+                              * the caller's array (zcopy.c) */
     uint64_t wbytes;   /* what it holds of the table's window (released when freed) */
 };
 
@@ -114,6 +117,15 @@ int psi_kv_zcopy_linger(kv_req *r, int status);
 /* Finish the kept requests that nothing reads any more; all of them if
  * `all` (table lock NOT held). */
 void psi_kv_zcopy_poll(ps_table *t, int all);
+/* Zero-copy pulls: the transport's place callback for this table's answer
+ * `h` (table lock NOT held; 1: out is filled, see transport.h). */
+struct psi_place;
+int psi_kv_zcopy_place(ps_table *t, const psi_hdr *h, struct psi_place *out);
+/* Whether answer m may settle slice s: not while another answer is being
+ * received into the part of the caller's array that s answers (lock
+ * held). */
+int psi_kv_zcopy_answer_ok(const kv_req *r, const kv_slice *s, const psi_msg *m);
+void psi_kv_zcopy_req_free(kv_req *r);
 
 /* Variable-length values (var.c), worker side. */
 int psi_kv_var_prepare(kv_req *r, const uint32_t *lens, const void *vals);

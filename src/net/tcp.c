@@ -592,6 +592,30 @@ static void deliver(tcp_transport *t, psi_msg *m)
     else psi_msg_free(m);
 }
 
+/* A message whose payload the layer above asked to have read into its own
+ * memory (transport.h, place), or NULL: then it gets a block. */
+static psi_msg *placed(tcp_transport *t, const psi_hdr *h, uint8_t **dst)
+{
+    psi_place pl = {0};
+    uint64_t len = h->seg_len[PSI_SEG_VALS];
+    if (!t->base.cbs.place || h->type != PSI_MSG_DATA || !(h->flags & PSI_F_RESPONSE) ||
+        len < PSI_NET_PLACE_MIN || psi_msg_payload_len(h) != len ||
+        !t->base.cbs.place(t->base.cbs.arg, h, &pl))
+        return NULL;
+    psi_msg *m = psi_msg_new((psi_msg_type)h->type);
+    if (!m) {
+        pl.release(pl.arg);
+        return NULL;
+    }
+    m->hdr = *h;
+    m->seg[PSI_SEG_VALS] = pl.dst;
+    m->borrowed = (1u << PSI_NSEG) - 1;
+    m->on_free = pl.release;
+    m->on_free_arg = pl.arg;
+    *dst = pl.dst;
+    return m;
+}
+
 /* Parse complete headers and payload bytes out of rbuf.  0, or a ps_err
  * (invalid frame, no memory) after which the connection must close. */
 static int parse(conn *c)
@@ -624,6 +648,11 @@ static int parse(conn *c)
         }
         c->rpos += PSI_HDR_SIZE;
         uint8_t *block;
+        if ((c->rmsg = placed(t, &h, &block))) {
+            c->rdst = block;
+            c->rleft = psi_msg_payload_len(&h);
+            continue;
+        }
         if (!(c->rmsg = psi_net_msg_alloc(&h, &block))) {
             PSI_ERROR("out of memory receiving %llu bytes from %s",
                       (unsigned long long)psi_msg_payload_len(&h), c->name);

@@ -41,9 +41,28 @@ typedef struct psi_transport psi_transport;
  * their keys and aux under it. */
 #define PSI_NET_INLINE_MAX 1024
 
+/* Where a large answer's values may be received (the place callback). */
+typedef struct psi_place {
+    void *dst;                 /* the payload's bytes go here */
+    void (*release)(void *arg); /* run once when the message is freed */
+    void *arg;
+} psi_place;
+
+/* Answers with fewer value bytes are received into a block as usual. */
+#define PSI_NET_PLACE_MIN (256u << 10)
+
 typedef struct psi_transport_cbs {
     /* A validated message arrived.  The callee owns `m` (psi_msg_free). */
     void (*on_receive)(void *arg, psi_msg *m);
+    /* Optional: for a DATA answer whose payload is one VALS segment of at
+     * least PSI_NET_PLACE_MIN bytes, asked once its header is validated and
+     * before any of its payload is read: return 1 and fill `out` to have the
+     * payload read straight into out->dst (the message then borrows it and
+     * runs out->release when it is freed: after on_receive's callee frees
+     * it, or when the connection fails before the payload is complete);
+     * return 0 for a block of its own.  Receive-side zero copy: a large
+     * pull lands in the caller's array (kv/worker.c). */
+    int (*place)(void *arg, const psi_hdr *h, psi_place *out);
     /* The connection to `peer` failed with `err` (a ps_err).  May repeat
      * after a reconnect fails again; never for a peer that was disconnected. */
     void (*on_peer_failure)(void *arg, uint32_t peer, int err);

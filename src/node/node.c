@@ -115,6 +115,8 @@ static struct {
         psi_data_handler fn;
         void *arg;
     } handlers[2]; /* DATA, CALL */
+    psi_data_place place; /* where large DATA answers go (kv), or NULL */
+    void *place_arg;
     struct {
         ps_view_cb fn;
         void *arg;
@@ -748,6 +750,24 @@ static void do_control(const psi_msg *m)
     }
 }
 
+static int on_place(void *arg, const psi_hdr *h, psi_place *out)
+{
+    (void)arg;
+    pthread_mutex_lock(&po.lock);
+    psi_data_place fn = po.detached ? NULL : po.place;
+    void *parg = po.place_arg;
+    pthread_mutex_unlock(&po.lock);
+    return fn ? fn(parg, h, out) : 0;
+}
+
+void psi_node_set_place(psi_data_place fn, void *arg)
+{
+    pthread_mutex_lock(&po.lock);
+    po.place = fn;
+    po.place_arg = arg;
+    pthread_mutex_unlock(&po.lock);
+}
+
 static void on_receive(void *arg, psi_msg *m)
 {
     (void)arg;
@@ -956,7 +976,8 @@ static int open_one(psi_transport **out)
                          .poll_us = (uint64_t)po.cfg.poll_us,
                          .key = po.cfg.key,
                          .handshake_ms = (uint64_t)po.cfg.handshake_ms};
-    psi_transport_cbs cbs = {.on_receive = on_receive, .on_peer_failure = on_peer_failure};
+    psi_transport_cbs cbs = {.on_receive = on_receive, .on_peer_failure = on_peer_failure,
+                             .place = on_place};
     psi_transport *t;
     int rv = po.cfg.ucx ? psi_ucx_open(&nc, &cbs, &t) : psi_tcp_open(&nc, &cbs, &t);
     if (rv != 0) return rv;

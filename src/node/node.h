@@ -24,6 +24,12 @@ int psi_node_send(uint32_t peer, psi_msg *m);
  * without the post-office lock; it owns `m`).  Replaces any earlier one. */
 typedef void (*psi_data_handler)(void *arg, psi_msg *m);
 int psi_node_set_handler(int type, psi_data_handler fn, void *arg);
+/* Register where large DATA answers may be received (transport.h's place
+ * callback, passed through on the I/O thread without the post-office
+ * lock).  Replaces any earlier one; NULL: none. */
+struct psi_place;
+typedef int (*psi_data_place)(void *arg, const psi_hdr *h, struct psi_place *out);
+void psi_node_set_place(psi_data_place fn, void *arg);
 
 /* Internal view-change hooks (for src/kv): called like the user's
  * ps_view_cb, before it, without the post-office lock.  At most 8. */

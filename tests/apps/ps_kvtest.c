@@ -389,6 +389,14 @@ static void run_zcopy(int argc, char **argv)
         for (size_t i = 0; i < (size_t)K * W; i++) bad += got[i] != (float)want;
         CHECK(rv == 0 && bad == 0, "zero-copy sums exact", "status %s, %zu values differ from "
               "%.0f (first %.1f)", ps_strerror(rv), bad, want, got[0]);
+        /* the default transport received that pull into `got` itself */
+        const char *tr = getenv("PS_TRANSPORT");
+        ps_table_stats st;
+        if ((!tr || !strcmp(tr, "tcp")) && (size_t)W * sizeof(float) >= (256u << 10)) {
+            ps_table_stats_get(t, &st);
+            CHECK(st.pulls_in_place > 0, "large pull answers received in place",
+                  "%llu of them", (unsigned long long)st.pulls_in_place);
+        }
         ps_barrier(PS_GROUP_WORKERS);
         /* pushpull from the caller's array: reads back what it added */
         float *one = malloc((size_t)K * W * sizeof(float));

@@ -8,7 +8,8 @@
 # after every worker contributed, and pulls see exactly that; variable-length
 # values round-trip in the caller's order and refuse mismatched lengths; dense
 # tables split their range over the servers and serve range pushes and pulls;
-# zero-copy pushes of wide keys sum exactly, also under faults; large pushes
+# zero-copy pushes of wide keys sum exactly, also under faults, and large
+# pull answers are received straight into the caller's array; large pushes
 # sent as trains of fragments stay whole and exact, also under faults.
 . "$(dirname "$0")/lib.sh"
 
@@ -40,9 +41,9 @@ run bsp 3 bsp --iters 30
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.05,delay=0.2,reorder=0.1,seed=9" run bsp-faults 3 bsp --iters 30
 run var 12 var
 PS_RESEND_MS=50 PS_FAULT="drop=0.05,dup=0.1,reorder=0.2,seed=11" run var-faults 12 var
-run zcopy 9 zcopy
+run zcopy 12 zcopy
 PS_RESEND_MS=30 PS_FAULT="drop=0.1,dup=0.1,delay=0.3,delay_ms=60,reorder=0.2,seed=17" \
-  run zcopy-faults 9 zcopy --rounds 30 --width 32768
+  run zcopy-faults 12 zcopy --rounds 30 --width 65536
 # Large pushes as trains of fragments: whole to every pull, exact, also when
 # fragments are lost, duplicated or late (a train that lost one waits for
 # the worker's resend, which fills in from the gap).
