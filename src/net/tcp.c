@@ -29,7 +29,9 @@
  * (no copy of a segment).  A receiver reads into a 64 KiB buffer (mapped,
  * outside the heap, and only once a byte comes: rbuf_ready), validates
  * each header before allocating, and reads large payloads straight into the
- * message's block.  A frame that fails validation closes the connection (a
+ * message's block, or into memory the layer above names for a large answer
+ * (transport.h, place: a pull's values land in the caller's array).  A
+ * frame that fails validation closes the connection (a
  * proven peer that sends one is broken; the stream cannot be resynced).
  *
  * Never: parse a byte of an unproven connection beyond the handshake's
