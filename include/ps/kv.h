@@ -13,8 +13,10 @@
  * ps_err.  ps_wait(t, ts) blocks until that task finished and returns its
  * status.  Push copies the keys and values before returning, so the caller
  * may reuse them at once (unless it asks for a zero-copy push:
- * ps_task_opts.zero_copy); pull writes into `vals` when the task finishes,
- * so that buffer must stay valid until then.  A task starts only once the
+ * ps_task_opts.zero_copy); pull writes into `vals` until the task finishes
+ * (large answers are received straight into it, so its contents are
+ * undefined while the task runs and after it fails), so that buffer must
+ * stay valid, and untouched, until then.  A task starts only once the
  * table's consistency model and its own dependencies (opts->deps) allow it.
  * Completion callbacks run on a library thread: keep them short, and do not
  * call ps_wait from them.
