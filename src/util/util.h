@@ -146,7 +146,9 @@ int psi_env_long(const char *const *names, long def, long lo, long hi, long *out
  * fine).  Buffers of PSI_BUFPOOL_MIN bytes or more are cached on free and
  * reused by the next allocation they fit, so a stream of large pushes
  * costs no page faults; at most 8 buffers and 96 MiB stay cached (off under
- * AddressSanitizer).  psi_buf_pool_drain frees the cache.  Thread-safe.
+ * AddressSanitizer).  Buffers of a page up to PSI_BUFPOOL_MIN are mappings
+ * of their own in size classes, outside the heap, 256 KiB of them kept idle.
+ * psi_buf_pool_drain frees the cache.  Thread-safe.
  */
 #define PSI_BUFPOOL_MIN ((size_t)256 << 10)
 void *psi_buf_alloc(size_t len);

@@ -2,8 +2,9 @@
  * test_bufpool.c -- unit tests of src/util/bufpool.c (the large-buffer
  * cache): a freed large buffer is handed out again to a request it fits,
  * not to one more than twice smaller or larger than it, small buffers are
- * never cached, every buffer is 16-byte aligned and fully writable, and the
- * cache never holds more than its caps.  Under AddressSanitizer the cache
+ * never cached, every buffer is 16-byte aligned and fully writable, the
+ * cache never holds more than its caps, and mid-size buffers are reused
+ * within their size class and their own cap.  Under AddressSanitizer the cache
  * is off, and only the allocation contract is checked.
  */
 #include <setjmp.h>
@@ -114,6 +115,41 @@ static void test_caps_bound_the_cache(void **state)
     psi_buf_pool_drain();
 }
 
+/* Mid-size buffers (a page up to PSI_BUFPOOL_MIN) come back to a request
+ * of their size class, idle ones up to their cap, never twice at once. */
+static void test_mid_size_buffers_reused_within_their_cap(void **state)
+{
+    uint8_t *a = psi_buf_alloc(40 << 10);
+    assert_non_null(a);
+    memset(a, 3, 40 << 10);
+    psi_buf_free(a);
+    uint8_t *b = psi_buf_alloc(50 << 10); /* the 64 KiB class, as a's */
+    if (psi_buf_pool_enabled()) assert_ptr_equal(a, b);
+    memset(b, 4, 50 << 10);
+    uint8_t *c = psi_buf_alloc(20 << 10); /* the 32 KiB class: not b */
+    assert_ptr_not_equal(b, c);
+    psi_buf_free(b);
+    psi_buf_free(c);
+    psi_buf_pool_drain();
+    enum { N = 40 };
+    uint8_t *p[N], *q[N];
+    for (int i = 0; i < N; i++) assert_non_null(p[i] = psi_buf_alloc(20 << 10));
+    for (int i = 0; i < N; i++) psi_buf_free(p[i]);
+    int reused = 0;
+    for (int i = 0; i < N; i++) {
+        assert_non_null(q[i] = psi_buf_alloc(20 << 10));
+        for (int j = 0; j < N; j++) reused += q[i] == p[j];
+        memset(q[i], 5, 20 << 10);
+    }
+    /* 32 KiB mappings: 256 KiB idle holds 8 (an unmapped one's address may
+     * come back from mmap: no upper bound) */
+    if (psi_buf_pool_enabled()) assert_true(reused >= 8);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < i; j++) assert_ptr_not_equal(q[i], q[j]);
+    for (int i = 0; i < N; i++) psi_buf_free(q[i]);
+    psi_buf_pool_drain();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -123,6 +159,7 @@ int main(void)
         cmocka_unit_test_setup(test_smallest_fitting_buffer_wins, setup),
         cmocka_unit_test_setup(test_small_buffers_are_not_cached, setup),
         cmocka_unit_test_setup(test_caps_bound_the_cache, setup),
+        cmocka_unit_test_setup(test_mid_size_buffers_reused_within_their_cap, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
