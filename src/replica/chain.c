@@ -330,17 +330,33 @@ static part *part_for(part *ps, int *np, uint32_t to)
     return &ps[(*np)++];
 }
 
+/* A buffer of `len` bytes holding the first `keep` bytes of `old`, which is
+ * freed (psi_buf_alloc: forwards' arrays are mid-size buffers, outside the
+ * heap); NULL on no memory, `old` then kept. */
+static void *buf_grow(void *old, size_t keep, size_t len)
+{
+    void *p = psi_buf_alloc(len);
+    if (!p) return NULL;
+    if (keep) memcpy(p, old, keep);
+    psi_buf_free(old);
+    return p;
+}
+
+/* Make room in p for `cap` keys; 0 or PS_ERR_NOMEM. */
+static int part_grow(part *p, size_t cap, size_t bb)
+{
+    uint64_t *k = buf_grow(p->keys, p->n * sizeof(uint64_t), cap * sizeof(uint64_t));
+    if (k) p->keys = k;
+    uint8_t *b = buf_grow(p->blocks, p->n * bb, cap * bb);
+    if (b) p->blocks = b;
+    if (!k || !b) return PS_ERR_NOMEM;
+    p->cap = cap;
+    return PS_OK;
+}
+
 static int part_add(part *p, uint64_t key, const void *block, size_t bb)
 {
-    if (p->n == p->cap) {
-        size_t nc = p->cap ? p->cap * 2 : 256;
-        uint64_t *k = realloc(p->keys, nc * sizeof(uint64_t));
-        if (k) p->keys = k;
-        uint8_t *b = realloc(p->blocks, nc * bb);
-        if (b) p->blocks = b;
-        if (!k || !b) return PS_ERR_NOMEM;
-        p->cap = nc;
-    }
+    if (p->n == p->cap && part_grow(p, p->cap ? p->cap * 2 : 256, bb) != 0) return PS_ERR_NOMEM;
     p->keys[p->n] = key;
     memcpy(p->blocks + p->n * bb, block, bb);
     p->n++;
@@ -354,21 +370,14 @@ static int part_add(part *p, uint64_t key, const void *block, size_t bb)
  * soak).  0 or PS_ERR_NOMEM. */
 static int part_reserve(part *p, size_t bb)
 {
-    if (p->want <= p->cap) return PS_OK;
-    uint64_t *k = realloc(p->keys, p->want * sizeof(uint64_t));
-    if (k) p->keys = k;
-    uint8_t *b = realloc(p->blocks, p->want * bb);
-    if (b) p->blocks = b;
-    if (!k || !b) return PS_ERR_NOMEM;
-    p->cap = p->want;
-    return PS_OK;
+    return p->want <= p->cap ? PS_OK : part_grow(p, p->want, bb);
 }
 
 static void parts_free(part *ps, int np)
 {
     for (int i = 0; i < np; i++) {
-        free(ps[i].keys);
-        free(ps[i].blocks);
+        psi_buf_free(ps[i].keys);
+        psi_buf_free(ps[i].blocks);
     }
 }
 
@@ -384,8 +393,8 @@ static void fwd_bytes_unref(void *arg)
 {
     fwd_bytes *b = arg;
     if (atomic_fetch_sub(&b->refs, 1) != 1) return;
-    free(b->keys);
-    free(b->blocks);
+    psi_buf_free(b->keys);
+    psi_buf_free(b->blocks);
     free(b->aux);
     free(b);
 }
@@ -418,8 +427,8 @@ static fwd_bytes *fwd_bytes_of(part *p, size_t from, size_t n, size_t bb, const 
         b->keys = p->keys, b->blocks = p->blocks;
         p->keys = NULL, p->blocks = NULL, p->n = p->cap = 0;
     } else if (n) {
-        b->keys = malloc(n * 8);
-        b->blocks = malloc(n * bb);
+        b->keys = psi_buf_alloc(n * 8);
+        b->blocks = psi_buf_alloc(n * bb);
         if (b->keys) memcpy(b->keys, p->keys + from, n * 8);
         if (b->blocks) memcpy(b->blocks, p->blocks + from * bb, n * bb);
     }
