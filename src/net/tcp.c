@@ -69,6 +69,8 @@
 #define RBUF_SIZE (64u << 10)
 #define MAX_PENDING 64         /* unproven inbound connections at once */
 #define MAX_IOV 64             /* iovecs per sendmsg */
+#define TXQ_KEEP 64            /* a send ring of more frames is freed once empty
+                                * (a burst's, 112 bytes a frame, would stay) */
 #define READ_BUDGET (8u << 20) /* bytes read from one connection per wake-up */
 #define SWEEP_MS 50            /* deadline check period while handshakes run */
 #define TXQ_MAX (256ull << 20) /* bytes queued to one peer: past it, messages are
@@ -404,6 +406,11 @@ static void consume(conn *c, size_t sent)
         psi_msg_free(it->m);
         c->qhead = (c->qhead + 1) % c->qcap;
         c->qn--;
+    }
+    if (!c->qn && c->qcap > TXQ_KEEP) { /* a burst is out: let its ring go */
+        free(c->q);
+        c->q = NULL;
+        c->qcap = c->qhead = 0;
     }
 }
 

@@ -921,6 +921,25 @@ static void release_free_memory(uint64_t now)
 #endif
 }
 
+/* glibc gives an allocation of 128 KiB or more a mapping of its own, but
+ * raises that threshold to the size of any such block freed, up to 32 MiB:
+ * after a join's copy or a store rebuilt by a prune (src/replica/prune.c),
+ * blocks of 100-250 KiB came from the heap, and each one freed left a hole
+ * that small blocks settled in, so the heap only grew (a soak's server 0:
+ * threshold 176 KiB after the first join).  So the threshold is fixed at
+ * 64 KiB at start, which also stops it moving, unless the user chose one
+ * (MALLOC_MMAP_THRESHOLD_, or glibc.malloc.mmap_threshold in
+ * GLIBC_TUNABLES).  Message buffers of that size come from bufpool.c
+ * anyway; what is left above it is rare and long-lived. */
+static void set_mmap_threshold(void)
+{
+#ifdef __GLIBC__
+    const char *tun = getenv("GLIBC_TUNABLES");
+    if (getenv("MALLOC_MMAP_THRESHOLD_") || (tun && strstr(tun, "mmap_threshold"))) return;
+    mallopt(M_MMAP_THRESHOLD, 64 << 10);
+#endif
+}
+
 static void *timer_main(void *arg)
 {
     (void)arg;
@@ -1175,6 +1194,7 @@ int ps_start(void)
     }
     po.state = ST_STARTING;
     pthread_mutex_unlock(&po.lock);
+    set_mmap_threshold();
     if ((rv = parse_config(&po.cfg)) != 0 || (rv = start_status()) != 0) goto fail;
     po.rank = po.cfg.role == PS_ROLE_SCHEDULER ? 0 : (int)po.cfg.rank;
     po.id = po.cfg.role == PS_ROLE_SCHEDULER ? PSI_SCHEDULER_ID : PSI_ID_NONE;
