@@ -10,12 +10,13 @@
  * the next request they fit.
  *
  * Mid-size buffers (a page up to PSI_BUFPOOL_MIN: a push of a few hundred
- * or thousand keys, a forward, a pull's answer) come and go by the thousand a second
- * and in bursts (a server death makes every worker resend at once).  From
- * malloc they spread the heap of the I/O thread to its largest burst, and
- * small long-lived blocks then settle in the holes, so that heap never
- * shrinks back: a soak's server grew its resident heap by 1-2 MB over ten
- * minutes of kills and joins with 1 MB in use (bench/README.md, soak.sh).
+ * or thousand keys, a forward, a pull's answer) come and go by the thousand
+ * a second and in bursts (a server death makes every worker resend at
+ * once).  From malloc they spread the heap of the I/O thread to its
+ * largest burst, and small long-lived blocks then settle in the holes, so
+ * that heap never shrinks back: a soak's server grew its resident heap by
+ * 1-2 MB over ten minutes of kills and joins with 1 MB in use
+ * (bench/README.md, soak.sh).
  * So each is a mapping of its own, of a power-of-two size class from 4 to
  * 256 KiB (only the pages written are resident), kept on free in its
  * class's list up to MID_KEEP idle bytes for all classes and unmapped
