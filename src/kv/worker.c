@@ -956,6 +956,7 @@ void psi_kv_worker_tick(ps_table *t, uint64_t now_ms)
     int fatal = psi_kv_fatal();
     if (fatal) {
         fail_all(t, fatal);
+        psi_kv_zcopy_poll(t, 0); /* those kept while a message still held the caller's array */
         return;
     }
     psi_kv_zcopy_poll(t, 0);
