@@ -19,14 +19,20 @@
 #            Server rank 0 is never killed: its RSS is the leak measure.
 #            A kill waits for the previous join to have succeeded (with
 #            k = 1 two overlapping failures may lose data by design).
-#   worker   once, at 45 s into minute MINUTES/2, worker 2 gets SIGKILL;
-#            once it is declared dead a new worker joins (no PS_RANK): it
+#   worker   once, at 45 s into minute WORKER_MINUTE (0), worker 2 gets
+#            SIGKILL; once it is declared dead a new worker joins (no PS_RANK): it
 #            gets rank 2, hence the same keys, and pushes until the others'
 #            deadline.  It runs with --keys 6000: keys 0-2999 are the dead
 #            worker's (they also hold its pushes, a number the script cannot
 #            know exactly, so they read above the new worker's count: its
 #            "twice" must be exactly 3000), keys 3000-5999 are fresh and
-#            must read exactly its acknowledged pushes.
+#            must read exactly its acknowledged pushes.  So the job's
+#            model grows by a third at the replacement (server 0 goes from
+#            about 6000 to 8000 keys, and from then on gets larger pushes):
+#            it happens in minute 0 by default, before the second minute
+#            that rss_growth_pct compares the last one with, so that a
+#            bigger model does not read as a leak (replaced mid-run, it
+#            stepped server 0's RSS up by 0.2-0.4 MB, 2-4 points).
 #   check    acked_lost / applied_twice: keys reading below / above the
 #            pushes acknowledged, summed over the workers (for the
 #            replacement: twice beyond its 3000 inherited keys); exact is
@@ -52,13 +58,13 @@
 # is killed by pid on exit (and, in netns mode, every process left in its
 # namespaces).  Prints one JSON line; notes on stderr.
 # Usage: bench/soak.sh [BIN_DIR]
-#   env: MINUTES (10), HB_MS (1000), SOAK_FAULT
+#   env: MINUTES (10), HB_MS (1000), WORKER_MINUTE (0), SOAK_FAULT
 #   ("drop=0.02,dup=0.05,delay=0.1,delay_ms=20"), SOAK_NETNS (0),
 #   SOAK_LOSS (1), PS_KEEP_LOGS (keep the logs; their folder is printed)
 set -u -o pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-${PS_BIN:-$ROOT/build/bin}}
-MINUTES=${MINUTES:-10} FAULT=${SOAK_FAULT:-drop=0.02,dup=0.05,delay=0.1,delay_ms=20}
+MINUTES=${MINUTES:-10} WORKER_MINUTE=${WORKER_MINUTE:-0} FAULT=${SOAK_FAULT:-drop=0.02,dup=0.05,delay=0.1,delay_ms=20}
 export PS_HEARTBEAT_TIMEOUT_MS=${HB_MS:-1000} PS_RESEND_MS=${RESEND_MS:-200}
 export PS_LOG_LEVEL=${PS_LOG_LEVEL:-info}
 [ -x "$BIN/ps_failtest" ] || { echo "soak.sh: build first (make build); no $BIN/ps_failtest" >&2; exit 2; }
@@ -184,7 +190,7 @@ for m in $(seq 0 $((MINUTES - 1))); do
   else
     join_fail=1; note "minute $m: $j did not join: $(grep -v INFO "$D/$j.log" | tail -n 3 | tr '\n' ' ')"
   fi
-  if [ $m = $((MINUTES / 2)) ] && [ $wreplaced = 0 ]; then
+  if [ "$m" = "$WORKER_MINUTE" ] && [ $wreplaced = 0 ]; then
     at $((m * 60 + 45)) || continue
     kill -9 "$PID_w2"; wreplaced=1; KILLED_IDS="$KILLED_IDS$((1 + NS + 2)) "
     if wait_declared $((1 + NS + 2)) 20; then
