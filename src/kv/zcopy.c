@@ -28,18 +28,20 @@
  * should go.  For an outstanding slice of a fixed-width pull with no
  * filters and no permutation, whose keys are one run of the caller's order
  * and whose answer is exactly its values with status 0, the answer is
- * placed at r->out + the run's start, and the slice records the placement
- * (kv_place: shared by the slice and the message, reference counted,
- * `active` until the message is freed).  While a placement is active, no
- * other answer may settle the slice (two answers of one slice, say a
- * resend's from a server that took the keys over, may hold different
- * values: the caller must get one of them whole), and the request is not
- * finished (the transport may still be writing): it lingers like a
- * zero-copy push, and the timer finishes it once the message is freed.
- * The placed answer itself settles the slice without a copy (worker.c,
- * do_scatter).  A placement that ended without its answer (the connection
- * failed) is cleared by the next answer; the bytes it left in the caller's
- * array are overwritten by the answer that settles the slice.
+ * placed at r->out + the run's start, and the request records the
+ * placement on its list (kv_place: shared by the request and the message,
+ * reference counted, `active` until the message is freed; the list is
+ * freed with the request, so slices re-cut after a death (move.c) cannot
+ * lose one).  While a placement is active, no other answer may settle any
+ * part of the array it covers (two answers of one slice, say a resend's
+ * from a server that took the keys over, may hold different values: the
+ * caller must get one of them whole), and the request is not finished (the
+ * transport may still be writing): it lingers like a zero-copy push, and
+ * the timer finishes it once the message is freed.  The placed answer
+ * itself settles the slice without a copy (worker.c, do_scatter).  A
+ * placement that ended without its answer (the connection failed) is
+ * inactive and ignored; the bytes it left in the caller's array are
+ * overwritten by the answer that settles the slice.
  *
  * Never: finish a request while a message still points into the caller's
  * values or may still write into its array; borrow from anything but the
