@@ -83,6 +83,15 @@ static const kv_place *writing(const kv_req *r, const uint8_t *lo, const uint8_t
     return NULL;
 }
 
+/* Whether slice s's keys are one run of the caller's order (so its values
+ * are one contiguous part of the caller's array). */
+static int one_run(const kv_slice *s)
+{
+    for (size_t i = 1; i < s->nruns; i++)
+        if (s->runs[i].begin != s->runs[i - 1].end) return 0;
+    return s->nruns > 0;
+}
+
 /* Smaller slices are copied: a copy of 64 KiB costs less than a rendezvous. */
 #define ZCOPY_MIN (64u << 10)
 
@@ -93,11 +102,9 @@ const uint8_t *psi_kv_zcopy_vals(const kv_req *r, const kv_slice *s, const uint8
     if (!r->zc_vals || uvals != r->zc_vals || r->perm || t->var || !(r->flags & PSI_F_PUSH) ||
         r->chain || psi_chain_active(t->chain))
         return NULL;
-    if (!s->nruns || s->nkeys * vb < ZCOPY_MIN ||
+    if (!one_run(s) || s->nkeys * vb < ZCOPY_MIN ||
         s->nkeys * 8 + PSI_PUSH_AUX > PSI_NET_INLINE_MAX)
         return NULL;
-    for (size_t i = 1; i < s->nruns; i++)
-        if (s->runs[i].begin != s->runs[i - 1].end) return NULL;
     return uvals + s->runs[0].begin * vb;
 }
 
@@ -172,11 +179,9 @@ int psi_kv_zcopy_place(ps_table *t, const psi_hdr *h, struct psi_place *out)
     for (int i = 0; r && !placed && i < r->nslices; i++) {
         kv_slice *s = &r->slices[i];
         if (s->done || s->server != h->sender || !slice_named(s, h)) continue;
-        if (!r->out || r->perm || r->chain || psi_chain_active(t->chain) ||
+        if (!r->out || r->perm || r->chain || psi_chain_active(t->chain) || !one_run(s) ||
             h->seg_len[PSI_SEG_VALS] != s->nkeys * vb)
             break;
-        for (size_t j = 1; j < s->nruns; j++)
-            if (s->runs[j].begin != s->runs[j - 1].end) goto out;
         uint8_t *dst = r->out + s->runs[0].begin * vb;
         if (writing(r, dst, dst + s->nkeys * vb)) break; /* one answer at a time */
         p->next = r->places;
@@ -189,7 +194,6 @@ int psi_kv_zcopy_place(ps_table *t, const psi_hdr *h, struct psi_place *out)
         *out = (psi_place){dst, place_release, p};
         placed = 1;
     }
-out:
     pthread_mutex_unlock(&t->lock);
     if (!placed) free(p);
     return placed;
