@@ -13,10 +13,19 @@
  * are needed only for messages, so the lines before the shard are counted
  * only when the first bad line is reported.
  *
+ * A gzip file (known by its first two bytes) is read through zlib: r->f is
+ * then a stdio stream over a gzFile (glibc's fopencookie), so the line code
+ * is the same, and every member of a multi-member file is read, as gzip -dc
+ * does.  A gzip stream cannot be split by bytes: its shards are line-modulo
+ * (read_line).
+ *
  * It must never read past its shard's last line nor skip a line that starts
- * inside its range, and never leave *out inconsistent: after any return,
- * lin_data_free releases everything.  Only libc and the public libps API.
+ * inside its range, never take a corrupt or cut-short gzip stream for a
+ * shorter file (an error naming the file, with zlib's reason), and never
+ * leave *out inconsistent: after any return, lin_data_free releases
+ * everything.  Only libc, zlib and the public libps API.
  */
+#define _GNU_SOURCE /* fopencookie */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -27,6 +36,8 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
+#include <unistd.h>
+#include <zlib.h>
 
 #include "ps/ps.h"
 
@@ -35,6 +46,7 @@
 
 #define LIN_MAX_CODE 32   /* longest origin or destination in the flights TSV */
 #define LIN_WHAT 160      /* room for the description of a bad line */
+#define LIN_GZ_BUF 65536  /* zlib's input buffer (its default is 8 KiB) */
 
 struct lin_reader {
     FILE *f;
@@ -58,7 +70,7 @@ struct lin_reader {
     int bias;             /* libsvm: add the bias key (lin_read_opts) */
     lin_name_fn names;    /* called with each feature's string (lin_read_opts) */
     void *names_arg;
-    int gz;               /* r->f is a `gzip -dc` pipe: line-modulo shards */
+    gzFile gz;            /* a gzip file, read by r->f: line-modulo shards */
     int hdr;              /* lines before the data (1: a csv header) */
     int shard, nshards;
     lin_csv csv;          /* LIN_FMT_CSV: the header */
@@ -470,15 +482,18 @@ static int bad_line(lin_reader *r, lin_data *out, char *err, size_t errcap)
     return r->skip_bad ? 0 : PS_ERR_INVAL;
 }
 
-/* The end of a gzip pipe: 0, or PS_ERR_SYS if gzip failed (said in err). */
-static int end_gz(lin_reader *r, char *err, size_t errcap)
+/* r->gz failed (r->f's error flag is set): say why in err, naming the file
+ * and zlib's reason.  Returns PS_ERR_NOMEM or PS_ERR_SYS. */
+static int gz_fail(lin_reader *r, char *err, size_t errcap)
 {
-    int st = pclose(r->f);
-    r->f = NULL;
-    if (st == 0) return 0;
-    set_err(err, errcap, "%s: gzip -dc failed (status %d): not gzip data, or corrupt or cut short",
-            r->path, st);
-    return PS_ERR_SYS;
+    int zerr;
+    const char *msg = gzerror(r->gz, &zerr), *sep = strstr(msg, ": ");
+
+    if (sep) msg = sep + 2; /* zlib puts its own name of the file, "<fd:N>: ", first */
+    set_err(err, errcap, "%s: %s (zlib: %s)", r->path,
+            zerr == Z_BUF_ERROR ? "gzip data cut short"
+            : zerr == Z_DATA_ERROR ? "corrupt gzip data" : "cannot read the gzip data", msg);
+    return zerr == Z_MEM_ERROR ? PS_ERR_NOMEM : PS_ERR_SYS;
 }
 
 /* The next line of the shard into r->line: 1, 0 at the end, or PS_ERR_SYS.
@@ -489,10 +504,12 @@ static int read_line(lin_reader *r, size_t *len, char *err, size_t errcap)
     ssize_t n;
 
     do {
-        if (r->pos >= r->end || !r->f) return 0;
+        if (r->pos >= r->end) return 0;
         errno = 0;
-        if ((n = getline(&r->line, &r->line_cap, r->f)) < 0) {
-            if (!ferror(r->f) && errno != ENOMEM) return r->gz ? end_gz(r, err, errcap) : 0;
+        n = getline(&r->line, &r->line_cap, r->f);
+        if (r->gz && ferror(r->f)) return gz_fail(r, err, errcap); /* even mid-line */
+        if (n < 0) {
+            if (!ferror(r->f) && errno != ENOMEM) return 0;
             set_err(err, errcap, "%s: read: %s", r->path, strerror(errno ? errno : EIO));
             return errno == ENOMEM ? PS_ERR_NOMEM : PS_ERR_SYS;
         }
@@ -594,27 +611,51 @@ static int is_gzip(FILE *f)
     return a == 0x1f && b == 0x8b;
 }
 
-/* Replace r->f by a pipe from `gzip -dc` (the stopgap until pslinear links
- * zlib: see bench/linear.md); lines are numbered from the file's start. */
+/* fopencookie's read callback over a gzFile: up to n decompressed bytes, 0
+ * at the end of the last member, or -1 (errno set) if zlib found the data
+ * corrupt or cut short (gzread itself reads a cut stream as a short one). */
+static ssize_t gz_read(void *z, char *buf, size_t n)
+{
+    int zerr, got = gzread(z, buf, n < (1u << 30) ? (unsigned)n : 1u << 30);
+
+    if (got > 0) return got;
+    gzerror(z, &zerr);
+    if (got == 0 && zerr == Z_OK) return 0;
+    errno = zerr == Z_MEM_ERROR ? ENOMEM : zerr == Z_ERRNO && errno ? errno : EIO;
+    return -1;
+}
+
+/* fopencookie's close callback: frees the gzFile and closes its fd. */
+static int gz_close(void *z)
+{
+    return gzclose_r(z) == Z_OK ? 0 : -1;
+}
+
+/* Replace r->f, a gzip file, by a stream of its decompressed bytes (the
+ * gzFile is r->gz; r->f owns it); lines are numbered from the file's start.
+ * Returns 0 or PS_ERR_SYS (said in err; r->f is then NULL). */
 static int open_gz(lin_reader *r, char *err, size_t errcap)
 {
-    size_t n = strlen(r->path), k = 0;
-    char *cmd = malloc(4 * n + 32);
-    if (!cmd) return PS_ERR_NOMEM;
-    k += (size_t)sprintf(cmd, "gzip -dc -- '");
-    for (const char *p = r->path; *p; p++) {
-        if (*p == '\'') k += (size_t)sprintf(cmd + k, "'\\''");
-        else cmd[k++] = *p;
-    }
-    strcpy(cmd + k, "'");
+    static const cookie_io_functions_t io = {.read = gz_read, .close = gz_close};
+    int fd, e;
+
+    errno = 0;
+    fd = dup(fileno(r->f));
     fclose(r->f);
-    r->f = popen(cmd, "r");
-    free(cmd);
+    r->f = NULL;
+    /* is_gzip's rewind may have moved only stdio's buffer, not the fd */
+    if (fd >= 0 && lseek(fd, 0, SEEK_SET) == 0 && (r->gz = gzdopen(fd, "rb")) != NULL) {
+        gzbuffer(r->gz, LIN_GZ_BUF);
+        r->f = fopencookie(r->gz, "r", io);
+    }
     if (!r->f) {
-        set_err(err, errcap, "%s: cannot run gzip -dc: %s", r->path, strerror(errno));
+        e = errno ? errno : ENOMEM;
+        if (r->gz) gzclose_r(r->gz); /* closes fd */
+        else if (fd >= 0) close(fd);
+        r->gz = NULL;
+        set_err(err, errcap, "%s: cannot read gzip data: %s", r->path, strerror(e));
         return PS_ERR_SYS;
     }
-    r->gz = 1;
     r->end = UINT64_MAX;
     r->base_line = 0;
     return 0;
@@ -631,6 +672,10 @@ static int read_header(lin_reader *r, const char *label_col, char *err, size_t e
     int rv = 0;
     if (r->gz) {
         n = getline(&line, &cap, r->f);
+        if (ferror(r->f)) {
+            free(line);
+            return gz_fail(r, err, errcap);
+        }
         r->nread = 1;
         r->hdr = 1;
     } else if (r->begin == 0) {
@@ -704,7 +749,7 @@ int lin_reader_open_opts(const char *path, lin_format fmt, int shard, int nshard
 void lin_reader_close(lin_reader *r)
 {
     if (r == NULL) return;
-    if (r->f) r->gz ? pclose(r->f) : fclose(r->f);
+    if (r->f) fclose(r->f); /* gzip: gz_close frees r->gz */
     lin_csv_free(&r->csv);
     free(r->cf);
     free(r->path);

@@ -46,11 +46,12 @@
  *                    bias key.  Every line has the header's number of fields.
  * The bias key is ps_hash_bytes("bias"); no "field=value" string equals it.
  *
- * Gzip: a file that starts with gzip's magic bytes is read through a
- * `gzip -dc` pipe (a stopgap until zlib is linked), in any format; a gzip
- * stream cannot be split by bytes, so shard s of n keeps the lines whose
- * number (from 0, after a csv header) is s modulo n, and each reader
- * decompresses the whole file.
+ * Gzip: a file that starts with gzip's magic bytes is read with zlib, in
+ * any format, every member of a multi-member file; a corrupt or cut-short
+ * stream is an error "path: corrupt gzip data (zlib: why)" or "path: gzip
+ * data cut short (...)", PS_ERR_SYS.  A gzip stream cannot be split by
+ * bytes, so shard s of n keeps the lines whose number (from 0, after a csv
+ * header) is s modulo n, and each reader decompresses the whole file.
  *
  * Sharding: shard s of n owns the lines that START in the byte range
  * [size*s/n, size*(s+1)/n), so the n shards of a file cover every line

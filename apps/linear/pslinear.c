@@ -81,7 +81,7 @@ static void usage(FILE *f)
         "                    csv     a header line, then comma-separated rows: numbers are\n"
         "                            numeric features, other text categorical (col=value)\n"
         "                    Every format but libsvm adds a bias feature (libsvm: --bias).\n"
-        "                    A gzip file (any format) is read through gzip -dc.\n"
+        "                    A gzip file (any format, several members too) is read with zlib.\n"
         "  --label-col C     csv: the label column, a header name or a 1-based number\n"
         "                    (default: the column named label, else the first)\n"
         "  --algo A          bpg (block proximal gradient, default) | ftrl | sgd\n"

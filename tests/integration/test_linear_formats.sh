@@ -7,10 +7,14 @@
 #    number read the same; --predict reads the csv back;
 #  - csv errors name file:line: a short row, a non-finite cell, a label
 #    column that does not exist, no header;
-#  - gzip: the libsvm fixture gzipped trains (psrun -s 1 -w 2, line-modulo
-#    shards) to the objective of the plain file within 1e-6 relative (KKT
-#    filter off: its per-worker share makes the trajectory depend on which
-#    worker holds which example); a gzipped csv reads too.
+#  - gzip (zlib): the libsvm fixture gzipped reads exactly as the plain file
+#    (--export-libsvm byte for byte; one worker saves the same model and
+#    prints the same objective), and so does `cat a.gz b.gz` of its two
+#    halves cut mid-line; it trains (psrun -s 1 -w 2, line-modulo shards) to
+#    the objective of the plain file within 1e-6 relative (KKT filter off:
+#    its per-worker share makes the trajectory depend on which worker holds
+#    which example); a gzipped csv reads too.  Cut or corrupt gzip files:
+#    test_linear_input.sh.
 source "$(dirname "$0")/lib.sh"
 
 run() { timeout $((60 * SCALE)) "$PS_BIN/psrun" -s 1 -w 2 --timeout $((50 * SCALE)) --no-prefix -q -- \
@@ -53,6 +57,27 @@ pass "csv errors name file:line and what is wrong"
 
 awk -v seed=11 -f "$(dirname "$0")/pslinear_fixture.awk" </dev/null >"$TMP/train.svm"
 gzip -c "$TMP/train.svm" >"$TMP/train.svm.gz"; gzip -c "$TMP/t.csv" >"$TMP/t.csv.gz"
+export_svm() { "$PS_BIN/pslinear" --export-libsvm "$2" --train "$1" >"$TMP/export.log" 2>&1 ||
+               fail "--export-libsvm $1 exited $?"; }
+half=$(( $(wc -c <"$TMP/train.svm") / 2 ))
+head -c "$half" "$TMP/train.svm" | gzip -c >"$TMP/two.svm.gz"
+tail -c +"$((half + 1))" "$TMP/train.svm" | gzip -c >>"$TMP/two.svm.gz"
+[ "$(head -c "$half" "$TMP/train.svm" | tail -c 1)" != "" ] || fail "fixture: the halves meet at a line end"
+export_svm "$TMP/train.svm" "$TMP/plain.out"
+export_svm "$TMP/train.svm.gz" "$TMP/gz.out"
+export_svm "$TMP/two.svm.gz" "$TMP/two.out"
+[ "$(wc -l <"$TMP/plain.out")" -eq "$(wc -l <"$TMP/train.svm")" ] || fail "plain export: not every line"
+cmp -s "$TMP/plain.out" "$TMP/gz.out" || fail "the gzip file reads other examples than the plain one"
+cmp -s "$TMP/plain.out" "$TMP/two.out" || fail "the two-member gzip file reads other examples"
+run1() { timeout $((60 * SCALE)) "$PS_BIN/psrun" -s 1 -w 1 --timeout $((50 * SCALE)) --no-prefix -q -- \
+         "$PS_BIN/pslinear" --iters 10 --json "$@"; }
+run1 --train "$TMP/train.svm" --save "$TMP/plain.model" >"$TMP/plain1.log" 2>&1 || fail "plain -w 1 exited $?"
+run1 --train "$TMP/two.svm.gz" --save "$TMP/gz.model" >"$TMP/gz1.log" 2>&1 || fail "gzip -w 1 exited $?"
+[ -n "$(obj "$TMP/plain1.log")" ] && [ "$(obj "$TMP/plain1.log")" = "$(obj "$TMP/gz1.log")" ] ||
+    fail "one worker: gzip objective $(obj "$TMP/gz1.log") != plain $(obj "$TMP/plain1.log")"
+cmp -s "$TMP/plain.model" "$TMP/gz.model" || fail "one worker: the gzip file trains another model"
+pass "gzip: one member, and two cut mid-line, read as the plain file; one worker: the same model, objective $(obj "$TMP/gz1.log")"
+
 A=(--iters 20 --tol 0 --no-kkt --json)
 run --train "$TMP/train.svm" "${A[@]}" >"$TMP/plain.log" 2>&1 || fail "plain exited $?"
 run --train "$TMP/train.svm.gz" "${A[@]}" >"$TMP/gz.log" 2>&1 || fail "gzip exited $?"

@@ -3,7 +3,8 @@
 # with a clear message (file:line and what is wrong) and a nonzero exit, and
 # its --json output is valid JSON (no nan / inf) (issue 16, slice 1): an
 # empty or one-class training set, non-finite values and labels, unknown
-# labels, gzip data cut short, an unknown --format (the message lists every format),
+# labels, gzip data cut short or corrupt in the middle (zlib's reason, even
+# with --skip-bad-lines), an unknown --format (the message lists every format),
 # an empty test file (training and --predict), --json without --test.
 # Small fixtures written here; each cluster bounded by psrun --timeout.
 source "$(dirname "$0")/lib.sh"
@@ -46,8 +47,15 @@ printf '1 2:x\n' >"$TMP/val.svm"
 refuse "value x" any "val.svm:1: bad feature '2:x': value 'x' is not a number" \
     run --train "$TMP/val.svm" --iters 2
 gzip -c "$TMP/small.svm" | head -c 200 >"$TMP/cut.svm.gz"
-refuse "gzip cut short" 1 "cut.svm.gz: gzip -dc failed" \
+refuse "gzip cut short" 1 "cut.svm.gz: gzip data cut short \(zlib: unexpected end of file\)" \
     "$PS_BIN/pslinear" --export-libsvm "$TMP/x" --train "$TMP/cut.svm.gz"
+gzip -c "$TMP/ok.svm" >"$TMP/ok.svm.gz"
+python3 -c 'import sys; b = bytearray(open(sys.argv[1], "rb").read()); m = len(b) // 2
+b[m:m + 4] = bytes(x ^ 0x55 for x in b[m:m + 4]); open(sys.argv[2], "wb").write(b)' \
+    "$TMP/ok.svm.gz" "$TMP/mid.svm.gz" || fail "fixture mid.svm.gz"
+# zlib's reason depends on the bytes: a bad code, a bad CRC, or a stream that now ends early
+refuse "gzip corrupt in the middle" 1 "mid.svm.gz: (corrupt gzip data|gzip data cut short) \(zlib: " \
+    "$PS_BIN/pslinear" --export-libsvm "$TMP/x" --train "$TMP/mid.svm.gz" --skip-bad-lines
 refuse "unknown --format" 2 "unknown --format 'csvx' \(libsvm, flights, text, criteo or csv\)" \
     "$PS_BIN/pslinear" --train "$TMP/ok.svm" --format csvx
 : >"$TMP/empty_test.svm"

@@ -8,11 +8,17 @@
  * "file:line: what" or are skipped and counted; empty files; streaming in
  * chunks equals loading at once; lin_data_append; distinct keys are sorted
  * and unique and lin_data_columns maps every entry to its key's position.
+ * gzip files (written here with zlib) read exactly as the plain text, in one
+ * member or several (split mid-line), and their line-modulo shards read
+ * every line once; a gzip file cut short at any byte, or with bytes flipped
+ * (in the middle, in the CRC, in the header), is an error naming the file,
+ * never a shorter file.
  *
  * data.c and keys.c are compiled into this test (the app folder builds into
  * its own executable).  Fixtures are written into a fresh temporary
  * directory.
  */
+#define _GNU_SOURCE /* data.c's fopencookie: before the first system header */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +29,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 #include "../../apps/linear/data.h"
 #include "../../apps/linear/data.c"
@@ -441,6 +448,162 @@ static void test_stream_chunks_equal_load(void **state)
     lin_data_free(&d);
 }
 
+/* ---- gzip -------------------------------------------------------------------- */
+
+/* Write text[0..len) to name gzipped, as `members` gzip members cut at
+ * arbitrary bytes (so lines cross members); returns its path (static). */
+static const char *gz_fixture(const char *name, const char *text, size_t len, int members)
+{
+    static char path[512];
+    gzFile z;
+
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    for (int m = 0; m < members; m++) {
+        size_t a = len * (size_t)m / (size_t)members, b = len * (size_t)(m + 1) / (size_t)members;
+        assert_non_null(z = gzopen(path, m == 0 ? "wb" : "ab")); /* "ab": a new member */
+        if (b > a) assert_int_equal(gzwrite(z, text + a, (unsigned)(b - a)), (int)(b - a));
+        assert_int_equal(gzclose(z), Z_OK);
+    }
+    return path;
+}
+
+/* The bytes of path into buf (cap bytes at most); returns their number. */
+static size_t slurp(const char *path, char *buf, size_t cap)
+{
+    FILE *f;
+    size_t n;
+
+    assert_non_null(f = fopen(path, "rb"));
+    n = fread(buf, 1, cap, f);
+    assert_true(n < cap);
+    fclose(f);
+    return n;
+}
+
+static void assert_same_data(const lin_data *a, const lin_data *b)
+{
+    assert_int_equal(a->n, b->n);
+    assert_int_equal(a->nnz, b->nnz);
+    assert_int_equal(a->lines, b->lines);
+    assert_int_equal(a->bad_lines, b->bad_lines);
+    assert_memory_equal(a->labels, b->labels, a->n * sizeof(float));
+    assert_memory_equal(a->offsets, b->offsets, (a->n + 1) * sizeof(uint64_t));
+    assert_memory_equal(a->keys, b->keys, a->nnz * sizeof(uint64_t));
+    assert_true((a->vals == NULL) == (b->vals == NULL));
+    if (a->vals) assert_memory_equal(a->vals, b->vals, a->nnz * sizeof(float));
+}
+
+/* Loading `gz` must fail with PS_ERR_SYS and "gz: " then `what`. */
+static void load_gz_bad(const char *gz, lin_format fmt, int skip_bad, const char *what)
+{
+    char want[600];
+    lin_data d;
+    int rv = lin_data_load(gz, fmt, 0, 1, skip_bad, &d, errbuf, sizeof(errbuf));
+
+    snprintf(want, sizeof(want), "%s: %s", gz, what);
+    if (rv != PS_ERR_SYS || strncmp(errbuf, want, strlen(want)) != 0 || !strstr(errbuf, "(zlib: "))
+        fail_msg("%s: got %d '%s', want %d '%s... (zlib: ...)'", gz, rv, errbuf, PS_ERR_SYS, want);
+    lin_data_free(&d);
+}
+
+static void test_gzip_reads_as_plain(void **state)
+{
+    static char buf[1 << 20];
+    static uint64_t want[400];
+    const char *eols[] = {"\n", "\r\n"};
+    char gz[512];
+    lin_data plain, d;
+
+    for (int e = 0; e < 2; e++) {
+        size_t len = make_lines(buf, 400, eols[e], e, want);
+        load_ok(fixture_n("p.svm", buf, len), LIN_FMT_LIBSVM, 0, 1, &plain);
+        for (int members = 1; members <= 3; members += 2) {
+            snprintf(gz, sizeof(gz), "%s", gz_fixture("p.svm.gz", buf, len, members));
+            load_ok(gz, LIN_FMT_LIBSVM, 0, 1, &d);
+            assert_same_data(&plain, &d);
+            lin_data_free(&d);
+        }
+        lin_data_free(&plain);
+    }
+    /* two members, "1 7:1 8:" and "2\n0 9:1\n": both, and the line across them */
+    load_ok(gz_fixture("two.svm.gz", "1 7:1 8:2\n0 9:1\n", 16, 2), LIN_FMT_LIBSVM, 0, 1, &d);
+    assert_true(d.n == 2 && d.nnz == 3 && d.labels[0] == 1 && d.labels[1] == 0);
+    assert_true(d.keys[0] == ps_hash_key(7) && d.keys[1] == ps_hash_key(8) &&
+                d.keys[2] == ps_hash_key(9));
+    assert_true(d.vals != NULL && d.vals[1] == 2.0f);
+    lin_data_free(&d);
+    load_ok(gz_fixture("empty.gz", "", 0, 1), LIN_FMT_LIBSVM, 0, 1, &d);
+    assert_true(d.n == 0 && d.lines == 0);
+    lin_data_free(&d);
+}
+
+/* Shard s of k of a gzip file holds the lines whose number is s modulo k:
+ * together they hold every line once. */
+static void test_gzip_shards_cover_every_line_once(void **state)
+{
+    static char buf[1 << 20];
+    static uint64_t want[200];
+    size_t len = make_lines(buf, 200, "\n", 1, want);
+    const char *gz = gz_fixture("shard.svm.gz", buf, len, 2);
+
+    for (int k = 1; k <= 4; k++) {
+        int seen[200] = {0}, got = 0;
+        for (int s = 0; s < k; s++) {
+            lin_data d;
+            load_ok(gz, LIN_FMT_LIBSVM, s, k, &d);
+            assert_true(d.n >= 200 / (size_t)k - 20); /* about its share */
+            for (size_t i = 0; i < d.n; i++, got++) {
+                int j = 0;
+                while (j < 200 && want[j] != d.keys[d.offsets[i]]) j++;
+                if (j == 200 || seen[j]++)
+                    fail_msg("k=%d shard %d: example %zu unknown or twice", k, s, i);
+            }
+            lin_data_free(&d);
+        }
+        if (got != 200) fail_msg("k=%d: %d lines read, want 200", k, got);
+    }
+}
+
+/* Cut short at any byte: an error, never a shorter file (gzread alone reads
+ * a cut stream as a short one); a cut csv header too. */
+static void test_gzip_cut_short(void **state)
+{
+    static char buf[1 << 16], gzbuf[1 << 16];
+    static uint64_t want[100];
+    size_t len = make_lines(buf, 100, "\n", 1, want), glen;
+
+    glen = slurp(gz_fixture("cut.svm.gz", buf, len, 1), gzbuf, sizeof(gzbuf));
+    assert_true(glen > 100);
+    for (size_t cut = 2; cut < glen; cut++)
+        load_gz_bad(fixture_n("cut.svm.gz", gzbuf, cut), LIN_FMT_LIBSVM, 0, "gzip data cut short");
+    const char *csv = "aaaaaaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbbbbbbbbbb,label\n1,2,1\n";
+    glen = slurp(gz_fixture("cut.csv.gz", csv, strlen(csv), 1), gzbuf, sizeof(gzbuf));
+    load_gz_bad(fixture_n("cut.csv.gz", gzbuf, glen / 2), LIN_FMT_CSV, 0, "gzip data cut short");
+}
+
+/* Flipped bytes: in the middle of the compressed data (zlib's reason varies:
+ * a bad code, a bad CRC, or a stream that now ends early), in the CRC of
+ * intact data, and in the header. */
+static void test_gzip_corrupt(void **state)
+{
+    static char buf[1 << 16], gzbuf[1 << 16];
+    static uint64_t want[100];
+    size_t len = make_lines(buf, 100, "\n", 1, want);
+    size_t glen = slurp(gz_fixture("bad.svm.gz", buf, len, 1), gzbuf, sizeof(gzbuf));
+    const char *p;
+
+    for (size_t i = glen / 2; i < glen / 2 + 4; i++) gzbuf[i] ^= 0x55;
+    p = fixture_n("mid.svm.gz", gzbuf, glen);
+    load_gz_bad(p, LIN_FMT_LIBSVM, 1, "");              /* skip_bad: garbage lines are not it */
+    assert_non_null(strstr(errbuf, "gzip data"));
+    for (size_t i = glen / 2; i < glen / 2 + 4; i++) gzbuf[i] ^= 0x55;
+    gzbuf[glen - 8] ^= 1;                               /* the CRC-32 of the data */
+    load_gz_bad(fixture_n("crc.svm.gz", gzbuf, glen), LIN_FMT_LIBSVM, 0, "corrupt gzip data");
+    gzbuf[glen - 8] ^= 1;
+    gzbuf[2] = 7;                                       /* compression method: not deflate */
+    load_gz_bad(fixture_n("hdr.svm.gz", gzbuf, glen), LIN_FMT_LIBSVM, 0, "corrupt gzip data");
+}
+
 /* ---- bad lines ---------------------------------------------------------------- */
 
 static void test_bad_lines_name_file_and_line(void **state)
@@ -655,6 +818,10 @@ int main(void)
         cmocka_unit_test(test_shard_boundaries_at_every_byte),
         cmocka_unit_test(test_empty_files),
         cmocka_unit_test(test_stream_chunks_equal_load),
+        cmocka_unit_test(test_gzip_reads_as_plain),
+        cmocka_unit_test(test_gzip_shards_cover_every_line_once),
+        cmocka_unit_test(test_gzip_cut_short),
+        cmocka_unit_test(test_gzip_corrupt),
         cmocka_unit_test(test_bad_lines_name_file_and_line),
         cmocka_unit_test(test_bad_line_number_is_absolute_in_a_shard),
         cmocka_unit_test(test_skip_bad_counts),
