@@ -102,17 +102,21 @@ int psi_kv_train_ok(const ps_table *t)
     return !t->var && !t->k && !t->opts.bsp && t->upd.kind != PS_UPDATE_CUSTOM;
 }
 
+int psi_kv_train_size(const ps_table *t, uint64_t val_bytes, uint64_t key_bytes)
+{
+    uint64_t f = psi_kv_train_frag_bytes();
+    return f && psi_kv_train_ok(t) && val_bytes >= TRAIN_MIN_FRAGS * f &&
+           val_bytes <= UINT32_MAX &&   /* offsets are u32 */
+           val_bytes >= 8 * key_bytes;  /* values, not keys, make it large */
+}
+
 int psi_kv_train_wanted(const ps_table *t, const psi_msg *m)
 {
-    size_t f = psi_kv_train_frag_bytes();
-    if (!f || !psi_kv_train_ok(t) || !(m->hdr.flags & PSI_F_PUSH) ||
-        (m->hdr.flags & (PSI_F_REPL | PSI_F_TRAIN)))
+    if (!(m->hdr.flags & PSI_F_PUSH) || (m->hdr.flags & (PSI_F_REPL | PSI_F_TRAIN)))
         return 0;
     for (int i = 0; i < PSI_MAX_FILTERS; i++)
         if (m->hdr.filters[i]) return 0;
-    uint64_t vb = m->hdr.seg_len[PSI_SEG_VALS];
-    return vb >= (uint64_t)TRAIN_MIN_FRAGS * f && vb <= UINT32_MAX && /* offsets are u32 */
-           vb >= 8 * m->hdr.seg_len[PSI_SEG_KEYS] && /* values, not keys, make it large */
+    return psi_kv_train_size(t, m->hdr.seg_len[PSI_SEG_VALS], m->hdr.seg_len[PSI_SEG_KEYS]) &&
            m->on_free == psi_kv_buf_unref && m->on_free_arg;
 }
 

@@ -364,17 +364,13 @@ static void add_dead_parts(kv_req *r)
 static int check_size(const kv_req *r)
 {
     const ps_table *t = r->t;
-    uint64_t cap = psi_node_max_payload(), f = psi_kv_train_frag_bytes();
+    uint64_t cap = psi_node_max_payload();
     if (t->var) return PS_OK;
     for (int i = 0; i < r->nslices; i++) {
         const kv_slice *s = &r->slices[i];
         uint64_t keys = (uint64_t)s->nkeys * 8, vals = (uint64_t)s->nkeys * t->vbytes;
         uint64_t aux = psi_kv_aux_len(r), req = keys + aux, ans = vals + aux;
-        if (r->flags & PSI_F_PUSH) {
-            int train = f && psi_kv_train_ok(t) && vals >= 4 * f && vals <= UINT32_MAX &&
-                        vals >= 8 * keys;
-            if (!train) req += vals;
-        }
+        if ((r->flags & PSI_F_PUSH) && !psi_kv_train_size(t, vals, keys)) req += vals;
         uint64_t need = PSI_MAX(req, (r->flags & PSI_F_PULL) ? ans : 0);
         if (need > cap) {
             PSI_ERROR("table %s: %zu keys for node %u need a %llu-byte message, over "

@@ -140,6 +140,9 @@ int psi_kv_var_assemble(kv_req *r);
  * fragment size (PS_PUSH_FRAG; 0: no trains). */
 size_t psi_kv_train_frag_bytes(void);
 int psi_kv_train_wanted(const ps_table *t, const psi_msg *m);
+/* Whether a push slice of these many value and key bytes is large enough
+ * for a train (and t may send trains). */
+int psi_kv_train_size(const ps_table *t, uint64_t val_bytes, uint64_t key_bytes);
 /* Send m to node `to` (send.c; table lock NOT held): a message marked
  * PSI_F_TRAIN as its head and fragments, anything else as it is.  Takes m;
  * 0 or the transport's error. */
