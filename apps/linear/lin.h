@@ -32,12 +32,13 @@ typedef struct lin_cfg {
     double tol;          /* --tol: bpg stops on a relative objective decrease (0: off) */
     double delay_step;   /* --delay-step: bpg tau > 0 divides the step by 1 + delay_step d */
     int delay_rule;      /* --delay-rule: DELAY_SEEN (d: pulls in flight) or DELAY_BOUND (d = tau) */
-    int straggle;        /* --straggle: STRAGGLE_NONE / _HEAVY / _SLOW (bpg only) */
+    int delay_comp;      /* --delay-comp: bpg tau > 0 moves margins by each pull's estimate */
+    int straggle;        /* --straggle: STRAGGLE_NONE / _HEAVY / _SLOW / _LOGNORMAL (bpg only) */
     double straggle_ms;  /* heavy: mean delay; slow: worker rank 0's delay per iteration */
     uint64_t straggle_seed;
 } lin_cfg;
 
-enum { STRAGGLE_NONE = 0, STRAGGLE_HEAVY = 1, STRAGGLE_SLOW = 2 };
+enum { STRAGGLE_NONE = 0, STRAGGLE_HEAVY = 1, STRAGGLE_SLOW = 2, STRAGGLE_LOGNORMAL = 3 };
 enum { DELAY_SEEN = 0, DELAY_BOUND = 1 };
 
 /* A worker's shard (train + test) and solver state. */
@@ -59,7 +60,9 @@ typedef struct lin_worker {
     uint32_t **bcols;
     size_t *bn;
     double *m, *g, *h;   /* margins [n]; per-column gradient / curvature [nu] */
-    float *wl;           /* last pulled weight per column */
+    float *wl;           /* last pulled weight per column (or its estimate, --delay-comp) */
+    double *mr;          /* --delay-comp: the margins of the pulled weights only [n] */
+    float *wr;           /* --delay-comp: the last pulled weight per column [nu] */
     float *buf;          /* push buffer */
     int cur_block;       /* block being pushed (for the KKT filter) */
     struct bpg_pend *pend; /* pulls not yet applied to the margins, oldest first */

@@ -102,10 +102,15 @@ static void usage(FILE *f)
         "  --delay-rule R    bpg with tau > 0: d of --delay-step: seen (default; a worker\n"
         "                    first applies the updates that have arrived, d is the number\n"
         "                    still in flight, 0..tau) or bound (d = tau, deterministic)\n"
+        "  --delay-comp 0|1  bpg with tau > 0: move the margins by each pull in flight as the\n"
+        "                    worker's shard estimates it, and shrink the step for the pulls\n"
+        "                    in flight but the newest (1 + X (d - 1)); the pull corrects the\n"
+        "                    estimate when it arrives (default 1; 0: no estimate, 1 + X d)\n"
         "  --straggle S      bpg: simulated stragglers, for benchmarks: heavy:MS (every worker\n"
-        "                    sleeps a seeded Pareto(1.5) time of mean MS ms per iteration)\n"
+        "                    sleeps a seeded Pareto(1.5) time of mean MS ms per iteration),\n"
+        "                    lognormal:MS (a seeded lognormal time, sigma 1, mean MS ms)\n"
         "                    or slow:MS (worker rank 0 sleeps MS ms per iteration)\n"
-        "  --straggle-seed N the seed of heavy (default 1)\n"
+        "  --straggle-seed N the seed of heavy and lognormal (default 1)\n"
         "  --minibatch N     ftrl/sgd examples per push (default: 1/100 of the worker's\n"
         "                    shard, at least 1 and at most 1000, so that a small shard\n"
         "                    still gets ~100 updates per epoch)\n"
@@ -149,7 +154,7 @@ static void check_ckpt_flags(void)
     if (ck && cfg.algo != ALGO_BPG) bad_flag("%s needs --algo bpg", ck);
 }
 
-/* --straggle heavy:MS | slow:MS | none (bpg.c's straggle()). */
+/* --straggle heavy:MS | lognormal:MS | slow:MS | none (bpg.c's straggle()). */
 static void parse_straggle(const char *a)
 {
     const char *colon = strchr(a, ':');
@@ -160,7 +165,8 @@ static void parse_straggle(const char *a)
     }
     if (colon && k == 5 && !strncmp(a, "heavy", 5)) cfg.straggle = STRAGGLE_HEAVY;
     else if (colon && k == 4 && !strncmp(a, "slow", 4)) cfg.straggle = STRAGGLE_SLOW;
-    else bad_flag("bad --straggle '%s' (want heavy:MS, slow:MS or none)", a);
+    else if (colon && k == 9 && !strncmp(a, "lognormal", 9)) cfg.straggle = STRAGGLE_LOGNORMAL;
+    else bad_flag("bad --straggle '%s' (want heavy:MS, lognormal:MS, slow:MS or none)", a);
     cfg.straggle_ms = num("straggle", colon + 1, 0, 1e6);
 }
 
@@ -169,7 +175,7 @@ static void parse_flags(int argc, char **argv)
     enum { O_L1 = 256, O_L2, O_LR, O_BETA, O_ITERS, O_EPOCHS, O_BLOCKS, O_TAU, O_MB,
            O_FILTERS, O_KKT, O_NOKKT, O_SLACK, O_EVAL, O_SAVE, O_PREDICT, O_JSON, O_SKIP,
            O_MODEL, O_EXPORT, O_BITS, O_ALGO, O_FMT, O_TRAIN, O_TEST, O_CKDIR, O_CKEVERY,
-           O_RESUME, O_REPL, O_STRAGGLE, O_SSEED, O_DSTEP, O_DRULE, O_TOL, O_POUT, O_BIAS, O_LABEL };
+           O_RESUME, O_REPL, O_STRAGGLE, O_SSEED, O_DSTEP, O_DRULE, O_DCOMP, O_TOL, O_POUT, O_BIAS, O_LABEL };
     static const struct option opts[] = {
         {"train", 1, 0, O_TRAIN}, {"test", 1, 0, O_TEST}, {"format", 1, 0, O_FMT},
         {"algo", 1, 0, O_ALGO}, {"l1", 1, 0, O_L1}, {"l2", 1, 0, O_L2}, {"lr", 1, 0, O_LR},
@@ -183,14 +189,15 @@ static void parse_flags(int argc, char **argv)
         {"checkpoint-dir", 1, 0, O_CKDIR}, {"checkpoint-every", 1, 0, O_CKEVERY},
         {"resume", 1, 0, O_RESUME}, {"replication", 1, 0, O_REPL},
         {"straggle", 1, 0, O_STRAGGLE}, {"straggle-seed", 1, 0, O_SSEED},
-        {"delay-step", 1, 0, O_DSTEP}, {"delay-rule", 1, 0, O_DRULE}, {"tol", 1, 0, O_TOL},
+        {"delay-step", 1, 0, O_DSTEP}, {"delay-rule", 1, 0, O_DRULE},
+        {"delay-comp", 1, 0, O_DCOMP}, {"tol", 1, 0, O_TOL},
         {"predict-out", 1, 0, O_POUT},
         {"bias", 0, 0, O_BIAS}, {"label-col", 1, 0, O_LABEL},
         {0, 0, 0, 0}};
     cfg = (lin_cfg){.fmt = LIN_FMT_LIBSVM, .algo = ALGO_BPG, .iters = LIN_ITERS, .epochs = 2,
                     .blocks = 4, .tau = -1, .minibatch = 0, .kkt = 1, .eval_every = 10,
                     .bits = 24, .l1 = -1, .l2 = 0, .lr = -1, .beta = 1, .kkt_slack = 1,
-                    .delay_step = 1, .straggle_seed = 1, .tol = LIN_TOL};
+                    .delay_step = 1, .delay_comp = 1, .straggle_seed = 1, .tol = LIN_TOL};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -242,6 +249,7 @@ static void parse_flags(int argc, char **argv)
             else bad_flag("--delay-rule %s: want seen or bound", optarg);
             break;
         case O_TOL: cfg.tol = num("tol", optarg, 0, 1); break;
+        case O_DCOMP: cfg.delay_comp = (int)num("delay-comp", optarg, 0, 1); break;
         case O_POUT: cfg.predict_out = optarg; break;
         case O_BIAS: cfg.bias = 1; break;
         case O_LABEL: cfg.label_col = optarg; break;

@@ -1,5 +1,5 @@
 # common.sh -- sourced by the bench/paper scripts: paths, one bounded pslinear
-# run on flights-3m under psrun -s 2 -w 2, and progress-line parsing.
+# run on flights-3m under psrun -s 2 -w $WORKERS (default 2), and progress-line parsing.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bin=${PS_BIN:-$root/build/bin}
@@ -14,7 +14,7 @@ flights=(--train "$cache/flights/train.tsv" --test "$cache/flights/test.tsv" --f
 # on --timeout, SIGTERM or SIGINT, so nothing outlives the run.
 lin() {
     local log=$1; shift
-    timeout 180 "$bin/psrun" -s 2 -w 2 -q --timeout 170 -- "$bin/pslinear" "$@" >"$log" 2>&1
+    timeout 180 "$bin/psrun" -s 2 -w "${WORKERS:-2}" -q --timeout 170 -- "$bin/pslinear" "$@" >"$log" 2>&1
 }
 
 # prog LOG: the scheduler's progress lines as

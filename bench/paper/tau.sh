@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tau.sh -- (a) bounded delay (issue 16): BPG on flights-3m under psrun -s 2 -w 2
+# tau.sh -- (a) bounded delay (issue 16): BPG on flights-3m under psrun -s 2 -w WORKERS (2)
 # (KKT on, 4 blocks, ITERS iterations, --eval-every 0) for every tau in TAUS,
 # each without and with simulated stragglers (STRAGGLE: pslinear --straggle,
 # default heavy:100 = every worker sleeps a seeded Pareto(1.5) time of mean
@@ -23,13 +23,13 @@
 # are skipped and said so).
 # env: TAUS ("0 1 2 4 8 16"), ITERS (60), TARGET (0.4450), STRAGGLE
 # (heavy:100), DSTEP (--delay-step, 1), DRULE (--delay-rule, seen), REPS (runs
-# of each setting, 1; the plots show the first), BUDGET (900), PS_BIN.
+# of each setting, 1; the plots show the first), BUDGET (900), WORKERS (2), PS_BIN.
 # --quick: TAUS "0 2 8", ITERS 30, BUDGET 300.
 source "$(dirname "$0")/common.sh"
 if [ "${1:-}" = --quick ]; then : "${TAUS:=0 2 8}" "${ITERS:=30}" "${BUDGET:=300}"; fi
 taus=${TAUS:-0 1 2 4 8 16} iters=${ITERS:-60} target=${TARGET:-0.4450}
 strag=${STRAGGLE:-heavy:100} budget=${BUDGET:-900} dstep=${DSTEP:-1} drule=${DRULE:-seen}
-reps=${REPS:-1}
+reps=${REPS:-1} dcomp=${DCOMP:-1}
 jl=$out/tau.jsonl
 : >"$jl"
 start=$SECONDS
@@ -43,7 +43,7 @@ for st in none "$strag"; do
         [ "$rep" = 1 ] || log=$out/$tag-r$rep.log
         lin "$log" --algo bpg "${flights[@]}" --iters "$iters" --blocks 4 --tau "$t" \
             --eval-every 0 --json --straggle "$st" --delay-step "$dstep" --delay-rule "$drule" \
-            --tol 0 || { echo "tau.sh: tau $t stragglers $st failed (see $log)" >&2; continue; }
+            --delay-comp "$dcomp" --tol 0 || { echo "tau.sh: tau $t stragglers $st failed (see $log)" >&2; continue; }
         [ "$rep" = 1 ] && prog "$log" | awk '$2 != "-" { print $6, $2 }' >"$out/$tag.dat"
         read -r tt it < <(prog "$log" | awk -v T="$target" '$2 != "-" && $2 + 0 <= T + 0 { print $6, $1 + 1; f = 1; exit }
                                                          END { if (!f) print "null", "null" }')
@@ -70,7 +70,7 @@ done
 gnuplot <<GP
 set terminal pngcairo size 900,560 noenhanced
 set output "$out/tau-objective.png"
-set title "BPG, flights-3m, -s 2 -w 2, 4 blocks: objective vs time (dashed: stragglers $strag)"
+set title "BPG, flights-3m, -s 2 -w ${WORKERS:-2}, 4 blocks: objective vs time (dashed: stragglers $strag)"
 set xlabel "seconds"; set ylabel "objective"; set yrange [0.44:0.50]; set key outside right; set grid
 plot $plots
 set output "$out/tau-idle.png"

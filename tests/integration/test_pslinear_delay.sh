@@ -43,6 +43,22 @@ dl=$(jf "$TMP/slow.log" mean_delay)
 lt "$dl" 3 || fail "slow:10: mean delay $dl, not below 3 of tau 4"
 pass "one slow worker: mean delay $dl of tau 4, objective $(jf "$TMP/slow.log" objective)"
 
+# Delay compensation (--delay-comp, default 1): the margins move by each pull
+# in flight as the worker's shard estimates it, and the pull corrects it.
+# tau 2 with it and full steps for the newest pull ends within 1 % of tau 0,
+# and not above tau 2 without it.
+run --tau 2 --delay-comp 1 >"$TMP/comp.log" 2>&1 || fail "tau 2 comp exited $?"
+run --tau 2 --delay-comp 0 >"$TMP/nocomp.log" 2>&1 || fail "tau 2 no comp exited $?"
+oc=$(jf "$TMP/comp.log" objective) on=$(jf "$TMP/nocomp.log" objective)
+lt "$oc" "$(awk -v a="$o0" 'BEGIN { print a * 1.01 }')" ||
+    fail "tau 2 with --delay-comp ended at $oc, more than 1 % above tau 0's $o0"
+lt "$oc" "$(awk -v a="$on" 'BEGIN { print a * 1.001 }')" ||
+    fail "tau 2 with --delay-comp ended at $oc, above tau 2 without it ($on)"
+pass "tau 2 with --delay-comp: $oc, without $on, tau 0 $o0"
+
+run --tau 2 --delay-comp 2 >"$TMP/badc.log" 2>&1 && fail "--delay-comp 2 was accepted"
+grep -q -- 'delay-comp' "$TMP/badc.log" || fail "--delay-comp 2: $(tail -n 1 "$TMP/badc.log")"
+
 run --tau 2 --delay-rule soon >"$TMP/bad.log" 2>&1 && fail "--delay-rule soon was accepted"
 grep -q -- '--delay-rule soon: want seen or bound' "$TMP/bad.log" ||
     fail "--delay-rule soon: $(tail -n 1 "$TMP/bad.log")"

@@ -8,8 +8,8 @@
 # filter on (with an l1 that makes it drop keys) and off (with l2 > 0 and
 # lr != 1).  With tau > 0 (bounded delay: a worker computes iteration t's
 # gradient with margins that miss the updates of iterations t-tau..t-1, and
-# the step shrinks by 1 + delay_step tau: --delay-rule bound, the deterministic
-# rule the reference implements) the final objective must equal the
+# the step shrinks by 1 + delay_step tau: --delay-rule bound --delay-comp 0,
+# the deterministic rule the reference implements) the final objective must equal the
 # reference run with the same --tau (deterministic for tau < blocks); the
 # objectives printed before the end are not compared there, as the servers'
 # norms are read while later iterations run.  tau 1 and 3 must also end away
@@ -37,8 +37,8 @@ objs() {
 check() {
     local name=$1 tau=$2; shift 2
     timeout 60 "$PS_BIN/psrun" -s 2 -w 2 --timeout 50 --no-prefix -q -- "$PS_BIN/pslinear" \
-        --train "$TMP/train.svm" --json --eval-every 0 --tol 0 --tau "$tau" --delay-rule bound \
-        "$@" >"$TMP/out" 2>&1 ||
+        --train "$TMP/train.svm" --json --eval-every 0 --tol 0 --tau "$tau" \
+        --delay-rule bound --delay-comp 0 "$@" >"$TMP/out" 2>&1 ||
         fail "$name: pslinear exited $?"
     objs "$TMP/out" >"$TMP/ps.txt"
     timeout 30 "$PS_BIN/linear_ref" --train "$TMP/train.svm" --workers 2 --tau "$tau" "$@" \
