@@ -332,16 +332,29 @@ static int apply_pulls(lin_worker *lw, int64_t upto, int ready_too)
     return rv;
 }
 
+/* With tau > 0, no step moves a weight by more than about DELAY_TRUST: a
+ * gradient computed on margins that miss (or estimate) updates can come
+ * with a curvature near 0 (margins pushed into the sigmoid's flat tails),
+ * and g / h would throw the weight, and every margin it touches, far
+ * away.  Each worker's h is raised to at least |g| / DELAY_TRUST, so the
+ * servers' summed step, (|G| + l1 + l2 |w|) / (H + l2), stays within it
+ * plus the regularizers' pull.  Flights' weights stay within +-3; a
+ * normal step is far below it.  tau 0 is untouched (bit for bit). */
+#define DELAY_TRUST 1.0
+
 /* Push block b's (g, h) from lw->g / lw->h, then pull its weights after the
  * push into a new pending entry for iteration t. */
 static int push_pull(lin_worker *lw, int64_t t, int b, double ntotal, double damp)
 {
     size_t nb = lw->bn[b];
     double inv_n = 1.0 / ntotal, inv_lr = damp / lw->cfg->lr;
+    int trust = lw->cfg->tau > 0;
     for (size_t q = 0; q < nb; q++) {
         uint32_t c = lw->bcols[b][q];
-        lw->buf[2 * q] = (float)(lw->g[c] * inv_n);
-        lw->buf[2 * q + 1] = (float)(lw->h[c] * inv_n * inv_lr);
+        double g = lw->g[c] * inv_n, h = lw->h[c] * inv_n * inv_lr;
+        if (trust && h < fabs(g) / DELAY_TRUST) h = fabs(g) / DELAY_TRUST;
+        lw->buf[2 * q] = (float)g;
+        lw->buf[2 * q + 1] = (float)h;
         lw->g[c] = lw->h[c] = 0;
     }
     lw->cur_block = b;
