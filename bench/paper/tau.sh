@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# tau.sh -- (a) bounded delay (issue 16): BPG on flights-3m under psrun -s 2 -w WORKERS (2)
+# tau.sh -- (a) bounded delay (issue 16): BPG on flights-3m under psrun -s 2 -w WORKERS (4)
 # (KKT on, 4 blocks, ITERS iterations, --eval-every 0) for every tau in TAUS,
 # each without and with simulated stragglers (STRAGGLE: pslinear --straggle,
-# default heavy:100 = every worker sleeps a seeded Pareto(1.5) time of mean
-# 100 ms per iteration, about half an iteration's compute here).  With tau > 0
-# a worker computes block t+1 while block t's push/pull is outstanding and the
-# step is divided by 1 + d, d the updates still in flight when it computes
-# (--delay-rule seen; DRULE=bound: d = tau) (apps/linear/bpg.c).
+# default lognormal:300 = every worker sleeps a seeded lognormal time, sigma 1,
+# of mean 300 ms per iteration, a few times an iteration's compute here).
+# With tau > 0 a worker computes block t+1 while block t's push/pull is
+# outstanding, its margins moved by its estimate of each step in flight
+# (DCOMP=1, --delay-comp), and the step is divided by 1 + (d - 1), d the
+# updates still in flight when it computes (--delay-rule seen; DRULE=bound:
+# d = tau; DCOMP=0: 1 + d) (apps/linear/bpg.c).
 #
 # Prints one JSON line per run:
 #   {"tau", "stragglers", "rep", "seconds_to_target", "iterations_to_target",
@@ -17,18 +19,21 @@
 # and plots out/tau-objective.png (objective vs time, one curve per tau, both
 # straggler settings) and out/tau-idle.png (idle % vs tau), copied to
 # bench/paper/.  The objective of a progress line at tau > 0 is the loss of
-# margins that miss up to tau updates, plus the current norms; the final one
-# is exact (the last iteration applies every update).
+# the weights pulled so far (margins that miss up to tau updates, without
+# the estimates), plus the current norms; the final one is exact (the last
+# iteration applies every update).
 # The whole script stays under BUDGET seconds (runs that would start later
 # are skipped and said so).
-# env: TAUS ("0 1 2 4 8 16"), ITERS (60), TARGET (0.4450), STRAGGLE
-# (heavy:100), DSTEP (--delay-step, 1), DRULE (--delay-rule, seen), REPS (runs
-# of each setting, 1; the plots show the first), BUDGET (900), WORKERS (2), PS_BIN.
+# env: TAUS ("0 1 2 4 8 16"), ITERS (40), TARGET (0.4450), STRAGGLE
+# (lognormal:300), DSTEP (--delay-step, 1), DRULE (--delay-rule, seen), DCOMP
+# (--delay-comp, 1), REPS (runs of each setting, 1; the plots show the
+# first), BUDGET (900), WORKERS (4), PS_BIN.
 # --quick: TAUS "0 2 8", ITERS 30, BUDGET 300.
 source "$(dirname "$0")/common.sh"
 if [ "${1:-}" = --quick ]; then : "${TAUS:=0 2 8}" "${ITERS:=30}" "${BUDGET:=300}"; fi
-taus=${TAUS:-0 1 2 4 8 16} iters=${ITERS:-60} target=${TARGET:-0.4450}
-strag=${STRAGGLE:-heavy:100} budget=${BUDGET:-900} dstep=${DSTEP:-1} drule=${DRULE:-seen}
+export WORKERS=${WORKERS:-4}
+taus=${TAUS:-0 1 2 4 8 16} iters=${ITERS:-40} target=${TARGET:-0.4450}
+strag=${STRAGGLE:-lognormal:300} budget=${BUDGET:-900} dstep=${DSTEP:-1} drule=${DRULE:-seen}
 reps=${REPS:-1} dcomp=${DCOMP:-1}
 jl=$out/tau.jsonl
 : >"$jl"
@@ -70,7 +75,7 @@ done
 gnuplot <<GP
 set terminal pngcairo size 900,560 noenhanced
 set output "$out/tau-objective.png"
-set title "BPG, flights-3m, -s 2 -w ${WORKERS:-2}, 4 blocks: objective vs time (dashed: stragglers $strag)"
+set title "BPG, flights-3m, -s 2 -w $WORKERS, 4 blocks: objective vs time (dashed: stragglers $strag)"
 set xlabel "seconds"; set ylabel "objective"; set yrange [0.44:0.50]; set key outside right; set grid
 plot $plots
 set output "$out/tau-idle.png"
