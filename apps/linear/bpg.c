@@ -189,11 +189,65 @@ static int kkt_keep(void *arg, uint64_t key, const void *vals)
     return fabs(((const float *)vals)[0]) > lw->cfg->kkt_slack * lw->cfg->l1 * share;
 }
 
+/* The shard's entries by block (lw->brow, boff, bent, bval), in row order
+ * and, within a row, in the data's order: a block's gradient and margin
+ * passes then touch its entries only, in the order a scan of every entry
+ * would (same sums, bit for bit).  0 or PS_ERR_NOMEM. */
+static int index_blocks(lin_worker *lw)
+{
+    const lin_data *d = &lw->tr;
+    size_t B = (size_t)lw->cfg->blocks;
+    size_t *nent = calloc(B, sizeof(size_t)), *last = malloc(B * sizeof(size_t));
+    lw->brow = calloc(B, sizeof(*lw->brow));
+    lw->bent = calloc(B, sizeof(*lw->bent));
+    lw->boff = calloc(B, sizeof(*lw->boff));
+    lw->bval = calloc(B, sizeof(*lw->bval));
+    lw->bnrow = calloc(B, sizeof(size_t));
+    int rv = nent && last && lw->brow && lw->bent && lw->boff && lw->bval && lw->bnrow
+                 ? 0 : PS_ERR_NOMEM;
+    for (int pass = 0; rv == 0 && pass < 2; pass++) {
+        for (size_t b = 0; b < B; b++) last[b] = SIZE_MAX;
+        if (pass == 1) {
+            for (size_t b = 0; b < B; b++) {
+                lw->brow[b] = malloc((lw->bnrow[b] + 1) * sizeof(uint32_t));
+                lw->boff[b] = malloc((lw->bnrow[b] + 1) * sizeof(uint64_t));
+                lw->bent[b] = malloc((nent[b] + 1) * sizeof(uint32_t));
+                if (d->vals) lw->bval[b] = malloc((nent[b] + 1) * sizeof(float));
+                if (!lw->brow[b] || !lw->boff[b] || !lw->bent[b] || (d->vals && !lw->bval[b]))
+                    rv = PS_ERR_NOMEM;
+                else
+                    lw->boff[b][lw->bnrow[b]] = nent[b]; /* the end of the last row */
+                lw->bnrow[b] = nent[b] = 0;
+            }
+            if (rv != 0) break;
+        }
+        for (size_t i = 0; i < d->n; i++)
+            for (uint64_t j = d->offsets[i]; j < d->offsets[i + 1]; j++) {
+                size_t b = (size_t)(d->keys[j] % B);
+                if (last[b] != i) {
+                    if (pass == 1) {
+                        lw->brow[b][lw->bnrow[b]] = (uint32_t)i;
+                        lw->boff[b][lw->bnrow[b]] = nent[b];
+                    }
+                    lw->bnrow[b]++;
+                    last[b] = i;
+                }
+                if (pass == 1) {
+                    lw->bent[b][nent[b]] = lw->cols[j];
+                    if (d->vals) lw->bval[b][nent[b]] = d->vals[j];
+                }
+                nent[b]++;
+            }
+    }
+    free(nent);
+    free(last);
+    return rv;
+}
+
 int bpg_worker_setup(lin_worker *lw)
 {
     const lin_data *d = &lw->tr;
     int B = lw->cfg->blocks;
-    lw->eblk = malloc((d->nnz + 1) * sizeof(uint16_t));
     lw->bkeys = calloc((size_t)B, sizeof(*lw->bkeys));
     lw->bcols = calloc((size_t)B, sizeof(*lw->bcols));
     lw->bn = calloc((size_t)B, sizeof(size_t));
@@ -202,13 +256,12 @@ int bpg_worker_setup(lin_worker *lw)
     lw->h = calloc(lw->nu + 1, sizeof(double));
     lw->wl = calloc(lw->nu + 1, sizeof(float));
     lw->buf = malloc((2 * lw->nu + 2) * sizeof(float));
-    if (!lw->eblk || !lw->bkeys || !lw->bcols || !lw->bn || !lw->m || !lw->g || !lw->h ||
-        !lw->wl || !lw->buf)
+    if (!lw->bkeys || !lw->bcols || !lw->bn || !lw->m || !lw->g || !lw->h || !lw->wl ||
+        !lw->buf || index_blocks(lw) != 0)
         return PS_ERR_NOMEM;
     if (lw->cfg->tau > 0 && lw->cfg->delay_comp &&
         (!(lw->mr = calloc(d->n + 1, sizeof(double))) || !(lw->wr = calloc(lw->nu + 1, sizeof(float)))))
         return PS_ERR_NOMEM;
-    for (size_t j = 0; j < d->nnz; j++) lw->eblk[j] = (uint16_t)(d->keys[j] % (uint64_t)B);
     for (size_t c = 0; c < lw->nu; c++) lw->bn[lw->uk[c] % (uint64_t)B]++;
     for (int b = 0; b < B; b++) {
         lw->bkeys[b] = malloc((lw->bn[b] + 1) * sizeof(uint64_t));
@@ -230,17 +283,18 @@ int bpg_worker_setup(lin_worker *lw)
 static void block_gradient(lin_worker *lw, int b)
 {
     const lin_data *d = &lw->tr;
-    for (size_t i = 0; i < d->n; i++) {
-        uint64_t s = d->offsets[i], e = d->offsets[i + 1];
-        double k = 0;
-        for (uint64_t j = s; j < e; j++) k += lw->eblk[j] == b;
-        if (k == 0) continue;
+    const uint32_t *row = lw->brow[b], *col = lw->bent[b];
+    const uint64_t *off = lw->boff[b];
+    const float *val = lw->bval[b];
+    for (size_t q = 0; q < lw->bnrow[b]; q++) {
+        size_t i = row[q];
+        uint64_t s = off[q], e = off[q + 1];
+        double k = (double)(e - s); /* the row's features in the block */
         double p = lin_sigmoid(lw->m[i]), r = p - d->labels[i], c = p * (1 - p) * k;
         for (uint64_t j = s; j < e; j++) {
-            if (lw->eblk[j] != b) continue;
-            double v = d->vals ? d->vals[j] : 1.0;
-            lw->g[lw->cols[j]] += r * v;
-            lw->h[lw->cols[j]] += c * v * v;
+            double v = val ? val[j] : 1.0;
+            lw->g[col[j]] += r * v;
+            lw->h[col[j]] += c * v * v;
         }
     }
 }
@@ -249,14 +303,17 @@ static void block_gradient(lin_worker *lw, int b)
  * if `real`, mr += X_b (the pulled deltas in lw->h, zeroed after). */
 static void update_margins(lin_worker *lw, int b, int real)
 {
-    const lin_data *d = &lw->tr;
-    for (size_t i = 0; i < d->n; i++)
-        for (uint64_t j = d->offsets[i]; j < d->offsets[i + 1]; j++) {
-            if (lw->eblk[j] != b) continue;
-            double v = d->vals ? d->vals[j] : 1.0;
-            lw->m[i] += lw->g[lw->cols[j]] * v;
-            if (real) lw->mr[i] += lw->h[lw->cols[j]] * v;
+    const uint32_t *row = lw->brow[b], *col = lw->bent[b];
+    const uint64_t *off = lw->boff[b];
+    const float *val = lw->bval[b];
+    for (size_t q = 0; q < lw->bnrow[b]; q++) {
+        size_t i = row[q];
+        for (uint64_t j = off[q]; j < off[q + 1]; j++) {
+            double v = val ? val[j] : 1.0;
+            lw->m[i] += lw->g[col[j]] * v;
+            if (real) lw->mr[i] += lw->h[col[j]] * v;
         }
+    }
     for (size_t q = 0; q < lw->bn[b]; q++) lw->g[lw->bcols[b][q]] = lw->h[lw->bcols[b][q]] = 0;
 }
 

@@ -55,7 +55,13 @@ typedef struct lin_worker {
     uint64_t grad_keys;  /* gradient entries offered to pushes (before filters) */
     double delay_sum, delay_n; /* bpg: the delays d of the gradients computed, and their number */
     /* BPG */
-    uint16_t *eblk;      /* block of each train entry */
+    /* per block b: the shard's rows with features in b (brow[b], bnrow[b] of
+     * them) and, from boff[b][r] to boff[b][r + 1], row r's entries in b (their
+     * columns in bent[b], values in bval[b], NULL while the data is binary) */
+    uint32_t **brow, **bent;
+    uint64_t **boff;
+    float **bval;
+    size_t *bnrow;
     uint64_t **bkeys;    /* per block: its keys (sorted) and their columns */
     uint32_t **bcols;
     size_t *bn;
