@@ -81,6 +81,13 @@
 
 static double up_l1, up_l2;
 
+/* The proximal step of weight w for gradient g and curvature h > 0. */
+static double prox(double w, double g, double h)
+{
+    double z = h * w - g;
+    return z > up_l1 ? (z - up_l1) / (h + up_l2) : z < -up_l1 ? (z + up_l1) / (h + up_l2) : 0.0;
+}
+
 static void prox_apply(void *arg, uint64_t key, void *val, void *state, const void *push,
                        int width)
 {
@@ -89,10 +96,7 @@ static void prox_apply(void *arg, uint64_t key, void *val, void *state, const vo
     const float *p = push;
     double g = p[0], h = p[1], w = v[0];
     if (h <= 0) return;
-    double z = h * w - g;
-    double nw = z > up_l1 ? (z - up_l1) / (h + up_l2)
-              : z < -up_l1 ? (z + up_l1) / (h + up_l2) : 0.0;
-    v[0] = (float)nw;
+    v[0] = (float)prox(w, g, h);
     v[1] = (float)h;
 }
 
@@ -445,7 +449,7 @@ static int push_pull(lin_worker *lw, int64_t t, int b, double ntotal, double dam
 /* Delay compensation (tau > 0): while block b's pull is in flight, move the
  * margins by the step the servers will take as this worker's shard
  * estimates it: the pushed (g, h), scaled from the shard to the whole
- * data, through the same prox step as prox_apply.  lw->wl takes the
+ * data, through the servers' prox().  lw->wl takes the
  * estimate, so the pull, when applied, moves the margins by the true
  * weights minus the estimate (apply_one): margins stay exact up to the
  * pulls in flight, and the gradients of the next tau blocks see an
@@ -457,9 +461,7 @@ static void predict_step(lin_worker *lw, int b, double ntotal)
         uint32_t c = lw->bcols[b][q];
         double g = lw->buf[2 * q] * scale, h = lw->buf[2 * q + 1] * scale, w = lw->wl[c];
         if (h <= 0) continue;
-        double z = h * w - g;
-        double nw = z > up_l1 ? (z - up_l1) / (h + up_l2)
-                  : z < -up_l1 ? (z + up_l1) / (h + up_l2) : 0.0;
+        double nw = prox(w, g, h);
         lw->g[c] = (double)(float)nw - w;
         lw->wl[c] = (float)nw;
     }
